@@ -1,0 +1,14 @@
+//! Pure domain of restock: phones, consent, subscriptions and tenant policy. No I/O lives here,
+//! so every business rule can be read and tested as plain code.
+
+pub mod clock;
+pub mod consent;
+pub mod erasure;
+pub mod phone;
+pub mod subscription;
+pub mod tenant;
+
+pub use consent::{ConsentEventKind, ConsentSource, ConsentState};
+pub use phone::{Phone, PhoneError};
+pub use subscription::{CancelReason, SubscriptionStatus, Target};
+pub use tenant::TenantPolicy;

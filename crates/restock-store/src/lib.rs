@@ -1,0 +1,53 @@
+//! Postgres store of restock: the connection pool, migrations, and one module per table group.
+//! Plain SQL with bound parameters; one transaction per use case.
+
+mod error;
+pub mod migrate;
+pub mod waitlist;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+pub use error::StoreError;
+use tokio_postgres::NoTls;
+
+/// Handle to the database: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Builds a pool of at most `max_size` connections. Connects lazily: a database that is
+    /// down at start makes requests fail with `Unavailable`, not the process.
+    pub fn connect(url: &str, max_size: usize) -> Result<Self, StoreError> {
+        let pg = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .runtime(Runtime::Tokio1)
+            // A request waits at most this long for a connection before answering UNAVAILABLE.
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}

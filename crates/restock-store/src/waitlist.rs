@@ -1,0 +1,780 @@
+//! Contacts, the consent ledger and subscriptions: everything WaitlistService writes.
+//!
+//! Every use case that changes a contact first locks its row, so requests about one phone are
+//! serialised and the "one live subscription per target" rule and the derived consent state can
+//! be read and acted on in the same transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use restock_domain::consent::derive_state;
+use restock_domain::{
+    CancelReason, ConsentEventKind, ConsentSource, ConsentState, Phone, SubscriptionStatus, Target,
+};
+use tokio_postgres::types::ToSql;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+const LIVE: &str = "('pending_confirmation', 'active')";
+
+/// A consent as captured by the caller.
+#[derive(Debug, Clone)]
+pub struct NewConsent {
+    pub source: ConsentSource,
+    pub text: String,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub captured_at: DateTime<Utc>,
+}
+
+/// What a storefront knows about a variant.
+#[derive(Debug, Clone, Default)]
+pub struct VariantDetails {
+    pub title: Option<String>,
+    pub options: BTreeMap<String, String>,
+    pub deep_link: Option<String>,
+}
+
+/// A validated Subscribe request.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    pub tenant_id: String,
+    pub phone: Phone,
+    pub target: Target,
+    pub product_id: Option<String>,
+    pub variant: Option<VariantDetails>,
+    pub consent: NewConsent,
+    pub customer_id: Option<String>,
+    pub session_id: Option<String>,
+    pub location_ids: Vec<String>,
+    pub desired_quantity: i32,
+    pub priority_tier: i32,
+    pub expires_at: DateTime<Utc>,
+    pub time_zone: Option<String>,
+    /// The caller's key and a fingerprint of the request it came with.
+    pub idempotency: Option<(String, Vec<u8>)>,
+    /// The tenant's policy at the time of the request.
+    pub double_opt_in: bool,
+}
+
+/// A subscription as stored, with its contact's phone.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRow {
+    pub tenant_id: String,
+    pub subscription_id: Uuid,
+    pub seq: i64,
+    pub target_key: String,
+    pub phone_e164: Option<String>,
+    pub variant_id: Option<String>,
+    pub product_id: Option<String>,
+    pub wanted_options: BTreeMap<String, String>,
+    pub customer_id: Option<String>,
+    pub session_id: Option<String>,
+    pub location_ids: Vec<String>,
+    pub desired_quantity: i32,
+    pub priority_tier: i32,
+    /// The stored status; see [`SubscriptionRow::status_at`] for the one to report.
+    pub status: SubscriptionStatus,
+    pub cancel_reason: Option<CancelReason>,
+    pub time_zone: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl SubscriptionRow {
+    /// The status at `now`: a live subscription past its expiry is expired, even before a
+    /// sweep writes it.
+    pub fn status_at(&self, now: DateTime<Utc>) -> SubscriptionStatus {
+        if self.status.is_live() && self.expires_at <= now {
+            SubscriptionStatus::Expired
+        } else {
+            self.status
+        }
+    }
+}
+
+/// Answer of [`Store::subscribe`].
+#[derive(Debug, Clone)]
+pub struct SubscribeOutcome {
+    pub subscription: SubscriptionRow,
+    pub created: bool,
+    pub position: Position,
+}
+
+/// A subscription's place in its waitlist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// 1-based; 0 when the subscription no longer waits.
+    pub position: u64,
+    pub waiting: u64,
+}
+
+/// One entry of the consent ledger.
+#[derive(Debug, Clone)]
+pub struct ConsentEventRow {
+    pub event_id: Uuid,
+    pub kind: ConsentEventKind,
+    pub source: Option<ConsentSource>,
+    pub consent_text: Option<String>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub reason: Option<String>,
+    pub subscription_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Filters of [`Store::list_subscriptions`]; they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub variant_id: Option<String>,
+    pub product_id: Option<String>,
+    pub phone: Option<Phone>,
+    pub customer_id: Option<String>,
+    pub status: Option<SubscriptionStatus>,
+}
+
+/// What erasure did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErasureOutcome {
+    pub erased: bool,
+    pub subscriptions: u32,
+    pub consent_events: u32,
+}
+
+const SUB_COLUMNS: &str = "s.tenant_id, s.subscription_id, s.seq, s.target_key, c.phone_e164, \
+     s.variant_id, s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, \
+     s.desired_quantity, s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, \
+     s.updated_at, s.expires_at";
+const SUB_FROM: &str = "subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id";
+
+fn sub_from_row(row: &Row) -> Result<SubscriptionRow, StoreError> {
+    let status: String = row.get("status");
+    let cancel: Option<String> = row.get("cancel_reason");
+    let options: serde_json::Value = row.get("wanted_options");
+    Ok(SubscriptionRow {
+        tenant_id: row.get("tenant_id"),
+        subscription_id: row.get("subscription_id"),
+        seq: row.get("seq"),
+        target_key: row.get("target_key"),
+        phone_e164: row.get("phone_e164"),
+        variant_id: row.get("variant_id"),
+        product_id: row.get("product_id"),
+        wanted_options: serde_json::from_value(options).unwrap_or_default(),
+        customer_id: row.get("customer_id"),
+        session_id: row.get("session_id"),
+        location_ids: row.get("location_ids"),
+        desired_quantity: row.get("desired_quantity"),
+        priority_tier: row.get("priority_tier"),
+        status: SubscriptionStatus::parse(&status)
+            .ok_or(StoreError::Migration(format!("unknown status {status}")))?,
+        cancel_reason: cancel.as_deref().and_then(CancelReason::parse),
+        time_zone: row.get("time_zone"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        expires_at: row.get("expires_at"),
+    })
+}
+
+/// Finds the contact of a phone and locks it for the rest of the transaction, creating it when
+/// `create` is set. Concurrent requests for one phone queue here.
+async fn lock_contact(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    phone: &Phone,
+    create: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, StoreError> {
+    if create {
+        // DO UPDATE (not DO NOTHING) so the row is returned and locked in both cases.
+        let row = tx
+            .query_one(
+                "INSERT INTO contacts (tenant_id, contact_id, phone_e164, created_at) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, phone_e164) WHERE phone_e164 IS NOT NULL \
+                 DO UPDATE SET phone_e164 = EXCLUDED.phone_e164 \
+                 RETURNING contact_id",
+                &[&tenant_id, &Uuid::now_v7(), &phone.e164(), &now],
+            )
+            .await?;
+        Ok(Some(row.get(0)))
+    } else {
+        let row = tx
+            .query_opt(
+                "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2 FOR UPDATE",
+                &[&tenant_id, &phone.e164()],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+async fn consent_state(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    contact_id: Uuid,
+    double_opt_in: bool,
+) -> Result<ConsentState, StoreError> {
+    let rows = tx
+        .query(
+            "SELECT kind FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 ORDER BY seq",
+            &[&tenant_id, &contact_id],
+        )
+        .await?;
+    Ok(derive_state(
+        double_opt_in,
+        rows.iter().filter_map(|r| ConsentEventKind::parse(r.get(0))),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn append_consent(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    contact_id: Uuid,
+    kind: ConsentEventKind,
+    source: ConsentSource,
+    consent: Option<&NewConsent>,
+    reason: Option<&str>,
+    subscription_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, \
+         ip_address, user_agent, reason, subscription_id, occurred_at, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &tenant_id,
+            &contact_id,
+            &Uuid::now_v7(),
+            &kind.as_str(),
+            &source.as_str(),
+            &consent.map(|c| c.text.as_str()),
+            &consent.and_then(|c| c.ip_address.as_deref()),
+            &consent.and_then(|c| c.user_agent.as_deref()),
+            &reason,
+            &subscription_id,
+            &consent.map(|c| c.captured_at).unwrap_or(now),
+            &now,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn get_sub(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    subscription_id: Uuid,
+) -> Result<SubscriptionRow, StoreError> {
+    let sql = format!("SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.subscription_id = $2");
+    let row = tx
+        .query_opt(&sql, &[&tenant_id, &subscription_id])
+        .await?
+        .ok_or(StoreError::NotFound("subscription"))?;
+    sub_from_row(&row)
+}
+
+async fn position_of(
+    tx: &impl GenericClient,
+    sub: &SubscriptionRow,
+    now: DateTime<Utc>,
+) -> Result<Position, StoreError> {
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE priority_tier > $3 OR (priority_tier = $3 AND seq < $4)), count(*) \
+         FROM subscriptions WHERE tenant_id = $1 AND target_key = $2 AND status IN {LIVE} AND expires_at > $5"
+    );
+    let row = tx
+        .query_one(&sql, &[&sub.tenant_id, &sub.target_key, &sub.priority_tier, &sub.seq, &now])
+        .await?;
+    let ahead: i64 = row.get(0);
+    let waiting: i64 = row.get(1);
+    Ok(if sub.status_at(now).is_live() {
+        Position { position: ahead as u64 + 1, waiting: waiting as u64 }
+    } else {
+        Position { position: 0, waiting: waiting as u64 }
+    })
+}
+
+impl Store {
+    /// Registers interest; see `WaitlistService.Subscribe` for the semantics. All or nothing:
+    /// a refused request leaves no row behind.
+    pub async fn subscribe(
+        &self,
+        req: &NewSubscription,
+        now: DateTime<Utc>,
+    ) -> Result<SubscribeOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let tenant = req.tenant_id.as_str();
+        let contact_id = lock_contact(&tx, tenant, &req.phone, true, now)
+            .await?
+            .expect("created when missing");
+
+        if let Some((key, hash)) = &req.idempotency {
+            let prior = tx
+                .query_opt(
+                    "SELECT request_hash, subscription_id, created FROM idempotency_keys \
+                     WHERE tenant_id = $1 AND idempotency_key = $2",
+                    &[&tenant, key],
+                )
+                .await?;
+            if let Some(prior) = prior {
+                let prior_hash: Vec<u8> = prior.get(0);
+                if &prior_hash != hash {
+                    return Err(StoreError::IdempotencyKeyReused);
+                }
+                let subscription = get_sub(&tx, tenant, prior.get(1)).await?;
+                let position = position_of(&tx, &subscription, now).await?;
+                tx.commit().await?;
+                return Ok(SubscribeOutcome { subscription, created: prior.get(2), position });
+            }
+        }
+
+        let state = consent_state(&tx, tenant, contact_id, req.double_opt_in).await?;
+        if state == ConsentState::OptedOut {
+            return Err(StoreError::OptedOut);
+        }
+
+        let target_key = req.target.key();
+        let existing = tx
+            .query_opt(
+                &format!(
+                    "SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.contact_id = $2 \
+                     AND s.target_key = $3 AND s.status IN {LIVE}"
+                ),
+                &[&tenant, &contact_id, &target_key],
+            )
+            .await?
+            .map(|r| sub_from_row(&r))
+            .transpose()?;
+        let (subscription, created) = match existing {
+            Some(sub) if sub.expires_at > now => (sub, false),
+            lapsed => {
+                if let Some(old) = lapsed {
+                    tx.execute(
+                        "UPDATE subscriptions SET status = 'expired', updated_at = $3 \
+                         WHERE tenant_id = $1 AND subscription_id = $2",
+                        &[&tenant, &old.subscription_id, &now],
+                    )
+                    .await?;
+                }
+                let sub = insert_subscription(&tx, req, contact_id, &target_key, state, now).await?;
+                (sub, true)
+            }
+        };
+
+        if let Some((key, hash)) = &req.idempotency {
+            // Another phone's request with the same key may race this one: its insert makes
+            // ours wait, then conflict, and the key's first answer wins.
+            let n = tx
+                .execute(
+                    "INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash, subscription_id, created, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    &[&tenant, key, hash, &subscription.subscription_id, &created, &now],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::IdempotencyKeyReused);
+            }
+        }
+        let position = position_of(&tx, &subscription, now).await?;
+        tx.commit().await?;
+        Ok(SubscribeOutcome { subscription, created, position })
+    }
+
+    /// Records a double opt-in confirmation and activates every pending subscription of the
+    /// phone.
+    pub async fn confirm(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        source: ConsentSource,
+        double_opt_in: bool,
+        now: DateTime<Utc>,
+    ) -> Result<SubscriptionRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let contact_id = lock_contact_of(&tx, tenant_id, subscription_id).await?;
+        let sub = get_sub(&tx, tenant_id, subscription_id).await?;
+        match sub.status_at(now) {
+            SubscriptionStatus::Active => return Ok(sub),
+            SubscriptionStatus::PendingConfirmation => {}
+            SubscriptionStatus::Notified | SubscriptionStatus::Converted => return Ok(sub),
+            SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
+            SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
+        }
+        if consent_state(&tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut {
+            return Err(StoreError::OptedOut);
+        }
+        append_consent(&tx, tenant_id, contact_id, ConsentEventKind::Confirm, source, None, None, Some(subscription_id), now).await?;
+        tx.execute(
+            "UPDATE subscriptions SET status = 'active', updated_at = $3 \
+             WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending_confirmation'",
+            &[&tenant_id, &contact_id, &now],
+        )
+        .await?;
+        let sub = get_sub(&tx, tenant_id, subscription_id).await?;
+        tx.commit().await?;
+        Ok(sub)
+    }
+
+    /// Cancels one subscription; a no-op when it is no longer live.
+    pub async fn unsubscribe(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<SubscriptionRow, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'unsubscribed', updated_at = $3 \
+                     WHERE tenant_id = $1 AND subscription_id = $2 AND status IN {LIVE}"
+                ),
+                &[&tenant_id, &subscription_id, &now],
+            )
+            .await?;
+        get_sub(&client, tenant_id, subscription_id).await
+    }
+
+    /// One subscription and its waitlist position.
+    pub async fn get_subscription(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(SubscriptionRow, Position), StoreError> {
+        let client = self.client().await?;
+        let sub = get_sub(&client, tenant_id, subscription_id).await?;
+        let pos = position_of(&client, &sub, now).await?;
+        Ok((sub, pos))
+    }
+
+    /// A page of subscriptions in waitlist order, after the one with sequence `after`.
+    pub async fn list_subscriptions(
+        &self,
+        tenant_id: &str,
+        filter: &ListFilter,
+        after: i64,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SubscriptionRow>, StoreError> {
+        let client = self.client().await?;
+        let phone = filter.phone.as_ref().map(|p| p.e164().to_string());
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant_id, &after, &limit];
+        let mut sql = format!("SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.seq > $2");
+        // Placeholders are numbered in the order their values are pushed.
+        for (col, v) in [
+            ("s.variant_id", &filter.variant_id),
+            ("s.product_id", &filter.product_id),
+            ("c.phone_e164", &phone),
+            ("s.customer_id", &filter.customer_id),
+        ] {
+            if let Some(v) = v {
+                params.push(v);
+                sql.push_str(&format!(" AND {col} = ${}", params.len()));
+            }
+        }
+        if let Some(status) = filter.status {
+            let n = params.len() + 1;
+            sql.push_str(&match status {
+                s if s.is_live() => format!(" AND s.status = '{}' AND s.expires_at > ${n}", s.as_str()),
+                SubscriptionStatus::Expired => {
+                    format!(" AND (s.status = 'expired' OR (s.status IN {LIVE} AND s.expires_at <= ${n}))")
+                }
+                s => format!(" AND s.status = '{}' AND ${n}::timestamptz IS NOT NULL", s.as_str()),
+            });
+            params.push(&now);
+        }
+        sql.push_str(" ORDER BY s.seq LIMIT $3");
+        let rows = client.query(&sql, &params).await?;
+        rows.iter().map(sub_from_row).collect()
+    }
+
+    /// Where a subscription stands in its waitlist.
+    pub async fn waitlist_position(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Position, StoreError> {
+        Ok(self.get_subscription(tenant_id, subscription_id, now).await?.1)
+    }
+
+    /// Records an opt-out (creating the contact if restock never saw the phone) and cancels its
+    /// live subscriptions. Answers how many were cancelled.
+    pub async fn opt_out(
+        &self,
+        tenant_id: &str,
+        phone: &Phone,
+        source: ConsentSource,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let contact_id = lock_contact(&tx, tenant_id, phone, true, now).await?.expect("created");
+        append_consent(&tx, tenant_id, contact_id, ConsentEventKind::OptOut, source, None, reason, None, now).await?;
+        let n = tx
+            .execute(
+                &format!(
+                    "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', updated_at = $3 \
+                     WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
+                ),
+                &[&tenant_id, &contact_id, &now],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n as u32)
+    }
+
+    /// Records a new opt-in (and its confirmation when it came from the phone itself). Answers
+    /// the state it leads to.
+    pub async fn opt_in(
+        &self,
+        tenant_id: &str,
+        phone: &Phone,
+        consent: &NewConsent,
+        double_opt_in: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ConsentState, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let contact_id = lock_contact(&tx, tenant_id, phone, true, now).await?.expect("created");
+        append_consent(&tx, tenant_id, contact_id, ConsentEventKind::OptIn, consent.source, Some(consent), None, None, now).await?;
+        if consent.source == ConsentSource::Sms {
+            append_consent(&tx, tenant_id, contact_id, ConsentEventKind::Confirm, consent.source, None, None, None, now).await?;
+        }
+        let state = consent_state(&tx, tenant_id, contact_id, double_opt_in).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// A phone's ledger and the state it leads to; `None` when restock never saw the phone.
+    pub async fn consent_history(
+        &self,
+        tenant_id: &str,
+        phone: &Phone,
+        double_opt_in: bool,
+    ) -> Result<Option<(ConsentState, Vec<ConsentEventRow>)>, StoreError> {
+        let client = self.client().await?;
+        let Some(contact) = client
+            .query_opt(
+                "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2",
+                &[&tenant_id, &phone.e164()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let contact_id: Uuid = contact.get(0);
+        let rows = client
+            .query(
+                "SELECT event_id, kind, source, consent_text, ip_address, user_agent, reason, \
+                 subscription_id, occurred_at, recorded_at FROM consent_events \
+                 WHERE tenant_id = $1 AND contact_id = $2 ORDER BY seq",
+                &[&tenant_id, &contact_id],
+            )
+            .await?;
+        let events: Vec<ConsentEventRow> = rows
+            .iter()
+            .filter_map(|r| {
+                Some(ConsentEventRow {
+                    event_id: r.get(0),
+                    kind: ConsentEventKind::parse(r.get(1))?,
+                    source: ConsentSource::parse(r.get(2)),
+                    consent_text: r.get(3),
+                    ip_address: r.get(4),
+                    user_agent: r.get(5),
+                    reason: r.get(6),
+                    subscription_id: r.get(7),
+                    occurred_at: r.get(8),
+                    recorded_at: r.get(9),
+                })
+            })
+            .collect();
+        let state = derive_state(double_opt_in, events.iter().map(|e| e.kind));
+        Ok(Some((state, events)))
+    }
+
+    /// Erases a phone's personal data: `hash` maps a value to its keyed hash.
+    pub async fn erase_phone(
+        &self,
+        tenant_id: &str,
+        phone: &Phone,
+        hash: impl Fn(&str) -> String,
+        now: DateTime<Utc>,
+    ) -> Result<ErasureOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(contact_id) = lock_contact(&tx, tenant_id, phone, false, now).await? else {
+            return Ok(ErasureOutcome::default());
+        };
+        tx.execute(
+            "UPDATE contacts SET phone_e164 = NULL, erased_hash = $3, erased_at = $4 \
+             WHERE tenant_id = $1 AND contact_id = $2",
+            &[&tenant_id, &contact_id, &hash(phone.e164()), &now],
+        )
+        .await?;
+        let mut subscriptions = 0;
+        for row in tx
+            .query(
+                "SELECT subscription_id, customer_id, session_id, status FROM subscriptions \
+                 WHERE tenant_id = $1 AND contact_id = $2",
+                &[&tenant_id, &contact_id],
+            )
+            .await?
+        {
+            let id: Uuid = row.get(0);
+            let customer: Option<String> = row.get(1);
+            let session: Option<String> = row.get(2);
+            let status: String = row.get(3);
+            let live = SubscriptionStatus::parse(&status).is_some_and(|s| s.is_live());
+            tx.execute(
+                "UPDATE subscriptions SET customer_id = $3, session_id = $4, updated_at = $5, \
+                 status = CASE WHEN $6 THEN 'cancelled' ELSE status END, \
+                 cancel_reason = CASE WHEN $6 THEN 'erased' ELSE cancel_reason END \
+                 WHERE tenant_id = $1 AND subscription_id = $2",
+                &[
+                    &tenant_id,
+                    &id,
+                    &customer.as_deref().map(&hash),
+                    &session.as_deref().map(&hash),
+                    &now,
+                    &live,
+                ],
+            )
+            .await?;
+            subscriptions += 1;
+        }
+        // The ledger refuses updates unless this transaction says it is an erasure.
+        tx.execute("SET LOCAL restock.erasure = 'on'", &[]).await?;
+        let mut consent_events = 0;
+        for row in tx
+            .query(
+                "SELECT event_id, ip_address, user_agent FROM consent_events \
+                 WHERE tenant_id = $1 AND contact_id = $2 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL)",
+                &[&tenant_id, &contact_id],
+            )
+            .await?
+        {
+            let id: Uuid = row.get(0);
+            let ip: Option<String> = row.get(1);
+            let ua: Option<String> = row.get(2);
+            tx.execute(
+                "UPDATE consent_events SET ip_address = $4, user_agent = $5 \
+                 WHERE tenant_id = $1 AND contact_id = $2 AND event_id = $3",
+                &[&tenant_id, &contact_id, &id, &ip.as_deref().map(&hash), &ua.as_deref().map(&hash)],
+            )
+            .await?;
+            consent_events += 1;
+        }
+        tx.commit().await?;
+        Ok(ErasureOutcome { erased: true, subscriptions, consent_events })
+    }
+}
+
+/// Locks the contact that owns a subscription.
+async fn lock_contact_of(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    subscription_id: Uuid,
+) -> Result<Uuid, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT c.contact_id FROM contacts c JOIN subscriptions s \
+             ON s.tenant_id = c.tenant_id AND s.contact_id = c.contact_id \
+             WHERE s.tenant_id = $1 AND s.subscription_id = $2 FOR UPDATE OF c",
+            &[&tenant_id, &subscription_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("subscription"))?;
+    Ok(row.get(0))
+}
+
+async fn insert_subscription(
+    tx: &impl GenericClient,
+    req: &NewSubscription,
+    contact_id: Uuid,
+    target_key: &str,
+    state: ConsentState,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow, StoreError> {
+    let tenant = req.tenant_id.as_str();
+    let (variant_id, wanted) = match &req.target {
+        Target::Variant { variant_id } => (Some(variant_id.as_str()), BTreeMap::new()),
+        Target::Product { wanted_options, .. } => (None, wanted_options.clone()),
+    };
+    let product_id = match &req.target {
+        Target::Product { product_id, .. } => Some(product_id.as_str()),
+        Target::Variant { .. } => req.product_id.as_deref(),
+    };
+    if let (Some(variant_id), Some(details)) = (variant_id, &req.variant) {
+        tx.execute(
+            "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
+               product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
+               title = COALESCE(EXCLUDED.title, variants.title), \
+               options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
+               deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
+               updated_at = EXCLUDED.updated_at",
+            &[
+                &tenant,
+                &variant_id,
+                &product_id,
+                &details.title,
+                &serde_json::to_value(&details.options).expect("a map of strings"),
+                &details.deep_link,
+                &now,
+            ],
+        )
+        .await?;
+    }
+    let subscription_id = Uuid::now_v7();
+    // A consent given with this request counts from now on, so the status follows the state
+    // the ledger will lead to once the opt-in below is appended.
+    let status = match (state, req.double_opt_in) {
+        (ConsentState::OptedIn, _) | (_, false) => SubscriptionStatus::Active,
+        _ if req.consent.source == ConsentSource::Sms => SubscriptionStatus::Active,
+        _ => SubscriptionStatus::PendingConfirmation,
+    };
+    tx.execute(
+        "INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
+         product_id, wanted_options, customer_id, session_id, location_ids, desired_quantity, \
+         priority_tier, status, time_zone, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)",
+        &[
+            &tenant,
+            &subscription_id,
+            &contact_id,
+            &target_key,
+            &variant_id,
+            &product_id,
+            &serde_json::to_value(&wanted).expect("a map of strings"),
+            &req.customer_id,
+            &req.session_id,
+            &req.location_ids,
+            &req.desired_quantity,
+            &req.priority_tier,
+            &status.as_str(),
+            &req.time_zone,
+            &now,
+            &req.expires_at,
+        ],
+    )
+    .await?;
+    // The consent shown with this subscription is appended even when the phone is already opted
+    // in: it is evidence worth keeping, and it changes no state.
+    append_consent(tx, tenant, contact_id, ConsentEventKind::OptIn, req.consent.source, Some(&req.consent), None, Some(subscription_id), now).await?;
+    if req.consent.source == ConsentSource::Sms {
+        append_consent(tx, tenant, contact_id, ConsentEventKind::Confirm, req.consent.source, None, None, Some(subscription_id), now).await?;
+    }
+    get_sub(tx, tenant, subscription_id).await
+}

@@ -1,0 +1,7 @@
+//! gRPC endpoints: thin layers that validate, call the domain and the store, and map errors.
+
+pub mod convert;
+pub mod dispatch;
+pub mod eligibility;
+pub mod validate;
+pub mod waitlist;

@@ -1,0 +1,139 @@
+//! Input validation: every bad field of a request is collected as a `BadRequest` field
+//! violation (paths like `consent.consent_text`), so a caller fixes them all at once.
+
+use chrono::{DateTime, Utc};
+use restock_domain::{Phone, PhoneError};
+
+use crate::error::ApiError;
+
+/// Longest id (tenant, variant, product, location, customer, session, idempotency key).
+pub const MAX_ID: usize = 128;
+
+/// The violations found so far.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<(String, String)>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push((field.into(), description.into()));
+    }
+
+    /// `Ok` when nothing was found.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+
+    /// An identifier: at most [`MAX_ID`] characters, no control characters, not blank.
+    /// Answers `None` when empty (after recording a violation if `required`) or bad.
+    pub fn id(&mut self, field: &str, value: &str, required: bool) -> Option<String> {
+        if value.is_empty() {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        }
+        self.text_rules(field, value, MAX_ID).then(|| value.to_string())
+    }
+
+    /// Free text of at most `max` characters; `None` when empty or bad.
+    pub fn text(&mut self, field: &str, value: &str, max: usize, required: bool) -> Option<String> {
+        if value.trim().is_empty() {
+            if required {
+                self.add(field, "is required");
+            } else if !value.is_empty() {
+                self.add(field, "must not be blank");
+            }
+            return None;
+        }
+        self.text_rules(field, value, max).then(|| value.to_string())
+    }
+
+    fn text_rules(&mut self, field: &str, value: &str, max: usize) -> bool {
+        let len = value.chars().count();
+        if len > max {
+            self.add(field, format!("must be at most {max} characters (got {len})"));
+            false
+        } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            self.add(field, "must not contain control characters");
+            false
+        } else if value.trim().is_empty() {
+            self.add(field, "must not be blank");
+            false
+        } else {
+            true
+        }
+    }
+
+    /// A phone in any common format; a bad region is reported on `region_field`.
+    pub fn phone(&mut self, field: &str, region_field: &str, value: &str, region: &str) -> Option<Phone> {
+        match Phone::parse(value, region) {
+            Ok(p) => Some(p),
+            Err(PhoneError::Empty) => {
+                self.add(field, "is required");
+                None
+            }
+            Err(PhoneError::BadRegion) => {
+                self.add(region_field, PhoneError::BadRegion.to_string());
+                None
+            }
+            Err(PhoneError::Unparseable(why)) if region.is_empty() && !value.trim_start().starts_with('+') => {
+                self.add(field, format!("cannot be read ({why}); give an international number starting with + or set default_region"));
+                None
+            }
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A proto enum value: unknown numbers, and `UNSPECIFIED` where `required`, are violations.
+    pub fn enumeration<E: TryFrom<i32>>(&mut self, field: &str, raw: i32, required: bool) -> Option<E> {
+        if raw == 0 {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        }
+        match E::try_from(raw) {
+            Ok(e) => Some(e),
+            Err(_) => {
+                self.add(field, format!("unknown value {raw}"));
+                None
+            }
+        }
+    }
+
+    /// A timestamp that can be represented.
+    pub fn timestamp(&mut self, field: &str, ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+        let t = u32::try_from(ts.nanos)
+            .ok()
+            .and_then(|n| DateTime::from_timestamp(ts.seconds, n));
+        if t.is_none() {
+            self.add(field, "is not a valid timestamp");
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_bounded_and_clean() {
+        let mut v = Violations::default();
+        assert_eq!(v.id("a", "sku-1", true), Some("sku-1".into()));
+        assert_eq!(v.id("b", "", true), None);
+        assert_eq!(v.id("c", &"x".repeat(129), true), None);
+        assert_eq!(v.id("d", "a\u{0}b", true), None);
+        assert_eq!(v.id("e", "   ", true), None);
+        assert_eq!(v.id("f", "", false), None);
+        let fields: Vec<String> = v.0.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(fields, ["b", "c", "d", "e"]);
+    }
+}

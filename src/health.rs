@@ -1,0 +1,80 @@
+//! The standard `grpc.health.v1` service, kept true: a background task asks Postgres and Redis
+//! whether they answer and sets every service serving or not serving accordingly.
+
+use std::time::Duration;
+
+use restock_store::Store;
+use tokio::sync::watch;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// The service names whose status is reported, besides the server as a whole ("").
+pub const SERVICES: &[&str] = &[
+    "restock.v1.WaitlistService",
+    "restock.v1.EligibilityService",
+    "restock.v1.DispatchService",
+];
+
+/// Answers whether Redis answers PING, reconnecting after a failure.
+pub struct RedisProbe {
+    client: redis::Client,
+    conn: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl RedisProbe {
+    pub fn new(client: redis::Client) -> Self {
+        Self { client, conn: None }
+    }
+
+    pub async fn ping(&mut self) -> bool {
+        if self.conn.is_none() {
+            self.conn = self.client.get_multiplexed_async_connection().await.ok();
+        }
+        let Some(conn) = self.conn.as_mut() else { return false };
+        let ok = redis::cmd("PING").query_async::<String>(conn).await.is_ok();
+        if !ok {
+            self.conn = None;
+        }
+        ok
+    }
+}
+
+pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for s in SERVICES {
+        reporter.set_service_status(*s, status).await;
+    }
+}
+
+/// Checks the dependencies every `interval` until `stop` turns true; logs each change.
+pub async fn watch_dependencies(
+    reporter: HealthReporter,
+    store: Store,
+    mut redis: RedisProbe,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let timeout = interval.max(Duration::from_millis(500));
+    let mut last: Option<bool> = None;
+    loop {
+        let pg_ok = matches!(tokio::time::timeout(timeout, store.ping()).await, Ok(Ok(())));
+        let redis_ok = tokio::time::timeout(timeout, redis.ping()).await.unwrap_or(false);
+        let ok = pg_ok && redis_ok;
+        if *stop.borrow() {
+            return;
+        }
+        if last != Some(ok) {
+            if ok {
+                tracing::info!("dependencies answer: serving");
+            } else {
+                tracing::warn!(postgres = pg_ok, redis = redis_ok, "a dependency does not answer: not serving");
+            }
+            set_all(&reporter, if ok { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+            last = Some(ok);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Start-up: builds the application from settings around a bound listener (tests bind port 0
+//! and read the address back), and runs it until a shutdown signal, then drains.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use restock_domain::clock::{Clock, SystemClock};
+use restock_domain::TenantPolicy;
+use restock_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::config::Settings;
+use crate::grpc;
+use crate::health::{self, RedisProbe};
+use crate::proto::v1::dispatch_service_server::DispatchServiceServer;
+use crate::proto::v1::eligibility_service_server::EligibilityServiceServer;
+use crate::proto::v1::waitlist_service_server::WaitlistServiceServer;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub tenants: BTreeMap<String, TenantPolicy>,
+    pub clock: Arc<dyn Clock>,
+    /// Key of the keyed hash that replaces erased personal data.
+    pub erasure_key: Vec<u8>,
+}
+
+/// A built server, bound but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    settings: Settings,
+}
+
+impl Application {
+    /// Applies pending migrations and builds the server on `listener`.
+    pub async fn build(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, listener, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build`], with the clock given (tests control time).
+    pub async fn build_with_clock(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let applied = restock_store::migrate::run(&settings.database.url)
+            .await
+            .context("applying migrations (is Postgres up? see DATABASE_URL)")?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "migrations applied");
+        }
+        let store = Store::connect(&settings.database.url, settings.database.pool_size)?;
+        let erasure_key = match &settings.erasure_key {
+            Some(k) => k.as_bytes().to_vec(),
+            None => {
+                tracing::warn!("erasure_key is not set: using a random key for this process");
+                uuid::Uuid::new_v4().as_bytes().to_vec()
+            }
+        };
+        let state = Arc::new(AppState { store, tenants: settings.tenants.clone(), clock, erasure_key });
+        Ok(Self { listener, state, settings })
+    }
+
+    /// Where the gRPC server listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves; then reports not serving, stops accepting, and waits
+    /// for in-flight calls at most the grace period.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self { listener, state, settings } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        health::set_all(&reporter, ServingStatus::NotServing).await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let redis = redis::Client::open(settings.redis.url.as_str()).context("redis.url")?;
+        let watcher = tokio::spawn(health::watch_dependencies(
+            reporter.clone(),
+            state.store.clone(),
+            RedisProbe::new(redis),
+            Duration::from_millis(settings.server.health_check_interval_ms),
+            stop_rx,
+        ));
+
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(WaitlistServiceServer::new(grpc::waitlist::WaitlistApi::new(state.clone())))
+            .add_service(EligibilityServiceServer::new(grpc::eligibility::EligibilityApi))
+            .add_service(DispatchServiceServer::new(grpc::dispatch::DispatchApi))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = drain_rx.await;
+            });
+        tokio::pin!(server);
+        let result = tokio::select! {
+            r = &mut server => r.map_err(anyhow::Error::from),
+            _ = shutdown => {
+                let _ = stop_tx.send(true);
+                let _ = watcher.await;
+                health::set_all(&reporter, ServingStatus::NotServing).await;
+                let _ = drain_tx.send(());
+                let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(r) => r.map_err(anyhow::Error::from),
+                    Err(_) => {
+                        tracing::warn!(?grace, "in-flight calls did not finish in the grace period");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        tracing::info!("server stopped");
+        result
+    }
+
+    /// The shared state (tests reach the store through it).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+}

@@ -1,0 +1,149 @@
+//! The server as a process: health, reflection through an SRE's tool, configuration errors and
+//! graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::ServingStatus;
+
+use crate::helpers::*;
+
+async fn wait_for_status(app: &TestApp, service: &str, want: ServingStatus) {
+    let mut client = HealthClient::new(app.channel.clone());
+    for _ in 0..200 {
+        let got = client
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .map(|r| r.into_inner().status);
+        if got.is_ok_and(|s| s == want as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{service} never became {want:?}");
+}
+
+#[tokio::test]
+async fn health_is_serving_when_postgres_and_redis_answer() {
+    let app = spawn_app().await;
+    wait_for_status(&app, "", ServingStatus::Serving).await;
+    wait_for_status(&app, "restock.v1.WaitlistService", ServingStatus::Serving).await;
+}
+
+#[tokio::test]
+async fn health_is_not_serving_when_redis_does_not_answer() {
+    let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1/0".into()).await;
+    wait_for_status(&app, "", ServingStatus::NotServing).await;
+    // Postgres still answers, so the waitlist works regardless.
+    app.waitlist().subscribe(subscribe_request("sku-1", "+14155550900")).await.unwrap();
+}
+
+#[tokio::test]
+async fn later_services_answer_unimplemented() {
+    use restock::proto::v1 as pb;
+    use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
+    let app = spawn_app().await;
+    let err = DispatchServiceClient::new(app.channel.clone())
+        .get_release(pb::GetReleaseRequest { tenant_id: "demo".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn stopping_drains_and_reports_not_serving() {
+    let app = spawn_app().await;
+    wait_for_status(&app, "", ServingStatus::Serving).await;
+    app.stop().await.expect("a clean stop");
+}
+
+fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/node_modules/.bin").join(name);
+    if local.exists() {
+        return Some(local);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.exists())
+    })
+}
+
+#[tokio::test]
+async fn an_sre_subscribes_with_buf_curl_through_reflection() {
+    let app = spawn_app().await;
+    let buf = tool("buf").expect("buf is missing: run `just test` (scripts/tools.sh installs it)");
+    let base = format!("http://{}", app.addr);
+    let addr = app.addr;
+    let (list, call) = tokio::task::spawn_blocking(move || {
+        let list = Command::new(&buf)
+            .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", &base])
+            .output()
+            .unwrap();
+        let body = r#"{"tenantId":"demo","variantId":"sku-1","phoneNumber":"+14155550901","consent":{"consentText":"Text me","source":"CONSENT_SOURCE_WEB","captureTime":"2026-01-01T00:00:00Z"}}"#;
+        let call = Command::new(&buf)
+            .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--data", body])
+            .arg(format!("http://{addr}/restock.v1.WaitlistService/Subscribe"))
+            .output()
+            .unwrap();
+        (list, call)
+    })
+    .await
+    .unwrap();
+    let services = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    for s in ["restock.v1.WaitlistService", "restock.v1.EligibilityService", "restock.v1.DispatchService", "grpc.health.v1.Health"] {
+        assert!(services.contains(s), "{s} not listed: {services}");
+    }
+    assert!(call.status.success(), "{}", String::from_utf8_lossy(&call.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert_eq!(out["created"], true);
+    assert_eq!(out["subscription"]["phoneNumber"], "+14155550901");
+    assert_eq!(app.count("subscriptions").await, 1);
+}
+
+#[test]
+fn a_bad_setting_stops_the_binary_with_its_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_restock"))
+        .arg("serve")
+        .env("RESTOCK__GRPC__PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("grpc.port"), "{err}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_exits_zero_on_sigterm() {
+    let db = fresh_database().await;
+    let (_, redis) = base_env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_restock"))
+        .arg("serve")
+        .env("DATABASE_URL", db)
+        .env("REDIS_URL", redis)
+        .env("RESTOCK__GRPC__PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let addr = line.trim().strip_prefix("restock listening: grpc=").expect(&line).to_string();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    restock::proto::v1::waitlist_service_client::WaitlistServiceClient::new(channel)
+        .subscribe(subscribe_request("sku-1", "+14155550902"))
+        .await
+        .unwrap();
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}

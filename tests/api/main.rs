@@ -1,0 +1,8 @@
+//! The one integration-test binary: real servers on free ports against the real Postgres and
+//! Redis that `just test` brings up, driven through the generated client.
+
+mod helpers;
+mod lifecycle;
+mod polyglot;
+mod subscribe;
+mod waitlist;
