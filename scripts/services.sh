@@ -46,6 +46,7 @@ PG_DB=restock
 OWN_DATABASE_URL="postgres://postgres@127.0.0.1:${PG_PORT}/${PG_DB}"
 OWN_REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
 READY_TIMEOUT=30
+export PGCONNECT_TIMEOUT=5  # libpq clients: never hang on a silent listener
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
@@ -61,6 +62,38 @@ check_port_number() {
 
 # Anything accepting TCP connections on 127.0.0.1:$1?
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Bound a client that talks to a listener we do not control yet.
+with_timeout() {
+  if command -v timeout >/dev/null; then timeout 10 "$@"; else "$@"; fi
+}
+
+# Pids of live processes named $1 whose command line contains the argument sequence "$2" "$3".
+pids_with_args() {
+  local p comm i
+  local -a args
+  for p in /proc/[0-9]*; do
+    comm="$(cat "$p/comm" 2>/dev/null)" || continue
+    [ "$comm" = "$1" ] || continue
+    mapfile -d '' -t args <"$p/cmdline" 2>/dev/null || continue
+    for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+      if [ "${args[i]}" = "$2" ] && [ "${args[i + 1]}" = "$3" ]; then
+        echo "${p#/proc/}"
+        break
+      fi
+    done
+  done
+}
+
+wait_gone() { # wait_gone <pid>...: bounded wait for processes to exit
+  local deadline=$((SECONDS + READY_TIMEOUT)) p
+  for p in "$@"; do
+    while kill -0 "$p" 2>/dev/null; do
+      if [ "$SECONDS" -ge "$deadline" ]; then die "process $p did not exit"; fi
+      sleep 0.2
+    done
+  done
+}
 
 # ---------------------------------------------------------------------------------------
 # Package installation (root only)
@@ -213,14 +246,29 @@ EOF
   fi
 }
 
+# A postmaster still running for our data dir path after its pid file went away (target/
+# wiped or moved while it ran): stop it, or it keeps the port. Matched by its command line,
+# which pg_ctl sets to `postgres -D <data dir>` and the postmaster never rewrites.
+pg_stop_orphans() {
+  local pids
+  [ -f "$PGDATA/postmaster.pid" ] && return 0
+  pids="$(pids_with_args postgres -D "$PGDATA")"
+  [ -n "$pids" ] || return 0
+  log "stopping orphaned Postgres for $PGDATA (pid ${pids//$'\n'/ })"
+  # shellcheck disable=SC2086
+  kill -INT $pids 2>/dev/null || true
+  # shellcheck disable=SC2086
+  wait_gone $pids
+}
+
 pg_foreign_hint() {
   local dd
-  dd="$("$(pgtool psql)" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -XAtqc 'show data_directory' 2>/dev/null || true)"
+  dd="$(with_timeout "$(pgtool psql)" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -XAtqc 'show data_directory' 2>/dev/null || true)"
   if [ -n "$dd" ]; then echo " (a Postgres with data directory $dd)"; fi
 }
 
 pg_up() {
-  local want="" deadline ver out
+  local want="" ver out
   ensure_pg_user
   mkdir -p "$STATE"
   resolve_pgdata
@@ -234,19 +282,21 @@ pg_up() {
     [ "$ver" = "$want" ] || die "$PGDATA was made by PostgreSQL $want but only $ver binaries ($PG_BIN) were found; install postgresql-$want, or remove $PGDATA to start afresh"
   fi
 
-  # Already running and answering on the wanted port: reuse.
-  if pg_running; then
-    if [ "$(pg_pid_port)" = "$PG_PORT" ] && pg_ready; then
-      log "Postgres already running on 127.0.0.1:$PG_PORT ($PGDATA)"
-      pg_ensure_db
-      return 0
-    fi
-    log "Postgres running but not answering on port $PG_PORT; restarting it"
-    pg_stop
+  # Already running on the wanted port: reuse.
+  if pg_running && [ "$(pg_pid_port)" = "$PG_PORT" ]; then
+    pg_wait_ready
+    log "Postgres already running on 127.0.0.1:$PG_PORT ($PGDATA)"
+    pg_ensure_db
+    return 0
   fi
 
+  pg_stop_orphans
   if port_in_use "$PG_PORT"; then
     die "port $PG_PORT is taken by something that is not this checkout's Postgres$(pg_foreign_hint); stop it or choose another port with RESTOCK_PG_PORT"
+  fi
+  if pg_running; then
+    log "Postgres running on port $(pg_pid_port); restarting it on $PG_PORT"
+    pg_stop
   fi
 
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
@@ -261,12 +311,18 @@ pg_up() {
 
   log "starting Postgres on 127.0.0.1:$PG_PORT"
   # pg_ctl -w polls the postmaster's status and gives up after -t seconds.
-  if ! out="$(as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/postgres.log" -w -t "$READY_TIMEOUT" start 2>&1)"; then
+  # 9>&-: the daemon must not inherit the lock's fd (it would hold the lock forever).
+  if ! out="$(as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/postgres.log" -w -t "$READY_TIMEOUT" start 2>&1 9>&-)"; then
     printf '%s\n' "$out" >&2
     pg_log_tail
     die "Postgres did not start (log: $PGDATA/postgres.log)"
   fi
-  deadline=$((SECONDS + READY_TIMEOUT))
+  pg_wait_ready
+  pg_ensure_db
+}
+
+pg_wait_ready() {
+  local deadline=$((SECONDS + READY_TIMEOUT))
   until pg_ready; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       pg_log_tail
@@ -274,7 +330,6 @@ pg_up() {
     fi
     sleep 0.2
   done
-  pg_ensure_db
 }
 
 pg_ensure_db() {
@@ -314,7 +369,7 @@ ensure_pg_user_existing() {
 
 REDIS_CLI=""
 
-redis_cli() { "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+redis_cli() { with_timeout "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
 redis_pid() { cat "$REDIS_DIR/redis.pid" 2>/dev/null || true; }
 
@@ -324,9 +379,12 @@ redis_alive() { # our redis-server process alive (per its pid file)?
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q redis "/proc/$pid/comm" 2>/dev/null
 }
 
-redis_ours_ready() { # answering on REDIS_PORT, and it is the instance serving our dir?
-  [ "$(redis_cli ping 2>/dev/null)" = PONG ] || return 1
-  [ "$(redis_cli config get dir 2>/dev/null | sed -n 2p)" = "$REDIS_DIR" ]
+# The pidfile setting tells our instance from others (unlike `dir`, it is still reported
+# after the directory was deleted).
+redis_is_ours() { [ "$(redis_cli config get pidfile 2>/dev/null | sed -n 2p)" = "$REDIS_DIR/redis.pid" ]; }
+
+redis_ours_ready() { # answering on REDIS_PORT, and it is ours?
+  [ "$(redis_cli ping 2>/dev/null)" = PONG ] && redis_is_ours
 }
 
 redis_log_tail() {
@@ -343,7 +401,7 @@ redis_stop() {
   log "stopping Redis (pid $pid)"
   port="$(cat "$REDIS_DIR/port" 2>/dev/null || true)"
   if [ -n "$port" ] && [ -n "$REDIS_CLI" ]; then
-    "$REDIS_CLI" -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    with_timeout "$REDIS_CLI" -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
   fi
   deadline=$((SECONDS + READY_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null; do
@@ -354,8 +412,20 @@ redis_stop() {
   rm -f "$REDIS_DIR/redis.pid"
 }
 
+# A redis-server of ours on our port whose pid file is gone (target/ wiped while it ran):
+# shut it down.
+redis_stop_orphan() {
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  redis_is_ours || return 0
+  log "stopping orphaned Redis on port $REDIS_PORT"
+  redis_cli shutdown nosave >/dev/null 2>&1 || true
+  while port_in_use "$REDIS_PORT"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then die "Redis on port $REDIS_PORT did not stop"; fi
+    sleep 0.2
+  done
+}
+
 redis_up() {
-  local deadline
   if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
     apt_install redis-server
   fi
@@ -363,17 +433,20 @@ redis_up() {
   REDIS_CLI="$(command -v redis-cli)" || die "redis-cli not found after install"
   mkdir -p "$REDIS_DIR"
 
-  if redis_alive; then
-    if redis_ours_ready; then
-      log "Redis already running on 127.0.0.1:$REDIS_PORT ($REDIS_DIR)"
-      return 0
-    fi
-    log "Redis running but not answering on port $REDIS_PORT; restarting it"
-    redis_stop
+  # Already running on the wanted port: reuse.
+  if redis_alive && [ "$(cat "$REDIS_DIR/port" 2>/dev/null)" = "$REDIS_PORT" ]; then
+    redis_wait_ready
+    log "Redis already running on 127.0.0.1:$REDIS_PORT ($REDIS_DIR)"
+    return 0
   fi
 
+  redis_stop_orphan
   if port_in_use "$REDIS_PORT"; then
     die "port $REDIS_PORT is taken by something that is not this checkout's Redis; stop it or choose another port with RESTOCK_REDIS_PORT"
+  fi
+  if redis_alive; then
+    log "Redis running on port $(cat "$REDIS_DIR/port" 2>/dev/null || echo '?'); restarting it on $REDIS_PORT"
+    redis_stop
   fi
 
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
@@ -381,11 +454,15 @@ redis_up() {
   echo "$REDIS_PORT" >"$REDIS_DIR/port"
   if ! (cd "$REDIS_DIR" && redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
     --dir "$REDIS_DIR" --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" \
-    --save '' --appendonly no >/dev/null 2>&1); then
+    --save '' --appendonly no >/dev/null 2>&1 9>&-); then
     redis_log_tail
     die "redis-server failed to start (log: $REDIS_DIR/redis.log)"
   fi
-  deadline=$((SECONDS + READY_TIMEOUT))
+  redis_wait_ready
+}
+
+redis_wait_ready() {
+  local deadline=$((SECONDS + READY_TIMEOUT))
   until redis_ours_ready; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       redis_log_tail
@@ -426,10 +503,21 @@ write_env() {
 
 lock() {
   mkdir -p "$STATE"
+  # Held until this script exits; daemons are started with fd 9 closed.
   if command -v flock >/dev/null; then
     exec 9>"$STATE/lock"
     flock 9
   fi
+}
+
+# Install (root) or name (otherwise) every missing server package at once.
+ensure_packages() {
+  local -a missing=()
+  if [ "$1" = pg ] && ! find_pg_bin >/dev/null; then missing+=(postgresql); fi
+  if [ "$2" = redis ] && { ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; }; then
+    missing+=(redis-server)
+  fi
+  if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
 cmd_up() {
@@ -438,6 +526,7 @@ cmd_up() {
   if [ "$db_url" = "$OWN_DATABASE_URL" ]; then db_url=""; fi
   if [ "$redis_url" = "$OWN_REDIS_URL" ]; then redis_url=""; fi
   lock
+  ensure_packages "$([ -z "$db_url" ] && echo pg)" "$([ -z "$redis_url" ] && echo redis)"
   if [ -n "$db_url" ]; then
     log "using DATABASE_URL from the environment"
   else

@@ -114,7 +114,9 @@ impl Settings {
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
         }
-        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
             return bad("database.url", "must be a postgres:// URL");
         }
         if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
@@ -126,9 +128,14 @@ impl Settings {
         for id in self.tenants.keys() {
             let ok = !id.is_empty()
                 && id.len() <= 64
-                && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
             if !ok {
-                return bad(&format!("tenants.{id}"), "a tenant id is 1-64 of a-z, 0-9, '-', '_'");
+                return bad(
+                    &format!("tenants.{id}"),
+                    "a tenant id is 1-64 of a-z, 0-9, '-', '_'",
+                );
             }
         }
         if self.erasure_key.as_deref().is_some_and(|k| k.len() < 16) {
@@ -143,7 +150,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -173,7 +183,8 @@ mod tests {
     fn a_bad_value_names_its_key() {
         let e = Settings::load_from(None, env(&[("RESTOCK__GRPC__PORT", "lots")])).unwrap_err();
         assert!(e.to_string().contains("grpc.port"), "{e}");
-        let e = Settings::load_from(None, env(&[("RESTOCK__DATABASE__POOL_SIZE", "0")])).unwrap_err();
+        let e =
+            Settings::load_from(None, env(&[("RESTOCK__DATABASE__POOL_SIZE", "0")])).unwrap_err();
         assert!(e.to_string().contains("database.pool_size"), "{e}");
         let e = Settings::load_from(None, env(&[("REDIS_URL", "nope://x")])).unwrap_err();
         assert!(e.to_string().contains("redis.url"), "{e}");

@@ -14,7 +14,11 @@ pub enum ApiError {
     InvalidArgument(Vec<(String, String)>),
     NotFound(String),
     /// Consent or state forbids the call: (type, subject, description).
-    FailedPrecondition { kind: &'static str, subject: String, description: String },
+    FailedPrecondition {
+        kind: &'static str,
+        subject: String,
+        description: String,
+    },
     /// A dependency is down; the caller may retry.
     Unavailable(String),
     /// Anything else: logged here, never shown.
@@ -43,7 +47,11 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::InvalidArgument, summary, details)
             }
             ApiError::NotFound(what) => Status::not_found(what),
-            ApiError::FailedPrecondition { kind, subject, description } => {
+            ApiError::FailedPrecondition {
+                kind,
+                subject,
+                description,
+            } => {
                 let mut details = ErrorDetails::new();
                 details.add_precondition_failure_violation(kind, subject, description.clone());
                 Status::with_error_details(Code::FailedPrecondition, description, details)
@@ -73,7 +81,9 @@ impl From<StoreError> for ApiError {
             StoreError::OptedOut => ApiError::FailedPrecondition {
                 kind: "CONSENT",
                 subject: "phone_number".into(),
-                description: "the phone opted out of this tenant; only a new opt-in (OptIn) lifts an opt-out".into(),
+                description:
+                    "the phone opted out of this tenant; only a new opt-in (OptIn) lifts an opt-out"
+                        .into(),
             },
             StoreError::IdempotencyKeyReused => {
                 ApiError::field("idempotency_key", "already used for a different request")

@@ -30,7 +30,9 @@ impl RedisProbe {
         if self.conn.is_none() {
             self.conn = self.client.get_multiplexed_async_connection().await.ok();
         }
-        let Some(conn) = self.conn.as_mut() else { return false };
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
         let ok = redis::cmd("PING").query_async::<String>(conn).await.is_ok();
         if !ok {
             self.conn = None;
@@ -57,8 +59,13 @@ pub async fn watch_dependencies(
     let timeout = interval.max(Duration::from_millis(500));
     let mut last: Option<bool> = None;
     loop {
-        let pg_ok = matches!(tokio::time::timeout(timeout, store.ping()).await, Ok(Ok(())));
-        let redis_ok = tokio::time::timeout(timeout, redis.ping()).await.unwrap_or(false);
+        let pg_ok = matches!(
+            tokio::time::timeout(timeout, store.ping()).await,
+            Ok(Ok(()))
+        );
+        let redis_ok = tokio::time::timeout(timeout, redis.ping())
+            .await
+            .unwrap_or(false);
         let ok = pg_ok && redis_ok;
         if *stop.borrow() {
             return;
@@ -67,9 +74,21 @@ pub async fn watch_dependencies(
             if ok {
                 tracing::info!("dependencies answer: serving");
             } else {
-                tracing::warn!(postgres = pg_ok, redis = redis_ok, "a dependency does not answer: not serving");
+                tracing::warn!(
+                    postgres = pg_ok,
+                    redis = redis_ok,
+                    "a dependency does not answer: not serving"
+                );
             }
-            set_all(&reporter, if ok { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
+            set_all(
+                &reporter,
+                if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                },
+            )
+            .await;
             last = Some(ok);
         }
         tokio::select! {

@@ -40,12 +40,21 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             let applied = restock_store::migrate::run(&settings.database.url).await?;
-            println!("migrations applied: {}", if applied.is_empty() { "none pending".into() } else { applied.join(", ") });
+            println!(
+                "migrations applied: {}",
+                if applied.is_empty() {
+                    "none pending".into()
+                } else {
+                    applied.join(", ")
+                }
+            );
             Ok(())
         }
         Command::Serve => {
             let addr = settings.grpc.addr();
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding gRPC to {addr}"))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding gRPC to {addr}"))?;
             let app = Application::build(settings, listener).await?;
             println!("restock listening: grpc={}", app.grpc_addr());
             app.run_until_stopped(restock::shutdown::signal()).await

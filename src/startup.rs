@@ -66,19 +66,34 @@ impl Application {
                 uuid::Uuid::new_v4().as_bytes().to_vec()
             }
         };
-        let state = Arc::new(AppState { store, tenants: settings.tenants.clone(), clock, erasure_key });
-        Ok(Self { listener, state, settings })
+        let state = Arc::new(AppState {
+            store,
+            tenants: settings.tenants.clone(),
+            clock,
+            erasure_key,
+        });
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
     }
 
     /// Where the gRPC server listens.
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` resolves; then reports not serving, stops accepting, and waits
     /// for in-flight calls at most the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self { listener, state, settings } = self;
+        let Self {
+            listener,
+            state,
+            settings,
+        } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::set_all(&reporter, ServingStatus::NotServing).await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -106,8 +121,12 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .add_service(WaitlistServiceServer::new(grpc::waitlist::WaitlistApi::new(state.clone())))
-            .add_service(EligibilityServiceServer::new(grpc::eligibility::EligibilityApi))
+            .add_service(WaitlistServiceServer::new(
+                grpc::waitlist::WaitlistApi::new(state.clone()),
+            ))
+            .add_service(EligibilityServiceServer::new(
+                grpc::eligibility::EligibilityApi,
+            ))
             .add_service(DispatchServiceServer::new(grpc::dispatch::DispatchApi))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = drain_rx.await;

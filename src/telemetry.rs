@@ -17,9 +17,16 @@ pub fn init() {
             Ok(())
         }
     } else if json {
-        fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init()
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
     } else {
-        fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init()
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
     };
     let _ = result;
 }

@@ -1,13 +1,18 @@
 //! Conversions between the generated API types and the domain and store types.
 
 use chrono::{DateTime, Utc};
-use restock_domain::{CancelReason, ConsentEventKind, ConsentSource, ConsentState, SubscriptionStatus};
+use restock_domain::{
+    CancelReason, ConsentEventKind, ConsentSource, ConsentState, SubscriptionStatus,
+};
 use restock_store::waitlist::{ConsentEventRow, SubscriptionRow};
 
 use crate::proto::v1 as pb;
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn consent_source(s: pb::ConsentSource) -> Option<ConsentSource> {
@@ -74,8 +79,14 @@ pub fn subscription(row: SubscriptionRow, now: DateTime<Utc>) -> pb::Subscriptio
         product_id: row.product_id.unwrap_or_default(),
         wanted_options: row.wanted_options,
         phone_number: row.phone_e164.unwrap_or_default(),
-        customer_id: row.customer_id.filter(|c| !c.starts_with("erased:")).unwrap_or_default(),
-        session_id: row.session_id.filter(|c| !c.starts_with("erased:")).unwrap_or_default(),
+        customer_id: row
+            .customer_id
+            .filter(|c| !c.starts_with("erased:"))
+            .unwrap_or_default(),
+        session_id: row
+            .session_id
+            .filter(|c| !c.starts_with("erased:"))
+            .unwrap_or_default(),
         location_ids: row.location_ids,
         desired_quantity: row.desired_quantity as u32,
         priority_tier: row.priority_tier as u32,
@@ -100,7 +111,10 @@ pub fn consent_event(e: ConsentEventRow) -> pb::ConsentEvent {
             ConsentEventKind::Confirm => pb::ConsentEventKind::Confirm,
             ConsentEventKind::OptOut => pb::ConsentEventKind::OptOut,
         } as i32,
-        source: e.source.map(consent_source_pb).unwrap_or(pb::ConsentSource::Unspecified) as i32,
+        source: e
+            .source
+            .map(consent_source_pb)
+            .unwrap_or(pb::ConsentSource::Unspecified) as i32,
         consent_text: e.consent_text.unwrap_or_default(),
         ip_address: e.ip_address.unwrap_or_default(),
         user_agent: e.user_agent.unwrap_or_default(),

@@ -36,7 +36,8 @@ impl Violations {
             }
             return None;
         }
-        self.text_rules(field, value, MAX_ID).then(|| value.to_string())
+        self.text_rules(field, value, MAX_ID)
+            .then(|| value.to_string())
     }
 
     /// Free text of at most `max` characters; `None` when empty or bad.
@@ -49,15 +50,22 @@ impl Violations {
             }
             return None;
         }
-        self.text_rules(field, value, max).then(|| value.to_string())
+        self.text_rules(field, value, max)
+            .then(|| value.to_string())
     }
 
     fn text_rules(&mut self, field: &str, value: &str, max: usize) -> bool {
         let len = value.chars().count();
         if len > max {
-            self.add(field, format!("must be at most {max} characters (got {len})"));
+            self.add(
+                field,
+                format!("must be at most {max} characters (got {len})"),
+            );
             false
-        } else if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        } else if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             self.add(field, "must not contain control characters");
             false
         } else if value.trim().is_empty() {
@@ -69,7 +77,13 @@ impl Violations {
     }
 
     /// A phone in any common format; a bad region is reported on `region_field`.
-    pub fn phone(&mut self, field: &str, region_field: &str, value: &str, region: &str) -> Option<Phone> {
+    pub fn phone(
+        &mut self,
+        field: &str,
+        region_field: &str,
+        value: &str,
+        region: &str,
+    ) -> Option<Phone> {
         match Phone::parse(value, region) {
             Ok(p) => Some(p),
             Err(PhoneError::Empty) => {
@@ -80,7 +94,9 @@ impl Violations {
                 self.add(region_field, PhoneError::BadRegion.to_string());
                 None
             }
-            Err(PhoneError::Unparseable(why)) if region.is_empty() && !value.trim_start().starts_with('+') => {
+            Err(PhoneError::Unparseable(why))
+                if region.is_empty() && !value.trim_start().starts_with('+') =>
+            {
                 self.add(field, format!("cannot be read ({why}); give an international number starting with + or set default_region"));
                 None
             }
@@ -92,7 +108,12 @@ impl Violations {
     }
 
     /// A proto enum value: unknown numbers, and `UNSPECIFIED` where `required`, are violations.
-    pub fn enumeration<E: TryFrom<i32>>(&mut self, field: &str, raw: i32, required: bool) -> Option<E> {
+    pub fn enumeration<E: TryFrom<i32>>(
+        &mut self,
+        field: &str,
+        raw: i32,
+        required: bool,
+    ) -> Option<E> {
         if raw == 0 {
             if required {
                 self.add(field, "is required");

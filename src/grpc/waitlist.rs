@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
-use restock_domain::{erasure, Phone, TenantPolicy, Target};
+use restock_domain::{erasure, Phone, Target, TenantPolicy};
 use restock_store::waitlist::{ListFilter, NewConsent, NewSubscription, VariantDetails};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -82,12 +82,22 @@ fn options(v: &mut Violations, field: &str, map: &BTreeMap<String, String>) {
     }
 }
 
-fn consent(v: &mut Violations, field: &str, c: Option<&pb::Consent>, now: DateTime<Utc>) -> Option<NewConsent> {
+fn consent(
+    v: &mut Violations,
+    field: &str,
+    c: Option<&pb::Consent>,
+    now: DateTime<Utc>,
+) -> Option<NewConsent> {
     let Some(c) = c else {
         v.add(field, "is required");
         return None;
     };
-    let text = v.text(&format!("{field}.consent_text"), &c.consent_text, 2_000, true);
+    let text = v.text(
+        &format!("{field}.consent_text"),
+        &c.consent_text,
+        2_000,
+        true,
+    );
     let source = v
         .enumeration::<pb::ConsentSource>(&format!("{field}.source"), c.source, true)
         .and_then(convert::consent_source);
@@ -96,25 +106,36 @@ fn consent(v: &mut Violations, field: &str, c: Option<&pb::Consent>, now: DateTi
             v.add(format!("{field}.capture_time"), "is required");
             None
         }
-        Some(ts) => v.timestamp(&format!("{field}.capture_time"), ts).filter(|t| {
-            let ok = *t <= now + CLOCK_SKEW;
-            if !ok {
-                v.add(format!("{field}.capture_time"), "must not be in the future");
-            }
-            ok
-        }),
+        Some(ts) => v
+            .timestamp(&format!("{field}.capture_time"), ts)
+            .filter(|t| {
+                let ok = *t <= now + CLOCK_SKEW;
+                if !ok {
+                    v.add(format!("{field}.capture_time"), "must not be in the future");
+                }
+                ok
+            }),
     };
     let ip_address = (!c.ip_address.is_empty())
         .then(|| match c.ip_address.parse::<IpAddr>() {
             Ok(ip) => Some(ip.to_string()),
             Err(_) => {
-                v.add(format!("{field}.ip_address"), "must be an IPv4 or IPv6 address");
+                v.add(
+                    format!("{field}.ip_address"),
+                    "must be an IPv4 or IPv6 address",
+                );
                 None
             }
         })
         .flatten();
     let user_agent = v.text(&format!("{field}.user_agent"), &c.user_agent, 512, false);
-    Some(NewConsent { source: source?, text: text?, ip_address, user_agent, captured_at: captured_at? })
+    Some(NewConsent {
+        source: source?,
+        text: text?,
+        ip_address,
+        user_agent,
+        captured_at: captured_at?,
+    })
 }
 
 fn deep_link(v: &mut Violations, field: &str, raw: &str) -> Option<String> {
@@ -124,7 +145,10 @@ fn deep_link(v: &mut Violations, field: &str, raw: &str) -> Option<String> {
     let ok = (raw.starts_with("https://") || raw.starts_with("http://"))
         && raw.len() <= 2_048
         && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
-        && raw.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        && raw
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
     if !ok {
         v.add(field, "must be an http(s) URL of at most 2,048 characters");
         return None;
@@ -142,12 +166,20 @@ fn encode_page_token(after: i64, filter_fp: &str) -> String {
 }
 
 fn decode_page_token(token: &str, filter_fp: &str) -> Result<i64, &'static str> {
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| "is not a token this API issued")?;
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| "is not a token this API issued")?;
     let raw = String::from_utf8(raw).map_err(|_| "is not a token this API issued")?;
     let mut parts = raw.splitn(3, ':');
-    match (parts.next(), parts.next().and_then(|a| a.parse::<i64>().ok()), parts.next()) {
+    match (
+        parts.next(),
+        parts.next().and_then(|a| a.parse::<i64>().ok()),
+        parts.next(),
+    ) {
         (Some("v1"), Some(after), Some(fp)) if fp == filter_fp => Ok(after),
-        (Some("v1"), Some(_), Some(_)) => Err("was issued for other filters; keep the filters of the first page"),
+        (Some("v1"), Some(_), Some(_)) => {
+            Err("was issued for other filters; keep the filters of the first page")
+        }
         _ => Err("is not a token this API issued"),
     }
 }
@@ -165,11 +197,17 @@ impl WaitlistService for WaitlistApi {
         let variant_id = v.id("variant_id", &req.variant_id, false);
         let product_id = v.id("product_id", &req.product_id, false);
         if req.variant_id.is_empty() && req.product_id.is_empty() {
-            v.add("variant_id", "a variant_id, or a product_id for a product-level alert, is required");
+            v.add(
+                "variant_id",
+                "a variant_id, or a product_id for a product-level alert, is required",
+            );
         }
         options(&mut v, "wanted_options", &req.wanted_options);
         if !req.variant_id.is_empty() && !req.wanted_options.is_empty() {
-            v.add("wanted_options", "only for a product-level subscription (without variant_id)");
+            v.add(
+                "wanted_options",
+                "only for a product-level subscription (without variant_id)",
+            );
         }
         let variant = req.variant.as_ref().map(|d| VariantDetails {
             title: v.text("variant.title", &d.title, 200, false),
@@ -179,7 +217,12 @@ impl WaitlistService for WaitlistApi {
             },
             deep_link: deep_link(&mut v, "variant.deep_link", &d.deep_link),
         });
-        let phone = v.phone("phone_number", "default_region", &req.phone_number, &req.default_region);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
         let consent = consent(&mut v, "consent", req.consent.as_ref(), now);
         let customer_id = v.id("customer_id", &req.customer_id, false);
         let session_id = v.id("session_id", &req.session_id, false);
@@ -195,7 +238,10 @@ impl WaitlistService for WaitlistApi {
             }
         }
         if req.desired_quantity > MAX_QUANTITY {
-            v.add("desired_quantity", format!("must be at most {MAX_QUANTITY}"));
+            v.add(
+                "desired_quantity",
+                format!("must be at most {MAX_QUANTITY}"),
+            );
         }
         if req.priority_tier > MAX_TIER {
             v.add("priority_tier", format!("must be at most {MAX_TIER}"));
@@ -213,7 +259,10 @@ impl WaitlistService for WaitlistApi {
             .then(|| match req.time_zone.parse::<chrono_tz::Tz>() {
                 Ok(tz) => Some(tz.name().to_string()),
                 Err(_) => {
-                    v.add("time_zone", "must be an IANA time zone such as \"America/Chicago\"");
+                    v.add(
+                        "time_zone",
+                        "must be an IANA time zone such as \"America/Chicago\"",
+                    );
                     None
                 }
             })
@@ -223,7 +272,9 @@ impl WaitlistService for WaitlistApi {
         let policy = self.policy(&tenant_id)?;
         let (phone, consent) = (phone.expect("validated"), consent.expect("validated"));
         let target = match &variant_id {
-            Some(variant_id) => Target::Variant { variant_id: variant_id.clone() },
+            Some(variant_id) => Target::Variant {
+                variant_id: variant_id.clone(),
+            },
             None => Target::Product {
                 product_id: product_id.clone().expect("validated"),
                 wanted_options: req.wanted_options.clone(),
@@ -247,7 +298,12 @@ impl WaitlistService for WaitlistApi {
             idempotency: idempotency_key.map(|k| (k, fingerprint(&req))),
             double_opt_in: policy.double_opt_in,
         };
-        let outcome = self.state.store.subscribe(&new, now).await.map_err(ApiError::from)?;
+        let outcome = self
+            .state
+            .store
+            .subscribe(&new, now)
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(
             phone = %new.phone.redacted(),
             subscription_id = %outcome.subscription.subscription_id,
@@ -279,10 +335,18 @@ impl WaitlistService for WaitlistApi {
         let row = self
             .state
             .store
-            .confirm(&tenant_id, id.expect("validated"), source.expect("validated"), policy.double_opt_in, now)
+            .confirm(
+                &tenant_id,
+                id.expect("validated"),
+                source.expect("validated"),
+                policy.double_opt_in,
+                now,
+            )
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::ConfirmSubscriptionResponse { subscription: Some(convert::subscription(row, now)) }))
+        Ok(Response::new(pb::ConfirmSubscriptionResponse {
+            subscription: Some(convert::subscription(row, now)),
+        }))
     }
 
     async fn unsubscribe(
@@ -303,7 +367,9 @@ impl WaitlistService for WaitlistApi {
             .unsubscribe(&tenant_id, id.expect("validated"), now)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::UnsubscribeResponse { subscription: Some(convert::subscription(row, now)) }))
+        Ok(Response::new(pb::UnsubscribeResponse {
+            subscription: Some(convert::subscription(row, now)),
+        }))
     }
 
     async fn get_subscription(
@@ -324,7 +390,9 @@ impl WaitlistService for WaitlistApi {
             .get_subscription(&tenant_id, id.expect("validated"), now)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetSubscriptionResponse { subscription: Some(convert::subscription(row, now)) }))
+        Ok(Response::new(pb::GetSubscriptionResponse {
+            subscription: Some(convert::subscription(row, now)),
+        }))
     }
 
     async fn list_subscriptions(
@@ -341,7 +409,14 @@ impl WaitlistService for WaitlistApi {
             variant_id: v.id("variant_id", &req.variant_id, false),
             product_id: v.id("product_id", &req.product_id, false),
             phone: (!req.phone_number.is_empty())
-                .then(|| v.phone("phone_number", "default_region", &req.phone_number, &req.default_region))
+                .then(|| {
+                    v.phone(
+                        "phone_number",
+                        "default_region",
+                        &req.phone_number,
+                        &req.default_region,
+                    )
+                })
                 .flatten(),
             customer_id: v.id("customer_id", &req.customer_id, false),
             status: v
@@ -392,7 +467,10 @@ impl WaitlistService for WaitlistApi {
             String::new()
         };
         Ok(Response::new(pb::ListSubscriptionsResponse {
-            subscriptions: rows.into_iter().map(|r| convert::subscription(r, now)).collect(),
+            subscriptions: rows
+                .into_iter()
+                .map(|r| convert::subscription(r, now))
+                .collect(),
             next_page_token,
         }))
     }
@@ -414,14 +492,25 @@ impl WaitlistService for WaitlistApi {
             .waitlist_position(&tenant_id, id.expect("validated"), self.now())
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetWaitlistPositionResponse { position: pos.position, waiting_count: pos.waiting }))
+        Ok(Response::new(pb::GetWaitlistPositionResponse {
+            position: pos.position,
+            waiting_count: pos.waiting,
+        }))
     }
 
-    async fn opt_out(&self, request: Request<pb::OptOutRequest>) -> Result<Response<pb::OptOutResponse>, Status> {
+    async fn opt_out(
+        &self,
+        request: Request<pb::OptOutRequest>,
+    ) -> Result<Response<pb::OptOutResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone("phone_number", "default_region", &req.phone_number, &req.default_region);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
         let source = v
             .enumeration::<pb::ConsentSource>("source", req.source, true)
             .and_then(convert::consent_source);
@@ -433,7 +522,13 @@ impl WaitlistService for WaitlistApi {
         let cancelled = self
             .state
             .store
-            .opt_out(&tenant_id, &phone, source.expect("validated"), reason.as_deref(), self.now())
+            .opt_out(
+                &tenant_id,
+                &phone,
+                source.expect("validated"),
+                reason.as_deref(),
+                self.now(),
+            )
             .await
             .map_err(ApiError::from)?;
         tracing::info!(phone = %phone.redacted(), cancelled, "opt-out");
@@ -443,12 +538,20 @@ impl WaitlistService for WaitlistApi {
         }))
     }
 
-    async fn opt_in(&self, request: Request<pb::OptInRequest>) -> Result<Response<pb::OptInResponse>, Status> {
+    async fn opt_in(
+        &self,
+        request: Request<pb::OptInRequest>,
+    ) -> Result<Response<pb::OptInResponse>, Status> {
         let req = request.into_inner();
         let now = self.now();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone("phone_number", "default_region", &req.phone_number, &req.default_region);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
         let consent = consent(&mut v, "consent", req.consent.as_ref(), now);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
@@ -457,11 +560,19 @@ impl WaitlistService for WaitlistApi {
         let state = self
             .state
             .store
-            .opt_in(&tenant_id, &phone, &consent.expect("validated"), policy.double_opt_in, now)
+            .opt_in(
+                &tenant_id,
+                &phone,
+                &consent.expect("validated"),
+                policy.double_opt_in,
+                now,
+            )
             .await
             .map_err(ApiError::from)?;
         tracing::info!(phone = %phone.redacted(), ?state, "opt-in");
-        Ok(Response::new(pb::OptInResponse { consent_state: convert::consent_state(state) as i32 }))
+        Ok(Response::new(pb::OptInResponse {
+            consent_state: convert::consent_state(state) as i32,
+        }))
     }
 
     async fn get_consent_history(
@@ -471,7 +582,12 @@ impl WaitlistService for WaitlistApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone("phone_number", "default_region", &req.phone_number, &req.default_region);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         let policy = self.policy(&tenant_id)?;
@@ -495,7 +611,12 @@ impl WaitlistService for WaitlistApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone("phone_number", "default_region", &req.phone_number, &req.default_region);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.policy(&tenant_id)?;
@@ -504,7 +625,12 @@ impl WaitlistService for WaitlistApi {
         let outcome = self
             .state
             .store
-            .erase_phone(&tenant_id, &phone, |value| erasure::erase(&key, value), self.now())
+            .erase_phone(
+                &tenant_id,
+                &phone,
+                |value| erasure::erase(&key, value),
+                self.now(),
+            )
             .await
             .map_err(ApiError::from)?;
         tracing::info!(phone = %phone.redacted(), erased = outcome.erased, "erasure");

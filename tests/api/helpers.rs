@@ -16,15 +16,20 @@ use tonic::transport::Channel;
 
 /// The URL of the Postgres and Redis that `just test` started.
 pub fn base_env() -> (String, String) {
-    let db = std::env::var("DATABASE_URL").expect("DATABASE_URL is unset: run the tests with `just test`");
-    let redis = std::env::var("REDIS_URL").expect("REDIS_URL is unset: run the tests with `just test`");
+    let db = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL is unset: run the tests with `just test`");
+    let redis =
+        std::env::var("REDIS_URL").expect("REDIS_URL is unset: run the tests with `just test`");
     (db, redis)
 }
 
 /// `url` with its database name replaced.
 pub fn with_database(url: &str, name: &str) -> String {
     let (head, _) = url.rsplit_once('/').expect("a database URL has a path");
-    let query = url.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let query = url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     format!("{head}/{name}{query}")
 }
 
@@ -44,10 +49,11 @@ async fn template() -> &'static str {
     TEMPLATE
         .get_or_init(|| async {
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
+            let mut files: Vec<_> =
+                std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
             files.sort();
             for f in files {
                 for b in std::fs::read(f).unwrap() {
@@ -56,15 +62,26 @@ async fn template() -> &'static str {
             }
             let name = format!("restock_template_{h:016x}");
             let admin = admin().await;
-            admin.execute("SELECT pg_advisory_lock(7465737401)", &[]).await.unwrap();
+            admin
+                .execute("SELECT pg_advisory_lock(7465737401)", &[])
+                .await
+                .unwrap();
             // Databases of earlier runs are dropped here, once per test process.
             for row in admin
-                .query("SELECT datname FROM pg_database WHERE datname LIKE 'restock_test_%'", &[])
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'restock_test_%'",
+                    &[],
+                )
                 .await
                 .unwrap()
             {
                 let db: String = row.get(0);
-                let _ = admin.execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"), &[]).await;
+                let _ = admin
+                    .execute(
+                        &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+                        &[],
+                    )
+                    .await;
             }
             let exists = admin
                 .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -73,13 +90,33 @@ async fn template() -> &'static str {
                 .is_some();
             if !exists {
                 let building = format!("{name}_building");
-                admin.execute(&format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"), &[]).await.unwrap();
-                admin.execute(&format!("CREATE DATABASE \"{building}\""), &[]).await.unwrap();
+                admin
+                    .execute(
+                        &format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                admin
+                    .execute(&format!("CREATE DATABASE \"{building}\""), &[])
+                    .await
+                    .unwrap();
                 let (db, _) = base_env();
-                restock_store::migrate::run(&with_database(&db, &building)).await.expect("migrate the template");
-                admin.execute(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""), &[]).await.unwrap();
+                restock_store::migrate::run(&with_database(&db, &building))
+                    .await
+                    .expect("migrate the template");
+                admin
+                    .execute(
+                        &format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
             }
-            admin.execute("SELECT pg_advisory_unlock(7465737401)", &[]).await.unwrap();
+            admin
+                .execute("SELECT pg_advisory_unlock(7465737401)", &[])
+                .await
+                .unwrap();
             name
         })
         .await
@@ -91,7 +128,10 @@ pub async fn fresh_database() -> String {
     let name = format!("restock_test_{}", uuid::Uuid::new_v4().simple());
     admin()
         .await
-        .execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""), &[])
+        .execute(
+            &format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
+            &[],
+        )
         .await
         .expect("clone the template database");
     let (db, _) = base_env();
@@ -133,7 +173,12 @@ impl TestApp {
 
     /// Rows in a table of this test's database.
     pub async fn count(&self, table: &str) -> i64 {
-        self.db().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0)
+        self.db()
+            .await
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// Stops the server and waits until it has drained.
@@ -162,7 +207,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let (_, redis) = base_env();
     let mut settings = Settings::load_from(
         None,
-        [("DATABASE_URL".to_string(), db_url.clone()), ("REDIS_URL".to_string(), redis)],
+        [
+            ("DATABASE_URL".to_string(), db_url.clone()),
+            ("REDIS_URL".to_string(), redis),
+        ],
     )
     .expect("test settings");
     settings.database.pool_size = 8;
@@ -180,16 +228,31 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    TestApp { addr, db_url, channel, clock, stop: Some(stop), handle: Some(handle) }
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TestApp {
+        addr,
+        db_url,
+        channel,
+        clock,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
 }
 
 /// A consent as a web form captures it.
 pub fn web_consent() -> pb::Consent {
     pb::Consent {
-        consent_text: "Text me when it's back. Msg & data rates may apply. Reply STOP to opt out.".into(),
+        consent_text: "Text me when it's back. Msg & data rates may apply. Reply STOP to opt out."
+            .into(),
         source: pb::ConsentSource::Web as i32,
-        capture_time: Some(prost_types::Timestamp { seconds: Utc::now().timestamp() - 60, nanos: 0 }),
+        capture_time: Some(prost_types::Timestamp {
+            seconds: Utc::now().timestamp() - 60,
+            nanos: 0,
+        }),
         ip_address: "203.0.113.7".into(),
         user_agent: "Mozilla/5.0 (test)".into(),
     }
@@ -213,5 +276,8 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     let details = status.get_error_details();
     let bad = details.bad_request().expect("BadRequest details");
-    bad.field_violations.iter().map(|v| v.field.clone()).collect()
+    bad.field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
 }

@@ -15,7 +15,9 @@ async fn wait_for_status(app: &TestApp, service: &str, want: ServingStatus) {
     let mut client = HealthClient::new(app.channel.clone());
     for _ in 0..200 {
         let got = client
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .map(|r| r.into_inner().status);
         if got.is_ok_and(|s| s == want as i32) {
@@ -38,7 +40,10 @@ async fn health_is_not_serving_when_redis_does_not_answer() {
     let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1/0".into()).await;
     wait_for_status(&app, "", ServingStatus::NotServing).await;
     // Postgres still answers, so the waitlist works regardless.
-    app.waitlist().subscribe(subscribe_request("sku-1", "+14155550900")).await.unwrap();
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550900"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -47,7 +52,10 @@ async fn later_services_answer_unimplemented() {
     use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
     let app = spawn_app().await;
     let err = DispatchServiceClient::new(app.channel.clone())
-        .get_release(pb::GetReleaseRequest { tenant_id: "demo".into(), ..Default::default() })
+        .get_release(pb::GetReleaseRequest {
+            tenant_id: "demo".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
@@ -61,12 +69,16 @@ async fn stopping_drains_and_reports_not_serving() {
 }
 
 fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/node_modules/.bin").join(name);
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/node_modules/.bin")
+        .join(name);
     if local.exists() {
         return Some(local);
     }
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.exists())
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.exists())
     })
 }
 
@@ -92,11 +104,24 @@ async fn an_sre_subscribes_with_buf_curl_through_reflection() {
     .await
     .unwrap();
     let services = String::from_utf8_lossy(&list.stdout);
-    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
-    for s in ["restock.v1.WaitlistService", "restock.v1.EligibilityService", "restock.v1.DispatchService", "grpc.health.v1.Health"] {
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    for s in [
+        "restock.v1.WaitlistService",
+        "restock.v1.EligibilityService",
+        "restock.v1.DispatchService",
+        "grpc.health.v1.Health",
+    ] {
         assert!(services.contains(s), "{s} not listed: {services}");
     }
-    assert!(call.status.success(), "{}", String::from_utf8_lossy(&call.stderr));
+    assert!(
+        call.status.success(),
+        "{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
     let out: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap();
     assert_eq!(out["created"], true);
     assert_eq!(out["subscription"]["phoneNumber"], "+14155550901");
@@ -136,14 +161,27 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     })
     .await
     .unwrap();
-    let addr = line.trim().strip_prefix("restock listening: grpc=").expect(&line).to_string();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("restock listening: grpc=")
+        .expect(&line)
+        .to_string();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     restock::proto::v1::waitlist_service_client::WaitlistServiceClient::new(channel)
         .subscribe(subscribe_request("sku-1", "+14155550902"))
         .await
         .unwrap();
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

@@ -30,8 +30,12 @@ async fn a_python_client_generated_from_the_proto_subscribes() {
     let app = spawn_app().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join("target/tools/venv/bin/python");
-    assert!(python.exists(), "grpcio-tools venv missing: run `just test` (scripts/tools.sh makes it)");
-    let out_dir = std::env::temp_dir().join(format!("restock-py-{}", uuid::Uuid::new_v4().simple()));
+    assert!(
+        python.exists(),
+        "grpcio-tools venv missing: run `just test` (scripts/tools.sh makes it)"
+    );
+    let out_dir =
+        std::env::temp_dir().join(format!("restock-py-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let addr = app.addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
@@ -52,7 +56,17 @@ async fn a_python_client_generated_from_the_proto_subscribes() {
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "python: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["+442079460958 SUBSCRIPTION_STATUS_ACTIVE", "INVALID_ARGUMENT"]);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "+442079460958 SUBSCRIPTION_STATUS_ACTIVE",
+            "INVALID_ARGUMENT"
+        ]
+    );
 }

@@ -28,20 +28,34 @@ async fn subscribe_creates_an_active_subscription_first_in_line() {
     assert_eq!(sub.location_ids, ["store-1", "web"]);
     assert!(sub.expire_time.unwrap().seconds > sub.create_time.unwrap().seconds + 80 * 86_400);
     assert_eq!(app.count("consent_events").await, 1);
-    let title: String = app.db().await.query_one("SELECT title FROM variants", &[]).await.unwrap().get(0);
+    let title: String = app
+        .db()
+        .await
+        .query_one("SELECT title FROM variants", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(title, "Trail Runner 2");
 }
 
 #[tokio::test]
 async fn subscribing_again_in_another_format_returns_the_live_subscription() {
     let app = spawn_app().await;
-    let first = app.waitlist().subscribe(subscribe_request("sku-1", "415-555-0132")).await.unwrap().into_inner();
+    let first = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-1", "415-555-0132"))
+        .await
+        .unwrap()
+        .into_inner();
     let mut again = subscribe_request("sku-1", "+1 (415) 555 0132");
     again.default_region = String::new();
     let second = app.waitlist().subscribe(again).await.unwrap().into_inner();
     assert!(first.created);
     assert!(!second.created);
-    assert_eq!(first.subscription.unwrap().subscription_id, second.subscription.unwrap().subscription_id);
+    assert_eq!(
+        first.subscription.unwrap().subscription_id,
+        second.subscription.unwrap().subscription_id
+    );
     assert_eq!(app.count("subscriptions").await, 1);
     assert_eq!(app.count("contacts").await, 1);
 }
@@ -51,7 +65,11 @@ async fn fifty_concurrent_identical_subscribes_give_one_subscription() {
     let app = spawn_app().await;
     let calls = (0..50).map(|_| {
         let mut client = app.waitlist();
-        async move { client.subscribe(subscribe_request("sku-hot", "+14155550100")).await }
+        async move {
+            client
+                .subscribe(subscribe_request("sku-hot", "+14155550100"))
+                .await
+        }
     });
     let results = futures::future::join_all(calls).await;
     let mut ids = std::collections::BTreeSet::new();
@@ -72,10 +90,26 @@ async fn a_retried_request_with_its_idempotency_key_gets_the_first_answer() {
     let app = spawn_app().await;
     let mut req = subscribe_request("sku-1", "+14155550101");
     req.idempotency_key = "req-42".into();
-    let first = app.waitlist().subscribe(req.clone()).await.unwrap().into_inner();
-    let retry = app.waitlist().subscribe(req.clone()).await.unwrap().into_inner();
-    assert!(first.created && retry.created, "a retry answers the first answer");
-    assert_eq!(first.subscription.unwrap().subscription_id, retry.subscription.unwrap().subscription_id);
+    let first = app
+        .waitlist()
+        .subscribe(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let retry = app
+        .waitlist()
+        .subscribe(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first.created && retry.created,
+        "a retry answers the first answer"
+    );
+    assert_eq!(
+        first.subscription.unwrap().subscription_id,
+        retry.subscription.unwrap().subscription_id
+    );
 
     let mut other = subscribe_request("sku-2", "+14155550101");
     other.idempotency_key = "req-42".into();
@@ -90,15 +124,37 @@ async fn a_product_level_alert_is_keyed_by_its_wanted_options() {
     let mut req = subscribe_request("", "+14155550102");
     req.product_id = "prod-9".into();
     req.wanted_options = [("Size".to_string(), "M".to_string())].into();
-    let a = app.waitlist().subscribe(req.clone()).await.unwrap().into_inner();
+    let a = app
+        .waitlist()
+        .subscribe(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     let sub = a.subscription.unwrap();
     assert_eq!(sub.variant_id, "");
     assert_eq!(sub.product_id, "prod-9");
-    assert_eq!(sub.wanted_options.get("Size").map(String::as_str), Some("M"));
+    assert_eq!(
+        sub.wanted_options.get("Size").map(String::as_str),
+        Some("M")
+    );
     req.wanted_options = [("size".to_string(), "M".to_string())].into();
-    assert!(!app.waitlist().subscribe(req.clone()).await.unwrap().into_inner().created);
+    assert!(
+        !app.waitlist()
+            .subscribe(req.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
     req.wanted_options = [("size".to_string(), "L".to_string())].into();
-    assert!(app.waitlist().subscribe(req).await.unwrap().into_inner().created);
+    assert!(
+        app.waitlist()
+            .subscribe(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
 }
 
 #[tokio::test]
@@ -106,10 +162,27 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
     let app = spawn_app().await;
     let mut req = subscribe_request("sku-1", "+14155550103");
     req.tenant_id = "demo-double-opt-in".into();
-    let sub = app.waitlist().subscribe(req.clone()).await.unwrap().into_inner().subscription.unwrap();
-    assert_eq!(sub.status, pb::SubscriptionStatus::PendingConfirmation as i32);
+    let sub = app
+        .waitlist()
+        .subscribe(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(
+        sub.status,
+        pb::SubscriptionStatus::PendingConfirmation as i32
+    );
     req.variant_id = "sku-2".into();
-    let other = app.waitlist().subscribe(req).await.unwrap().into_inner().subscription.unwrap();
+    let other = app
+        .waitlist()
+        .subscribe(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
 
     let confirmed = app
         .waitlist()
@@ -135,7 +208,11 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
         .into_inner()
         .subscription
         .unwrap();
-    assert_eq!(other.status, pb::SubscriptionStatus::Active as i32, "consent is the phone's");
+    assert_eq!(
+        other.status,
+        pb::SubscriptionStatus::Active as i32,
+        "consent is the phone's"
+    );
 
     let history = app
         .waitlist()
@@ -157,7 +234,12 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
 #[tokio::test]
 async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
     let app = spawn_app().await;
-    let sub = app.waitlist().subscribe(subscribe_request("sku-1", "+14155550104")).await.unwrap().into_inner();
+    let sub = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550104"))
+        .await
+        .unwrap()
+        .into_inner();
     let out = app
         .waitlist()
         .opt_out(pb::OptOutRequest {
@@ -186,12 +268,24 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
     assert_eq!(cancelled.cancel_reason, pb::CancelReason::OptedOut as i32);
 
     let before = app.count("consent_events").await;
-    let err = app.waitlist().subscribe(subscribe_request("sku-2", "+14155550104")).await.unwrap_err();
+    let err = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-2", "+14155550104"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("opted out"), "{}", err.message());
-    let failure = err.get_error_details().precondition_failure().cloned().expect("PreconditionFailure");
+    let failure = err
+        .get_error_details()
+        .precondition_failure()
+        .cloned()
+        .expect("PreconditionFailure");
     assert_eq!(failure.violations[0].subject, "phone_number");
-    assert_eq!(app.count("consent_events").await, before, "a refusal writes nothing");
+    assert_eq!(
+        app.count("consent_events").await,
+        before,
+        "a refusal writes nothing"
+    );
     assert_eq!(app.count("subscriptions").await, 1);
 
     let state = app
@@ -206,7 +300,14 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
         .unwrap()
         .into_inner();
     assert_eq!(state.consent_state, pb::ConsentState::OptedIn as i32);
-    assert!(app.waitlist().subscribe(subscribe_request("sku-2", "+14155550104")).await.unwrap().into_inner().created);
+    assert!(
+        app.waitlist()
+            .subscribe(subscribe_request("sku-2", "+14155550104"))
+            .await
+            .unwrap()
+            .into_inner()
+            .created
+    );
 }
 
 #[tokio::test]
@@ -221,7 +322,11 @@ async fn an_unknown_phone_that_opts_out_is_remembered() {
         })
         .await
         .unwrap();
-    let err = app.waitlist().subscribe(subscribe_request("sku-1", "+14155550105")).await.unwrap_err();
+    let err = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550105"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
 }
 
@@ -235,7 +340,10 @@ async fn an_unknown_tenant_is_not_found() {
     assert!(err.message().contains("nobody"));
     let err = app
         .waitlist()
-        .list_subscriptions(pb::ListSubscriptionsRequest { tenant_id: "nobody".into(), ..Default::default() })
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant_id: "nobody".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -267,7 +375,10 @@ async fn bad_input_names_every_bad_field_and_writes_nothing() {
         location_ids: vec![String::new()],
         desired_quantity: 5_000,
         priority_tier: 101,
-        expire_time: Some(prost_types::Timestamp { seconds: 1, nanos: 0 }),
+        expire_time: Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        }),
         time_zone: "Mars/Olympus".into(),
         ..Default::default()
     };
@@ -294,7 +405,13 @@ async fn bad_input_names_every_bad_field_and_writes_nothing() {
     ];
     expected.sort();
     assert_eq!(fields, expected);
-    for table in ["contacts", "consent_events", "subscriptions", "variants", "idempotency_keys"] {
+    for table in [
+        "contacts",
+        "consent_events",
+        "subscriptions",
+        "variants",
+        "idempotency_keys",
+    ] {
         assert_eq!(app.count(table).await, 0, "{table} is untouched");
     }
 }
@@ -304,7 +421,10 @@ async fn missing_target_phone_and_consent_are_each_named() {
     let app = spawn_app().await;
     let err = app
         .waitlist()
-        .subscribe(pb::SubscribeRequest { tenant_id: "demo".into(), ..Default::default() })
+        .subscribe(pb::SubscribeRequest {
+            tenant_id: "demo".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     let mut fields = violated_fields(&err);
@@ -313,17 +433,33 @@ async fn missing_target_phone_and_consent_are_each_named() {
 
     let mut national_without_region = subscribe_request("sku-1", "415 555 0132");
     national_without_region.default_region = String::new();
-    let err = app.waitlist().subscribe(national_without_region).await.unwrap_err();
+    let err = app
+        .waitlist()
+        .subscribe(national_without_region)
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&err), ["phone_number"]);
-    assert!(err.message().contains("default_region"), "{}", err.message());
+    assert!(
+        err.message().contains("default_region"),
+        "{}",
+        err.message()
+    );
 
     let mut bad_region = subscribe_request("sku-1", "415 555 0132");
     bad_region.default_region = "USA".into();
-    assert_eq!(violated_fields(&app.waitlist().subscribe(bad_region).await.unwrap_err()), ["default_region"]);
+    assert_eq!(
+        violated_fields(&app.waitlist().subscribe(bad_region).await.unwrap_err()),
+        ["default_region"]
+    );
 
     let mut future = subscribe_request("sku-1", "+14155550132");
-    future.consent.as_mut().unwrap().capture_time =
-        Some(prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() + 86_400, nanos: 0 });
-    assert_eq!(violated_fields(&app.waitlist().subscribe(future).await.unwrap_err()), ["consent.capture_time"]);
+    future.consent.as_mut().unwrap().capture_time = Some(prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 86_400,
+        nanos: 0,
+    });
+    assert_eq!(
+        violated_fields(&app.waitlist().subscribe(future).await.unwrap_err()),
+        ["consent.capture_time"]
+    );
     assert_eq!(app.count("contacts").await, 0);
 }

@@ -6,7 +6,10 @@ use tonic::Code;
 use crate::helpers::*;
 
 fn get(id: &str) -> pb::GetSubscriptionRequest {
-    pb::GetSubscriptionRequest { tenant_id: "demo".into(), subscription_id: id.into() }
+    pb::GetSubscriptionRequest {
+        tenant_id: "demo".into(),
+        subscription_id: id.into(),
+    }
 }
 
 #[tokio::test]
@@ -20,12 +23,18 @@ async fn waitlist_position_follows_tier_then_arrival() {
         ids.push((r.subscription.unwrap().subscription_id, r.waitlist_position));
     }
     // At subscribe time: 1, 2, then the tier-5 shopper jumps to 1, then the last is 4th.
-    assert_eq!(ids.iter().map(|(_, p)| *p).collect::<Vec<_>>(), [1, 2, 1, 4]);
+    assert_eq!(
+        ids.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+        [1, 2, 1, 4]
+    );
     let mut now = Vec::new();
     for (id, _) in &ids {
         let p = app
             .waitlist()
-            .get_waitlist_position(pb::GetWaitlistPositionRequest { tenant_id: "demo".into(), subscription_id: id.clone() })
+            .get_waitlist_position(pb::GetWaitlistPositionRequest {
+                tenant_id: "demo".into(),
+                subscription_id: id.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -35,19 +44,28 @@ async fn waitlist_position_follows_tier_then_arrival() {
     assert_eq!(now, [2, 3, 1, 4]);
 
     app.waitlist()
-        .unsubscribe(pb::UnsubscribeRequest { tenant_id: "demo".into(), subscription_id: ids[0].0.clone() })
+        .unsubscribe(pb::UnsubscribeRequest {
+            tenant_id: "demo".into(),
+            subscription_id: ids[0].0.clone(),
+        })
         .await
         .unwrap();
     let p = app
         .waitlist()
-        .get_waitlist_position(pb::GetWaitlistPositionRequest { tenant_id: "demo".into(), subscription_id: ids[1].0.clone() })
+        .get_waitlist_position(pb::GetWaitlistPositionRequest {
+            tenant_id: "demo".into(),
+            subscription_id: ids[1].0.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!((p.position, p.waiting_count), (2, 3));
     let gone = app
         .waitlist()
-        .get_waitlist_position(pb::GetWaitlistPositionRequest { tenant_id: "demo".into(), subscription_id: ids[0].0.clone() })
+        .get_waitlist_position(pb::GetWaitlistPositionRequest {
+            tenant_id: "demo".into(),
+            subscription_id: ids[0].0.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -57,15 +75,45 @@ async fn waitlist_position_follows_tier_then_arrival() {
 #[tokio::test]
 async fn unsubscribe_cancels_once_and_a_new_subscribe_starts_over() {
     let app = spawn_app().await;
-    let sub = app.waitlist().subscribe(subscribe_request("sku-1", "+14155550300")).await.unwrap().into_inner();
+    let sub = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550300"))
+        .await
+        .unwrap()
+        .into_inner();
     let id = sub.subscription.unwrap().subscription_id;
-    let req = pb::UnsubscribeRequest { tenant_id: "demo".into(), subscription_id: id.clone() };
-    let a = app.waitlist().unsubscribe(req.clone()).await.unwrap().into_inner().subscription.unwrap();
-    let b = app.waitlist().unsubscribe(req).await.unwrap().into_inner().subscription.unwrap();
+    let req = pb::UnsubscribeRequest {
+        tenant_id: "demo".into(),
+        subscription_id: id.clone(),
+    };
+    let a = app
+        .waitlist()
+        .unsubscribe(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    let b = app
+        .waitlist()
+        .unsubscribe(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
     assert_eq!(a.status, pb::SubscriptionStatus::Cancelled as i32);
     assert_eq!(a.cancel_reason, pb::CancelReason::Unsubscribed as i32);
-    assert_eq!(a.update_time, b.update_time, "the second call changes nothing");
-    let again = app.waitlist().subscribe(subscribe_request("sku-1", "+14155550300")).await.unwrap().into_inner();
+    assert_eq!(
+        a.update_time, b.update_time,
+        "the second call changes nothing"
+    );
+    let again = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550300"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(again.created);
     assert_ne!(again.subscription.unwrap().subscription_id, id);
 }
@@ -73,13 +121,25 @@ async fn unsubscribe_cancels_once_and_a_new_subscribe_starts_over() {
 #[tokio::test]
 async fn unknown_and_malformed_subscription_ids_are_told_apart() {
     let app = spawn_app().await;
-    let err = app.waitlist().get_subscription(get(&uuid::Uuid::new_v4().to_string())).await.unwrap_err();
+    let err = app
+        .waitlist()
+        .get_subscription(get(&uuid::Uuid::new_v4().to_string()))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = app.waitlist().get_subscription(get("42")).await.unwrap_err();
+    let err = app
+        .waitlist()
+        .get_subscription(get("42"))
+        .await
+        .unwrap_err();
     assert_eq!(violated_fields(&err), ["subscription_id"]);
     let err = app
         .waitlist()
-        .confirm_subscription(pb::ConfirmSubscriptionRequest { tenant_id: "demo".into(), subscription_id: "x".into(), source: 77 })
+        .confirm_subscription(pb::ConfirmSubscriptionRequest {
+            tenant_id: "demo".into(),
+            subscription_id: "x".into(),
+            source: 77,
+        })
         .await
         .unwrap_err();
     let mut fields = violated_fields(&err);
@@ -92,9 +152,20 @@ async fn confirming_a_cancelled_subscription_is_a_failed_precondition() {
     let app = spawn_app().await;
     let mut req = subscribe_request("sku-1", "+14155550301");
     req.tenant_id = "demo-double-opt-in".into();
-    let id = app.waitlist().subscribe(req).await.unwrap().into_inner().subscription.unwrap().subscription_id;
+    let id = app
+        .waitlist()
+        .subscribe(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap()
+        .subscription_id;
     app.waitlist()
-        .unsubscribe(pb::UnsubscribeRequest { tenant_id: "demo-double-opt-in".into(), subscription_id: id.clone() })
+        .unsubscribe(pb::UnsubscribeRequest {
+            tenant_id: "demo-double-opt-in".into(),
+            subscription_id: id.clone(),
+        })
         .await
         .unwrap();
     let err = app
@@ -113,7 +184,10 @@ async fn confirming_a_cancelled_subscription_is_a_failed_precondition() {
 async fn pages_neither_repeat_nor_skip_while_subscriptions_arrive() {
     let app = spawn_app().await;
     for i in 0..25 {
-        app.waitlist().subscribe(subscribe_request("sku-1", &format!("+141555504{i:02}"))).await.unwrap();
+        app.waitlist()
+            .subscribe(subscribe_request("sku-1", &format!("+141555504{i:02}")))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -135,7 +209,10 @@ async fn pages_neither_repeat_nor_skip_while_subscriptions_arrive() {
         seen.extend(page.subscriptions.into_iter().map(|s| s.phone_number));
         // New shoppers arrive between pages, for this variant and another.
         for v in ["sku-1", "sku-2"] {
-            app.waitlist().subscribe(subscribe_request(v, &format!("+141555505{arrivals:02}"))).await.unwrap();
+            app.waitlist()
+                .subscribe(subscribe_request(v, &format!("+141555505{arrivals:02}")))
+                .await
+                .unwrap();
             arrivals += 1;
         }
         if page.next_page_token.is_empty() || arrivals > 40 {
@@ -146,9 +223,16 @@ async fn pages_neither_repeat_nor_skip_while_subscriptions_arrive() {
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no subscription twice");
     for i in 0..25 {
-        assert!(seen.contains(&format!("+141555504{i:02}")), "the first 25 are all listed");
+        assert!(
+            seen.contains(&format!("+141555504{i:02}")),
+            "the first 25 are all listed"
+        );
     }
-    assert!(seen.windows(2).all(|w| w[0] < w[1] || w[0].starts_with("+141555504")), "oldest first");
+    assert!(
+        seen.windows(2)
+            .all(|w| w[0] < w[1] || w[0].starts_with("+141555504")),
+        "oldest first"
+    );
 }
 
 #[tokio::test]
@@ -157,21 +241,44 @@ async fn list_filters_combine_and_tokens_are_bound_to_them() {
     let mut a = subscribe_request("sku-1", "+14155550600");
     a.customer_id = "cust-a".into();
     app.waitlist().subscribe(a).await.unwrap();
-    app.waitlist().subscribe(subscribe_request("sku-2", "+14155550600")).await.unwrap();
-    let c = app.waitlist().subscribe(subscribe_request("sku-1", "+14155550601")).await.unwrap().into_inner();
     app.waitlist()
-        .unsubscribe(pb::UnsubscribeRequest { tenant_id: "demo".into(), subscription_id: c.subscription.unwrap().subscription_id })
+        .subscribe(subscribe_request("sku-2", "+14155550600"))
+        .await
+        .unwrap();
+    let c = app
+        .waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550601"))
+        .await
+        .unwrap()
+        .into_inner();
+    app.waitlist()
+        .unsubscribe(pb::UnsubscribeRequest {
+            tenant_id: "demo".into(),
+            subscription_id: c.subscription.unwrap().subscription_id,
+        })
         .await
         .unwrap();
     let list = |req: pb::ListSubscriptionsRequest| {
         let mut client = app.waitlist();
         async move { client.list_subscriptions(req).await.unwrap().into_inner() }
     };
-    let base = pb::ListSubscriptionsRequest { tenant_id: "demo".into(), ..Default::default() };
+    let base = pb::ListSubscriptionsRequest {
+        tenant_id: "demo".into(),
+        ..Default::default()
+    };
     assert_eq!(list(base.clone()).await.subscriptions.len(), 3);
-    let by_phone = list(pb::ListSubscriptionsRequest { phone_number: "415.555.0600".into(), default_region: "US".into(), ..base.clone() }).await;
+    let by_phone = list(pb::ListSubscriptionsRequest {
+        phone_number: "415.555.0600".into(),
+        default_region: "US".into(),
+        ..base.clone()
+    })
+    .await;
     assert_eq!(by_phone.subscriptions.len(), 2);
-    let by_customer = list(pb::ListSubscriptionsRequest { customer_id: "cust-a".into(), ..base.clone() }).await;
+    let by_customer = list(pb::ListSubscriptionsRequest {
+        customer_id: "cust-a".into(),
+        ..base.clone()
+    })
+    .await;
     assert_eq!(by_customer.subscriptions.len(), 1);
     let active_sku1 = list(pb::ListSubscriptionsRequest {
         variant_id: "sku-1".into(),
@@ -180,10 +287,18 @@ async fn list_filters_combine_and_tokens_are_bound_to_them() {
     })
     .await;
     assert_eq!(active_sku1.subscriptions.len(), 1);
-    let cancelled = list(pb::ListSubscriptionsRequest { status: pb::SubscriptionStatus::Cancelled as i32, ..base.clone() }).await;
+    let cancelled = list(pb::ListSubscriptionsRequest {
+        status: pb::SubscriptionStatus::Cancelled as i32,
+        ..base.clone()
+    })
+    .await;
     assert_eq!(cancelled.subscriptions[0].phone_number, "+14155550601");
 
-    let first = list(pb::ListSubscriptionsRequest { page_size: 1, ..base.clone() }).await;
+    let first = list(pb::ListSubscriptionsRequest {
+        page_size: 1,
+        ..base.clone()
+    })
+    .await;
     assert!(!first.next_page_token.is_empty());
     let err = app
         .waitlist()
@@ -197,7 +312,12 @@ async fn list_filters_combine_and_tokens_are_bound_to_them() {
     assert_eq!(violated_fields(&err), ["page_token"]);
     let err = app
         .waitlist()
-        .list_subscriptions(pb::ListSubscriptionsRequest { page_token: "bogus".into(), page_size: -1, status: 42, ..base })
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            page_token: "bogus".into(),
+            page_size: -1,
+            status: 42,
+            ..base
+        })
         .await
         .unwrap_err();
     let mut fields = violated_fields(&err);
@@ -211,11 +331,33 @@ async fn erasure_replaces_personal_data_and_keeps_the_counts() {
     let mut req = subscribe_request("sku-1", "+14155550700");
     req.customer_id = "cust-7".into();
     req.session_id = "sess-7".into();
-    let sub = app.waitlist().subscribe(req).await.unwrap().into_inner().subscription.unwrap();
-    app.waitlist().subscribe(subscribe_request("sku-2", "+14155550700")).await.unwrap();
-    app.waitlist().subscribe(subscribe_request("sku-1", "+14155550701")).await.unwrap();
-    let erase = pb::ErasePhoneRequest { tenant_id: "demo".into(), phone_number: "+1 415 555 0700".into(), default_region: String::new() };
-    let out = app.waitlist().erase_phone(erase.clone()).await.unwrap().into_inner();
+    let sub = app
+        .waitlist()
+        .subscribe(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    app.waitlist()
+        .subscribe(subscribe_request("sku-2", "+14155550700"))
+        .await
+        .unwrap();
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550701"))
+        .await
+        .unwrap();
+    let erase = pb::ErasePhoneRequest {
+        tenant_id: "demo".into(),
+        phone_number: "+1 415 555 0700".into(),
+        default_region: String::new(),
+    };
+    let out = app
+        .waitlist()
+        .erase_phone(erase.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(out.erased);
     assert_eq!(out.subscriptions_erased, 2);
     assert_eq!(out.consent_events_erased, 2);
@@ -235,33 +377,62 @@ async fn erasure_replaces_personal_data_and_keeps_the_counts() {
         let expected = if secret == "203.0.113.7" { 1 } else { 0 }; // the other phone's consent keeps its IP
         assert_eq!(leftover, expected, "{secret} left after erasure");
     }
-    assert_eq!(app.count("subscriptions").await, 3, "rows are kept for counts");
+    assert_eq!(
+        app.count("subscriptions").await,
+        3,
+        "rows are kept for counts"
+    );
     assert_eq!(app.count("consent_events").await, 3);
 
-    let after = app.waitlist().get_subscription(get(&sub.subscription_id)).await.unwrap().into_inner().subscription.unwrap();
+    let after = app
+        .waitlist()
+        .get_subscription(get(&sub.subscription_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
     assert_eq!(after.phone_number, "");
     assert_eq!(after.customer_id, "");
     assert_eq!(after.status, pb::SubscriptionStatus::Cancelled as i32);
     assert_eq!(after.cancel_reason, pb::CancelReason::Erased as i32);
     let history = app
         .waitlist()
-        .get_consent_history(pb::GetConsentHistoryRequest { tenant_id: "demo".into(), phone_number: "+14155550700".into(), default_region: String::new() })
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            tenant_id: "demo".into(),
+            phone_number: "+14155550700".into(),
+            default_region: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(history.consent_state, pb::ConsentState::None as i32);
     assert!(history.events.is_empty());
-    let again = app.waitlist().erase_phone(erase).await.unwrap().into_inner();
+    let again = app
+        .waitlist()
+        .erase_phone(erase)
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!again.erased, "erasing twice changes nothing");
 }
 
 #[tokio::test]
 async fn the_consent_ledger_refuses_edits_outside_erasure() {
     let app = spawn_app().await;
-    app.waitlist().subscribe(subscribe_request("sku-1", "+14155550800")).await.unwrap();
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550800"))
+        .await
+        .unwrap();
     let db = app.db().await;
-    let err = db.execute("UPDATE consent_events SET consent_text = 'forged'", &[]).await.unwrap_err();
-    assert!(err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"), "{err:?}");
+    let err = db
+        .execute("UPDATE consent_events SET consent_text = 'forged'", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+        "{err:?}"
+    );
     assert!(db.execute("DELETE FROM consent_events", &[]).await.is_err());
     assert_eq!(app.count("consent_events").await, 1);
 }
@@ -270,10 +441,27 @@ async fn the_consent_ledger_refuses_edits_outside_erasure() {
 async fn a_lapsed_subscription_reads_expired_and_a_new_subscribe_replaces_it() {
     let app = spawn_app().await;
     let mut req = subscribe_request("sku-1", "+14155550850");
-    req.expire_time = Some(prost_types::Timestamp { seconds: app.clock.now_ts() + 3_600, nanos: 0 });
-    let first = app.waitlist().subscribe(req.clone()).await.unwrap().into_inner().subscription.unwrap();
+    req.expire_time = Some(prost_types::Timestamp {
+        seconds: app.clock.now_ts() + 3_600,
+        nanos: 0,
+    });
+    let first = app
+        .waitlist()
+        .subscribe(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
     app.clock.advance(chrono::Duration::hours(2));
-    let lapsed = app.waitlist().get_subscription(get(&first.subscription_id)).await.unwrap().into_inner().subscription.unwrap();
+    let lapsed = app
+        .waitlist()
+        .get_subscription(get(&first.subscription_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
     assert_eq!(lapsed.status, pb::SubscriptionStatus::Expired as i32);
     req.expire_time = None;
     let second = app.waitlist().subscribe(req).await.unwrap().into_inner();
@@ -281,7 +469,10 @@ async fn a_lapsed_subscription_reads_expired_and_a_new_subscribe_replaces_it() {
     assert_eq!(second.waitlist_position, 1);
     let db = app.db().await;
     let stored: String = db
-        .query_one("SELECT status FROM subscriptions WHERE subscription_id = $1", &[&uuid::Uuid::parse_str(&first.subscription_id).unwrap()])
+        .query_one(
+            "SELECT status FROM subscriptions WHERE subscription_id = $1",
+            &[&uuid::Uuid::parse_str(&first.subscription_id).unwrap()],
+        )
         .await
         .unwrap()
         .get(0);

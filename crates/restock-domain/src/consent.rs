@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn double_opt_in_waits_for_confirmation() {
-        assert_eq!(derive_state(true, [OptIn]), ConsentState::PendingConfirmation);
+        assert_eq!(
+            derive_state(true, [OptIn]),
+            ConsentState::PendingConfirmation
+        );
         assert_eq!(derive_state(true, [OptIn, Confirm]), ConsentState::OptedIn);
         assert_eq!(derive_state(false, [OptIn]), ConsentState::OptedIn);
     }
@@ -89,8 +92,14 @@ mod tests {
     #[test]
     fn opt_out_wins_until_a_new_opt_in() {
         assert_eq!(derive_state(false, [OptIn, OptOut]), ConsentState::OptedOut);
-        assert_eq!(derive_state(false, [OptIn, OptOut, Confirm]), ConsentState::OptedOut);
-        assert_eq!(derive_state(false, [OptIn, OptOut, OptIn]), ConsentState::OptedIn);
+        assert_eq!(
+            derive_state(false, [OptIn, OptOut, Confirm]),
+            ConsentState::OptedOut
+        );
+        assert_eq!(
+            derive_state(false, [OptIn, OptOut, OptIn]),
+            ConsentState::OptedIn
+        );
         assert_eq!(
             derive_state(true, [OptIn, Confirm, OptOut, OptIn]),
             ConsentState::PendingConfirmation

@@ -98,7 +98,13 @@ pub fn redact(value: &str) -> String {
     chars
         .iter()
         .enumerate()
-        .map(|(i, c)| if i < 3 || i >= chars.len() - 2 { *c } else { '*' })
+        .map(|(i, c)| {
+            if i < 3 || i >= chars.len() - 2 {
+                *c
+            } else {
+                '*'
+            }
+        })
         .collect()
 }
 
@@ -134,7 +140,10 @@ mod tests {
     #[test]
     fn garbage_and_bad_regions_are_refused() {
         assert_eq!(Phone::parse("  ", "US"), Err(PhoneError::Empty));
-        assert_eq!(Phone::parse("4155550132", "ZZZ"), Err(PhoneError::BadRegion));
+        assert_eq!(
+            Phone::parse("4155550132", "ZZZ"),
+            Err(PhoneError::BadRegion)
+        );
         assert!(Phone::parse("hello", "US").is_err());
         assert!(Phone::parse("+1 555 0", "").is_err());
     }

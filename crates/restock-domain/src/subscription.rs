@@ -45,8 +45,13 @@ str_enum!(CancelReason { Unsubscribed => "unsubscribed", OptedOut => "opted_out"
 /// options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Variant { variant_id: String },
-    Product { product_id: String, wanted_options: BTreeMap<String, String> },
+    Variant {
+        variant_id: String,
+    },
+    Product {
+        product_id: String,
+        wanted_options: BTreeMap<String, String>,
+    },
 }
 
 impl Target {
@@ -55,7 +60,10 @@ impl Target {
     pub fn key(&self) -> String {
         match self {
             Target::Variant { variant_id } => format!("v:{variant_id}"),
-            Target::Product { product_id, wanted_options } => {
+            Target::Product {
+                product_id,
+                wanted_options,
+            } => {
                 let mut opts: Vec<(String, &str)> = wanted_options
                     .iter()
                     .map(|(k, v)| (k.to_lowercase(), v.as_str()))
@@ -80,14 +88,28 @@ mod tests {
     fn product_keys_ignore_option_order_and_name_case() {
         let a = Target::Product {
             product_id: "p1".into(),
-            wanted_options: [("Size".into(), "M".into()), ("colour".into(), "Blue".into())].into(),
+            wanted_options: [
+                ("Size".into(), "M".into()),
+                ("colour".into(), "Blue".into()),
+            ]
+            .into(),
         };
         let b = Target::Product {
             product_id: "p1".into(),
-            wanted_options: [("colour".into(), "Blue".into()), ("size".into(), "M".into())].into(),
+            wanted_options: [
+                ("colour".into(), "Blue".into()),
+                ("size".into(), "M".into()),
+            ]
+            .into(),
         };
         assert_eq!(a.key(), b.key());
-        assert_ne!(a.key(), Target::Variant { variant_id: "p1".into() }.key());
+        assert_ne!(
+            a.key(),
+            Target::Variant {
+                variant_id: "p1".into()
+            }
+            .key()
+        );
     }
 
     #[test]

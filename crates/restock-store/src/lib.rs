@@ -27,7 +27,9 @@ impl Store {
         let manager = Manager::from_config(
             pg,
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(max_size)
@@ -49,5 +51,51 @@ impl Store {
 
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
+    }
+}
+
+/// Statements go through the connection's statement cache: one round trip per execution
+/// instead of a prepare and an execute.
+mod cached {
+    use deadpool_postgres::GenericClient;
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::Row;
+
+    use crate::StoreError;
+
+    pub async fn query<C: GenericClient + Sync>(
+        c: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query(&st, params).await?)
+    }
+
+    pub async fn query_one<C: GenericClient + Sync>(
+        c: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query_one(&st, params).await?)
+    }
+
+    pub async fn query_opt<C: GenericClient + Sync>(
+        c: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&st, params).await?)
+    }
+
+    pub async fn execute<C: GenericClient + Sync>(
+        c: &C,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.execute(&st, params).await?)
     }
 }

@@ -7,15 +7,16 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use restock_domain::consent::derive_state;
 use restock_domain::{
     CancelReason, ConsentEventKind, ConsentSource, ConsentState, Phone, SubscriptionStatus, Target,
 };
 use tokio_postgres::types::ToSql;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::cached::{execute, query, query_one, query_opt};
 use crate::{Store, StoreError};
 
 const LIVE: &str = "('pending_confirmation', 'active')";
@@ -150,7 +151,8 @@ const SUB_COLUMNS: &str = "s.tenant_id, s.subscription_id, s.seq, s.target_key, 
      s.variant_id, s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, \
      s.desired_quantity, s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, \
      s.updated_at, s.expires_at";
-const SUB_FROM: &str = "subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id";
+const SUB_FROM: &str =
+    "subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id";
 
 fn sub_from_row(row: &Row) -> Result<SubscriptionRow, StoreError> {
     let status: String = row.get("status");
@@ -183,7 +185,7 @@ fn sub_from_row(row: &Row) -> Result<SubscriptionRow, StoreError> {
 /// Finds the contact of a phone and locks it for the rest of the transaction, creating it when
 /// `create` is set. Concurrent requests for one phone queue here.
 async fn lock_contact(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     tenant_id: &str,
     phone: &Phone,
     create: bool,
@@ -191,49 +193,50 @@ async fn lock_contact(
 ) -> Result<Option<Uuid>, StoreError> {
     if create {
         // DO UPDATE (not DO NOTHING) so the row is returned and locked in both cases.
-        let row = tx
-            .query_one(
-                "INSERT INTO contacts (tenant_id, contact_id, phone_e164, created_at) \
+        let row = query_one(
+            tx,
+            "INSERT INTO contacts (tenant_id, contact_id, phone_e164, created_at) \
                  VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (tenant_id, phone_e164) WHERE phone_e164 IS NOT NULL \
                  DO UPDATE SET phone_e164 = EXCLUDED.phone_e164 \
                  RETURNING contact_id",
-                &[&tenant_id, &Uuid::now_v7(), &phone.e164(), &now],
-            )
-            .await?;
+            &[&tenant_id, &Uuid::now_v7(), &phone.e164(), &now],
+        )
+        .await?;
         Ok(Some(row.get(0)))
     } else {
-        let row = tx
-            .query_opt(
-                "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2 FOR UPDATE",
-                &[&tenant_id, &phone.e164()],
-            )
-            .await?;
+        let row = query_opt(
+            tx,
+            "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2 FOR UPDATE",
+            &[&tenant_id, &phone.e164()],
+        )
+        .await?;
         Ok(row.map(|r| r.get(0)))
     }
 }
 
 async fn consent_state(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     tenant_id: &str,
     contact_id: Uuid,
     double_opt_in: bool,
 ) -> Result<ConsentState, StoreError> {
-    let rows = tx
-        .query(
-            "SELECT kind FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 ORDER BY seq",
-            &[&tenant_id, &contact_id],
-        )
-        .await?;
+    let rows = query(
+        tx,
+        "SELECT kind FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 ORDER BY seq",
+        &[&tenant_id, &contact_id],
+    )
+    .await?;
     Ok(derive_state(
         double_opt_in,
-        rows.iter().filter_map(|r| ConsentEventKind::parse(r.get(0))),
+        rows.iter()
+            .filter_map(|r| ConsentEventKind::parse(r.get(0))),
     ))
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn append_consent(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     tenant_id: &str,
     contact_id: Uuid,
     kind: ConsentEventKind,
@@ -243,7 +246,8 @@ async fn append_consent(
     subscription_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    execute(
+        tx,
         "INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, \
          ip_address, user_agent, reason, subscription_id, occurred_at, recorded_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -267,20 +271,21 @@ async fn append_consent(
 }
 
 async fn get_sub(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     tenant_id: &str,
     subscription_id: Uuid,
 ) -> Result<SubscriptionRow, StoreError> {
-    let sql = format!("SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.subscription_id = $2");
-    let row = tx
-        .query_opt(&sql, &[&tenant_id, &subscription_id])
+    let sql = format!(
+        "SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.subscription_id = $2"
+    );
+    let row = query_opt(tx, &sql, &[&tenant_id, &subscription_id])
         .await?
         .ok_or(StoreError::NotFound("subscription"))?;
     sub_from_row(&row)
 }
 
 async fn position_of(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     sub: &SubscriptionRow,
     now: DateTime<Utc>,
 ) -> Result<Position, StoreError> {
@@ -288,15 +293,30 @@ async fn position_of(
         "SELECT count(*) FILTER (WHERE priority_tier > $3 OR (priority_tier = $3 AND seq < $4)), count(*) \
          FROM subscriptions WHERE tenant_id = $1 AND target_key = $2 AND status IN {LIVE} AND expires_at > $5"
     );
-    let row = tx
-        .query_one(&sql, &[&sub.tenant_id, &sub.target_key, &sub.priority_tier, &sub.seq, &now])
-        .await?;
+    let row = query_one(
+        tx,
+        &sql,
+        &[
+            &sub.tenant_id,
+            &sub.target_key,
+            &sub.priority_tier,
+            &sub.seq,
+            &now,
+        ],
+    )
+    .await?;
     let ahead: i64 = row.get(0);
     let waiting: i64 = row.get(1);
     Ok(if sub.status_at(now).is_live() {
-        Position { position: ahead as u64 + 1, waiting: waiting as u64 }
+        Position {
+            position: ahead as u64 + 1,
+            waiting: waiting as u64,
+        }
     } else {
-        Position { position: 0, waiting: waiting as u64 }
+        Position {
+            position: 0,
+            waiting: waiting as u64,
+        }
     })
 }
 
@@ -316,13 +336,13 @@ impl Store {
             .expect("created when missing");
 
         if let Some((key, hash)) = &req.idempotency {
-            let prior = tx
-                .query_opt(
-                    "SELECT request_hash, subscription_id, created FROM idempotency_keys \
+            let prior = query_opt(
+                &tx,
+                "SELECT request_hash, subscription_id, created FROM idempotency_keys \
                      WHERE tenant_id = $1 AND idempotency_key = $2",
-                    &[&tenant, key],
-                )
-                .await?;
+                &[&tenant, key],
+            )
+            .await?;
             if let Some(prior) = prior {
                 let prior_hash: Vec<u8> = prior.get(0);
                 if &prior_hash != hash {
@@ -331,7 +351,11 @@ impl Store {
                 let subscription = get_sub(&tx, tenant, prior.get(1)).await?;
                 let position = position_of(&tx, &subscription, now).await?;
                 tx.commit().await?;
-                return Ok(SubscribeOutcome { subscription, created: prior.get(2), position });
+                return Ok(SubscribeOutcome {
+                    subscription,
+                    created: prior.get(2),
+                    position,
+                });
             }
         }
 
@@ -341,8 +365,7 @@ impl Store {
         }
 
         let target_key = req.target.key();
-        let existing = tx
-            .query_opt(
+        let existing = query_opt(&tx,
                 &format!(
                     "SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.contact_id = $2 \
                      AND s.target_key = $3 AND s.status IN {LIVE}"
@@ -356,14 +379,16 @@ impl Store {
             Some(sub) if sub.expires_at > now => (sub, false),
             lapsed => {
                 if let Some(old) = lapsed {
-                    tx.execute(
+                    execute(
+                        &tx,
                         "UPDATE subscriptions SET status = 'expired', updated_at = $3 \
                          WHERE tenant_id = $1 AND subscription_id = $2",
                         &[&tenant, &old.subscription_id, &now],
                     )
                     .await?;
                 }
-                let sub = insert_subscription(&tx, req, contact_id, &target_key, state, now).await?;
+                let sub =
+                    insert_subscription(&tx, req, contact_id, &target_key, state, now).await?;
                 (sub, true)
             }
         };
@@ -371,8 +396,7 @@ impl Store {
         if let Some((key, hash)) = &req.idempotency {
             // Another phone's request with the same key may race this one: its insert makes
             // ours wait, then conflict, and the key's first answer wins.
-            let n = tx
-                .execute(
+            let n = execute(&tx,
                     "INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash, subscription_id, created, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     &[&tenant, key, hash, &subscription.subscription_id, &created, &now],
@@ -384,7 +408,11 @@ impl Store {
         }
         let position = position_of(&tx, &subscription, now).await?;
         tx.commit().await?;
-        Ok(SubscribeOutcome { subscription, created, position })
+        Ok(SubscribeOutcome {
+            subscription,
+            created,
+            position,
+        })
     }
 
     /// Records a double opt-in confirmation and activates every pending subscription of the
@@ -408,11 +436,24 @@ impl Store {
             SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
             SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
         }
-        if consent_state(&tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut {
+        if consent_state(&tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut
+        {
             return Err(StoreError::OptedOut);
         }
-        append_consent(&tx, tenant_id, contact_id, ConsentEventKind::Confirm, source, None, None, Some(subscription_id), now).await?;
-        tx.execute(
+        append_consent(
+            &tx,
+            tenant_id,
+            contact_id,
+            ConsentEventKind::Confirm,
+            source,
+            None,
+            None,
+            Some(subscription_id),
+            now,
+        )
+        .await?;
+        execute(
+            &tx,
             "UPDATE subscriptions SET status = 'active', updated_at = $3 \
              WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending_confirmation'",
             &[&tenant_id, &contact_id, &now],
@@ -431,8 +472,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<SubscriptionRow, StoreError> {
         let client = self.client().await?;
-        client
-            .execute(
+        execute(&client,
                 &format!(
                     "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'unsubscribed', updated_at = $3 \
                      WHERE tenant_id = $1 AND subscription_id = $2 AND status IN {LIVE}"
@@ -468,7 +508,8 @@ impl Store {
         let client = self.client().await?;
         let phone = filter.phone.as_ref().map(|p| p.e164().to_string());
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant_id, &after, &limit];
-        let mut sql = format!("SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.seq > $2");
+        let mut sql =
+            format!("SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.seq > $2");
         // Placeholders are numbered in the order their values are pushed.
         for (col, v) in [
             ("s.variant_id", &filter.variant_id),
@@ -493,7 +534,7 @@ impl Store {
             params.push(&now);
         }
         sql.push_str(" ORDER BY s.seq LIMIT $3");
-        let rows = client.query(&sql, &params).await?;
+        let rows = query(&client, &sql, &params).await?;
         rows.iter().map(sub_from_row).collect()
     }
 
@@ -504,7 +545,10 @@ impl Store {
         subscription_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Position, StoreError> {
-        Ok(self.get_subscription(tenant_id, subscription_id, now).await?.1)
+        Ok(self
+            .get_subscription(tenant_id, subscription_id, now)
+            .await?
+            .1)
     }
 
     /// Records an opt-out (creating the contact if restock never saw the phone) and cancels its
@@ -519,10 +563,22 @@ impl Store {
     ) -> Result<u32, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact(&tx, tenant_id, phone, true, now).await?.expect("created");
-        append_consent(&tx, tenant_id, contact_id, ConsentEventKind::OptOut, source, None, reason, None, now).await?;
-        let n = tx
-            .execute(
+        let contact_id = lock_contact(&tx, tenant_id, phone, true, now)
+            .await?
+            .expect("created");
+        append_consent(
+            &tx,
+            tenant_id,
+            contact_id,
+            ConsentEventKind::OptOut,
+            source,
+            None,
+            reason,
+            None,
+            now,
+        )
+        .await?;
+        let n = execute(&tx,
                 &format!(
                     "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', updated_at = $3 \
                      WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
@@ -546,10 +602,34 @@ impl Store {
     ) -> Result<ConsentState, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact(&tx, tenant_id, phone, true, now).await?.expect("created");
-        append_consent(&tx, tenant_id, contact_id, ConsentEventKind::OptIn, consent.source, Some(consent), None, None, now).await?;
+        let contact_id = lock_contact(&tx, tenant_id, phone, true, now)
+            .await?
+            .expect("created");
+        append_consent(
+            &tx,
+            tenant_id,
+            contact_id,
+            ConsentEventKind::OptIn,
+            consent.source,
+            Some(consent),
+            None,
+            None,
+            now,
+        )
+        .await?;
         if consent.source == ConsentSource::Sms {
-            append_consent(&tx, tenant_id, contact_id, ConsentEventKind::Confirm, consent.source, None, None, None, now).await?;
+            append_consent(
+                &tx,
+                tenant_id,
+                contact_id,
+                ConsentEventKind::Confirm,
+                consent.source,
+                None,
+                None,
+                None,
+                now,
+            )
+            .await?;
         }
         let state = consent_state(&tx, tenant_id, contact_id, double_opt_in).await?;
         tx.commit().await?;
@@ -564,24 +644,24 @@ impl Store {
         double_opt_in: bool,
     ) -> Result<Option<(ConsentState, Vec<ConsentEventRow>)>, StoreError> {
         let client = self.client().await?;
-        let Some(contact) = client
-            .query_opt(
-                "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2",
-                &[&tenant_id, &phone.e164()],
-            )
-            .await?
+        let Some(contact) = query_opt(
+            &client,
+            "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2",
+            &[&tenant_id, &phone.e164()],
+        )
+        .await?
         else {
             return Ok(None);
         };
         let contact_id: Uuid = contact.get(0);
-        let rows = client
-            .query(
-                "SELECT event_id, kind, source, consent_text, ip_address, user_agent, reason, \
+        let rows = query(
+            &client,
+            "SELECT event_id, kind, source, consent_text, ip_address, user_agent, reason, \
                  subscription_id, occurred_at, recorded_at FROM consent_events \
                  WHERE tenant_id = $1 AND contact_id = $2 ORDER BY seq",
-                &[&tenant_id, &contact_id],
-            )
-            .await?;
+            &[&tenant_id, &contact_id],
+        )
+        .await?;
         let events: Vec<ConsentEventRow> = rows
             .iter()
             .filter_map(|r| {
@@ -616,27 +696,29 @@ impl Store {
         let Some(contact_id) = lock_contact(&tx, tenant_id, phone, false, now).await? else {
             return Ok(ErasureOutcome::default());
         };
-        tx.execute(
+        execute(
+            &tx,
             "UPDATE contacts SET phone_e164 = NULL, erased_hash = $3, erased_at = $4 \
              WHERE tenant_id = $1 AND contact_id = $2",
             &[&tenant_id, &contact_id, &hash(phone.e164()), &now],
         )
         .await?;
         let mut subscriptions = 0;
-        for row in tx
-            .query(
-                "SELECT subscription_id, customer_id, session_id, status FROM subscriptions \
+        for row in query(
+            &tx,
+            "SELECT subscription_id, customer_id, session_id, status FROM subscriptions \
                  WHERE tenant_id = $1 AND contact_id = $2",
-                &[&tenant_id, &contact_id],
-            )
-            .await?
+            &[&tenant_id, &contact_id],
+        )
+        .await?
         {
             let id: Uuid = row.get(0);
             let customer: Option<String> = row.get(1);
             let session: Option<String> = row.get(2);
             let status: String = row.get(3);
             let live = SubscriptionStatus::parse(&status).is_some_and(|s| s.is_live());
-            tx.execute(
+            execute(
+                &tx,
                 "UPDATE subscriptions SET customer_id = $3, session_id = $4, updated_at = $5, \
                  status = CASE WHEN $6 THEN 'cancelled' ELSE status END, \
                  cancel_reason = CASE WHEN $6 THEN 'erased' ELSE cancel_reason END \
@@ -654,10 +736,9 @@ impl Store {
             subscriptions += 1;
         }
         // The ledger refuses updates unless this transaction says it is an erasure.
-        tx.execute("SET LOCAL restock.erasure = 'on'", &[]).await?;
+        execute(&tx, "SET LOCAL restock.erasure = 'on'", &[]).await?;
         let mut consent_events = 0;
-        for row in tx
-            .query(
+        for row in query(&tx,
                 "SELECT event_id, ip_address, user_agent FROM consent_events \
                  WHERE tenant_id = $1 AND contact_id = $2 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL)",
                 &[&tenant_id, &contact_id],
@@ -667,7 +748,7 @@ impl Store {
             let id: Uuid = row.get(0);
             let ip: Option<String> = row.get(1);
             let ua: Option<String> = row.get(2);
-            tx.execute(
+            execute(&tx,
                 "UPDATE consent_events SET ip_address = $4, user_agent = $5 \
                  WHERE tenant_id = $1 AND contact_id = $2 AND event_id = $3",
                 &[&tenant_id, &contact_id, &id, &ip.as_deref().map(&hash), &ua.as_deref().map(&hash)],
@@ -676,30 +757,34 @@ impl Store {
             consent_events += 1;
         }
         tx.commit().await?;
-        Ok(ErasureOutcome { erased: true, subscriptions, consent_events })
+        Ok(ErasureOutcome {
+            erased: true,
+            subscriptions,
+            consent_events,
+        })
     }
 }
 
 /// Locks the contact that owns a subscription.
 async fn lock_contact_of(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     tenant_id: &str,
     subscription_id: Uuid,
 ) -> Result<Uuid, StoreError> {
-    let row = tx
-        .query_opt(
-            "SELECT c.contact_id FROM contacts c JOIN subscriptions s \
+    let row = query_opt(
+        tx,
+        "SELECT c.contact_id FROM contacts c JOIN subscriptions s \
              ON s.tenant_id = c.tenant_id AND s.contact_id = c.contact_id \
              WHERE s.tenant_id = $1 AND s.subscription_id = $2 FOR UPDATE OF c",
-            &[&tenant_id, &subscription_id],
-        )
-        .await?
-        .ok_or(StoreError::NotFound("subscription"))?;
+        &[&tenant_id, &subscription_id],
+    )
+    .await?
+    .ok_or(StoreError::NotFound("subscription"))?;
     Ok(row.get(0))
 }
 
 async fn insert_subscription(
-    tx: &impl GenericClient,
+    tx: &(impl GenericClient + Sync),
     req: &NewSubscription,
     contact_id: Uuid,
     target_key: &str,
@@ -716,7 +801,7 @@ async fn insert_subscription(
         Target::Variant { .. } => req.product_id.as_deref(),
     };
     if let (Some(variant_id), Some(details)) = (variant_id, &req.variant) {
-        tx.execute(
+        execute(tx,
             "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
@@ -745,7 +830,7 @@ async fn insert_subscription(
         _ if req.consent.source == ConsentSource::Sms => SubscriptionStatus::Active,
         _ => SubscriptionStatus::PendingConfirmation,
     };
-    tx.execute(
+    execute(tx,
         "INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
          product_id, wanted_options, customer_id, session_id, location_ids, desired_quantity, \
          priority_tier, status, time_zone, created_at, updated_at, expires_at) \
@@ -772,9 +857,31 @@ async fn insert_subscription(
     .await?;
     // The consent shown with this subscription is appended even when the phone is already opted
     // in: it is evidence worth keeping, and it changes no state.
-    append_consent(tx, tenant, contact_id, ConsentEventKind::OptIn, req.consent.source, Some(&req.consent), None, Some(subscription_id), now).await?;
+    append_consent(
+        tx,
+        tenant,
+        contact_id,
+        ConsentEventKind::OptIn,
+        req.consent.source,
+        Some(&req.consent),
+        None,
+        Some(subscription_id),
+        now,
+    )
+    .await?;
     if req.consent.source == ConsentSource::Sms {
-        append_consent(tx, tenant, contact_id, ConsentEventKind::Confirm, req.consent.source, None, None, Some(subscription_id), now).await?;
+        append_consent(
+            tx,
+            tenant,
+            contact_id,
+            ConsentEventKind::Confirm,
+            req.consent.source,
+            None,
+            None,
+            Some(subscription_id),
+            now,
+        )
+        .await?;
     }
     get_sub(tx, tenant, subscription_id).await
 }
