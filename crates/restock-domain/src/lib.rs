@@ -5,6 +5,7 @@ pub mod clock;
 pub mod consent;
 pub mod erasure;
 pub mod phone;
+pub mod restock;
 pub mod subscription;
 pub mod tenant;
 

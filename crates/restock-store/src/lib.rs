@@ -2,6 +2,7 @@
 //! Plain SQL with bound parameters; one transaction per use case.
 
 mod error;
+pub mod inventory;
 pub mod migrate;
 pub mod waitlist;
 
@@ -63,7 +64,7 @@ mod cached {
 
     use crate::StoreError;
 
-    pub async fn query<C: GenericClient + Sync>(
+    pub async fn query<C: GenericClient>(
         c: &C,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -72,7 +73,7 @@ mod cached {
         Ok(c.query(&st, params).await?)
     }
 
-    pub async fn query_one<C: GenericClient + Sync>(
+    pub async fn query_one<C: GenericClient>(
         c: &C,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -81,7 +82,7 @@ mod cached {
         Ok(c.query_one(&st, params).await?)
     }
 
-    pub async fn query_opt<C: GenericClient + Sync>(
+    pub async fn query_opt<C: GenericClient>(
         c: &C,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -90,7 +91,7 @@ mod cached {
         Ok(c.query_opt(&st, params).await?)
     }
 
-    pub async fn execute<C: GenericClient + Sync>(
+    pub async fn execute<C: GenericClient>(
         c: &C,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],

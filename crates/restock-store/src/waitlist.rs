@@ -185,7 +185,7 @@ fn sub_from_row(row: &Row) -> Result<SubscriptionRow, StoreError> {
 /// Finds the contact of a phone and locks it for the rest of the transaction, creating it when
 /// `create` is set. Concurrent requests for one phone queue here.
 async fn lock_contact(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     tenant_id: &str,
     phone: &Phone,
     create: bool,
@@ -216,7 +216,7 @@ async fn lock_contact(
 }
 
 async fn consent_state(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     tenant_id: &str,
     contact_id: Uuid,
     double_opt_in: bool,
@@ -236,7 +236,7 @@ async fn consent_state(
 
 #[allow(clippy::too_many_arguments)]
 async fn append_consent(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     tenant_id: &str,
     contact_id: Uuid,
     kind: ConsentEventKind,
@@ -271,7 +271,7 @@ async fn append_consent(
 }
 
 async fn get_sub(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     tenant_id: &str,
     subscription_id: Uuid,
 ) -> Result<SubscriptionRow, StoreError> {
@@ -285,7 +285,7 @@ async fn get_sub(
 }
 
 async fn position_of(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     sub: &SubscriptionRow,
     now: DateTime<Utc>,
 ) -> Result<Position, StoreError> {
@@ -767,7 +767,7 @@ impl Store {
 
 /// Locks the contact that owns a subscription.
 async fn lock_contact_of(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     tenant_id: &str,
     subscription_id: Uuid,
 ) -> Result<Uuid, StoreError> {
@@ -784,7 +784,7 @@ async fn lock_contact_of(
 }
 
 async fn insert_subscription(
-    tx: &(impl GenericClient + Sync),
+    tx: &impl GenericClient,
     req: &NewSubscription,
     contact_id: Uuid,
     target_key: &str,
