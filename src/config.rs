@@ -125,6 +125,12 @@ impl Settings {
         if self.tenants.is_empty() {
             return bad("tenants", "at least one tenant is required");
         }
+        for (id, policy) in &self.tenants {
+            if let Err(why) = policy.validate() {
+                // `why` starts with the policy's own key: "tenants.demo.holdout_share: ...".
+                return Err(ConfigError(format!("tenants.{id}.{why}")));
+            }
+        }
         for id in self.tenants.keys() {
             let ok = !id.is_empty()
                 && id.len() <= 64
@@ -186,6 +192,12 @@ mod tests {
         let e =
             Settings::load_from(None, env(&[("RESTOCK__DATABASE__POOL_SIZE", "0")])).unwrap_err();
         assert!(e.to_string().contains("database.pool_size"), "{e}");
+        let e = Settings::load_from(
+            None,
+            env(&[("RESTOCK__TENANTS__DEMO__HOLDOUT_SHARE", "0.9")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tenants.demo.holdout_share"), "{e}");
         let e = Settings::load_from(None, env(&[("REDIS_URL", "nope://x")])).unwrap_err();
         assert!(e.to_string().contains("redis.url"), "{e}");
     }

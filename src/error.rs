@@ -93,6 +93,10 @@ impl From<StoreError> for ApiError {
                 subject: "subscription_id".into(),
                 description: format!("the subscription is {state}"),
             },
+            StoreError::DuplicateLevel(variant, location) => ApiError::field(
+                "levels",
+                format!("variant {variant} at location {location} appears twice in the snapshot"),
+            ),
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             e @ (StoreError::Config(_) | StoreError::Migration(_) | StoreError::Db(_)) => {
                 ApiError::Internal(e.to_string())

@@ -125,7 +125,7 @@ impl Application {
                 grpc::waitlist::WaitlistApi::new(state.clone()),
             ))
             .add_service(EligibilityServiceServer::new(
-                grpc::eligibility::EligibilityApi,
+                grpc::eligibility::EligibilityApi::new(state.clone()),
             ))
             .add_service(DispatchServiceServer::new(grpc::dispatch::DispatchApi))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {

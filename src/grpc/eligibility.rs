@@ -1,9 +1,669 @@
-//! EligibilityService: declared in the public API; its RPCs answer UNIMPLEMENTED until the
-//! inventory and eligibility issue lands.
+//! EligibilityService: inventory in (stream, batch, snapshot), stock out, merchandising
+//! exclusions, and the eligibility engine's answers (`Explain`, `DryRun`).
 
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use restock_domain::restock::Hysteresis;
+use restock_domain::TenantPolicy;
+use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use super::convert::timestamp;
+use super::validate::Violations;
+use crate::error::ApiError;
+use crate::proto::v1 as pb;
 use crate::proto::v1::eligibility_service_server::EligibilityService;
+use crate::startup::AppState;
 
-/// The service, with the generated default stubs.
-pub struct EligibilityApi;
+/// Acknowledgements buffered per stream. A client that stops reading them stops being read
+/// from: the server's memory per stream is this many acks, whatever the client sends.
+const ACK_BUFFER: usize = 64;
+const MAX_BATCH: usize = 1_000;
+const MAX_SYNC_CHUNK: usize = 1_000;
+const MAX_SYNC_LEVELS: u64 = 1_000_000;
+const MAX_REJECTIONS: usize = 100;
+const CLOCK_SKEW: Duration = Duration::minutes(5);
 
-impl EligibilityService for EligibilityApi {}
+/// The service.
+pub struct EligibilityApi {
+    state: Arc<AppState>,
+}
+
+impl EligibilityApi {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// The parts of a tenant's policy that restock detection reads.
+pub fn restock_policy(policy: &TenantPolicy) -> RestockPolicy<'_> {
+    RestockPolicy {
+        hysteresis: Hysteresis {
+            threshold: policy.restock_threshold,
+            rearm_level: policy.rearm_level,
+        },
+        excluded_products: &policy.excluded_products,
+        excluded_variants: &policy.excluded_variants,
+    }
+}
+
+fn tenant<'a>(state: &'a AppState, tenant_id: &str) -> Result<&'a TenantPolicy, ApiError> {
+    state
+        .tenants
+        .get(tenant_id)
+        .ok_or_else(|| ApiError::NotFound(format!("tenant \"{tenant_id}\" not found")))
+}
+
+/// Validates one stock level; field paths start with `prefix`.
+#[allow(clippy::too_many_arguments)]
+fn level(
+    v: &mut Violations,
+    prefix: &str,
+    variant_id: &str,
+    location_id: &str,
+    available: i64,
+    on_order: i64,
+    order: Option<Order>,
+    product_id: &str,
+    details: Option<&pb::VariantDetails>,
+) -> Option<Level> {
+    let variant_id = v.id(&format!("{prefix}variant_id"), variant_id, true);
+    let location_id = v.id(&format!("{prefix}location_id"), location_id, true);
+    if available < 0 {
+        v.add(
+            format!("{prefix}available_to_sell"),
+            "must not be negative: report an oversold level as 0",
+        );
+    }
+    if on_order < 0 {
+        v.add(format!("{prefix}on_order"), "must not be negative");
+    }
+    let product_id = v.id(&format!("{prefix}product_id"), product_id, false);
+    let details = details.map(|d| v.variant_details(&format!("{prefix}variant"), d));
+    Some(Level {
+        variant_id: variant_id?,
+        location_id: location_id?,
+        available,
+        on_order,
+        order: order?,
+        product_id,
+        details,
+    })
+}
+
+fn event_order(
+    v: &mut Violations,
+    prefix: &str,
+    order: Option<&pb::inventory_event::Order>,
+    now: DateTime<Utc>,
+) -> Option<Order> {
+    match order {
+        None => {
+            v.add(
+                format!("{prefix}sequence_number"),
+                "a sequence_number or an observe_time is required",
+            );
+            None
+        }
+        Some(pb::inventory_event::Order::SequenceNumber(n)) => match i64::try_from(*n) {
+            Ok(n) => Some(Order::Sequence(n)),
+            Err(_) => {
+                v.add(
+                    format!("{prefix}sequence_number"),
+                    "must be at most 2^63 - 1",
+                );
+                None
+            }
+        },
+        Some(pb::inventory_event::Order::ObserveTime(ts)) => {
+            let t = v.timestamp(&format!("{prefix}observe_time"), ts)?;
+            if t > now + CLOCK_SKEW {
+                v.add(
+                    format!("{prefix}observe_time"),
+                    "must not be more than 5 minutes in the future",
+                );
+                return None;
+            }
+            Some(Order::Observed(t))
+        }
+    }
+}
+
+fn ack(event_id: &str, outcome: EventOutcome) -> pb::InventoryAck {
+    let (kind, restock) = match outcome {
+        EventOutcome::Applied { restock } => (pb::InventoryOutcome::Applied, restock),
+        EventOutcome::Duplicate { restock } => (pb::InventoryOutcome::Duplicate, restock),
+        EventOutcome::Stale => (pb::InventoryOutcome::Stale, None),
+    };
+    pb::InventoryAck {
+        event_id: event_id.to_string(),
+        outcome: kind as i32,
+        restock_started: restock.is_some(),
+        restock_id: restock.map(|r| r.to_string()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn rejected(
+    event_id: &str,
+    field_violations: Vec<pb::FieldViolation>,
+    message: String,
+) -> pb::InventoryAck {
+    pb::InventoryAck {
+        event_id: event_id.to_string(),
+        outcome: pb::InventoryOutcome::Rejected as i32,
+        field_violations,
+        message,
+        ..Default::default()
+    }
+}
+
+/// Validates and applies one event. A bad event is answered by a REJECTED ack; only a failing
+/// dependency is an error (the caller resends what was not acknowledged).
+async fn process_event(
+    state: &AppState,
+    tenant_id: &str,
+    event: Option<&pb::InventoryEvent>,
+    prefix: &str,
+) -> Result<pb::InventoryAck, ApiError> {
+    let Some(event) = event else {
+        return Ok(rejected(
+            "",
+            vec![pb::FieldViolation {
+                field: prefix.trim_end_matches('.').into(),
+                description: "is required".into(),
+            }],
+            String::new(),
+        ));
+    };
+    let now = state.clock.now();
+    let mut v = Violations::default();
+    let event_id = v.id(&format!("{prefix}event_id"), &event.event_id, true);
+    let order = event_order(&mut v, prefix, event.order.as_ref(), now);
+    let level = level(
+        &mut v,
+        prefix,
+        &event.variant_id,
+        &event.location_id,
+        event.available_to_sell,
+        event.on_order,
+        order,
+        &event.product_id,
+        event.variant.as_ref(),
+    );
+    if tenant_id.is_empty() {
+        v.add("tenant_id", "is required");
+    }
+    if !v.is_empty() {
+        return Ok(rejected(
+            &event.event_id,
+            v.into_field_violations(),
+            String::new(),
+        ));
+    }
+    let Some(policy) = state.tenants.get(tenant_id) else {
+        return Ok(rejected(
+            &event.event_id,
+            Vec::new(),
+            format!("unknown tenant \"{tenant_id}\""),
+        ));
+    };
+    let (event_id, level) = (event_id.expect("validated"), level.expect("validated"));
+    let outcome = state
+        .store
+        .apply_inventory_event(tenant_id, &event_id, &level, &restock_policy(policy), now)
+        .await?;
+    if let EventOutcome::Applied {
+        restock: Some(restock),
+    } = outcome
+    {
+        tracing::info!(tenant_id, variant_id = %level.variant_id, location_id = %level.location_id, %restock, "restock started");
+    }
+    Ok(ack(&event_id, outcome))
+}
+
+fn page_size(raw: i32) -> i64 {
+    match raw {
+        n if n <= 0 => 50,
+        n => i64::from(n.min(500)),
+    }
+}
+
+fn exclusion(row: restock_store::inventory::ExclusionRow, tenant_id: &str) -> pb::Exclusion {
+    pb::Exclusion {
+        exclusion_id: row.exclusion_id.to_string(),
+        tenant_id: tenant_id.to_string(),
+        target: match (row.product_id, row.variant_id) {
+            (Some(p), _) => Some(pb::exclusion::Target::ProductId(p)),
+            (None, Some(v)) => Some(pb::exclusion::Target::VariantId(v)),
+            (None, None) => None,
+        },
+        reason: row.reason,
+        creator: row.creator.unwrap_or_default(),
+        create_time: Some(timestamp(row.created_at)),
+        expire_time: row.expires_at.map(timestamp),
+        delete_time: row.deleted_at.map(timestamp),
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::StreamInventoryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EligibilityService for EligibilityApi {
+    async fn stream_inventory(
+        &self,
+        request: Request<Streaming<pb::StreamInventoryRequest>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(ACK_BUFFER);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            // One event at a time, in order: an ack is sent only once its event is durable.
+            while let Some(next) = inbound.next().await {
+                let msg = match next {
+                    Ok(msg) => msg,
+                    Err(status) => {
+                        tracing::debug!(%status, "inventory stream ended by the client");
+                        break;
+                    }
+                };
+                let answer = process_event(&state, &msg.tenant_id, msg.event.as_ref(), "event.")
+                    .await
+                    .map(|ack| pb::StreamInventoryResponse { ack: Some(ack) })
+                    .map_err(Status::from);
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report_inventory(
+        &self,
+        request: Request<pb::ReportInventoryRequest>,
+    ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.events.is_empty() {
+            v.add("events", "at least one event is required");
+        } else if req.events.len() > MAX_BATCH {
+            v.add("events", format!("at most {MAX_BATCH} events per call"));
+        }
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        tenant(&self.state, &tenant_id)?;
+        let mut acks = Vec::with_capacity(req.events.len());
+        for (i, event) in req.events.iter().enumerate() {
+            acks.push(
+                process_event(
+                    &self.state,
+                    &tenant_id,
+                    Some(event),
+                    &format!("events[{i}]."),
+                )
+                .await?,
+            );
+        }
+        Ok(Response::new(pb::ReportInventoryResponse { acks }))
+    }
+
+    async fn get_stock(
+        &self,
+        request: Request<pb::GetStockRequest>,
+    ) -> Result<Response<pb::GetStockResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let variant_id = v.id("variant_id", &req.variant_id, true);
+        if req.location_ids.len() > 100 {
+            v.add("location_ids", "at most 100 locations");
+        }
+        for (i, l) in req.location_ids.iter().enumerate() {
+            v.id(&format!("location_ids[{i}]"), l, true);
+        }
+        v.finish()?;
+        let (tenant_id, variant_id) = (
+            tenant_id.expect("validated"),
+            variant_id.expect("validated"),
+        );
+        let policy = tenant(&self.state, &tenant_id)?;
+        let stock = self
+            .state
+            .store
+            .stock(&tenant_id, &variant_id, &req.location_ids)
+            .await
+            .map_err(ApiError::from)?;
+        if stock.locations.is_empty() && stock.product_id.is_none() && stock.details.title.is_none()
+        {
+            return Err(ApiError::NotFound(format!(
+                "no stock or details of variant \"{variant_id}\""
+            ))
+            .into());
+        }
+        let total = stock.locations.iter().map(|l| l.available).sum();
+        Ok(Response::new(pb::GetStockResponse {
+            variant_id,
+            product_id: stock.product_id.unwrap_or_default(),
+            variant: Some(pb::VariantDetails {
+                title: stock.details.title.unwrap_or_default(),
+                options: stock.details.options,
+                deep_link: stock.details.deep_link.unwrap_or_default(),
+            }),
+            locations: stock
+                .locations
+                .into_iter()
+                .map(|l| pb::LocationStock {
+                    in_stock: l.available >= policy.restock_threshold,
+                    location_id: l.location_id,
+                    available_to_sell: l.available,
+                    on_order: l.on_order,
+                    sequence_number: l.last_sequence.unwrap_or(0) as u64,
+                    observe_time: l.last_observed_at.map(timestamp),
+                    update_time: Some(timestamp(l.updated_at)),
+                    last_event_id: l.last_event_id.unwrap_or_default(),
+                    last_restock_id: l.last_restock_id.map(|r| r.to_string()).unwrap_or_default(),
+                    last_restock_time: l.last_restock_at.map(timestamp),
+                })
+                .collect(),
+            total_available_to_sell: total,
+            restock_threshold: policy.restock_threshold,
+            rearm_level: policy.rearm_level,
+        }))
+    }
+
+    async fn sync_inventory(
+        &self,
+        request: Request<Streaming<pb::SyncInventoryRequest>>,
+    ) -> Result<Response<pb::SyncInventoryResponse>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| ApiError::field("tenant_id", "the snapshot stream was empty"))?;
+        let now = self.state.clock.now();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &first.tenant_id, true);
+        let snapshot_at = match &first.snapshot_time {
+            None => {
+                v.add("snapshot_time", "is required on the first message");
+                None
+            }
+            Some(ts) => v.timestamp("snapshot_time", ts).filter(|t| {
+                let ok = *t <= now + CLOCK_SKEW;
+                if !ok {
+                    v.add(
+                        "snapshot_time",
+                        "must not be more than 5 minutes in the future",
+                    );
+                }
+                ok
+            }),
+        };
+        for (i, l) in first.location_ids.iter().enumerate() {
+            v.id(&format!("location_ids[{i}]"), l, true);
+        }
+        v.finish()?;
+        let (tenant_id, snapshot_at) = (
+            tenant_id.expect("validated"),
+            snapshot_at.expect("validated"),
+        );
+        let policy = tenant(&self.state, &tenant_id)?;
+        let detection = restock_policy(policy);
+        let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());
+        let mut session = self
+            .state
+            .store
+            .begin_sync(&tenant_id, snapshot_at)
+            .await
+            .map_err(ApiError::from)?;
+        let (mut received, mut rejected_count) = (0u64, 0u64);
+        let mut rejections = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            if msg.tenant_id != tenant_id {
+                return Err(ApiError::field(
+                    "tenant_id",
+                    "must be the same on every message of a sync",
+                )
+                .into());
+            }
+            if msg.levels.len() > MAX_SYNC_CHUNK {
+                return Err(ApiError::field(
+                    "levels",
+                    format!("at most {MAX_SYNC_CHUNK} levels per message"),
+                )
+                .into());
+            }
+            let mut chunk = Vec::with_capacity(msg.levels.len());
+            for l in &msg.levels {
+                let index = received;
+                received += 1;
+                if received > MAX_SYNC_LEVELS {
+                    return Err(ApiError::field(
+                        "levels",
+                        format!("at most {MAX_SYNC_LEVELS} levels per sync"),
+                    )
+                    .into());
+                }
+                let mut lv = Violations::default();
+                let order = match l.sequence_number {
+                    0 => Order::Observed(snapshot_at),
+                    n => match i64::try_from(n) {
+                        Ok(n) => Order::Sequence(n),
+                        Err(_) => {
+                            lv.add("sequence_number", "must be at most 2^63 - 1");
+                            Order::Observed(snapshot_at)
+                        }
+                    },
+                };
+                let parsed = level(
+                    &mut lv,
+                    "",
+                    &l.variant_id,
+                    &l.location_id,
+                    l.available_to_sell,
+                    l.on_order,
+                    Some(order),
+                    &l.product_id,
+                    l.variant.as_ref(),
+                );
+                match parsed {
+                    Some(level) if lv.is_empty() => chunk.push(level),
+                    _ => {
+                        rejected_count += 1;
+                        if rejections.len() < MAX_REJECTIONS {
+                            rejections.push(pb::SyncRejection {
+                                index,
+                                variant_id: l.variant_id.clone(),
+                                location_id: l.location_id.clone(),
+                                field_violations: lv.into_field_violations(),
+                            });
+                        }
+                    }
+                }
+            }
+            session
+                .apply(&chunk, &detection, now)
+                .await
+                .map_err(ApiError::from)?;
+            next = inbound.message().await?;
+        }
+        let counts = session
+            .commit(zero_missing, &locations, &detection, now)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(
+            tenant_id,
+            received,
+            changed = counts.changed,
+            zeroed = counts.zeroed,
+            restocks = counts.restocks_started,
+            "inventory synced"
+        );
+        Ok(Response::new(pb::SyncInventoryResponse {
+            received_count: received,
+            changed_count: counts.changed,
+            unchanged_count: counts.unchanged,
+            stale_count: counts.stale,
+            zeroed_count: counts.zeroed,
+            rejected_count,
+            rejections,
+            restocks_started_count: counts.restocks_started,
+        }))
+    }
+
+    async fn create_exclusion(
+        &self,
+        request: Request<pb::CreateExclusionRequest>,
+    ) -> Result<Response<pb::CreateExclusionResponse>, Status> {
+        let req = request.into_inner();
+        let now = self.state.clock.now();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let (product_id, variant_id) = match &req.target {
+            None => {
+                v.add("product_id", "a product_id or a variant_id is required");
+                (None, None)
+            }
+            Some(pb::create_exclusion_request::Target::ProductId(p)) => {
+                (v.id("product_id", p, true), None)
+            }
+            Some(pb::create_exclusion_request::Target::VariantId(x)) => {
+                (None, v.id("variant_id", x, true))
+            }
+        };
+        let reason = v.text("reason", &req.reason, 500, true);
+        let creator = v.id("creator", &req.creator, true);
+        let expires_at = req.expire_time.as_ref().and_then(|ts| {
+            let t = v.timestamp("expire_time", ts)?;
+            if t <= now {
+                v.add("expire_time", "must be in the future");
+                return None;
+            }
+            Some(t)
+        });
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        tenant(&self.state, &tenant_id)?;
+        let (row, created) = self
+            .state
+            .store
+            .create_exclusion(
+                &tenant_id,
+                product_id.as_deref(),
+                variant_id.as_deref(),
+                &reason.expect("validated"),
+                &creator.expect("validated"),
+                expires_at,
+                now,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::CreateExclusionResponse {
+            exclusion: Some(exclusion(row, &tenant_id)),
+            created,
+        }))
+    }
+
+    async fn delete_exclusion(
+        &self,
+        request: Request<pb::DeleteExclusionRequest>,
+    ) -> Result<Response<pb::DeleteExclusionResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let id = match Uuid::parse_str(&req.exclusion_id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                v.add(
+                    "exclusion_id",
+                    if req.exclusion_id.is_empty() {
+                        "is required"
+                    } else {
+                        "must be a UUID"
+                    },
+                );
+                None
+            }
+        };
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        tenant(&self.state, &tenant_id)?;
+        self.state
+            .store
+            .delete_exclusion(&tenant_id, id.expect("validated"), self.state.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::DeleteExclusionResponse {}))
+    }
+
+    async fn list_exclusions(
+        &self,
+        request: Request<pb::ListExclusionsRequest>,
+    ) -> Result<Response<pb::ListExclusionsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let product_id = v.id("product_id", &req.product_id, false);
+        let variant_id = v.id("variant_id", &req.variant_id, false);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let parsed = req.page_token.split_once('_').and_then(|(t, id)| {
+                Some((
+                    DateTime::<Utc>::from_timestamp_micros(t.parse().ok()?)?,
+                    Uuid::parse_str(id).ok()?,
+                ))
+            });
+            if parsed.is_none() {
+                v.add("page_token", "is not a token this API issued");
+            }
+            parsed
+        };
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        tenant(&self.state, &tenant_id)?;
+        let size = page_size(req.page_size);
+        let mut rows = self
+            .state
+            .store
+            .list_exclusions(
+                &tenant_id,
+                product_id.as_deref(),
+                variant_id.as_deref(),
+                req.show_inactive,
+                after,
+                size + 1,
+                self.state.clock.now(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = if rows.len() as i64 > size {
+            rows.truncate(size as usize);
+            let last = rows.last().expect("a full page");
+            format!(
+                "{}_{}",
+                last.created_at.timestamp_micros(),
+                last.exclusion_id
+            )
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListExclusionsResponse {
+            exclusions: rows.into_iter().map(|r| exclusion(r, &tenant_id)).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,13 +1,19 @@
 //! Input validation: every bad field of a request is collected as a `BadRequest` field
 //! violation (paths like `consent.consent_text`), so a caller fixes them all at once.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use restock_domain::{Phone, PhoneError};
+use restock_store::waitlist::VariantDetails;
 
 use crate::error::ApiError;
+use crate::proto::v1 as pb;
 
 /// Longest id (tenant, variant, product, location, customer, session, idempotency key).
 pub const MAX_ID: usize = 128;
+const MAX_OPTIONS: usize = 10;
+const MAX_OPTION_LEN: usize = 64;
 
 /// The violations found so far.
 #[derive(Debug, Default)]
@@ -16,6 +22,19 @@ pub struct Violations(Vec<(String, String)>);
 impl Violations {
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
         self.0.push((field.into(), description.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The violations as the API's own `FieldViolation` messages (for acknowledgements that
+    /// report a rejection inside a successful response).
+    pub fn into_field_violations(self) -> Vec<pb::FieldViolation> {
+        self.0
+            .into_iter()
+            .map(|(field, description)| pb::FieldViolation { field, description })
+            .collect()
     }
 
     /// `Ok` when nothing was found.
@@ -126,6 +145,46 @@ impl Violations {
                 self.add(field, format!("unknown value {raw}"));
                 None
             }
+        }
+    }
+
+    /// Variant options: at most 10, names and values 1-64 characters.
+    pub fn options(&mut self, field: &str, map: &BTreeMap<String, String>) {
+        if map.len() > MAX_OPTIONS {
+            self.add(field, format!("at most {MAX_OPTIONS} entries"));
+        }
+        for (k, val) in map {
+            self.text(&format!("{field}[{k}]"), k, MAX_OPTION_LEN, true);
+            self.text(&format!("{field}[{k}]"), val, MAX_OPTION_LEN, true);
+        }
+    }
+
+    /// An http(s) URL of at most 2,048 characters; `None` when empty or bad.
+    pub fn deep_link(&mut self, field: &str, raw: &str) -> Option<String> {
+        if raw.is_empty() {
+            return None;
+        }
+        let ok = (raw.starts_with("https://") || raw.starts_with("http://"))
+            && raw.len() <= 2_048
+            && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
+            && raw
+                .split("://")
+                .nth(1)
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if !ok {
+            self.add(field, "must be an http(s) URL of at most 2,048 characters");
+            return None;
+        }
+        Some(raw.to_string())
+    }
+
+    /// What a storefront or an inventory system says about a variant.
+    pub fn variant_details(&mut self, field: &str, d: &pb::VariantDetails) -> VariantDetails {
+        self.options(&format!("{field}.options"), &d.options);
+        VariantDetails {
+            title: self.text(&format!("{field}.title"), &d.title, 200, false),
+            options: d.options.clone(),
+            deep_link: self.deep_link(&format!("{field}.deep_link"), &d.deep_link),
         }
     }
 

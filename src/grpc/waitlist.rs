@@ -1,7 +1,6 @@
 //! WaitlistService: validates each request whole, then calls the store. See the proto for the
 //! semantics of every RPC.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
 use restock_domain::{erasure, Phone, Target, TenantPolicy};
-use restock_store::waitlist::{ListFilter, NewConsent, NewSubscription, VariantDetails};
+use restock_store::waitlist::{ListFilter, NewConsent, NewSubscription};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -22,8 +21,6 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::waitlist_service_server::WaitlistService;
 use crate::startup::AppState;
 
-const MAX_OPTIONS: usize = 10;
-const MAX_OPTION_LEN: usize = 64;
 const MAX_LOCATIONS: usize = 50;
 const MAX_QUANTITY: u32 = 1_000;
 const MAX_TIER: u32 = 100;
@@ -69,16 +66,6 @@ fn subscription_id(v: &mut Violations, raw: &str) -> Option<Uuid> {
             v.add("subscription_id", "must be a UUID");
             None
         }
-    }
-}
-
-fn options(v: &mut Violations, field: &str, map: &BTreeMap<String, String>) {
-    if map.len() > MAX_OPTIONS {
-        v.add(field, format!("at most {MAX_OPTIONS} entries"));
-    }
-    for (k, val) in map {
-        v.text(&format!("{field}[{k}]"), k, MAX_OPTION_LEN, true);
-        v.text(&format!("{field}[{k}]"), val, MAX_OPTION_LEN, true);
     }
 }
 
@@ -138,24 +125,6 @@ fn consent(
     })
 }
 
-fn deep_link(v: &mut Violations, field: &str, raw: &str) -> Option<String> {
-    if raw.is_empty() {
-        return None;
-    }
-    let ok = (raw.starts_with("https://") || raw.starts_with("http://"))
-        && raw.len() <= 2_048
-        && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
-        && raw
-            .split("://")
-            .nth(1)
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    if !ok {
-        v.add(field, "must be an http(s) URL of at most 2,048 characters");
-        return None;
-    }
-    Some(raw.to_string())
-}
-
 /// Fingerprint of a request, so a reused idempotency key with another request is caught.
 fn fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
     Sha256::digest(req.encode_to_vec()).to_vec()
@@ -202,21 +171,17 @@ impl WaitlistService for WaitlistApi {
                 "a variant_id, or a product_id for a product-level alert, is required",
             );
         }
-        options(&mut v, "wanted_options", &req.wanted_options);
+        v.options("wanted_options", &req.wanted_options);
         if !req.variant_id.is_empty() && !req.wanted_options.is_empty() {
             v.add(
                 "wanted_options",
                 "only for a product-level subscription (without variant_id)",
             );
         }
-        let variant = req.variant.as_ref().map(|d| VariantDetails {
-            title: v.text("variant.title", &d.title, 200, false),
-            options: {
-                options(&mut v, "variant.options", &d.options);
-                d.options.clone()
-            },
-            deep_link: deep_link(&mut v, "variant.deep_link", &d.deep_link),
-        });
+        let variant = req
+            .variant
+            .as_ref()
+            .map(|d| v.variant_details("variant", d));
         let phone = v.phone(
             "phone_number",
             "default_region",

@@ -2,6 +2,7 @@
 //! Redis that `just test` brings up, driven through the generated client.
 
 mod helpers;
+mod inventory;
 mod lifecycle;
 mod polyglot;
 mod subscribe;

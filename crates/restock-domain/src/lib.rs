@@ -1,10 +1,13 @@
-//! Pure domain of restock: phones, consent, subscriptions and tenant policy. No I/O lives here,
-//! so every business rule can be read and tested as plain code.
+//! Pure domain of restock: phones, consent, subscriptions, tenant policy and the eligibility
+//! rules. No I/O lives here, so every business rule can be read and tested as plain code.
 
 pub mod clock;
 pub mod consent;
+pub mod eligibility;
 pub mod erasure;
+pub mod holdout;
 pub mod phone;
+pub mod quiet_hours;
 pub mod restock;
 pub mod subscription;
 pub mod tenant;

@@ -13,6 +13,9 @@ pub enum StoreError {
     /// The subscription is in a state the operation cannot start from.
     #[error("the subscription is {0}")]
     WrongState(&'static str),
+    /// A sync named the same (variant, location) twice.
+    #[error("the snapshot names variant {0} at location {1} twice")]
+    DuplicateLevel(String, String),
     #[error("configuration: {0}")]
     Config(String),
     /// The database cannot be reached now; retrying later may work.

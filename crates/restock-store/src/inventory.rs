@@ -386,73 +386,27 @@ impl Store {
         Ok(answer)
     }
 
-    /// Reconciles a snapshot: every level is applied as if observed at `snapshot_at` (or by its
-    /// sequence number), and with `zero_missing` every stored level of the covered locations the
-    /// snapshot leaves out, and not observed after it, goes to 0. One transaction: a broken
-    /// sync changes nothing.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn sync_inventory(
+    /// Starts reconciling a snapshot taken at `snapshot_at`. The whole sync is one
+    /// transaction, fed chunk by chunk so memory stays flat in the snapshot's size: a sync that
+    /// breaks off changes nothing.
+    pub async fn begin_sync(
         &self,
         tenant_id: &str,
-        levels: &[Level],
-        locations: &[String],
-        zero_missing: bool,
         snapshot_at: DateTime<Utc>,
-        policy: &RestockPolicy<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<SyncCounts, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let mut counts = SyncCounts::default();
-        for level in levels {
-            match apply_level(&tx, tenant_id, level, None, policy, now).await? {
-                LevelOutcome::Stale => counts.stale += 1,
-                LevelOutcome::Applied {
-                    changed, started, ..
-                } => {
-                    if changed {
-                        counts.changed += 1;
-                    } else {
-                        counts.unchanged += 1;
-                    }
-                    counts.restocks_started += u64::from(started);
-                }
-            }
-        }
-        if zero_missing {
-            let seen: Vec<String> = levels
-                .iter()
-                .map(|l| format!("{}\u{1f}{}", l.variant_id, l.location_id))
-                .collect();
-            let missing = query(
-                &tx,
-                "SELECT variant_id, location_id FROM inventory \
-                 WHERE tenant_id = $1 AND available > 0 \
-                   AND (cardinality($2::text[]) = 0 OR location_id = ANY($2)) \
-                   AND NOT (variant_id || chr(31) || location_id = ANY($3)) \
-                 ORDER BY variant_id, location_id",
-                &[&tenant_id, &locations, &seen],
-            )
+    ) -> Result<SyncSession, StoreError> {
+        let client = self.client().await?;
+        client.batch_execute("BEGIN").await?;
+        // Which (variant, location) the snapshot named, for `zero_missing`; in the database, not
+        // in memory.
+        client
+            .batch_execute("CREATE TEMP TABLE sync_seen (variant_id text, location_id text, PRIMARY KEY (variant_id, location_id)) ON COMMIT DROP")
             .await?;
-            for row in missing {
-                let level = Level {
-                    variant_id: row.get(0),
-                    location_id: row.get(1),
-                    available: 0,
-                    on_order: 0,
-                    order: Order::Observed(snapshot_at),
-                    product_id: None,
-                    details: None,
-                };
-                if let LevelOutcome::Applied { .. } =
-                    apply_level(&tx, tenant_id, &level, None, policy, now).await?
-                {
-                    counts.zeroed += 1;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(counts)
+        Ok(SyncSession {
+            client: Some(client),
+            tenant_id: tenant_id.to_string(),
+            snapshot_at,
+            counts: SyncCounts::default(),
+        })
     }
 
     /// A variant's stock, optionally at some locations only.
@@ -629,6 +583,114 @@ impl Store {
         )
         .await?;
         Ok(rows.iter().map(exclusion_from_row).collect())
+    }
+}
+
+/// A snapshot being reconciled; see [`Store::begin_sync`]. Dropped without
+/// [`SyncSession::commit`], its connection is closed, which rolls everything back.
+pub struct SyncSession {
+    client: Option<deadpool_postgres::Object>,
+    tenant_id: String,
+    snapshot_at: DateTime<Utc>,
+    counts: SyncCounts,
+}
+
+impl SyncSession {
+    fn client(&self) -> &deadpool_postgres::Object {
+        self.client
+            .as_ref()
+            .expect("a session is used until committed")
+    }
+
+    /// Applies one chunk of levels. A level named twice in one sync is a `DuplicateLevel`.
+    pub async fn apply(
+        &mut self,
+        levels: &[Level],
+        policy: &RestockPolicy<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for level in levels {
+            let client = self.client();
+            let fresh = execute(
+                client,
+                "INSERT INTO sync_seen (variant_id, location_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&level.variant_id, &level.location_id],
+            )
+            .await?;
+            if fresh == 0 {
+                return Err(StoreError::DuplicateLevel(
+                    level.variant_id.clone(),
+                    level.location_id.clone(),
+                ));
+            }
+            match apply_level(client, &self.tenant_id, level, None, policy, now).await? {
+                LevelOutcome::Stale => self.counts.stale += 1,
+                LevelOutcome::Applied {
+                    changed, started, ..
+                } => {
+                    if changed {
+                        self.counts.changed += 1;
+                    } else {
+                        self.counts.unchanged += 1;
+                    }
+                    self.counts.restocks_started += u64::from(started);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// With `zero_missing`, sets to 0 every stored level of the covered locations (all when
+    /// `locations` is empty) that the snapshot left out and that was not observed after it;
+    /// then commits the sync.
+    pub async fn commit(
+        mut self,
+        zero_missing: bool,
+        locations: &[String],
+        policy: &RestockPolicy<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<SyncCounts, StoreError> {
+        if zero_missing {
+            let missing = query(
+                self.client(),
+                "SELECT i.variant_id, i.location_id FROM inventory i \
+                 WHERE i.tenant_id = $1 AND i.available > 0 \
+                   AND (cardinality($2::text[]) = 0 OR i.location_id = ANY($2)) \
+                   AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.variant_id = i.variant_id AND s.location_id = i.location_id) \
+                 ORDER BY i.variant_id, i.location_id",
+                &[&self.tenant_id, &locations],
+            )
+            .await?;
+            for row in missing {
+                let level = Level {
+                    variant_id: row.get(0),
+                    location_id: row.get(1),
+                    available: 0,
+                    on_order: 0,
+                    order: Order::Observed(self.snapshot_at),
+                    product_id: None,
+                    details: None,
+                };
+                if let LevelOutcome::Applied { .. } =
+                    apply_level(self.client(), &self.tenant_id, &level, None, policy, now).await?
+                {
+                    self.counts.zeroed += 1;
+                }
+            }
+        }
+        self.client().batch_execute("COMMIT").await?;
+        self.client = None;
+        Ok(self.counts)
+    }
+}
+
+impl Drop for SyncSession {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Mid-transaction: never hand this connection back to the pool. Closing it makes
+            // Postgres roll the sync back.
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 

@@ -1,0 +1,1547 @@
+//! Eligibility: whether one waiting subscription may be texted about one restock now, later or
+//! not at all. One pure function serves sending, `Explain` and the dry-run, so what support reads
+//! out to a shopper is exactly what the sender did.
+//!
+//! Every rule is evaluated, even after one has already decided the outcome, so `Explain` can show
+//! the whole picture ("opted out, and also bought it last week").
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono_tz::Tz;
+use uuid::Uuid;
+
+use crate::consent::str_enum;
+use crate::quiet_hours::{self, in_window};
+use crate::{holdout, ConsentState, SubscriptionStatus, TenantPolicy};
+
+/// The rules, in the order they are evaluated and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    Consent,
+    Subscription,
+    Stock,
+    PurchaseSuppression,
+    RenotifyWindow,
+    QuietHours,
+    FrequencyCap,
+    Holdout,
+    MerchandisingExclusion,
+}
+
+str_enum!(Rule {
+    Consent => "consent",
+    Subscription => "subscription",
+    Stock => "stock",
+    PurchaseSuppression => "purchase_suppression",
+    RenotifyWindow => "renotify_window",
+    QuietHours => "quiet_hours",
+    FrequencyCap => "frequency_cap",
+    Holdout => "holdout",
+    MerchandisingExclusion => "merchandising_exclusion",
+});
+
+impl Rule {
+    /// Every rule, in evaluation order: the order of [`Decision::rules`].
+    pub const ALL: [Rule; 9] = [
+        Rule::Consent,
+        Rule::Subscription,
+        Rule::Stock,
+        Rule::PurchaseSuppression,
+        Rule::RenotifyWindow,
+        Rule::QuietHours,
+        Rule::FrequencyCap,
+        Rule::Holdout,
+        Rule::MerchandisingExclusion,
+    ];
+}
+
+/// Why a rule did not pass. The stable names (`as_str`) are what the outbox stores for a skipped
+/// or deferred message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    ConsentMissing,
+    ConsentPendingConfirmation,
+    ConsentOptedOut,
+    SubscriptionCancelled,
+    SubscriptionExpired,
+    SubscriptionConverted,
+    OptionsNotMatched,
+    NotInStock,
+    BelowDesiredQuantity,
+    RecentlyPurchased,
+    RecentlyNotified,
+    QuietHours,
+    FrequencyCapPhone,
+    FrequencyCapTenant,
+    Holdout,
+    ProductExcluded,
+    VariantExcluded,
+}
+
+str_enum!(Reason {
+    ConsentMissing => "consent_missing",
+    ConsentPendingConfirmation => "consent_pending_confirmation",
+    ConsentOptedOut => "consent_opted_out",
+    SubscriptionCancelled => "subscription_cancelled",
+    SubscriptionExpired => "subscription_expired",
+    SubscriptionConverted => "subscription_converted",
+    OptionsNotMatched => "options_not_matched",
+    NotInStock => "not_in_stock",
+    BelowDesiredQuantity => "below_desired_quantity",
+    RecentlyPurchased => "recently_purchased",
+    RecentlyNotified => "recently_notified",
+    QuietHours => "quiet_hours",
+    FrequencyCapPhone => "frequency_cap_phone",
+    FrequencyCapTenant => "frequency_cap_tenant",
+    Holdout => "holdout",
+    ProductExcluded => "product_excluded",
+    VariantExcluded => "variant_excluded",
+});
+
+impl Reason {
+    /// The rule that gives this reason.
+    pub fn rule(self) -> Rule {
+        match self {
+            Self::ConsentMissing | Self::ConsentPendingConfirmation | Self::ConsentOptedOut => {
+                Rule::Consent
+            }
+            Self::SubscriptionCancelled
+            | Self::SubscriptionExpired
+            | Self::SubscriptionConverted
+            | Self::OptionsNotMatched => Rule::Subscription,
+            Self::NotInStock | Self::BelowDesiredQuantity => Rule::Stock,
+            Self::RecentlyPurchased => Rule::PurchaseSuppression,
+            Self::RecentlyNotified => Rule::RenotifyWindow,
+            Self::QuietHours => Rule::QuietHours,
+            Self::FrequencyCapPhone | Self::FrequencyCapTenant => Rule::FrequencyCap,
+            Self::Holdout => Rule::Holdout,
+            Self::ProductExcluded | Self::VariantExcluded => Rule::MerchandisingExclusion,
+        }
+    }
+}
+
+/// One rule's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// Not now, but from this moment on.
+    Defer(DateTime<Utc>),
+    Skip,
+    /// The tenant has switched the rule off (e.g. a holdout share of 0).
+    NotApplicable,
+}
+
+/// One rule's verdict, with the reason when it did not pass and a sentence for support.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleResult {
+    pub rule: Rule,
+    pub verdict: Verdict,
+    pub reason: Option<Reason>,
+    pub explanation: String,
+}
+
+/// What happens to the subscription for this restock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    SendNow,
+    Defer(DateTime<Utc>),
+    Skip,
+}
+
+/// The decision for one subscription and one restock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The reason of the rule that decided a skip or a defer; `None` when sent now.
+    pub reason: Option<Reason>,
+    /// One result per rule, in the order of [`Rule::ALL`].
+    pub rules: Vec<RuleResult>,
+    /// One sentence on the decision, for support and the dry-run.
+    pub summary: String,
+}
+
+impl Decision {
+    /// The result of one rule.
+    pub fn rule(&self, rule: Rule) -> &RuleResult {
+        &self.rules[rule as usize]
+    }
+}
+
+/// What is being restocked, and when the decision is taken.
+#[derive(Debug, Clone, Copy)]
+pub struct RestockContext<'a> {
+    pub restock_id: Uuid,
+    pub variant_id: &'a str,
+    pub product_id: Option<&'a str>,
+    pub variant_options: &'a BTreeMap<String, String>,
+    /// Available-to-sell per location (never on-order).
+    pub stock: &'a [(String, i64)],
+    pub now: DateTime<Utc>,
+}
+
+/// One waiting subscription and what is known about its phone.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub subscription_id: Uuid,
+    pub status: SubscriptionStatus,
+    pub expires_at: DateTime<Utc>,
+    pub consent: ConsentState,
+    pub desired_quantity: i64,
+    /// Locations the subscription can be served from; empty = any location serves.
+    pub location_ids: &'a [String],
+    /// For product-level subscriptions; empty = any variant of the product.
+    pub wanted_options: &'a BTreeMap<String, String>,
+    /// The shopper's own zone, when they or their store told us.
+    pub time_zone: Option<Tz>,
+    /// ISO 3166-1 alpha-2 of the phone number.
+    pub phone_region: Option<&'a str>,
+    /// Of this variant by this customer or phone.
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// Last text about this variant to this phone.
+    pub last_notified_at: Option<DateTime<Utc>>,
+    /// `Some(t)`: the phone's frequency cap is used up until `t`.
+    pub phone_cap_free_at: Option<DateTime<Utc>>,
+    /// `Some(t)`: the tenant's frequency cap is used up until `t`.
+    pub tenant_cap_free_at: Option<DateTime<Utc>>,
+}
+
+/// Decides whether `c` may be texted about the restock in `ctx`: now, from a later moment, or not
+/// at all.
+///
+/// Any rule's skip wins over every defer, in rule order, except the holdout's: the control group
+/// must be drawn only from shoppers who would otherwise be texted, or the lift it measures is
+/// biased, so it counts only once every other rule is satisfied. A defer waits for the latest
+/// moment any rule names, moved on to texting hours (a cap that frees at 22:00 waits for the
+/// morning), and becomes a skip if that moment is not before the subscription expires.
+pub fn evaluate(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> Decision {
+    let recipient = Recipient::of(c);
+    let window = Window::of(policy);
+    let rules = vec![
+        consent(c),
+        subscription(ctx, c),
+        stock(policy, ctx, c),
+        purchase_suppression(policy, ctx, c),
+        renotify_window(policy, ctx, c),
+        quiet_hours_rule(&recipient, &window, ctx.now),
+        frequency_cap(ctx, c),
+        holdout_rule(policy, ctx, c),
+        merchandising_exclusion(policy, ctx),
+    ];
+    combine(rules, &recipient, &window, c)
+}
+
+fn combine(
+    rules: Vec<RuleResult>,
+    recipient: &Recipient,
+    window: &Window,
+    c: &Candidate,
+) -> Decision {
+    let (outcome, reason, summary) = decide(&rules, recipient, window, c);
+    Decision {
+        outcome,
+        reason,
+        rules,
+        summary,
+    }
+}
+
+fn decide(
+    rules: &[RuleResult],
+    recipient: &Recipient,
+    window: &Window,
+    c: &Candidate,
+) -> (Outcome, Option<Reason>, String) {
+    let first_skip = |holdout: bool| {
+        rules
+            .iter()
+            .find(|r| r.verdict == Verdict::Skip && (r.rule == Rule::Holdout) == holdout)
+    };
+    if let Some(r) = first_skip(false).or_else(|| first_skip(true)) {
+        let summary = format!("Not texted: {}", lower_first(&r.explanation));
+        return (Outcome::Skip, r.reason, summary);
+    }
+
+    // The latest defer decides; on a tie the earlier rule names the reason.
+    let mut latest: Option<(&RuleResult, DateTime<Utc>)> = None;
+    for r in rules {
+        if let Verdict::Defer(t) = r.verdict {
+            if latest.is_none_or(|(_, best)| t > best) {
+                latest = Some((r, t));
+            }
+        }
+    }
+    let Some((decider, wanted)) = latest else {
+        return (
+            Outcome::SendNow,
+            None,
+            "Text now: every rule passes.".into(),
+        );
+    };
+
+    let because = lower_first(decider.explanation.trim_end_matches('.'));
+    match quiet_hours::next_allowed(&recipient.zones, window.start, window.end, wanted) {
+        None => (
+            Outcome::Skip,
+            decider.reason,
+            format!(
+                "Not texted: {because}, and no time in the 8 days after that is within texting \
+                 hours ({}){}.",
+                window.text(),
+                recipient.scope()
+            ),
+        ),
+        Some(at) if at >= c.expires_at => (
+            Outcome::Skip,
+            decider.reason,
+            format!(
+                "Not texted: {because}; the earliest time to text, {}, is not before the \
+                 subscription expires ({}).",
+                fmt_utc(at),
+                fmt_utc(c.expires_at)
+            ),
+        ),
+        Some(at) if at == wanted => (
+            Outcome::Defer(at),
+            decider.reason,
+            format!("Deferred until {}: {because}.", fmt_utc(at)),
+        ),
+        Some(at) => (
+            Outcome::Defer(at),
+            decider.reason,
+            format!(
+                "Deferred until {}: {because}; that falls in quiet hours, so the text waits for \
+                 texting hours ({}).",
+                fmt_utc(at),
+                recipient.local_opening(at, window)
+            ),
+        ),
+    }
+}
+
+fn result(rule: Rule, verdict: Verdict, reason: Option<Reason>, explanation: String) -> RuleResult {
+    RuleResult {
+        rule,
+        verdict,
+        reason,
+        explanation,
+    }
+}
+
+fn pass(rule: Rule, explanation: impl Into<String>) -> RuleResult {
+    result(rule, Verdict::Pass, None, explanation.into())
+}
+
+fn skip(rule: Rule, reason: Reason, explanation: impl Into<String>) -> RuleResult {
+    result(rule, Verdict::Skip, Some(reason), explanation.into())
+}
+
+fn not_applicable(rule: Rule, explanation: impl Into<String>) -> RuleResult {
+    result(rule, Verdict::NotApplicable, None, explanation.into())
+}
+
+fn consent(c: &Candidate) -> RuleResult {
+    let r = Rule::Consent;
+    match c.consent {
+        ConsentState::OptedIn => pass(r, "The phone has opted in to texts."),
+        ConsentState::None => skip(
+            r,
+            Reason::ConsentMissing,
+            "There is no opt-in on record for this phone.",
+        ),
+        ConsentState::PendingConfirmation => skip(
+            r,
+            Reason::ConsentPendingConfirmation,
+            "The phone's opt-in awaits confirmation (double opt-in); it is not texted until the \
+             shopper confirms.",
+        ),
+        ConsentState::OptedOut => skip(
+            r,
+            Reason::ConsentOptedOut,
+            "The phone has opted out of texts.",
+        ),
+    }
+}
+
+fn subscription(ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::Subscription;
+    match c.status {
+        SubscriptionStatus::Cancelled => {
+            return skip(
+                r,
+                Reason::SubscriptionCancelled,
+                "The subscription was cancelled.",
+            )
+        }
+        SubscriptionStatus::Expired => {
+            return skip(
+                r,
+                Reason::SubscriptionExpired,
+                "The subscription has expired.",
+            )
+        }
+        SubscriptionStatus::Converted => {
+            return skip(
+                r,
+                Reason::SubscriptionConverted,
+                "The subscription already led to a purchase (converted).",
+            )
+        }
+        SubscriptionStatus::PendingConfirmation
+        | SubscriptionStatus::Active
+        | SubscriptionStatus::Notified => {}
+    }
+    if c.expires_at <= ctx.now {
+        return skip(
+            r,
+            Reason::SubscriptionExpired,
+            format!("The subscription expired at {}.", fmt_utc(c.expires_at)),
+        );
+    }
+    if let Some((k, v)) = c
+        .wanted_options
+        .iter()
+        .find(|(k, v)| !has_option(ctx.variant_options, k, v))
+    {
+        return skip(
+            r,
+            Reason::OptionsNotMatched,
+            format!(
+                "The shopper wants {k} {v}, and the restocked variant is {}.",
+                describe_options(ctx.variant_options)
+            ),
+        );
+    }
+    let live = match c.status {
+        SubscriptionStatus::Notified => {
+            "The subscription was texted before and stays live (the re-notify window decides \
+             about another text)"
+        }
+        SubscriptionStatus::PendingConfirmation => {
+            "The subscription awaits confirmation (the consent rule decides)"
+        }
+        _ => "The subscription is active",
+    };
+    pass(
+        r,
+        format!("{live}; it expires at {}.", fmt_utc(c.expires_at)),
+    )
+}
+
+/// Option names and values compare case-insensitively: storefronts disagree on "Size" vs "size"
+/// and "Blue" vs "blue", and a shopper should not miss a restock over it.
+fn has_option(options: &BTreeMap<String, String>, key: &str, value: &str) -> bool {
+    let (key, value) = (key.trim().to_lowercase(), value.trim().to_lowercase());
+    options
+        .iter()
+        .any(|(k, v)| k.trim().to_lowercase() == key && v.trim().to_lowercase() == value)
+}
+
+fn describe_options(options: &BTreeMap<String, String>) -> String {
+    if options.is_empty() {
+        return "without options".into();
+    }
+    options
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn stock(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::Stock;
+    let available: i64 = ctx
+        .stock
+        .iter()
+        .filter(|(location, _)| c.location_ids.is_empty() || c.location_ids.contains(location))
+        .fold(0i64, |sum, (_, units)| sum.saturating_add((*units).max(0)));
+    let place = match c.location_ids {
+        [] => "across all locations".to_string(),
+        [one] => format!("at location {one}, which serves this subscription"),
+        many => format!(
+            "at the {} locations that serve this subscription",
+            many.len()
+        ),
+    };
+    let have = format!("{} {place}", units_available(available));
+    let threshold = policy.restock_threshold.max(1);
+    if available < threshold {
+        let explanation = if available == 0 {
+            format!("{have}.")
+        } else {
+            format!("{have}; the brand's restock threshold is {threshold}.")
+        };
+        return skip(r, Reason::NotInStock, explanation);
+    }
+    let desired = c.desired_quantity.max(1);
+    if available < desired {
+        return skip(
+            r,
+            Reason::BelowDesiredQuantity,
+            format!("{have}; the shopper wants {desired}."),
+        );
+    }
+    pass(r, format!("{have}."))
+}
+
+fn units_available(n: i64) -> String {
+    match n {
+        0 => "No units are available".into(),
+        1 => "1 unit is available".into(),
+        n => format!("{n} units are available"),
+    }
+}
+
+fn purchase_suppression(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::PurchaseSuppression;
+    let hours = policy.purchase_suppression_hours;
+    if hours == 0 {
+        return not_applicable(r, "The brand sets no purchase-suppression window.");
+    }
+    let Some(at) = c.last_purchase_at else {
+        return pass(r, "No purchase of this item by this shopper is on record.");
+    };
+    let ago = ctx.now - at;
+    if ago < Duration::hours(hours.into()) {
+        skip(
+            r,
+            Reason::RecentlyPurchased,
+            format!(
+                "The shopper bought this item {}; no restock text for {} after a purchase.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+        )
+    } else {
+        pass(
+            r,
+            format!(
+                "The shopper last bought this item {}, longer ago than the {} after a purchase \
+                 without restock texts.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+        )
+    }
+}
+
+fn renotify_window(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::RenotifyWindow;
+    let hours = policy.renotify_hours;
+    if hours == 0 {
+        return not_applicable(r, "The brand sets no re-notify window.");
+    }
+    let Some(at) = c.last_notified_at else {
+        return pass(
+            r,
+            "No earlier text about this item to this phone is on record.",
+        );
+    };
+    let ago = ctx.now - at;
+    if ago < Duration::hours(hours.into()) {
+        skip(
+            r,
+            Reason::RecentlyNotified,
+            format!(
+                "This phone was texted about this item {}; no second text about it within {}.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+        )
+    } else {
+        pass(
+            r,
+            format!(
+                "This phone was last texted about this item {}, outside the {} re-notify window.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+        )
+    }
+}
+
+fn quiet_hours_rule(recipient: &Recipient, window: &Window, now: DateTime<Utc>) -> RuleResult {
+    let r = Rule::QuietHours;
+    let zones = &recipient.zones;
+    let closed = zones
+        .iter()
+        .find(|tz| !in_window(now.with_timezone(*tz).time(), window.start, window.end));
+    let Some(closed) = closed else {
+        let body = if zones.len() > 1 {
+            format!(
+                "it is within texting hours ({}){}",
+                window.text(),
+                recipient.scope()
+            )
+        } else {
+            format!(
+                "it is {} in {}, within texting hours ({})",
+                now.with_timezone(&zones[0]).format("%H:%M"),
+                zones[0].name(),
+                window.text()
+            )
+        };
+        return pass(r, recipient.sentence(window, &body));
+    };
+    let clock = format!(
+        "it is {} in {}",
+        now.with_timezone(closed).format("%H:%M"),
+        closed.name()
+    );
+    let Some(at) = quiet_hours::next_allowed(zones, window.start, window.end, now) else {
+        let body = format!(
+            "{clock}, and no time in the next 8 days is within texting hours ({}){}",
+            window.text(),
+            recipient.scope()
+        );
+        return skip(r, Reason::QuietHours, recipient.sentence(window, &body));
+    };
+    let body = if zones.len() == 1 {
+        let local = at.with_timezone(&zones[0]);
+        format!(
+            "{clock}; texts wait until {} local ({})",
+            local.format("%H:%M"),
+            local.format("%Y-%m-%d %H:%M %Z")
+        )
+    } else {
+        format!(
+            "{clock}, and texts go out only within texting hours ({}){}; they wait until {} ({})",
+            window.text(),
+            recipient.scope(),
+            fmt_utc(at),
+            recipient.local_opening(at, window)
+        )
+    };
+    result(
+        r,
+        Verdict::Defer(at),
+        Some(Reason::QuietHours),
+        recipient.sentence(window, &body),
+    )
+}
+
+fn frequency_cap(ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::FrequencyCap;
+    let phone = c.phone_cap_free_at.filter(|t| *t > ctx.now);
+    let tenant = c.tenant_cap_free_at.filter(|t| *t > ctx.now);
+    let (reason, until, other) = match (phone, tenant) {
+        (None, None) => {
+            return pass(
+                r,
+                "Neither this phone's nor the brand's frequency cap is used up.",
+            )
+        }
+        (Some(p), Some(t)) if t > p => (Reason::FrequencyCapTenant, t, Some(p)),
+        (Some(p), t) => (Reason::FrequencyCapPhone, p, t),
+        (None, Some(t)) => (Reason::FrequencyCapTenant, t, None),
+    };
+    let whose = |reason| match reason {
+        Reason::FrequencyCapPhone => "this phone's",
+        _ => "the brand's",
+    };
+    let mut text = format!(
+        "{} frequency cap is used up until {}",
+        upper_first(whose(reason)),
+        fmt_utc(until)
+    );
+    if let Some(other) = other {
+        let other_reason = match reason {
+            Reason::FrequencyCapPhone => Reason::FrequencyCapTenant,
+            _ => Reason::FrequencyCapPhone,
+        };
+        text.push_str(&format!(
+            " ({} until {})",
+            whose(other_reason),
+            fmt_utc(other)
+        ));
+    }
+    if until >= c.expires_at {
+        skip(
+            r,
+            reason,
+            format!(
+                "{text}, which is not before the subscription expires ({}).",
+                fmt_utc(c.expires_at)
+            ),
+        )
+    } else {
+        result(
+            r,
+            Verdict::Defer(until),
+            Some(reason),
+            format!("{text}; the text waits until then."),
+        )
+    }
+}
+
+fn holdout_rule(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::Holdout;
+    let share = policy.holdout_share;
+    if share.is_nan() || share <= 0.0 {
+        return not_applicable(r, "The brand holds out no control group.");
+    }
+    let percent = (share * 1000.0).round() / 10.0;
+    if holdout::in_holdout(c.subscription_id, ctx.restock_id, share) {
+        skip(
+            r,
+            Reason::Holdout,
+            format!(
+                "This subscription is in the {percent}% control group for this restock: it is \
+                 recorded but not texted, so the brand can measure what restock texts add."
+            ),
+        )
+    } else {
+        pass(
+            r,
+            format!("This subscription is not in the {percent}% control group for this restock."),
+        )
+    }
+}
+
+fn merchandising_exclusion(policy: &TenantPolicy, ctx: &RestockContext) -> RuleResult {
+    let r = Rule::MerchandisingExclusion;
+    if policy.excluded_products.is_empty() && policy.excluded_variants.is_empty() {
+        return not_applicable(r, "Merchandising excludes no products or variants.");
+    }
+    if let Some(product) = ctx
+        .product_id
+        .filter(|p| policy.excluded_products.iter().any(|e| e == p))
+    {
+        return skip(
+            r,
+            Reason::ProductExcluded,
+            format!("Merchandising excludes product {product} from restock texts."),
+        );
+    }
+    if policy.excluded_variants.iter().any(|e| e == ctx.variant_id) {
+        return skip(
+            r,
+            Reason::VariantExcluded,
+            format!(
+                "Merchandising excludes variant {} from restock texts.",
+                ctx.variant_id
+            ),
+        );
+    }
+    pass(
+        r,
+        "Merchandising excludes neither this product nor this variant.",
+    )
+}
+
+/// The zones whose local time counts for the shopper, and how sure we are of them.
+struct Recipient {
+    zones: Vec<Tz>,
+    /// The country whose zones all count, when the phone's country is all we know.
+    region: Option<String>,
+    /// Said first when the zone is a fallback, so support knows the local time is a guess.
+    caveat: Option<String>,
+}
+
+impl Recipient {
+    fn of(c: &Candidate) -> Self {
+        if let Some(tz) = c.time_zone {
+            return Self {
+                zones: vec![tz],
+                region: None,
+                caveat: None,
+            };
+        }
+        let Some(region) = c.phone_region.map(|r| r.trim().to_ascii_uppercase()) else {
+            return Self::utc("the shopper's time zone is unknown, so UTC is used".into());
+        };
+        match quiet_hours::zones_for_region(&region) {
+            zones if zones.is_empty() => Self::utc(format!(
+                "no time zone is known for region {region}, so UTC is used"
+            )),
+            zones => Self {
+                zones,
+                region: Some(region),
+                caveat: None,
+            },
+        }
+    }
+
+    fn utc(caveat: String) -> Self {
+        Self {
+            zones: vec![Tz::UTC],
+            region: None,
+            caveat: Some(caveat),
+        }
+    }
+
+    /// ` in all 29 time zones of US` for a country spanning zones, else nothing.
+    fn scope(&self) -> String {
+        match &self.region {
+            Some(region) if self.zones.len() > 1 => {
+                format!(" in all {} time zones of {region}", self.zones.len())
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Where the window has just opened at `at`, e.g. `08:00 HST in Pacific/Honolulu`: the zone
+    /// that held the text back last.
+    fn local_opening(&self, at: DateTime<Utc>, window: &Window) -> String {
+        let since_opening = |tz: &Tz| {
+            (at.with_timezone(tz).time() - window.start)
+                .num_minutes()
+                .rem_euclid(24 * 60)
+        };
+        let tz = self
+            .zones
+            .iter()
+            .min_by_key(|tz| since_opening(tz))
+            .unwrap_or(&Tz::UTC);
+        format!(
+            "{} in {}",
+            at.with_timezone(tz).format("%Y-%m-%d %H:%M %Z"),
+            tz.name()
+        )
+    }
+
+    /// Capitalised, with the caveats first, ending in a full stop.
+    fn sentence(&self, window: &Window, body: &str) -> String {
+        let caveats: Vec<&str> = [window.caveat, self.caveat.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if caveats.is_empty() {
+            format!("{}.", upper_first(body))
+        } else {
+            format!("{}: {body}.", upper_first(&caveats.join("; ")))
+        }
+    }
+}
+
+/// The texting window, falling back to the default when the policy's cannot be read: texting
+/// within sane hours beats refusing to decide (and the server refuses such a policy at start).
+struct Window {
+    start: NaiveTime,
+    end: NaiveTime,
+    caveat: Option<&'static str>,
+}
+
+impl Window {
+    fn of(policy: &TenantPolicy) -> Self {
+        match policy.quiet_window() {
+            Ok((start, end)) => Self {
+                start,
+                end,
+                caveat: None,
+            },
+            Err(_) => Self {
+                start: NaiveTime::from_hms_opt(8, 0, 0).expect("valid time"),
+                end: NaiveTime::from_hms_opt(21, 0, 0).expect("valid time"),
+                caveat: Some("the brand's quiet hours cannot be read, so 08:00 to 21:00 is used"),
+            },
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} to {}",
+            self.start.format("%H:%M"),
+            self.end.format("%H:%M")
+        )
+    }
+}
+
+fn fmt_utc(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// `2 days ago`, `5 hours ago`, `just now`.
+fn fmt_ago(ago: Duration) -> String {
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit} ago")
+        } else {
+            format!("{n} {unit}s ago")
+        }
+    };
+    match ago {
+        d if d < Duration::minutes(1) => "just now".into(),
+        d if d < Duration::hours(1) => plural(d.num_minutes(), "minute"),
+        d if d < Duration::hours(48) => plural(d.num_hours(), "hour"),
+        d => plural(d.num_days(), "day"),
+    }
+}
+
+/// `30 days`, `1 day`, `36 hours`.
+fn fmt_hours(hours: u32) -> String {
+    match hours {
+        1 => "1 hour".into(),
+        24 => "1 day".into(),
+        h if h % 24 == 0 => format!("{} days", h / 24),
+        h => format!("{h} hours"),
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::{America, Europe};
+    use proptest::prelude::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Everything one decision reads, owned, with a shopper who passes every rule by default.
+    struct World {
+        policy: TenantPolicy,
+        variant_options: BTreeMap<String, String>,
+        stock: Vec<(String, i64)>,
+        location_ids: Vec<String>,
+        wanted_options: BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                policy: TenantPolicy::default(),
+                variant_options: options(&[("Size", "M"), ("Colour", "Blue")]),
+                stock: vec![("store-1".into(), 5), ("store-2".into(), 0)],
+                location_ids: Vec::new(),
+                wanted_options: BTreeMap::new(),
+                // Noon in New York.
+                now: utc("2026-07-01T16:00:00Z"),
+            }
+        }
+
+        fn ctx(&self) -> RestockContext<'_> {
+            RestockContext {
+                restock_id: Uuid::from_u128(42),
+                variant_id: "v-1",
+                product_id: Some("p-1"),
+                variant_options: &self.variant_options,
+                stock: &self.stock,
+                now: self.now,
+            }
+        }
+
+        fn candidate(&self) -> Candidate<'_> {
+            Candidate {
+                subscription_id: Uuid::from_u128(7),
+                status: SubscriptionStatus::Active,
+                expires_at: self.now + Duration::days(30),
+                consent: ConsentState::OptedIn,
+                desired_quantity: 1,
+                location_ids: &self.location_ids,
+                wanted_options: &self.wanted_options,
+                time_zone: Some(America::New_York),
+                phone_region: Some("US"),
+                last_purchase_at: None,
+                last_notified_at: None,
+                phone_cap_free_at: None,
+                tenant_cap_free_at: None,
+            }
+        }
+
+        fn decide(&self, change: impl FnOnce(&mut Candidate)) -> Decision {
+            let mut c = self.candidate();
+            change(&mut c);
+            evaluate(&self.policy, &self.ctx(), &c)
+        }
+    }
+
+    fn assert_skip(d: &Decision, reason: Reason) {
+        assert_eq!(d.outcome, Outcome::Skip, "{d:#?}");
+        assert_eq!(d.reason, Some(reason), "{d:#?}");
+        let r = d.rule(reason.rule());
+        assert_eq!(r.reason, Some(reason));
+        assert!(matches!(r.verdict, Verdict::Skip), "{r:?}");
+    }
+
+    #[test]
+    fn a_shopper_who_passes_every_rule_is_texted_now() {
+        let d = World::new().decide(|_| {});
+        assert_eq!(d.outcome, Outcome::SendNow, "{d:#?}");
+        assert_eq!(d.reason, None);
+        assert_eq!(d.summary, "Text now: every rule passes.");
+        let rules: Vec<Rule> = d.rules.iter().map(|r| r.rule).collect();
+        assert_eq!(rules, Rule::ALL);
+        assert_eq!(
+            d.rule(Rule::QuietHours).explanation,
+            "It is 12:00 in America/New_York, within texting hours (08:00 to 21:00)."
+        );
+        assert_eq!(d.rule(Rule::Holdout).verdict, Verdict::NotApplicable);
+    }
+
+    #[test]
+    fn consent_must_be_given_and_confirmed() {
+        let w = World::new();
+        for (state, reason) in [
+            (ConsentState::None, Reason::ConsentMissing),
+            (ConsentState::PendingConfirmation, Reason::ConsentPendingConfirmation),
+            (ConsentState::OptedOut, Reason::ConsentOptedOut),
+        ] {
+            assert_skip(&w.decide(|c| c.consent = state), reason);
+        }
+        let d = w.decide(|c| c.consent = ConsentState::OptedOut);
+        assert_eq!(d.summary, "Not texted: the phone has opted out of texts.");
+    }
+
+    #[test]
+    fn only_live_unexpired_subscriptions_are_texted() {
+        let w = World::new();
+        for (status, reason) in [
+            (SubscriptionStatus::Cancelled, Reason::SubscriptionCancelled),
+            (SubscriptionStatus::Expired, Reason::SubscriptionExpired),
+            (SubscriptionStatus::Converted, Reason::SubscriptionConverted),
+        ] {
+            assert_skip(&w.decide(|c| c.status = status), reason);
+        }
+        assert_skip(
+            &w.decide(|c| c.expires_at = w.now),
+            Reason::SubscriptionExpired,
+        );
+        for status in [
+            SubscriptionStatus::Notified,
+            SubscriptionStatus::PendingConfirmation,
+        ] {
+            let d = w.decide(|c| c.status = status);
+            assert_eq!(d.rule(Rule::Subscription).verdict, Verdict::Pass);
+        }
+    }
+
+    #[test]
+    fn wanted_options_match_whatever_the_case() {
+        let mut w = World::new();
+        w.wanted_options = options(&[("size", "m"), ("COLOUR", "blue")]);
+        assert_eq!(w.decide(|_| {}).outcome, Outcome::SendNow);
+        w.wanted_options = options(&[("size", "L")]);
+        let d = w.decide(|_| {});
+        assert_skip(&d, Reason::OptionsNotMatched);
+        assert_eq!(
+            d.rule(Rule::Subscription).explanation,
+            "The shopper wants size L, and the restocked variant is Colour Blue, Size M."
+        );
+    }
+
+    #[test]
+    fn stock_counts_only_serving_locations_and_never_below_zero() {
+        let mut w = World::new();
+        w.stock = vec![("a".into(), 3), ("b".into(), -4), ("c".into(), 2)];
+        w.location_ids = vec!["b".into()];
+        let d = w.decide(|_| {});
+        assert_skip(&d, Reason::NotInStock);
+        assert_eq!(
+            d.rule(Rule::Stock).explanation,
+            "No units are available at location b, which serves this subscription."
+        );
+        w.location_ids = vec!["a".into(), "b".into()];
+        assert_eq!(w.decide(|_| {}).outcome, Outcome::SendNow);
+        w.location_ids.clear();
+        let d = w.decide(|c| c.desired_quantity = 6);
+        assert_skip(&d, Reason::BelowDesiredQuantity);
+        assert_eq!(
+            d.rule(Rule::Stock).explanation,
+            "5 units are available across all locations; the shopper wants 6."
+        );
+        assert_eq!(w.decide(|c| c.desired_quantity = 5).outcome, Outcome::SendNow);
+    }
+
+    #[test]
+    fn stock_below_the_brand_threshold_is_not_a_restock() {
+        let mut w = World::new();
+        w.policy.restock_threshold = 10;
+        w.policy.rearm_level = 2;
+        let d = w.decide(|_| {});
+        assert_skip(&d, Reason::NotInStock);
+        assert_eq!(
+            d.rule(Rule::Stock).explanation,
+            "5 units are available across all locations; the brand's restock threshold is 10."
+        );
+    }
+
+    #[test]
+    fn a_recent_buyer_is_not_told_it_is_back() {
+        let w = World::new();
+        let d = w.decide(|c| c.last_purchase_at = Some(w.now - Duration::days(2)));
+        assert_skip(&d, Reason::RecentlyPurchased);
+        assert_eq!(
+            d.rule(Rule::PurchaseSuppression).explanation,
+            "The shopper bought this item 2 days ago; no restock text for 30 days after a purchase."
+        );
+        let d = w.decide(|c| c.last_purchase_at = Some(w.now - Duration::days(30)));
+        assert_eq!(d.outcome, Outcome::SendNow);
+        let mut w = World::new();
+        w.policy.purchase_suppression_hours = 0;
+        let d = w.decide(|c| c.last_purchase_at = Some(w.now));
+        assert_eq!(
+            d.rule(Rule::PurchaseSuppression).verdict,
+            Verdict::NotApplicable
+        );
+        assert_eq!(d.outcome, Outcome::SendNow);
+    }
+
+    #[test]
+    fn a_phone_texted_recently_is_not_texted_again() {
+        let w = World::new();
+        let d = w.decide(|c| c.last_notified_at = Some(w.now - Duration::hours(5)));
+        assert_skip(&d, Reason::RecentlyNotified);
+        assert_eq!(
+            d.rule(Rule::RenotifyWindow).explanation,
+            "This phone was texted about this item 5 hours ago; no second text about it within 3 days."
+        );
+        let d = w.decide(|c| c.last_notified_at = Some(w.now - Duration::hours(72)));
+        assert_eq!(d.outcome, Outcome::SendNow);
+    }
+
+    #[test]
+    fn a_late_evening_restock_waits_for_the_morning() {
+        let mut w = World::new();
+        w.now = utc("2026-11-28T05:10:00Z");
+        let d = w.decide(|c| c.time_zone = Some(America::Chicago));
+        let morning = utc("2026-11-28T14:00:00Z");
+        assert_eq!(d.outcome, Outcome::Defer(morning));
+        assert_eq!(d.reason, Some(Reason::QuietHours));
+        let q = d.rule(Rule::QuietHours);
+        assert_eq!(q.verdict, Verdict::Defer(morning));
+        assert_eq!(
+            q.explanation,
+            "It is 23:10 in America/Chicago; texts wait until 08:00 local (2026-11-28 08:00 CST)."
+        );
+        assert_eq!(
+            d.summary,
+            "Deferred until 2026-11-28 14:00 UTC: it is 23:10 in America/Chicago; texts wait \
+             until 08:00 local (2026-11-28 08:00 CST)."
+        );
+    }
+
+    #[test]
+    fn without_a_zone_every_zone_of_the_phones_country_must_be_awake() {
+        let mut w = World::new();
+        // 09:00 in New York, 03:00 in Honolulu.
+        w.now = utc("2026-07-01T13:00:00Z");
+        let d = w.decide(|c| c.time_zone = None);
+        // 08:00 HST.
+        assert_eq!(d.outcome, Outcome::Defer(utc("2026-07-01T18:00:00Z")));
+        let q = &d.rule(Rule::QuietHours).explanation;
+        assert!(q.contains("time zones of US"), "{q}");
+        assert!(q.ends_with("(2026-07-01 08:00 HST in Pacific/Honolulu)."), "{q}");
+        let d = w.decide(|c| {
+            c.time_zone = None;
+            c.phone_region = Some("gb");
+        });
+        assert_eq!(d.outcome, Outcome::SendNow, "14:00 in London");
+    }
+
+    #[test]
+    fn an_unknown_zone_falls_back_to_utc_and_says_so() {
+        let mut w = World::new();
+        w.now = utc("2026-07-01T23:10:00Z");
+        let d = w.decide(|c| {
+            c.time_zone = None;
+            c.phone_region = None;
+        });
+        assert_eq!(d.outcome, Outcome::Defer(utc("2026-07-02T08:00:00Z")));
+        assert_eq!(
+            d.rule(Rule::QuietHours).explanation,
+            "The shopper's time zone is unknown, so UTC is used: it is 23:10 in UTC; texts wait \
+             until 08:00 local (2026-07-02 08:00 UTC)."
+        );
+        let d = w.decide(|c| {
+            c.time_zone = None;
+            c.phone_region = Some("ZZ");
+        });
+        assert!(d
+            .rule(Rule::QuietHours)
+            .explanation
+            .starts_with("No time zone is known for region ZZ, so UTC is used"));
+    }
+
+    #[test]
+    fn quiet_hours_that_outlast_the_subscription_skip_it() {
+        let mut w = World::new();
+        w.now = utc("2026-11-28T05:10:00Z");
+        let d = w.decide(|c| {
+            c.time_zone = Some(America::Chicago);
+            c.expires_at = utc("2026-11-28T10:00:00Z");
+        });
+        assert_skip_outcome(&d, Reason::QuietHours);
+    }
+
+    fn assert_skip_outcome(d: &Decision, reason: Reason) {
+        assert_eq!(d.outcome, Outcome::Skip, "{d:#?}");
+        assert_eq!(d.reason, Some(reason), "{d:#?}");
+    }
+
+    #[test]
+    fn a_used_up_cap_defers_until_it_refills() {
+        let w = World::new();
+        let phone_free = w.now + Duration::hours(1);
+        let d = w.decide(|c| c.phone_cap_free_at = Some(phone_free));
+        assert_eq!(d.outcome, Outcome::Defer(phone_free));
+        assert_eq!(d.reason, Some(Reason::FrequencyCapPhone));
+        assert_eq!(
+            d.rule(Rule::FrequencyCap).explanation,
+            "This phone's frequency cap is used up until 2026-07-01 17:00 UTC; the text waits \
+             until then."
+        );
+
+        let tenant_free = w.now + Duration::hours(2);
+        let d = w.decide(|c| {
+            c.phone_cap_free_at = Some(phone_free);
+            c.tenant_cap_free_at = Some(tenant_free);
+        });
+        assert_eq!(d.outcome, Outcome::Defer(tenant_free));
+        assert_eq!(d.reason, Some(Reason::FrequencyCapTenant));
+
+        let d = w.decide(|c| c.phone_cap_free_at = Some(w.now - Duration::minutes(1)));
+        assert_eq!(d.outcome, Outcome::SendNow, "a cap that has refilled is no cap");
+    }
+
+    #[test]
+    fn a_cap_that_refills_after_expiry_skips() {
+        let w = World::new();
+        let d = w.decide(|c| {
+            c.expires_at = w.now + Duration::hours(3);
+            c.tenant_cap_free_at = Some(w.now + Duration::hours(3));
+        });
+        assert_skip(&d, Reason::FrequencyCapTenant);
+    }
+
+    #[test]
+    fn a_cap_that_refills_at_night_waits_for_the_morning() {
+        let w = World::new();
+        // 22:00 in New York.
+        let free = utc("2026-07-02T02:00:00Z");
+        let d = w.decide(|c| c.phone_cap_free_at = Some(free));
+        let morning = utc("2026-07-02T12:00:00Z");
+        assert_eq!(d.outcome, Outcome::Defer(morning));
+        assert_eq!(d.reason, Some(Reason::FrequencyCapPhone));
+        assert_eq!(d.rule(Rule::QuietHours).verdict, Verdict::Pass);
+        assert!(
+            d.summary.ends_with("(2026-07-02 08:00 EDT in America/New_York)."),
+            "{}",
+            d.summary
+        );
+        // ...unless the subscription is over by then.
+        let d = w.decide(|c| {
+            c.phone_cap_free_at = Some(free);
+            c.expires_at = utc("2026-07-02T06:00:00Z");
+        });
+        assert_skip_outcome(&d, Reason::FrequencyCapPhone);
+    }
+
+    /// A subscription id that falls in the restock's control group at the given share, or not.
+    fn subscription_id(w: &World, share: f64, held: bool) -> Uuid {
+        (0u128..)
+            .map(Uuid::from_u128)
+            .find(|s| holdout::in_holdout(*s, w.ctx().restock_id, share) == held)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_control_group_is_recorded_but_not_texted() {
+        let mut w = World::new();
+        w.policy.holdout_share = 0.05;
+        let held = subscription_id(&w, 0.05, true);
+        let d = w.decide(|c| c.subscription_id = held);
+        assert_skip(&d, Reason::Holdout);
+        assert_eq!(
+            d.rule(Rule::Holdout).explanation,
+            "This subscription is in the 5% control group for this restock: it is recorded but \
+             not texted, so the brand can measure what restock texts add."
+        );
+        let free = subscription_id(&w, 0.05, false);
+        assert_eq!(
+            w.decide(|c| c.subscription_id = free).outcome,
+            Outcome::SendNow
+        );
+    }
+
+    #[test]
+    fn the_control_group_is_drawn_only_from_shoppers_who_would_be_texted() {
+        let mut w = World::new();
+        w.policy.holdout_share = 0.5;
+        let held = subscription_id(&w, 0.5, true);
+        let d = w.decide(|c| {
+            c.subscription_id = held;
+            c.consent = ConsentState::OptedOut;
+        });
+        assert_skip_outcome(&d, Reason::ConsentOptedOut);
+        assert_eq!(d.rule(Rule::Holdout).verdict, Verdict::Skip, "still reported");
+        // A held-out shopper who would only have waited is held out, not deferred.
+        let d = w.decide(|c| {
+            c.subscription_id = held;
+            c.phone_cap_free_at = Some(w.now + Duration::hours(1));
+        });
+        assert_skip_outcome(&d, Reason::Holdout);
+    }
+
+    #[test]
+    fn merchandising_can_exclude_a_product_or_a_variant() {
+        let mut w = World::new();
+        assert_eq!(
+            w.decide(|_| {}).rule(Rule::MerchandisingExclusion).verdict,
+            Verdict::NotApplicable
+        );
+        w.policy.excluded_variants = vec!["v-2".into()];
+        assert_eq!(
+            w.decide(|_| {}).rule(Rule::MerchandisingExclusion).verdict,
+            Verdict::Pass
+        );
+        w.policy.excluded_variants.push("v-1".into());
+        assert_skip(&w.decide(|_| {}), Reason::VariantExcluded);
+        w.policy.excluded_products = vec!["p-1".into()];
+        let d = w.decide(|_| {});
+        assert_skip(&d, Reason::ProductExcluded);
+        assert_eq!(
+            d.summary,
+            "Not texted: merchandising excludes product p-1 from restock texts."
+        );
+    }
+
+    #[test]
+    fn the_first_skipping_rule_names_the_reason_and_every_rule_is_still_reported() {
+        let w = World::new();
+        let d = w.decide(|c| {
+            c.status = SubscriptionStatus::Cancelled;
+            c.last_notified_at = Some(w.now);
+            c.consent = ConsentState::OptedOut;
+        });
+        assert_skip_outcome(&d, Reason::ConsentOptedOut);
+        assert_eq!(d.rule(Rule::Subscription).verdict, Verdict::Skip);
+        assert_eq!(d.rule(Rule::RenotifyWindow).verdict, Verdict::Skip);
+        assert_eq!(d.rules.len(), Rule::ALL.len());
+    }
+
+    #[test]
+    fn reason_and_rule_names_round_trip() {
+        for rule in Rule::ALL {
+            assert_eq!(Rule::parse(rule.as_str()), Some(rule));
+        }
+        let reasons = [
+            Reason::ConsentMissing,
+            Reason::ConsentPendingConfirmation,
+            Reason::ConsentOptedOut,
+            Reason::SubscriptionCancelled,
+            Reason::SubscriptionExpired,
+            Reason::SubscriptionConverted,
+            Reason::OptionsNotMatched,
+            Reason::NotInStock,
+            Reason::BelowDesiredQuantity,
+            Reason::RecentlyPurchased,
+            Reason::RecentlyNotified,
+            Reason::QuietHours,
+            Reason::FrequencyCapPhone,
+            Reason::FrequencyCapTenant,
+            Reason::Holdout,
+            Reason::ProductExcluded,
+            Reason::VariantExcluded,
+        ];
+        for reason in reasons {
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+    }
+
+    /// Owned inputs for one random decision.
+    #[derive(Debug, Clone)]
+    struct Case {
+        consent: ConsentState,
+        status: SubscriptionStatus,
+        expires_in_hours: i64,
+        stock: Vec<i64>,
+        serving: Vec<bool>,
+        desired: i64,
+        wanted_size: Option<&'static str>,
+        purchased_hours_ago: Option<i64>,
+        notified_hours_ago: Option<i64>,
+        phone_cap_in_minutes: Option<i64>,
+        tenant_cap_in_minutes: Option<i64>,
+        zone: Option<Tz>,
+        region: Option<&'static str>,
+        holdout_share: f64,
+        exclude_product: bool,
+        now: DateTime<Utc>,
+        subscription: u128,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        let who = (
+            prop::sample::select(vec![
+                ConsentState::None,
+                ConsentState::PendingConfirmation,
+                ConsentState::OptedIn,
+                ConsentState::OptedIn,
+                ConsentState::OptedIn,
+                ConsentState::OptedOut,
+            ]),
+            prop::sample::select(vec![
+                SubscriptionStatus::PendingConfirmation,
+                SubscriptionStatus::Active,
+                SubscriptionStatus::Active,
+                SubscriptionStatus::Notified,
+                SubscriptionStatus::Converted,
+                SubscriptionStatus::Expired,
+                SubscriptionStatus::Cancelled,
+            ]),
+            -10i64..2_000,
+            prop::option::of(prop::sample::select(vec!["M", "m", "L"])),
+            any::<u128>(),
+        );
+        let stock = (
+            prop::collection::vec(-3i64..6, 0..4),
+            prop::collection::vec(any::<bool>(), 0..4),
+            0i64..6,
+        );
+        let history = (
+            prop::option::of(0i64..2_000),
+            prop::option::of(0i64..200),
+            prop::option::of(-60i64..3_000),
+            prop::option::of(-60i64..3_000),
+        );
+        let place = (
+            prop::option::of(prop::sample::select(vec![
+                America::New_York,
+                America::Los_Angeles,
+                Europe::London,
+                chrono_tz::Australia::Sydney,
+            ])),
+            prop::option::of(prop::sample::select(vec!["US", "GB", "AU", "RU", "ZZ"])),
+            prop::sample::select(vec![0.0, 0.05, 0.5]),
+            prop::bool::weighted(0.1),
+            // Any minute of 2026.
+            (0i64..365 * 24 * 60).prop_map(|m| utc("2026-01-01T00:00:00Z") + Duration::minutes(m)),
+        );
+        (who, stock, history, place).prop_map(
+            |(
+                (consent, status, expires_in_hours, wanted_size, subscription),
+                (stock, serving, desired),
+                (purchased, notified, phone_cap, tenant_cap),
+                (zone, region, holdout_share, exclude_product, now),
+            )| Case {
+                consent,
+                status,
+                expires_in_hours,
+                stock,
+                serving,
+                desired,
+                wanted_size,
+                purchased_hours_ago: purchased,
+                notified_hours_ago: notified,
+                phone_cap_in_minutes: phone_cap,
+                tenant_cap_in_minutes: tenant_cap,
+                zone,
+                region,
+                holdout_share,
+                exclude_product,
+                now,
+                subscription,
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn decisions_combine_the_rules_consistently(k in case()) {
+            let mut w = World::new();
+            w.now = k.now;
+            w.policy.holdout_share = k.holdout_share;
+            if k.exclude_product {
+                w.policy.excluded_products = vec!["p-1".into()];
+            }
+            w.stock = k.stock.iter().enumerate().map(|(i, n)| (format!("s{i}"), *n)).collect();
+            w.location_ids = k
+                .serving
+                .iter()
+                .enumerate()
+                .filter(|(_, on)| **on)
+                .map(|(i, _)| format!("s{i}"))
+                .collect();
+            if let Some(size) = k.wanted_size {
+                w.wanted_options = options(&[("size", size)]);
+            }
+            let minutes = |m: i64| k.now + Duration::minutes(m);
+            let c = Candidate {
+                subscription_id: Uuid::from_u128(k.subscription),
+                status: k.status,
+                expires_at: k.now + Duration::hours(k.expires_in_hours),
+                consent: k.consent,
+                desired_quantity: k.desired,
+                location_ids: &w.location_ids,
+                wanted_options: &w.wanted_options,
+                time_zone: k.zone,
+                phone_region: k.region,
+                last_purchase_at: k.purchased_hours_ago.map(|h| k.now - Duration::hours(h)),
+                last_notified_at: k.notified_hours_ago.map(|h| k.now - Duration::hours(h)),
+                phone_cap_free_at: k.phone_cap_in_minutes.map(minutes),
+                tenant_cap_free_at: k.tenant_cap_in_minutes.map(minutes),
+            };
+            let d = evaluate(&w.policy, &w.ctx(), &c);
+
+            // One result per rule, in order, each explained.
+            let order: Vec<Rule> = d.rules.iter().map(|r| r.rule).collect();
+            prop_assert_eq!(order, Rule::ALL.to_vec());
+            for r in &d.rules {
+                prop_assert!(!r.explanation.is_empty());
+                prop_assert_eq!(r.reason.is_some(), matches!(r.verdict, Verdict::Skip | Verdict::Defer(_)));
+                if let Some(reason) = r.reason {
+                    prop_assert_eq!(reason.rule(), r.rule);
+                }
+            }
+            prop_assert!(!d.summary.is_empty());
+
+            let skips: Vec<&RuleResult> = d.rules.iter().filter(|r| r.verdict == Verdict::Skip).collect();
+            let all_clear = d.rules.iter().all(|r| matches!(r.verdict, Verdict::Pass | Verdict::NotApplicable));
+
+            // A skip always beats a defer; the first non-holdout skip names the reason.
+            if !skips.is_empty() {
+                prop_assert_eq!(d.outcome, Outcome::Skip);
+                let first = skips.iter().find(|r| r.rule != Rule::Holdout).unwrap_or(&skips[0]);
+                prop_assert_eq!(d.reason, first.reason);
+            }
+            // Texted now only when every rule passes or does not apply.
+            prop_assert_eq!(d.outcome == Outcome::SendNow, all_clear);
+            match d.outcome {
+                Outcome::SendNow => prop_assert_eq!(d.reason, None),
+                Outcome::Skip => prop_assert!(d.reason.is_some()),
+                Outcome::Defer(at) => {
+                    prop_assert!(skips.is_empty());
+                    prop_assert!(at > k.now);
+                    prop_assert!(at < c.expires_at);
+                    for r in &d.rules {
+                        if let Verdict::Defer(t) = r.verdict {
+                            prop_assert!(at >= t);
+                        }
+                    }
+                    let zones = Recipient::of(&c).zones;
+                    let (start, end) = w.policy.quiet_window().unwrap();
+                    prop_assert!(quiet_hours::is_allowed(&zones, start, end, at));
+                    let reason = d.reason.expect("a defer has a reason");
+                    prop_assert!(matches!(d.rule(reason.rule()).verdict, Verdict::Defer(_)));
+                }
+            }
+        }
+    }
+}

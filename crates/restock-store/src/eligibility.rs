@@ -1,0 +1,187 @@
+//! What the eligibility engine reads: waiting subscriptions with their consent ledger, and
+//! restocks. Candidates of a variant are streamed, never loaded whole, so a dry run over a
+//! waitlist of any length keeps memory flat.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, TryStreamExt};
+use restock_domain::{ConsentEventKind, SubscriptionStatus};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::cached::query_opt;
+use crate::{Store, StoreError};
+
+/// One subscription as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct CandidateRow {
+    pub subscription_id: Uuid,
+    pub variant_id: Option<String>,
+    pub product_id: Option<String>,
+    pub status: SubscriptionStatus,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The contact's consent ledger, oldest first.
+    pub ledger: Vec<ConsentEventKind>,
+    pub phone_e164: Option<String>,
+    pub desired_quantity: i64,
+    pub location_ids: Vec<String>,
+    pub wanted_options: BTreeMap<String, String>,
+    pub time_zone: Option<String>,
+}
+
+/// A restock as recorded.
+#[derive(Debug, Clone)]
+pub struct RestockRow {
+    pub restock_id: Uuid,
+    pub variant_id: String,
+    pub product_id: Option<String>,
+    pub location_id: Option<String>,
+    pub excluded: bool,
+    pub started_at: DateTime<Utc>,
+}
+
+const CANDIDATE_COLUMNS: &str = "s.subscription_id, s.variant_id, s.product_id, s.status, s.created_at, \
+     s.expires_at, c.phone_e164, s.desired_quantity, s.location_ids, s.wanted_options, s.time_zone, \
+     ARRAY(SELECT e.kind FROM consent_events e WHERE e.tenant_id = s.tenant_id AND e.contact_id = s.contact_id ORDER BY e.seq) AS ledger";
+
+fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
+    let status: String = r.get(3);
+    let options: serde_json::Value = r.get(9);
+    let ledger: Vec<String> = r.get(11);
+    Ok(CandidateRow {
+        subscription_id: r.get(0),
+        variant_id: r.get(1),
+        product_id: r.get(2),
+        status: SubscriptionStatus::parse(&status)
+            .ok_or_else(|| StoreError::Migration(format!("unknown status {status}")))?,
+        created_at: r.get(4),
+        expires_at: r.get(5),
+        phone_e164: r.get(6),
+        desired_quantity: i64::from(r.get::<_, i32>(7)),
+        location_ids: r.get(8),
+        wanted_options: serde_json::from_value(options).unwrap_or_default(),
+        time_zone: r.get(10),
+        ledger: ledger
+            .iter()
+            .filter_map(|k| ConsentEventKind::parse(k))
+            .collect(),
+    })
+}
+
+fn restock(r: &Row) -> RestockRow {
+    RestockRow {
+        restock_id: r.get(0),
+        variant_id: r.get(1),
+        product_id: r.get(2),
+        location_id: r.get(3),
+        excluded: r.get(4),
+        started_at: r.get(5),
+    }
+}
+
+const RESTOCK_COLUMNS: &str =
+    "restock_id, variant_id, product_id, location_id, excluded, started_at";
+
+impl Store {
+    /// One subscription as a candidate.
+    pub async fn candidate(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+    ) -> Result<CandidateRow, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM subscriptions s JOIN contacts c \
+                 ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+                 WHERE s.tenant_id = $1 AND s.subscription_id = $2"
+            ),
+            &[&tenant_id, &subscription_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("subscription"))?;
+        candidate(&row)
+    }
+
+    /// The live subscriptions a restock of `variant_id` (of `product_id`) may serve: those of
+    /// the variant, and the product-level ones of its product, in waitlist order (tier, then
+    /// arrival). Streamed from the database.
+    pub async fn candidates(
+        &self,
+        tenant_id: &str,
+        variant_id: &str,
+        product_id: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<CandidateRow, StoreError>> + Send + 'static, StoreError>
+    {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM subscriptions s JOIN contacts c \
+             ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active') \
+               AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
+             ORDER BY s.priority_tier DESC, s.seq"
+        );
+        let target_key = format!("v:{variant_id}");
+        let statement = client.prepare_cached(&sql).await?;
+        let product_id = product_id.map(str::to_string);
+        let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = vec![
+            Box::new(tenant_id.to_string()),
+            Box::new(target_key),
+            Box::new(product_id),
+        ];
+        let rows = client
+            .query_raw(
+                &statement,
+                params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)),
+            )
+            .await?;
+        // The pooled connection lives as long as the stream does.
+        Ok(rows.map_err(StoreError::from).and_then(move |r| {
+            let _keep = &client;
+            futures_util::future::ready(candidate(&r))
+        }))
+    }
+
+    /// A restock by id.
+    pub async fn restock(
+        &self,
+        tenant_id: &str,
+        restock_id: Uuid,
+    ) -> Result<RestockRow, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!(
+                "SELECT {RESTOCK_COLUMNS} FROM restocks WHERE tenant_id = $1 AND restock_id = $2"
+            ),
+            &[&tenant_id, &restock_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("restock"))?;
+        Ok(restock(&row))
+    }
+
+    /// The latest restock of a variant, if any.
+    pub async fn latest_restock(
+        &self,
+        tenant_id: &str,
+        variant_id: &str,
+    ) -> Result<Option<RestockRow>, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!(
+                "SELECT {RESTOCK_COLUMNS} FROM restocks WHERE tenant_id = $1 AND variant_id = $2 \
+                 ORDER BY started_at DESC, location_id NULLS FIRST LIMIT 1"
+            ),
+            &[&tenant_id, &variant_id],
+        )
+        .await?;
+        Ok(row.as_ref().map(restock))
+    }
+}
