@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod janitor;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

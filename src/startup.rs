@@ -115,6 +115,13 @@ impl Application {
             stop_rx,
         ));
 
+        let janitor = tokio::spawn(crate::janitor::run(
+            state.store.clone(),
+            state.clock.clone(),
+            Duration::from_secs(3_600),
+            stop_tx.subscribe(),
+        ));
+
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
@@ -137,6 +144,7 @@ impl Application {
             _ = shutdown => {
                 let _ = stop_tx.send(true);
                 let _ = watcher.await;
+                let _ = janitor.await;
                 health::set_all(&reporter, ServingStatus::NotServing).await;
                 let _ = drain_tx.send(());
                 let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);

@@ -124,3 +124,79 @@ pub fn consent_event(e: ConsentEventRow) -> pb::ConsentEvent {
         record_time: Some(timestamp(e.recorded_at)),
     }
 }
+
+pub mod decision {
+    //! The eligibility engine's answers in API terms.
+
+    use restock_domain::eligibility::{Decision, Outcome, Reason, Rule, RuleResult, Verdict};
+
+    use super::timestamp;
+    use crate::proto::v1 as pb;
+
+    pub fn reason(r: Option<Reason>) -> pb::ReasonCode {
+        use pb::ReasonCode as P;
+        match r {
+            None => P::Unspecified,
+            Some(Reason::ConsentMissing) => P::ConsentMissing,
+            Some(Reason::ConsentPendingConfirmation) => P::ConsentPendingConfirmation,
+            Some(Reason::ConsentOptedOut) => P::ConsentOptedOut,
+            Some(Reason::SubscriptionCancelled) => P::SubscriptionCancelled,
+            Some(Reason::SubscriptionExpired) => P::SubscriptionExpired,
+            Some(Reason::SubscriptionConverted) => P::SubscriptionConverted,
+            Some(Reason::OptionsNotMatched) => P::OptionsNotMatched,
+            Some(Reason::NotInStock) => P::NotInStock,
+            Some(Reason::BelowDesiredQuantity) => P::BelowDesiredQuantity,
+            Some(Reason::RecentlyPurchased) => P::RecentlyPurchased,
+            Some(Reason::RecentlyNotified) => P::RecentlyNotified,
+            Some(Reason::QuietHours) => P::QuietHours,
+            Some(Reason::FrequencyCapPhone) => P::FrequencyCapPhone,
+            Some(Reason::FrequencyCapTenant) => P::FrequencyCapTenant,
+            Some(Reason::Holdout) => P::Holdout,
+            Some(Reason::ProductExcluded) => P::ProductExcluded,
+            Some(Reason::VariantExcluded) => P::VariantExcluded,
+        }
+    }
+
+    fn rule(r: Rule) -> pb::EligibilityRule {
+        use pb::EligibilityRule as P;
+        match r {
+            Rule::Consent => P::Consent,
+            Rule::Subscription => P::Subscription,
+            Rule::Stock => P::Stock,
+            Rule::PurchaseSuppression => P::PurchaseSuppression,
+            Rule::RenotifyWindow => P::RenotifyWindow,
+            Rule::QuietHours => P::QuietHours,
+            Rule::FrequencyCap => P::FrequencyCap,
+            Rule::Holdout => P::Holdout,
+            Rule::MerchandisingExclusion => P::MerchandisingExclusion,
+        }
+    }
+
+    pub fn outcome(o: Outcome) -> (pb::EligibilityDecision, Option<prost_types::Timestamp>) {
+        match o {
+            Outcome::SendNow => (pb::EligibilityDecision::SendNow, None),
+            Outcome::Defer(t) => (pb::EligibilityDecision::Defer, Some(timestamp(t))),
+            Outcome::Skip => (pb::EligibilityDecision::Skip, None),
+        }
+    }
+
+    pub fn rule_result(r: &RuleResult) -> pb::RuleResult {
+        let (verdict, until) = match r.verdict {
+            Verdict::Pass => (pb::RuleVerdict::Pass, None),
+            Verdict::Defer(t) => (pb::RuleVerdict::Defer, Some(timestamp(t))),
+            Verdict::Skip => (pb::RuleVerdict::Skip, None),
+            Verdict::NotApplicable => (pb::RuleVerdict::NotApplicable, None),
+        };
+        pb::RuleResult {
+            rule: rule(r.rule) as i32,
+            verdict: verdict as i32,
+            reason: reason(r.reason) as i32,
+            explanation: r.explanation.clone(),
+            defer_until_time: until,
+        }
+    }
+
+    pub fn rules(d: &Decision) -> Vec<pb::RuleResult> {
+        d.rules.iter().map(rule_result).collect()
+    }
+}

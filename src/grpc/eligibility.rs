@@ -4,17 +4,25 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use restock_domain::consent::derive_state;
+use restock_domain::eligibility::{evaluate, Candidate, Decision, Outcome, RestockContext};
 use restock_domain::restock::Hysteresis;
+use restock_domain::Phone;
 use restock_domain::TenantPolicy;
+use restock_store::eligibility::CandidateRow;
 use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use super::convert::timestamp;
+use super::convert::{decision, timestamp};
 use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -250,6 +258,78 @@ fn exclusion(row: restock_store::inventory::ExclusionRow, tenant_id: &str) -> pb
         expire_time: row.expires_at.map(timestamp),
         delete_time: row.deleted_at.map(timestamp),
     }
+}
+
+/// A tenant's policy with the API's live exclusions of this variant added, so the engine sees
+/// every exclusion whichever way it was made.
+async fn policy_with_exclusions(
+    state: &AppState,
+    tenant_id: &str,
+    policy: &TenantPolicy,
+    variant_id: &str,
+    product_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<TenantPolicy, ApiError> {
+    let mut policy = policy.clone();
+    let (product, variant) = state
+        .store
+        .live_exclusions(tenant_id, variant_id, product_id, now)
+        .await?;
+    if product {
+        policy
+            .excluded_products
+            .extend(product_id.map(str::to_string));
+    }
+    if variant {
+        policy.excluded_variants.push(variant_id.to_string());
+    }
+    Ok(policy)
+}
+
+/// Runs the engine for one stored subscription. Purchases, texts and frequency caps arrive with
+/// the dispatch engine; until then none are known, which the explanations say by passing.
+fn evaluate_row(policy: &TenantPolicy, ctx: &RestockContext, row: &CandidateRow) -> Decision {
+    let consent = derive_state(policy.double_opt_in, row.ledger.iter().copied());
+    let region = row
+        .phone_e164
+        .as_deref()
+        .and_then(|p| Phone::parse(p, "").ok())
+        .and_then(|p| p.region().map(str::to_string));
+    let time_zone = row.time_zone.as_deref().and_then(|t| t.parse::<Tz>().ok());
+    let candidate = Candidate {
+        subscription_id: row.subscription_id,
+        status: row.status,
+        expires_at: row.expires_at,
+        consent,
+        desired_quantity: row.desired_quantity,
+        location_ids: &row.location_ids,
+        wanted_options: &row.wanted_options,
+        time_zone,
+        phone_region: region.as_deref(),
+        last_purchase_at: None,
+        last_notified_at: None,
+        phone_cap_free_at: None,
+        tenant_cap_free_at: None,
+    };
+    evaluate(policy, ctx, &candidate)
+}
+
+/// A stable stand-in restock id for a dry run, so its holdout draw is the same on every page.
+fn dry_run_restock_id(tenant_id: &str, variant_id: &str, location_id: &str) -> Uuid {
+    let digest = Sha256::digest(
+        format!("dry-run\u{1f}{tenant_id}\u{1f}{variant_id}\u{1f}{location_id}").as_bytes(),
+    );
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+fn options_match(wanted: &BTreeMap<String, String>, options: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| {
+        options
+            .iter()
+            .any(|(ok, ov)| ok.eq_ignore_ascii_case(k) && ov.eq_ignore_ascii_case(v))
+    })
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::StreamInventoryResponse, Status>> + Send>>;
@@ -664,6 +744,313 @@ impl EligibilityService for EligibilityApi {
         Ok(Response::new(pb::ListExclusionsResponse {
             exclusions: rows.into_iter().map(|r| exclusion(r, &tenant_id)).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let subscription_id = match Uuid::parse_str(&req.subscription_id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                v.add(
+                    "subscription_id",
+                    if req.subscription_id.is_empty() {
+                        "is required"
+                    } else {
+                        "must be a UUID"
+                    },
+                );
+                None
+            }
+        };
+        let restock_id = (!req.restock_id.is_empty())
+            .then(|| match Uuid::parse_str(&req.restock_id) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    v.add("restock_id", "must be a UUID");
+                    None
+                }
+            })
+            .flatten();
+        let asked_variant = v.id("variant_id", &req.variant_id, false);
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        let policy = tenant(&self.state, &tenant_id)?;
+        let now = self.state.clock.now();
+        let store = &self.state.store;
+        let row = store
+            .candidate(&tenant_id, subscription_id.expect("validated"))
+            .await
+            .map_err(ApiError::from)?;
+        let restock = match restock_id {
+            Some(id) => Some(
+                store
+                    .restock(&tenant_id, id)
+                    .await
+                    .map_err(ApiError::from)?,
+            ),
+            None => None,
+        };
+        // The variant: the subscription's own, else the restock's, else the one asked for, else
+        // the product's matching variant with the most stock.
+        let variant_id = match (&row.variant_id, &restock, asked_variant) {
+            (Some(v), _, _) => v.clone(),
+            (None, Some(r), _) => r.variant_id.clone(),
+            (None, None, Some(v)) => v,
+            (None, None, None) => {
+                let product = row.product_id.clone().unwrap_or_default();
+                store
+                    .product_variants(&tenant_id, &product)
+                    .await
+                    .map_err(ApiError::from)?
+                    .into_iter()
+                    .find(|(_, options, _)| options_match(&row.wanted_options, options))
+                    .map(|(v, _, _)| v)
+                    .ok_or_else(|| ApiError::FailedPrecondition {
+                        kind: "STOCK",
+                        subject: "variant_id".into(),
+                        description: "no known variant of the product matches the subscription's wanted options; name one in variant_id".into(),
+                    })?
+            }
+        };
+        if let Some(r) = &restock {
+            if r.variant_id != variant_id {
+                return Err(
+                    ApiError::field("restock_id", "is a restock of another variant").into(),
+                );
+            }
+        }
+        let restock = match restock {
+            Some(r) => Some(r),
+            None => store
+                .latest_restock(&tenant_id, &variant_id)
+                .await
+                .map_err(ApiError::from)?,
+        };
+        let stock = store
+            .stock(&tenant_id, &variant_id, &[])
+            .await
+            .map_err(ApiError::from)?;
+        let product_id = stock.product_id.clone().or(row.product_id.clone());
+        let mut policy = policy_with_exclusions(
+            &self.state,
+            &tenant_id,
+            policy,
+            &variant_id,
+            product_id.as_deref(),
+            now,
+        )
+        .await?;
+        if restock.is_none() {
+            // The holdout is drawn per restock: with none yet, there is nothing to draw.
+            policy.holdout_share = 0.0;
+        }
+        let levels: Vec<(String, i64)> = stock
+            .locations
+            .iter()
+            .map(|l| (l.location_id.clone(), l.available))
+            .collect();
+        let ctx = RestockContext {
+            restock_id: restock.as_ref().map_or(Uuid::nil(), |r| r.restock_id),
+            variant_id: &variant_id,
+            product_id: product_id.as_deref(),
+            variant_options: &stock.details.options,
+            stock: &levels,
+            now,
+        };
+        let d = evaluate_row(&policy, &ctx, &row);
+        let (kind, until) = decision::outcome(d.outcome);
+        Ok(Response::new(pb::ExplainResponse {
+            subscription_id: row.subscription_id.to_string(),
+            variant_id,
+            restock_id: restock
+                .map(|r| r.restock_id.to_string())
+                .unwrap_or_default(),
+            evaluate_time: Some(timestamp(now)),
+            decision: kind as i32,
+            defer_until_time: until,
+            reason: decision::reason(d.reason) as i32,
+            summary: d.summary.clone(),
+            rules: decision::rules(&d),
+            message_id: String::new(),
+        }))
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<pb::DryRunRequest>,
+    ) -> Result<Response<pb::DryRunResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let variant_id = v.id("variant_id", &req.variant_id, true);
+        let location_id = v.id("location_id", &req.location_id, false);
+        if req.assume_available < 0 {
+            v.add("assume_available", "must not be negative");
+        }
+        let example_decision = v.enumeration::<pb::EligibilityDecision>(
+            "example_decision",
+            req.example_decision,
+            false,
+        );
+        let example_reason =
+            v.enumeration::<pb::ReasonCode>("example_reason", req.example_reason, false);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let skip_examples: u64 = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .strip_prefix("dr1.")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| {
+                    v.add("page_token", "is not a token this API issued");
+                    0
+                })
+        };
+        v.finish()?;
+        let (tenant_id, variant_id) = (
+            tenant_id.expect("validated"),
+            variant_id.expect("validated"),
+        );
+        let policy = tenant(&self.state, &tenant_id)?;
+        let now = self.state.clock.now();
+        let store = &self.state.store;
+        let stock = store
+            .stock(&tenant_id, &variant_id, &[])
+            .await
+            .map_err(ApiError::from)?;
+        let product_id = stock.product_id.clone();
+        let policy = policy_with_exclusions(
+            &self.state,
+            &tenant_id,
+            policy,
+            &variant_id,
+            product_id.as_deref(),
+            now,
+        )
+        .await?;
+        let current = |loc: &str| {
+            stock
+                .locations
+                .iter()
+                .find(|l| l.location_id == loc)
+                .map_or(0, |l| l.available)
+        };
+        let assume = |level: i64| {
+            if req.assume_available > 0 {
+                req.assume_available
+            } else {
+                level.max(policy.restock_threshold)
+            }
+        };
+        let assumed_available = match &location_id {
+            Some(l) => assume(current(l)),
+            None => assume(stock.locations.iter().map(|l| l.available).sum()),
+        };
+        let restock_id = dry_run_restock_id(
+            &tenant_id,
+            &variant_id,
+            location_id.as_deref().unwrap_or(""),
+        );
+        let page = match req.page_size {
+            0 => 20,
+            n => n.min(200) as usize,
+        };
+
+        let mut candidates = Box::pin(
+            store
+                .candidates(&tenant_id, &variant_id, product_id.as_deref())
+                .await
+                .map_err(ApiError::from)?,
+        );
+        let mut counts: [u64; 3] = [0; 3];
+        let mut deferred: BTreeMap<i32, u64> = BTreeMap::new();
+        let mut skipped: BTreeMap<i32, u64> = BTreeMap::new();
+        let (mut examples, mut matching, mut more) = (Vec::new(), 0u64, false);
+        let mut evaluated = 0u64;
+        while let Some(row) = candidates.next().await {
+            let row = row.map_err(ApiError::from)?;
+            evaluated += 1;
+            // The stock the restock would show this subscriber: the restocked location, or, for
+            // a restock everywhere, each of the subscriber's serving locations.
+            let levels: Vec<(String, i64)> = match &location_id {
+                Some(l) => vec![(l.clone(), assumed_available)],
+                None if row.location_ids.is_empty() => vec![("*".to_string(), assumed_available)],
+                None => row
+                    .location_ids
+                    .iter()
+                    .map(|l| (l.clone(), assume(current(l))))
+                    .collect(),
+            };
+            let ctx = RestockContext {
+                restock_id,
+                variant_id: &variant_id,
+                product_id: product_id.as_deref(),
+                variant_options: &stock.details.options,
+                stock: &levels,
+                now,
+            };
+            let d = evaluate_row(&policy, &ctx, &row);
+            let (kind, until) = decision::outcome(d.outcome);
+            let reason = decision::reason(d.reason);
+            match d.outcome {
+                Outcome::SendNow => counts[0] += 1,
+                Outcome::Defer(_) => {
+                    counts[1] += 1;
+                    *deferred.entry(reason as i32).or_default() += 1;
+                }
+                Outcome::Skip => {
+                    counts[2] += 1;
+                    *skipped.entry(reason as i32).or_default() += 1;
+                }
+            }
+            let wanted = example_decision.is_none_or(|e| e == kind)
+                && example_reason.is_none_or(|r| r == reason);
+            if wanted {
+                matching += 1;
+                if matching > skip_examples {
+                    if examples.len() < page {
+                        examples.push(pb::DryRunExample {
+                            subscription_id: row.subscription_id.to_string(),
+                            priority_tier: row.priority_tier as u32,
+                            create_time: Some(timestamp(row.created_at)),
+                            decision: kind as i32,
+                            reason: reason as i32,
+                            defer_until_time: until,
+                        });
+                    } else {
+                        more = true;
+                    }
+                }
+            }
+        }
+        let by_reason = |m: BTreeMap<i32, u64>| {
+            m.into_iter()
+                .map(|(reason, count)| pb::ReasonCount { reason, count })
+                .collect::<Vec<_>>()
+        };
+        Ok(Response::new(pb::DryRunResponse {
+            evaluate_time: Some(timestamp(now)),
+            assumed_available,
+            evaluated_count: evaluated,
+            send_now_count: counts[0],
+            defer_count: counts[1],
+            skip_count: counts[2],
+            deferred_by_reason: by_reason(deferred),
+            skipped_by_reason: by_reason(skipped),
+            next_page_token: if more {
+                format!("dr1.{}", skip_examples + examples.len() as u64)
+            } else {
+                String::new()
+            },
+            examples,
         }))
     }
 }

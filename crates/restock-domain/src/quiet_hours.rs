@@ -348,7 +348,7 @@ mod tests {
         }
 
         #[test]
-        fn the_default_window_is_found_within_a_day_in_one_zone(
+        fn the_default_window_opens_within_twelve_hours_in_one_zone(
             zones in zone_set().prop_map(|z| vec![z[0]]),
             from in near_dst_change(),
         ) {

@@ -26,6 +26,7 @@ pub struct CandidateRow {
     pub ledger: Vec<ConsentEventKind>,
     pub phone_e164: Option<String>,
     pub desired_quantity: i64,
+    pub priority_tier: i32,
     pub location_ids: Vec<String>,
     pub wanted_options: BTreeMap<String, String>,
     pub time_zone: Option<String>,
@@ -44,12 +45,12 @@ pub struct RestockRow {
 
 const CANDIDATE_COLUMNS: &str = "s.subscription_id, s.variant_id, s.product_id, s.status, s.created_at, \
      s.expires_at, c.phone_e164, s.desired_quantity, s.location_ids, s.wanted_options, s.time_zone, \
-     ARRAY(SELECT e.kind FROM consent_events e WHERE e.tenant_id = s.tenant_id AND e.contact_id = s.contact_id ORDER BY e.seq) AS ledger";
+     s.priority_tier, ARRAY(SELECT e.kind FROM consent_events e WHERE e.tenant_id = s.tenant_id AND e.contact_id = s.contact_id ORDER BY e.seq) AS ledger";
 
 fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
     let status: String = r.get(3);
     let options: serde_json::Value = r.get(9);
-    let ledger: Vec<String> = r.get(11);
+    let ledger: Vec<String> = r.get(12);
     Ok(CandidateRow {
         subscription_id: r.get(0),
         variant_id: r.get(1),
@@ -63,6 +64,7 @@ fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
         location_ids: r.get(8),
         wanted_options: serde_json::from_value(options).unwrap_or_default(),
         time_zone: r.get(10),
+        priority_tier: r.get(11),
         ledger: ledger
             .iter()
             .filter_map(|k| ConsentEventKind::parse(k))
@@ -183,5 +185,56 @@ impl Store {
         )
         .await?;
         Ok(row.as_ref().map(restock))
+    }
+}
+
+impl Store {
+    /// The variants of a product with their options and total available-to-sell, most stock
+    /// first.
+    pub async fn product_variants(
+        &self,
+        tenant_id: &str,
+        product_id: &str,
+    ) -> Result<Vec<(String, BTreeMap<String, String>, i64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = crate::cached::query(
+            &client,
+            "SELECT v.variant_id, v.options, COALESCE(s.available, 0) FROM variants v \
+             LEFT JOIN variant_stock s ON s.tenant_id = v.tenant_id AND s.variant_id = v.variant_id \
+             WHERE v.tenant_id = $1 AND v.product_id = $2 ORDER BY 3 DESC, 1",
+            &[&tenant_id, &product_id],
+        )
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let options: serde_json::Value = r.get(1);
+                (
+                    r.get(0),
+                    serde_json::from_value(options).unwrap_or_default(),
+                    r.get(2),
+                )
+            })
+            .collect())
+    }
+
+    /// Whether an API exclusion is live at `now` for the product, and for the variant.
+    pub async fn live_exclusions(
+        &self,
+        tenant_id: &str,
+        variant_id: &str,
+        product_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(bool, bool), StoreError> {
+        let client = self.client().await?;
+        let row = crate::cached::query_one(
+            &client,
+            "SELECT COALESCE(bool_or(product_id IS NOT NULL), false), COALESCE(bool_or(variant_id IS NOT NULL), false) \
+             FROM exclusions WHERE tenant_id = $1 AND deleted_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $4) AND (variant_id = $2 OR product_id = $3)",
+            &[&tenant_id, &variant_id, &product_id, &now],
+        )
+        .await?;
+        Ok((row.get(0), row.get(1)))
     }
 }
