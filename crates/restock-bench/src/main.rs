@@ -65,6 +65,11 @@ fn find_pgbench() -> anyhow::Result<PathBuf> {
 
 /// Runs pgbench with `script` for [`RUN`] at [`CONCURRENCY`]; answers transactions per second.
 fn pgbench(url: &str, script: &str) -> anyhow::Result<f64> {
+    pgbench_at(url, script, CONCURRENCY)
+}
+
+/// Runs pgbench with `script` for [`RUN`] with `clients` connections.
+fn pgbench_at(url: &str, script: &str, clients: usize) -> anyhow::Result<f64> {
     let dir = std::env::temp_dir().join(format!("restock-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("script.sql");
@@ -75,9 +80,9 @@ fn pgbench(url: &str, script: &str) -> anyhow::Result<f64> {
             "-M",
             "prepared",
             "-c",
-            &CONCURRENCY.to_string(),
+            &clients.to_string(),
             "-j",
-            "2",
+            &clients.min(2).to_string(),
             "-T",
             &RUN.as_secs().to_string(),
             "-f",
@@ -144,6 +149,69 @@ async fn subscribe_rate(
     ))
 }
 
+/// The row work of one inventory event, as plain SQL: remember the event id, lock and update the
+/// variant's total, upsert the (variant, location) level. Each pgbench client works on its own
+/// variants, as each stream does.
+const EVENT_SCRIPT: &str = "\\set v random(1, 1000)
+\\set n random(1, 1000000000)
+BEGIN;
+INSERT INTO inventory_events (tenant_id, event_id, outcome, recorded_at) VALUES ('demo', :client_id || '-' || :n || '-' || random(), 'applied', now()) ON CONFLICT DO NOTHING;
+INSERT INTO variant_stock (tenant_id, variant_id, available, armed, updated_at) VALUES ('demo', :client_id || '-' || :v, 0, true, now()) ON CONFLICT (tenant_id, variant_id) DO UPDATE SET updated_at = variant_stock.updated_at RETURNING available, armed;
+SELECT available, on_order, last_sequence, last_observed_at, armed FROM inventory WHERE tenant_id = 'demo' AND variant_id = :client_id || '-' || :v AND location_id = 'web';
+INSERT INTO inventory (tenant_id, variant_id, location_id, available, on_order, last_sequence, armed, updated_at) VALUES ('demo', :client_id || '-' || :v, 'web', :n % 5, 0, :n, false, now()) ON CONFLICT (tenant_id, variant_id, location_id) DO UPDATE SET available = EXCLUDED.available, last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at;
+UPDATE variant_stock SET available = :n % 5, updated_at = now() WHERE tenant_id = 'demo' AND variant_id = :client_id || '-' || :v;
+END;
+";
+
+/// Streams inventory events on `streams` concurrent streams for [`RUN`]; answers events
+/// applied per second (acks received) and how many started a restock.
+async fn inventory_rate(
+    channel: tonic::transport::Channel,
+    streams: usize,
+) -> anyhow::Result<(f64, u64)> {
+    use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
+    use tokio_stream::StreamExt;
+    let deadline = Instant::now() + RUN;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..streams {
+        let mut client = EligibilityServiceClient::new(channel.clone());
+        let run = format!("{}", std::process::id());
+        tasks.push(tokio::spawn(async move {
+            let events = tokio_stream::iter(0u64..)
+                .take_while(move |_| Instant::now() < deadline)
+                .map(move |i| pb::StreamInventoryRequest {
+                    tenant_id: "demo".into(),
+                    event: Some(pb::InventoryEvent {
+                        event_id: format!("{run}-{streams}-{k}-{i}"),
+                        variant_id: format!("bench-{streams}-{k}-{}", i % 1000),
+                        location_id: "web".into(),
+                        // Each variant alternates sold out / in stock by round: a restock
+                        // every other round, as a busy catalogue would see.
+                        available_to_sell: ((i / 1000) % 2) as i64 * 5,
+                        order: Some(pb::inventory_event::Order::SequenceNumber(i + 1)),
+                        ..Default::default()
+                    }),
+                });
+            let mut acks = client.stream_inventory(events).await?.into_inner();
+            let (mut n, mut restocks) = (0u64, 0u64);
+            while let Some(ack) = acks.next().await {
+                let ack = ack?.ack.unwrap_or_default();
+                n += 1;
+                restocks += u64::from(ack.restock_started);
+            }
+            anyhow::Ok((n, restocks))
+        }));
+    }
+    let (mut total, mut restocks) = (0, 0);
+    for t in tasks {
+        let (n, r) = t.await??;
+        total += n;
+        restocks += r;
+    }
+    Ok((total as f64 / started.elapsed().as_secs_f64(), restocks))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let db = std::env::var("DATABASE_URL").context("DATABASE_URL is unset: run `just bench`")?;
@@ -172,6 +240,17 @@ async fn main() -> anyhow::Result<()> {
         "\\set n random(1, 1000000000)\nINSERT INTO rows (tenant_id, phone, status) VALUES ('demo', :n, 'active');\n",
     )?;
 
+    // restock's own schema, for the pgbench equivalent of an inventory event.
+    recreate(&admin, "restock_bench_sql").await?;
+    let sql_url = with_database(&db, "restock_bench_sql");
+    restock_store::migrate::run(&sql_url).await?;
+    eprintln!(
+        "pgbench: the row work of one inventory event, 1 and 4 clients, {}s each",
+        RUN.as_secs()
+    );
+    let raw_event_1 = pgbench_at(&sql_url, EVENT_SCRIPT, 1)?;
+    let raw_event_4 = pgbench_at(&sql_url, EVENT_SCRIPT, 4)?;
+
     // restock: Subscribe over gRPC through the whole stack.
     recreate(&admin, "restock_bench").await?;
     let mut settings = Settings::load_from(
@@ -199,7 +278,13 @@ async fn main() -> anyhow::Result<()> {
         "restock: Subscribe over gRPC, {CONCURRENCY} callers, {}s",
         RUN.as_secs()
     );
-    let (subscribe, errors) = subscribe_rate(WaitlistServiceClient::new(channel)).await?;
+    let (subscribe, errors) = subscribe_rate(WaitlistServiceClient::new(channel.clone())).await?;
+    eprintln!(
+        "restock: StreamInventory, 1 and 4 streams, {}s each",
+        RUN.as_secs()
+    );
+    let (events_1, restocks_1) = inventory_rate(channel.clone(), 1).await?;
+    let (events_4, restocks_4) = inventory_rate(channel, 4).await?;
     let _ = stop.send(());
     server.await??;
     if errors > 0 {
@@ -214,6 +299,14 @@ async fn main() -> anyhow::Result<()> {
         "| Subscribe throughput, {CONCURRENCY} concurrent | {subscribe:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50% |",
         ratio * 100.0
     );
+    println!(
+        "| Inventory events applied, 1 stream ({restocks_1} restocks) | {events_1:.0}/s | pgbench event row work, 1 client {raw_event_1:.0}/s | {:.0}% | |",
+        events_1 / raw_event_1 * 100.0
+    );
+    println!(
+        "| Inventory events applied, 4 streams ({restocks_4} restocks) | {events_4:.0}/s | pgbench event row work, 4 clients {raw_event_4:.0}/s | {:.0}% | |",
+        events_4 / raw_event_4 * 100.0
+    );
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&out)?;
     let json = serde_json::json!({
@@ -223,11 +316,19 @@ async fn main() -> anyhow::Result<()> {
         "pgbench_single_row_insert_per_second": raw_insert,
         "ratio": ratio,
         "target_ratio": 0.5,
+        "inventory": {
+            "events_per_second_1_stream": events_1,
+            "events_per_second_4_streams": events_4,
+            "pgbench_event_row_work_1_client": raw_event_1,
+            "pgbench_event_row_work_4_clients": raw_event_4,
+            "ratio_1": events_1 / raw_event_1,
+            "ratio_4": events_4 / raw_event_4,
+        },
     });
     std::fs::write(
         out.join("subscribe.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
-    println!("\nwritten: target/bench/subscribe.json");
+    println!("\nwritten: target/bench/bench.json");
     Ok(())
 }
