@@ -359,24 +359,35 @@ impl Store {
             }
         }
 
-        let state = consent_state(&tx, tenant, contact_id, req.double_opt_in).await?;
+        // The ledger and the live subscription of this target, in one round trip.
+        let target_key = req.target.key();
+        let found = query_one(
+            &tx,
+            &format!(
+                "SELECT ARRAY(SELECT e.kind FROM consent_events e WHERE e.tenant_id = $1 AND e.contact_id = $2 ORDER BY e.seq), \
+                   (SELECT s.subscription_id FROM subscriptions s WHERE s.tenant_id = $1 AND s.contact_id = $2 \
+                    AND s.target_key = $3 AND s.status IN {LIVE})"
+            ),
+            &[&tenant, &contact_id, &target_key],
+        )
+        .await?;
+        let ledger: Vec<String> = found.get(0);
+        let state = derive_state(
+            req.double_opt_in,
+            ledger.iter().filter_map(|k| ConsentEventKind::parse(k)),
+        );
         if state == ConsentState::OptedOut {
             return Err(StoreError::OptedOut);
         }
-
-        let target_key = req.target.key();
-        let existing = query_opt(&tx,
-                &format!(
-                    "SELECT {SUB_COLUMNS} FROM {SUB_FROM} WHERE s.tenant_id = $1 AND s.contact_id = $2 \
-                     AND s.target_key = $3 AND s.status IN {LIVE}"
-                ),
-                &[&tenant, &contact_id, &target_key],
-            )
-            .await?
-            .map(|r| sub_from_row(&r))
-            .transpose()?;
-        let (subscription, created) = match existing {
-            Some(sub) if sub.expires_at > now => (sub, false),
+        let existing = match found.get::<_, Option<Uuid>>(1) {
+            Some(id) => Some(get_sub(&tx, tenant, id).await?),
+            None => None,
+        };
+        let (subscription, created, position) = match existing {
+            Some(sub) if sub.expires_at > now => {
+                let position = position_of(&tx, &sub, now).await?;
+                (sub, false, position)
+            }
             lapsed => {
                 if let Some(old) = lapsed {
                     execute(
@@ -387,9 +398,9 @@ impl Store {
                     )
                     .await?;
                 }
-                let sub =
+                let (sub, position) =
                     insert_subscription(&tx, req, contact_id, &target_key, state, now).await?;
-                (sub, true)
+                (sub, true, position)
             }
         };
 
@@ -406,7 +417,6 @@ impl Store {
                 return Err(StoreError::IdempotencyKeyReused);
             }
         }
-        let position = position_of(&tx, &subscription, now).await?;
         tx.commit().await?;
         Ok(SubscribeOutcome {
             subscription,
@@ -790,7 +800,7 @@ async fn insert_subscription(
     target_key: &str,
     state: ConsentState,
     now: DateTime<Utc>,
-) -> Result<SubscriptionRow, StoreError> {
+) -> Result<(SubscriptionRow, Position), StoreError> {
     let tenant = req.tenant_id.as_str();
     let (variant_id, wanted) = match &req.target {
         Target::Variant { variant_id } => (Some(variant_id.as_str()), BTreeMap::new()),
@@ -830,11 +840,43 @@ async fn insert_subscription(
         _ if req.consent.source == ConsentSource::Sms => SubscriptionStatus::Active,
         _ => SubscriptionStatus::PendingConfirmation,
     };
-    execute(tx,
-        "INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
-         product_id, wanted_options, customer_id, session_id, location_ids, desired_quantity, \
-         priority_tier, status, time_zone, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)",
+    // The consent shown with this subscription is appended even when the phone is already
+    // opted in: it is evidence worth keeping, and it changes no state. A consent from the
+    // phone itself also confirms it.
+    let mut kinds = vec![ConsentEventKind::OptIn.as_str()];
+    if req.consent.source == ConsentSource::Sms {
+        kinds.push(ConsentEventKind::Confirm.as_str());
+    }
+    let event_ids: Vec<Uuid> = kinds.iter().map(|_| Uuid::now_v7()).collect();
+    // One statement, one round trip: the subscription, its consent events, and its place in
+    // line (rows of this statement are invisible to its subqueries, so they count the others).
+    let row = query_one(
+        tx,
+        &format!(
+            "WITH s AS ( \
+               INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
+                 product_id, wanted_options, customer_id, session_id, location_ids, desired_quantity, \
+                 priority_tier, status, time_zone, created_at, updated_at, expires_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) \
+               RETURNING *), \
+             e AS ( \
+               INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, \
+                 ip_address, user_agent, subscription_id, occurred_at, recorded_at) \
+               SELECT $1, $3, k.event_id, k.kind, $17, \
+                 CASE WHEN k.kind = 'opt_in' THEN $18 END, CASE WHEN k.kind = 'opt_in' THEN $19 END, \
+                 CASE WHEN k.kind = 'opt_in' THEN $20 END, $2, \
+                 CASE WHEN k.kind = 'opt_in' THEN $21 ELSE $15 END, $15 \
+               FROM unnest($22::uuid[], $23::text[]) WITH ORDINALITY AS k(event_id, kind, ord) ORDER BY k.ord) \
+             SELECT s.tenant_id, s.subscription_id, s.seq, s.target_key, $24::text AS phone_e164, s.variant_id, \
+               s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, s.desired_quantity, \
+               s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, s.updated_at, s.expires_at, \
+               (SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) \
+                FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
+                AND o.status IN {LIVE} AND o.expires_at > $15) AS ahead, \
+               (SELECT count(*) FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
+                AND o.status IN {LIVE} AND o.expires_at > $15) AS others \
+             FROM s"
+        ),
         &[
             &tenant,
             &subscription_id,
@@ -852,36 +894,24 @@ async fn insert_subscription(
             &req.time_zone,
             &now,
             &req.expires_at,
+            &req.consent.source.as_str(),
+            &req.consent.text,
+            &req.consent.ip_address,
+            &req.consent.user_agent,
+            &req.consent.captured_at,
+            &event_ids,
+            &kinds,
+            &req.phone.e164(),
         ],
     )
     .await?;
-    // The consent shown with this subscription is appended even when the phone is already opted
-    // in: it is evidence worth keeping, and it changes no state.
-    append_consent(
-        tx,
-        tenant,
-        contact_id,
-        ConsentEventKind::OptIn,
-        req.consent.source,
-        Some(&req.consent),
-        None,
-        Some(subscription_id),
-        now,
-    )
-    .await?;
-    if req.consent.source == ConsentSource::Sms {
-        append_consent(
-            tx,
-            tenant,
-            contact_id,
-            ConsentEventKind::Confirm,
-            req.consent.source,
-            None,
-            None,
-            Some(subscription_id),
-            now,
-        )
-        .await?;
-    }
-    get_sub(tx, tenant, subscription_id).await
+    let ahead: i64 = row.get("ahead");
+    let others: i64 = row.get("others");
+    Ok((
+        sub_from_row(&row)?,
+        Position {
+            position: ahead as u64 + 1,
+            waiting: others as u64 + 1,
+        },
+    ))
 }
