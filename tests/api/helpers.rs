@@ -125,7 +125,11 @@ async fn template() -> &'static str {
 /// A fresh, migrated database; answers its URL.
 pub async fn fresh_database() -> String {
     let template = template().await;
-    let name = format!("restock_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!(
+        "restock_test_{}_{}",
+        chrono::Utc::now().timestamp(),
+        uuid::Uuid::new_v4().simple()
+    );
     admin()
         .await
         .execute(
@@ -202,8 +206,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns a server whose settings `tweak` may change.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(fresh_database().await, tweak).await
+}
+
+/// Spawns a server on an existing database: a second replica of another test app.
+pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     restock::telemetry::init();
-    let db_url = fresh_database().await;
     let (_, redis) = base_env();
     let mut settings = Settings::load_from(
         None,

@@ -348,6 +348,43 @@ async fn concurrent_streams_racing_on_one_variant_create_exactly_one_restock() {
 }
 
 #[tokio::test]
+async fn two_replicas_fed_the_same_events_start_one_restock() {
+    let first = spawn_app().await;
+    let second = spawn_app_on(first.db_url.clone(), |_| {}).await;
+    let events: Vec<_> = (0..30u64)
+        .map(|i| {
+            req(event(
+                &format!("d{i}"),
+                "sku-dup",
+                "web",
+                3 + (i % 2) as i64,
+                i + 1,
+            ))
+        })
+        .collect();
+    let (a, b) = tokio::join!(stream(&first, events.clone()), stream(&second, events));
+    let started = a
+        .iter()
+        .chain(b.iter())
+        .filter(|ack| ack.restock_started && outcome(ack) == pb::InventoryOutcome::Applied)
+        .count();
+    assert_eq!(started, 1);
+    for i in 0..30 {
+        let kinds = [outcome(&a[i]), outcome(&b[i])];
+        assert!(
+            kinds.contains(&pb::InventoryOutcome::Applied)
+                || kinds.contains(&pb::InventoryOutcome::Stale),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.contains(&pb::InventoryOutcome::Duplicate),
+            "each event is applied by one replica: {kinds:?}"
+        );
+    }
+    assert_eq!(restocks(&first).await.len(), 2);
+}
+
+#[tokio::test]
 async fn a_producer_that_reads_no_acks_is_held_back() {
     let app = spawn_app().await;
     const N: usize = 5_000;
