@@ -326,7 +326,7 @@ async fn main() -> anyhow::Result<()> {
         },
     });
     std::fs::write(
-        out.join("subscribe.json"),
+        out.join("bench.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
     println!("\nwritten: target/bench/bench.json");
