@@ -33,6 +33,15 @@ pub struct AppState {
     pub erasure_key: Vec<u8>,
 }
 
+impl AppState {
+    /// A tenant's policy; an unknown tenant is NOT_FOUND.
+    pub fn tenant(&self, tenant_id: &str) -> Result<&TenantPolicy, crate::error::ApiError> {
+        self.tenants.get(tenant_id).ok_or_else(|| {
+            crate::error::ApiError::NotFound(format!("tenant \"{tenant_id}\" not found"))
+        })
+    }
+}
+
 /// A built server, bound but not yet serving.
 pub struct Application {
     listener: TcpListener,

@@ -61,13 +61,6 @@ pub fn restock_policy(policy: &TenantPolicy) -> RestockPolicy<'_> {
     }
 }
 
-fn tenant<'a>(state: &'a AppState, tenant_id: &str) -> Result<&'a TenantPolicy, ApiError> {
-    state
-        .tenants
-        .get(tenant_id)
-        .ok_or_else(|| ApiError::NotFound(format!("tenant \"{tenant_id}\" not found")))
-}
-
 /// Validates one stock level; field paths start with `prefix`.
 #[allow(clippy::too_many_arguments)]
 fn level(
@@ -380,7 +373,7 @@ impl EligibilityService for EligibilityApi {
         }
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        tenant(&self.state, &tenant_id)?;
+        self.state.tenant(&tenant_id)?;
         let mut acks = Vec::with_capacity(req.events.len());
         for (i, event) in req.events.iter().enumerate() {
             acks.push(
@@ -415,7 +408,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             variant_id.expect("validated"),
         );
-        let policy = tenant(&self.state, &tenant_id)?;
+        let policy = self.state.tenant(&tenant_id)?;
         let stock = self
             .state
             .store
@@ -496,7 +489,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             snapshot_at.expect("validated"),
         );
-        let policy = tenant(&self.state, &tenant_id)?;
+        let policy = self.state.tenant(&tenant_id)?;
         let detection = restock_policy(policy);
         let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());
         let mut session = self
@@ -633,7 +626,7 @@ impl EligibilityService for EligibilityApi {
         });
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        tenant(&self.state, &tenant_id)?;
+        self.state.tenant(&tenant_id)?;
         let (row, created) = self
             .state
             .store
@@ -661,23 +654,10 @@ impl EligibilityService for EligibilityApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let id = match Uuid::parse_str(&req.exclusion_id) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                v.add(
-                    "exclusion_id",
-                    if req.exclusion_id.is_empty() {
-                        "is required"
-                    } else {
-                        "must be a UUID"
-                    },
-                );
-                None
-            }
-        };
+        let id = v.uuid("exclusion_id", &req.exclusion_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        tenant(&self.state, &tenant_id)?;
+        self.state.tenant(&tenant_id)?;
         self.state
             .store
             .delete_exclusion(&tenant_id, id.expect("validated"), self.state.clock.now())
@@ -714,7 +694,7 @@ impl EligibilityService for EligibilityApi {
         };
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        tenant(&self.state, &tenant_id)?;
+        self.state.tenant(&tenant_id)?;
         let size = page_size(req.page_size);
         let mut rows = self
             .state
@@ -754,33 +734,12 @@ impl EligibilityService for EligibilityApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let subscription_id = match Uuid::parse_str(&req.subscription_id) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                v.add(
-                    "subscription_id",
-                    if req.subscription_id.is_empty() {
-                        "is required"
-                    } else {
-                        "must be a UUID"
-                    },
-                );
-                None
-            }
-        };
-        let restock_id = (!req.restock_id.is_empty())
-            .then(|| match Uuid::parse_str(&req.restock_id) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    v.add("restock_id", "must be a UUID");
-                    None
-                }
-            })
-            .flatten();
+        let subscription_id = v.uuid("subscription_id", &req.subscription_id, true);
+        let restock_id = v.uuid("restock_id", &req.restock_id, false);
         let asked_variant = v.id("variant_id", &req.variant_id, false);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = tenant(&self.state, &tenant_id)?;
+        let policy = self.state.tenant(&tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let row = store
@@ -919,7 +878,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             variant_id.expect("validated"),
         );
-        let policy = tenant(&self.state, &tenant_id)?;
+        let policy = self.state.tenant(&tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let stock = store

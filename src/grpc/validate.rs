@@ -59,6 +59,21 @@ impl Violations {
             .then(|| value.to_string())
     }
 
+    /// A UUID (a server-assigned id); `None` when empty (a violation if `required`) or bad.
+    pub fn uuid(&mut self, field: &str, raw: &str, required: bool) -> Option<uuid::Uuid> {
+        if raw.is_empty() {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        }
+        let id = uuid::Uuid::parse_str(raw).ok();
+        if id.is_none() {
+            self.add(field, "must be a UUID");
+        }
+        id
+    }
+
     /// Free text of at most `max` characters; `None` when empty or bad.
     pub fn text(&mut self, field: &str, value: &str, max: usize, required: bool) -> Option<String> {
         if value.trim().is_empty() {

@@ -12,7 +12,6 @@ use restock_domain::{erasure, Phone, Target, TenantPolicy};
 use restock_store::waitlist::{ListFilter, NewConsent, NewSubscription};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use super::convert;
 use super::validate::Violations;
@@ -44,28 +43,11 @@ impl WaitlistApi {
     }
 
     fn policy(&self, tenant_id: &str) -> Result<&TenantPolicy, ApiError> {
-        self.state
-            .tenants
-            .get(tenant_id)
-            .ok_or_else(|| ApiError::NotFound(format!("tenant \"{tenant_id}\" not found")))
+        self.state.tenant(tenant_id)
     }
 
     fn now(&self) -> DateTime<Utc> {
         self.state.clock.now()
-    }
-}
-
-fn subscription_id(v: &mut Violations, raw: &str) -> Option<Uuid> {
-    if raw.is_empty() {
-        v.add("subscription_id", "is required");
-        return None;
-    }
-    match Uuid::parse_str(raw) {
-        Ok(id) => Some(id),
-        Err(_) => {
-            v.add("subscription_id", "must be a UUID");
-            None
-        }
     }
 }
 
@@ -289,7 +271,7 @@ impl WaitlistService for WaitlistApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = subscription_id(&mut v, &req.subscription_id);
+        let id = v.uuid("subscription_id", &req.subscription_id, true);
         let source = v
             .enumeration::<pb::ConsentSource>("source", req.source, true)
             .and_then(convert::consent_source);
@@ -321,7 +303,7 @@ impl WaitlistService for WaitlistApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = subscription_id(&mut v, &req.subscription_id);
+        let id = v.uuid("subscription_id", &req.subscription_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.policy(&tenant_id)?;
@@ -344,7 +326,7 @@ impl WaitlistService for WaitlistApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = subscription_id(&mut v, &req.subscription_id);
+        let id = v.uuid("subscription_id", &req.subscription_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.policy(&tenant_id)?;
@@ -447,7 +429,7 @@ impl WaitlistService for WaitlistApi {
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = subscription_id(&mut v, &req.subscription_id);
+        let id = v.uuid("subscription_id", &req.subscription_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.policy(&tenant_id)?;

@@ -127,28 +127,15 @@ async fn upsert_details(
         return Ok(());
     }
     let details = level.details.clone().unwrap_or_default();
-    execute(
+    crate::waitlist::upsert_variant(
         tx,
-        "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
-           product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
-           title = COALESCE(EXCLUDED.title, variants.title), \
-           options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
-           deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
-           updated_at = EXCLUDED.updated_at",
-        &[
-            &tenant_id,
-            &level.variant_id,
-            &level.product_id,
-            &details.title,
-            &serde_json::to_value(&details.options).expect("a map of strings"),
-            &details.deep_link,
-            &now,
-        ],
+        tenant_id,
+        &level.variant_id,
+        level.product_id.as_deref(),
+        &details,
+        now,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Whether merchandising excludes the variant (by tenant policy or by the API) at `now`.

@@ -775,6 +775,40 @@ impl Store {
     }
 }
 
+/// Records what a storefront or an inventory system says about a variant; what it leaves out
+/// keeps its last value.
+pub(crate) async fn upsert_variant(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    variant_id: &str,
+    product_id: Option<&str>,
+    details: &VariantDetails,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    execute(
+        tx,
+        "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
+           product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
+           title = COALESCE(EXCLUDED.title, variants.title), \
+           options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
+           deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
+           updated_at = EXCLUDED.updated_at",
+        &[
+            &tenant_id,
+            &variant_id,
+            &product_id,
+            &details.title,
+            &serde_json::to_value(&details.options).expect("a map of strings"),
+            &details.deep_link,
+            &now,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Locks the contact that owns a subscription.
 async fn lock_contact_of(
     tx: &impl GenericClient,
@@ -811,26 +845,7 @@ async fn insert_subscription(
         Target::Variant { .. } => req.product_id.as_deref(),
     };
     if let (Some(variant_id), Some(details)) = (variant_id, &req.variant) {
-        execute(tx,
-            "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
-               product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
-               title = COALESCE(EXCLUDED.title, variants.title), \
-               options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
-               deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
-               updated_at = EXCLUDED.updated_at",
-            &[
-                &tenant,
-                &variant_id,
-                &product_id,
-                &details.title,
-                &serde_json::to_value(&details.options).expect("a map of strings"),
-                &details.deep_link,
-                &now,
-            ],
-        )
-        .await?;
+        upsert_variant(tx, tenant, variant_id, product_id, details, now).await?;
     }
     let subscription_id = Uuid::now_v7();
     // A consent given with this request counts from now on, so the status follows the state
