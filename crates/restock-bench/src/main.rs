@@ -325,10 +325,7 @@ async fn main() -> anyhow::Result<()> {
             "ratio_4": events_4 / raw_event_4,
         },
     });
-    std::fs::write(
-        out.join("bench.json"),
-        serde_json::to_string_pretty(&json)?,
-    )?;
+    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
     println!("\nwritten: target/bench/bench.json");
     Ok(())
 }
