@@ -27,6 +27,8 @@ use crate::proto::v1::waitlist_service_server::WaitlistServiceServer;
 /// What every request handler shares.
 pub struct AppState {
     pub store: Store,
+    /// Subscribe calls go through here, to be batched with the calls arriving beside them.
+    pub subscriber: restock_store::subscribe_batch::Subscriber,
     pub tenants: BTreeMap<String, TenantPolicy>,
     pub clock: Arc<dyn Clock>,
     /// Key of the keyed hash that replaces erased personal data.
@@ -75,7 +77,14 @@ impl Application {
                 uuid::Uuid::new_v4().as_bytes().to_vec()
             }
         };
+        // A few workers batch Subscribe calls (each holds one pooled connection while it
+        // works); fewer workers make bigger batches, which is the point.
+        let subscriber = restock_store::subscribe_batch::Subscriber::start(
+            store.clone(),
+            (settings.database.pool_size / 8).clamp(1, 4),
+        );
         let state = Arc::new(AppState {
+            subscriber,
             store,
             tenants: settings.tenants.clone(),
             clock,

@@ -245,14 +245,15 @@ impl WaitlistService for WaitlistApi {
             idempotency: idempotency_key.map(|k| (k, fingerprint(&req))),
             double_opt_in: policy.double_opt_in,
         };
+        let phone = new.phone.clone();
         let outcome = self
             .state
-            .store
-            .subscribe(&new, now)
+            .subscriber
+            .subscribe(new, now)
             .await
             .map_err(ApiError::from)?;
         tracing::info!(
-            phone = %new.phone.redacted(),
+            phone = %phone.redacted(),
             subscription_id = %outcome.subscription.subscription_id,
             created = outcome.created,
             "subscribe"

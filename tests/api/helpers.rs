@@ -159,6 +159,7 @@ pub struct TestApp {
     pub db_url: String,
     pub channel: Channel,
     pub clock: Arc<ManualClock>,
+    pub state: Arc<restock::startup::AppState>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -232,6 +233,7 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
         .await
         .expect("build the app");
     let addr = app.grpc_addr();
+    let state = app.state();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -246,6 +248,7 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
         db_url,
         channel,
         clock,
+        state,
         stop: Some(stop),
         handle: Some(handle),
     }

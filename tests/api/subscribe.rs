@@ -463,3 +463,70 @@ async fn missing_target_phone_and_consent_are_each_named() {
     );
     assert_eq!(app.count("contacts").await, 0);
 }
+
+#[tokio::test]
+async fn concurrent_shoppers_are_batched_and_queue_in_arrival_order() {
+    let app = spawn_app().await;
+    let calls = (0..40).map(|i| {
+        let mut client = app.waitlist();
+        async move {
+            let mut req = subscribe_request("sku-queue", &format!("+1415555{:04}", 1000 + i));
+            if i % 10 == 0 {
+                req.priority_tier = 2;
+            }
+            if i == 7 {
+                req.variant = Some(pb::VariantDetails {
+                    title: "Queue Tee".into(),
+                    ..Default::default()
+                });
+            }
+            client
+                .subscribe(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .subscription
+                .unwrap()
+        }
+    });
+    let subs = futures::future::join_all(calls).await;
+    let stats = app.state.subscriber.stats();
+    assert!(stats.batched > 0, "{stats:?}");
+    assert_eq!(stats.failed_batches, 0);
+    // Positions now: a permutation of 1..=40, the priority tier first, then arrival (seq).
+    let mut positions = Vec::new();
+    for s in &subs {
+        let p = app
+            .waitlist()
+            .get_waitlist_position(pb::GetWaitlistPositionRequest {
+                tenant_id: "demo".into(),
+                subscription_id: s.subscription_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(p.waiting_count, 40);
+        positions.push((p.position, s.priority_tier));
+    }
+    positions.sort();
+    assert_eq!(
+        positions.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<u64>>()
+    );
+    assert!(
+        positions[..4].iter().all(|p| p.1 == 2),
+        "tier 2 first: {positions:?}"
+    );
+    assert_eq!(app.count("consent_events").await, 40);
+    let title: String = app
+        .db()
+        .await
+        .query_one(
+            "SELECT title FROM variants WHERE variant_id = 'sku-queue'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(title, "Queue Tee");
+}

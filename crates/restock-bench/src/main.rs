@@ -266,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
     settings.database.pool_size = CONCURRENCY;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let app = Application::build(settings, listener).await?;
+    let state = app.state();
     let addr = app.grpc_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -279,6 +280,11 @@ async fn main() -> anyhow::Result<()> {
         RUN.as_secs()
     );
     let (subscribe, errors) = subscribe_rate(WaitlistServiceClient::new(channel.clone())).await?;
+    let stats = state.subscriber.stats();
+    eprintln!(
+        "subscribe batching: {} batches, {} batched, {} alone, {} failed batches",
+        stats.batches, stats.batched, stats.alone, stats.failed_batches
+    );
     eprintln!(
         "restock: StreamInventory, 1 and 4 streams, {}s each",
         RUN.as_secs()

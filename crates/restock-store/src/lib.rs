@@ -5,6 +5,7 @@ pub mod eligibility;
 mod error;
 pub mod inventory;
 pub mod migrate;
+pub mod subscribe_batch;
 pub mod waitlist;
 
 use std::str::FromStr;

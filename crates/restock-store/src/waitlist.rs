@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::cached::{execute, query, query_one, query_opt};
 use crate::{Store, StoreError};
 
-const LIVE: &str = "('pending_confirmation', 'active')";
+pub(crate) const LIVE: &str = "('pending_confirmation', 'active')";
 
 /// A consent as captured by the caller.
 #[derive(Debug, Clone)]
@@ -147,14 +147,15 @@ pub struct ErasureOutcome {
     pub consent_events: u32,
 }
 
-const SUB_COLUMNS: &str = "s.tenant_id, s.subscription_id, s.seq, s.target_key, c.phone_e164, \
+pub(crate) const SUB_COLUMNS: &str =
+    "s.tenant_id, s.subscription_id, s.seq, s.target_key, c.phone_e164, \
      s.variant_id, s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, \
      s.desired_quantity, s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, \
      s.updated_at, s.expires_at";
-const SUB_FROM: &str =
+pub(crate) const SUB_FROM: &str =
     "subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id";
 
-fn sub_from_row(row: &Row) -> Result<SubscriptionRow, StoreError> {
+pub(crate) fn sub_from_row(row: &Row) -> Result<SubscriptionRow, StoreError> {
     let status: String = row.get("status");
     let cancel: Option<String> = row.get("cancel_reason");
     let options: serde_json::Value = row.get("wanted_options");
