@@ -447,13 +447,13 @@ async fn subscribe_batch(
     for row in query(
         &tx,
         &format!(
-            "SELECT {SUB_COLUMNS}, \
-               (SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) \
-                FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
-                AND o.status IN {LIVE} AND o.expires_at > $3) AS ahead, \
-               (SELECT count(*) FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
-                AND o.status IN {LIVE} AND o.expires_at > $3) AS waiting \
-             FROM unnest($1::text[], $2::uuid[]) AS u(t, id) JOIN {SUB_FROM} ON s.tenant_id = u.t AND s.subscription_id = u.id"
+            "SELECT {SUB_COLUMNS}, p.ahead, p.waiting \
+             FROM unnest($1::text[], $2::uuid[]) AS u(t, id) JOIN {SUB_FROM} ON s.tenant_id = u.t AND s.subscription_id = u.id \
+             CROSS JOIN LATERAL ( \
+               SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) AS ahead, \
+                 count(*) AS waiting \
+               FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
+               AND o.status IN {LIVE} AND o.expires_at > $3) p"
         ),
         &[&wanted_tenants, &wanted_ids, &now],
     )

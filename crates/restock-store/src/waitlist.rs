@@ -886,12 +886,12 @@ async fn insert_subscription(
              SELECT s.tenant_id, s.subscription_id, s.seq, s.target_key, $24::text AS phone_e164, s.variant_id, \
                s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, s.desired_quantity, \
                s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, s.updated_at, s.expires_at, \
-               (SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) \
-                FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
-                AND o.status IN {LIVE} AND o.expires_at > $15) AS ahead, \
-               (SELECT count(*) FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
-                AND o.status IN {LIVE} AND o.expires_at > $15) AS others \
-             FROM s"
+               p.ahead, p.others \
+             FROM s CROSS JOIN LATERAL ( \
+               SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) AS ahead, \
+                 count(*) AS others \
+               FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
+               AND o.status IN {LIVE} AND o.expires_at > $15) p"
         ),
         &[
             &tenant,
