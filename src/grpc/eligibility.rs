@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use restock_domain::consent::derive_state;
 use restock_domain::eligibility::{evaluate, Candidate, Decision, Outcome, RestockContext};
@@ -36,7 +36,6 @@ const MAX_BATCH: usize = 1_000;
 const MAX_SYNC_CHUNK: usize = 1_000;
 const MAX_SYNC_LEVELS: u64 = 1_000_000;
 const MAX_REJECTIONS: usize = 100;
-const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// The service.
 pub struct EligibilityApi {
@@ -122,17 +121,9 @@ fn event_order(
                 None
             }
         },
-        Some(pb::inventory_event::Order::ObserveTime(ts)) => {
-            let t = v.timestamp(&format!("{prefix}observe_time"), ts)?;
-            if t > now + CLOCK_SKEW {
-                v.add(
-                    format!("{prefix}observe_time"),
-                    "must not be more than 5 minutes in the future",
-                );
-                return None;
-            }
-            Some(Order::Observed(t))
-        }
+        Some(pb::inventory_event::Order::ObserveTime(ts)) => v
+            .past_time(&format!("{prefix}observe_time"), Some(ts), now, true)
+            .map(Order::Observed),
     }
 }
 
@@ -227,13 +218,6 @@ async fn process_event(
         tracing::info!(tenant_id, variant_id = %level.variant_id, location_id = %level.location_id, %restock, "restock started");
     }
     Ok(ack(&event_id, outcome))
-}
-
-fn page_size(raw: i32) -> i64 {
-    match raw {
-        n if n <= 0 => 50,
-        n => i64::from(n.min(500)),
-    }
 }
 
 fn exclusion(row: restock_store::inventory::ExclusionRow, tenant_id: &str) -> pb::Exclusion {
@@ -465,22 +449,7 @@ impl EligibilityService for EligibilityApi {
         let now = self.state.clock.now();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &first.tenant_id, true);
-        let snapshot_at = match &first.snapshot_time {
-            None => {
-                v.add("snapshot_time", "is required on the first message");
-                None
-            }
-            Some(ts) => v.timestamp("snapshot_time", ts).filter(|t| {
-                let ok = *t <= now + CLOCK_SKEW;
-                if !ok {
-                    v.add(
-                        "snapshot_time",
-                        "must not be more than 5 minutes in the future",
-                    );
-                }
-                ok
-            }),
-        };
+        let snapshot_at = v.past_time("snapshot_time", first.snapshot_time.as_ref(), now, true);
         for (i, l) in first.location_ids.iter().enumerate() {
             v.id(&format!("location_ids[{i}]"), l, true);
         }
@@ -695,7 +664,7 @@ impl EligibilityService for EligibilityApi {
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.state.tenant(&tenant_id)?;
-        let size = page_size(req.page_size);
+        let size = super::validate::page_size(req.page_size);
         let mut rows = self
             .state
             .store

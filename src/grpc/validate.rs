@@ -12,6 +12,11 @@ use crate::proto::v1 as pb;
 
 /// Longest id (tenant, variant, product, location, customer, session, idempotency key).
 pub const MAX_ID: usize = 128;
+/// How far ahead of ours a caller's clock may be: a capture or observation time up to this much
+/// in the future is clock skew between hosts, not the future.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
 const MAX_OPTIONS: usize = 10;
 const MAX_OPTION_LEN: usize = 64;
 
@@ -203,6 +208,32 @@ impl Violations {
         }
     }
 
+    /// When something was captured or observed: a valid timestamp, not in the future (beyond
+    /// [`CLOCK_SKEW`]). Missing is a violation when `required`.
+    pub fn past_time(
+        &mut self,
+        field: &str,
+        ts: Option<&prost_types::Timestamp>,
+        now: DateTime<Utc>,
+        required: bool,
+    ) -> Option<DateTime<Utc>> {
+        let Some(ts) = ts else {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        };
+        let t = self.timestamp(field, ts)?;
+        if t > now + CLOCK_SKEW {
+            self.add(
+                field,
+                "must not be in the future (5 minutes of clock skew are allowed)",
+            );
+            return None;
+        }
+        Some(t)
+    }
+
     /// A timestamp that can be represented.
     pub fn timestamp(&mut self, field: &str, ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
         let t = u32::try_from(ts.nanos)
@@ -212,6 +243,15 @@ impl Violations {
             self.add(field, "is not a valid timestamp");
         }
         t
+    }
+}
+
+/// A list's page size: 0 means the default (50), more than 500 means 500. Callers reject
+/// negative sizes first.
+pub fn page_size(raw: i32) -> i64 {
+    match i64::from(raw) {
+        n if n <= 0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
     }
 }
 

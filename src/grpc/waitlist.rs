@@ -23,10 +23,6 @@ use crate::startup::AppState;
 const MAX_LOCATIONS: usize = 50;
 const MAX_QUANTITY: u32 = 1_000;
 const MAX_TIER: u32 = 100;
-const DEFAULT_PAGE: i32 = 50;
-const MAX_PAGE: i32 = 500;
-/// Capture times a little ahead of ours are clock skew between hosts, not the future.
-const CLOCK_SKEW: Duration = Duration::minutes(5);
 
 /// The service.
 pub struct WaitlistApi {
@@ -70,21 +66,12 @@ fn consent(
     let source = v
         .enumeration::<pb::ConsentSource>(&format!("{field}.source"), c.source, true)
         .and_then(convert::consent_source);
-    let captured_at = match &c.capture_time {
-        None => {
-            v.add(format!("{field}.capture_time"), "is required");
-            None
-        }
-        Some(ts) => v
-            .timestamp(&format!("{field}.capture_time"), ts)
-            .filter(|t| {
-                let ok = *t <= now + CLOCK_SKEW;
-                if !ok {
-                    v.add(format!("{field}.capture_time"), "must not be in the future");
-                }
-                ok
-            }),
-    };
+    let captured_at = v.past_time(
+        &format!("{field}.capture_time"),
+        c.capture_time.as_ref(),
+        now,
+        true,
+    );
     let ip_address = (!c.ip_address.is_empty())
         .then(|| match c.ip_address.parse::<IpAddr>() {
             Ok(ip) => Some(ip.to_string()),
@@ -397,15 +384,12 @@ impl WaitlistService for WaitlistApi {
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.policy(&tenant_id)?;
-        let size = match req.page_size {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
+        let size = super::validate::page_size(req.page_size);
         let now = self.now();
         let mut rows = self
             .state
             .store
-            .list_subscriptions(&tenant_id, &filter, after, i64::from(size) + 1, now)
+            .list_subscriptions(&tenant_id, &filter, after, size + 1, now)
             .await
             .map_err(ApiError::from)?;
         let next_page_token = if rows.len() > size as usize {
