@@ -212,10 +212,48 @@ async fn inventory_rate(
     Ok((total as f64 / started.elapsed().as_secs_f64(), restocks))
 }
 
+/// `redis-benchmark`'s EVALSHA rate of a trivial script on the same Redis: the raw limit of one
+/// script call.
+fn redis_evalsha_rate(redis_url: &str) -> anyhow::Result<f64> {
+    let port = redis_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .context("REDIS_URL has no port")?;
+    let sha = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "SCRIPT", "LOAD", "return 1"])
+        .output()
+        .context("redis-cli (Debian package redis-tools) is needed")?;
+    let sha = String::from_utf8_lossy(&sha.stdout).trim().to_string();
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-n",
+            "200000",
+            "-P",
+            "16",
+            "-q",
+            "EVALSHA",
+            &sha,
+            "0",
+        ])
+        .output()
+        .context("redis-benchmark (Debian package redis-tools) is needed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "EVALSHA ...: 345423.16 requests per second, p50=..."
+    text.split("requests per second")
+        .next()
+        .and_then(|head| head.rsplit(' ').find(|w| !w.is_empty()))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no rate in redis-benchmark output: {text}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let db = std::env::var("DATABASE_URL").context("DATABASE_URL is unset: run `just bench`")?;
-    let redis = std::env::var("REDIS_URL").context("REDIS_URL is unset: run `just bench`")?;
+    let redis_url = std::env::var("REDIS_URL").context("REDIS_URL is unset: run `just bench`")?;
     let admin = with_database(&db, "postgres");
 
     // Raw ceiling: pgbench inserting one row per transaction into a table shaped like ours.
@@ -260,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
                 "DATABASE_URL".to_string(),
                 with_database(&db, "restock_bench"),
             ),
-            ("REDIS_URL".to_string(), redis),
+            ("REDIS_URL".to_string(), redis_url.clone()),
         ],
     )?;
     settings.database.pool_size = CONCURRENCY;
@@ -297,6 +335,11 @@ async fn main() -> anyhow::Result<()> {
         bail!("{errors} Subscribe calls failed");
     }
 
+    eprintln!("redis-benchmark: EVALSHA of a trivial script; restock-caps: batched cap checks");
+    let raw_evalsha = redis_evalsha_rate(&redis_url)?;
+    let caps = restock_caps::Caps::connect(&redis_url, &format!("bench-{}", std::process::id()))?;
+    let cap_checks = restock_caps::bench_checks(&caps, 50, 1_000).await?;
+
     let ratio = subscribe / raw_insert;
     println!();
     println!("| figure | restock | raw limit (same machine, same run) | ratio | target |");
@@ -313,6 +356,10 @@ async fn main() -> anyhow::Result<()> {
         "| Inventory events applied, 4 streams ({restocks_4} restocks) | {events_4:.0}/s | pgbench event row work, 4 clients {raw_event_4:.0}/s | {:.0}% | |",
         events_4 / raw_event_4 * 100.0
     );
+    println!(
+        "| Cap checks (phone + sender + tenant), batches of 1,000 | {cap_checks:.0}/s | redis-benchmark EVALSHA `return 1` {raw_evalsha:.0}/s | {:.0}% | ≥ 50% |",
+        cap_checks / raw_evalsha * 100.0
+    );
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&out)?;
     let json = serde_json::json!({
@@ -322,6 +369,11 @@ async fn main() -> anyhow::Result<()> {
         "pgbench_single_row_insert_per_second": raw_insert,
         "ratio": ratio,
         "target_ratio": 0.5,
+        "caps": {
+            "checks_per_second": cap_checks,
+            "redis_benchmark_evalsha_per_second": raw_evalsha,
+            "ratio": cap_checks / raw_evalsha,
+        },
         "inventory": {
             "events_per_second_1_stream": events_1,
             "events_per_second_4_streams": events_4,
