@@ -165,7 +165,8 @@ enum Plan {
     Refused(StoreError),
     /// Insert a subscription (the index into the inserts).
     Insert(usize),
-    /// The same as another request of the batch that inserts.
+    /// The same subscription as an earlier request of the batch inserts (the index into the
+    /// inserts).
     SameAs(usize),
     Existing(Uuid),
     /// Not for the batch path: answered by [`Store::subscribe`] after the batch.
@@ -263,7 +264,7 @@ async fn subscribe_batch(
                 kinds.push(ConsentEventKind::Confirm);
             }
             ledger.extend(kinds.iter().copied());
-            planned.insert((contact, targets[i].clone()), i);
+            planned.insert((contact, targets[i].clone()), inserts.len());
             inserts.push((i, status, kinds));
             Plan::Insert(inserts.len() - 1)
         };
@@ -486,23 +487,9 @@ async fn subscribe_batch(
         .map(|plan| match plan {
             Plan::Refused(e) => Some(Err(e)),
             Plan::Insert(k) => Some(answer(&ids[k], true)),
-            Plan::SameAs(first) => {
-                found_plan_id(first, &inserts, &ids).map(|id| answer(&id, false))
-            }
+            Plan::SameAs(first) => Some(answer(&ids[first], false)),
             Plan::Existing(id) => Some(answer(&id, false)),
             Plan::Alone => None,
         })
         .collect())
-}
-
-/// The subscription id the request at `first` inserted.
-fn found_plan_id(
-    first: usize,
-    inserts: &[(usize, SubscriptionStatus, Vec<ConsentEventKind>)],
-    ids: &[Uuid],
-) -> Option<Uuid> {
-    inserts
-        .iter()
-        .position(|(i, _, _)| *i == first)
-        .map(|k| ids[k])
 }
