@@ -20,6 +20,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub server: ServerSettings,
+    pub http: HttpSettings,
+    pub sms: SmsSettings,
+    pub dispatch: DispatchSettings,
     /// Key of the hash that replaces erased personal data. Unset: a random key per process,
     /// fine for development, but hashes then differ between runs.
     #[serde(default)]
@@ -52,6 +55,9 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
+    /// Prefix of every key restock writes (caps), so several deployments or test runs can
+    /// share one Redis.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +65,79 @@ pub struct RedisSettings {
 pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     pub health_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: IpAddr,
+    /// 0 picks a free port (printed at start).
+    pub port: u16,
+    /// The base of the links in texts and of the provider's callbacks: what phones and the
+    /// provider reach. Unset: this listener's own address (fine for development only).
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+}
+
+impl HttpSettings {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+/// Which SMS provider sends the texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Each text as a JSON line in `log_path`; nothing leaves the machine.
+    Log,
+    /// A Twilio-compatible Messages API at `twilio_base_url`.
+    Twilio,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettings {
+    pub provider: ProviderKind,
+    pub log_path: String,
+    pub twilio_base_url: String,
+    #[serde(default)]
+    pub twilio_account_sid: String,
+    /// Also the key of the webhook signatures. Set it through the environment
+    /// (`RESTOCK__SMS__TWILIO_AUTH_TOKEN`), never in a file in the repository.
+    #[serde(default)]
+    pub twilio_auth_token: String,
+}
+
+impl std::fmt::Debug for SmsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsSettings")
+            .field("provider", &self.provider)
+            .field("log_path", &self.log_path)
+            .field("twilio_base_url", &self.twilio_base_url)
+            .field("twilio_account_sid", &self.twilio_account_sid)
+            .field("twilio_auth_token", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSettings {
+    /// Whether this process plans releases and sends texts (a read-only replica may not).
+    pub enabled: bool,
+    /// Messages claimed per batch.
+    pub batch_size: u32,
+    /// Texts in flight to the provider at once, per process.
+    pub concurrency: u32,
+    /// How long a claimed message is this process's; past it, another process reconciles it.
+    pub lease_seconds: u32,
+    /// Attempts at a text before a transient failure becomes final.
+    pub max_attempts: u32,
+    /// The first retry's delay; doubled per attempt, with full jitter, at most 5 minutes.
+    pub retry_base_ms: u64,
+    /// How often an idle scheduler looks for work (it is also woken by restocks).
+    pub poll_interval_ms: u64,
 }
 
 /// A setting that cannot be used, named by its key.
@@ -143,6 +222,28 @@ impl Settings {
                     "a tenant id is 1-64 of a-z, 0-9, '-', '_'",
                 );
             }
+        }
+        if self.sms.provider == ProviderKind::Twilio
+            && (self.sms.twilio_account_sid.is_empty() || self.sms.twilio_auth_token.is_empty())
+        {
+            return bad(
+                "sms.twilio_auth_token",
+                "the twilio provider needs sms.twilio_account_sid and sms.twilio_auth_token",
+            );
+        }
+        let d = &self.dispatch;
+        for (key, value) in [
+            ("dispatch.batch_size", d.batch_size),
+            ("dispatch.concurrency", d.concurrency),
+            ("dispatch.lease_seconds", d.lease_seconds),
+            ("dispatch.max_attempts", d.max_attempts),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if d.poll_interval_ms == 0 {
+            return bad("dispatch.poll_interval_ms", "must be at least 1");
         }
         if self.erasure_key.as_deref().is_some_and(|k| k.len() < 16) {
             return bad("erasure_key", "must be at least 16 characters");

@@ -3,10 +3,13 @@
 //! `restock-store`.
 
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod http;
 pub mod janitor;
+pub mod metrics;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -56,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding gRPC to {addr}"))?;
             let app = Application::build(settings, listener).await?;
-            println!("restock listening: grpc={}", app.grpc_addr());
+            println!(
+                "restock listening: grpc={} http={}",
+                app.grpc_addr(),
+                app.http_addr()
+            );
             app.run_until_stopped(restock::shutdown::signal()).await
         }
     }

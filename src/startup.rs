@@ -33,6 +33,14 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Key of the keyed hash that replaces erased personal data.
     pub erasure_key: Vec<u8>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Woken when a restock starts, so the dispatcher plans it at once instead of at its next
+    /// poll.
+    pub dispatch_wake: Arc<tokio::sync::Notify>,
+    /// Where the links in texts and the provider's callbacks point (no trailing slash).
+    pub public_base_url: String,
+    /// The SMS provider's secret, which also signs its webhooks; empty for the log provider.
+    pub provider_auth_token: String,
 }
 
 impl AppState {
@@ -47,6 +55,7 @@ impl AppState {
 /// A built server, bound but not yet serving.
 pub struct Application {
     listener: TcpListener,
+    http_listener: TcpListener,
     state: Arc<AppState>,
     settings: Settings,
 }
@@ -70,6 +79,18 @@ impl Application {
             tracing::info!(?applied, "migrations applied");
         }
         let store = Store::connect(&settings.database.url, settings.database.pool_size)?;
+        let http_listener = TcpListener::bind(settings.http.addr())
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the HTTP listener on {} (http.port)",
+                    settings.http.addr()
+                )
+            })?;
+        let public_base_url = match &settings.http.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", http_listener.local_addr()?),
+        };
         let erasure_key = match &settings.erasure_key {
             Some(k) => k.as_bytes().to_vec(),
             None => {
@@ -89,9 +110,14 @@ impl Application {
             tenants: settings.tenants.clone(),
             clock,
             erasure_key,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            dispatch_wake: Arc::new(tokio::sync::Notify::new()),
+            public_base_url,
+            provider_auth_token: settings.sms.twilio_auth_token.clone(),
         });
         Ok(Self {
             listener,
+            http_listener,
             state,
             settings,
         })
@@ -104,11 +130,19 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// Where the HTTP listener (links, webhooks, metrics) listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
     /// Serves until `shutdown` resolves; then reports not serving, stops accepting, and waits
     /// for in-flight calls at most the grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             listener,
+            http_listener,
             state,
             settings,
         } = self;
@@ -140,6 +174,16 @@ impl Application {
             stop_tx.subscribe(),
         ));
 
+        let mut http_stop = stop_tx.subscribe();
+        let http_router = crate::http::router(state.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, http_router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
@@ -163,6 +207,7 @@ impl Application {
                 let _ = stop_tx.send(true);
                 let _ = watcher.await;
                 let _ = janitor.await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
                 health::set_all(&reporter, ServingStatus::NotServing).await;
                 let _ = drain_tx.send(());
                 let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);

@@ -156,6 +156,8 @@ impl ClockExt for ManualClock {
 /// A running server and clients of it.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The HTTP listener: links, webhooks, metrics.
+    pub http_addr: std::net::SocketAddr,
     pub db_url: String,
     pub channel: Channel,
     pub clock: Arc<ManualClock>,
@@ -226,6 +228,13 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
     settings.server.health_check_interval_ms = 50;
     settings.server.shutdown_grace_seconds = 5;
     settings.erasure_key = Some("test-erasure-key-0123456789".into());
+    settings.http.port = 0;
+    // Replicas of one test share their database, so they share caps too; tests do not.
+    settings.redis.key_prefix = format!("t:{}", db_url.rsplit('/').next().unwrap_or("db"));
+    settings.sms.log_path = std::env::temp_dir()
+        .join(format!("restock-{}-outbox.jsonl", uuid::Uuid::new_v4()))
+        .display()
+        .to_string();
     tweak(&mut settings);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let clock = Arc::new(ManualClock::new(Utc::now()));
@@ -233,6 +242,7 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
         .await
         .expect("build the app");
     let addr = app.grpc_addr();
+    let http_addr = app.http_addr();
     let state = app.state();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run_until_stopped(async {
@@ -245,6 +255,7 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
         .unwrap();
     TestApp {
         addr,
+        http_addr,
         db_url,
         channel,
         clock,

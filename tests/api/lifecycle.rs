@@ -149,6 +149,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         .env("DATABASE_URL", db)
         .env("REDIS_URL", redis)
         .env("RESTOCK__GRPC__PORT", "0")
+        .env("RESTOCK__HTTP__PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -164,7 +165,9 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     let addr = line
         .trim()
         .strip_prefix("restock listening: grpc=")
+        .and_then(|rest| rest.split_once(" http="))
         .expect(&line)
+        .0
         .to_string();
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()

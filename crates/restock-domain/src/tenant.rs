@@ -48,6 +48,126 @@ pub struct TenantPolicy {
     /// Variant ids merchandising never announces.
     #[serde(default)]
     pub excluded_variants: Vec<String>,
+    /// How a release spreads its texts: `immediate`, `staged` or `proportional`.
+    #[serde(default)]
+    pub release_strategy: ReleaseStrategy,
+    /// For `staged`: each wave's share of the recipients in basis points, summing to 10,000.
+    #[serde(default = "default_stage_shares_bps")]
+    pub stage_shares_bps: Vec<u32>,
+    /// For `staged` and `proportional`: time between the start of one wave and the next.
+    #[serde(default = "default_wave_interval_seconds")]
+    pub wave_interval_seconds: u32,
+    /// For `proportional`: recipients per wave per unit of live stock (at least 1).
+    #[serde(default = "default_oversubscription_factor")]
+    pub oversubscription_factor: f64,
+    /// Who texts come from: an E.164 number, a short code, or a Twilio messaging service
+    /// (`MG...`).
+    #[serde(default = "default_sender_id")]
+    pub sender_id: String,
+    /// The sender's throughput in texts per second (US long code 1, toll-free 3, short code
+    /// 100+); never exceeded, across replicas.
+    #[serde(default = "default_sender_mps")]
+    pub sender_mps: u32,
+    /// At most this many texts to one phone within `phone_cap_hours` (state laws: 3 per 24 h).
+    #[serde(default = "default_phone_cap_texts")]
+    pub phone_cap_texts: u32,
+    #[serde(default = "default_phone_cap_hours")]
+    pub phone_cap_hours: u32,
+    /// At most this many texts per day for the whole brand; unset means no brand-wide cap.
+    #[serde(default)]
+    pub tenant_cap_texts_per_day: Option<u32>,
+    /// The text: `{brand}`, `{title}`, `{options}`, `{link}` and `{promise}` are filled in;
+    /// the title is shortened to keep within `max_segments`.
+    #[serde(default = "default_message_template")]
+    pub message_template: String,
+    /// The reminder's text, same placeholders.
+    #[serde(default = "default_reminder_template")]
+    pub reminder_template: String,
+    /// Appended to every text; empty to leave it out (only where the law allows).
+    #[serde(default = "default_opt_out_text")]
+    pub opt_out_text: String,
+    /// Most SMS segments a text may take; the title is shortened to fit.
+    #[serde(default = "default_max_segments")]
+    pub max_segments: u32,
+    /// What a location promises about delivery ("Same-day delivery in Paris"), by location id;
+    /// filled into `{promise}` when the stock is regional.
+    #[serde(default)]
+    pub delivery_promises: std::collections::BTreeMap<String, String>,
+    /// Minutes after the first text at which a single reminder goes out (only if the shopper
+    /// has not bought and the item is still in stock); unset means no reminder.
+    #[serde(default)]
+    pub reminder_after_minutes: Option<u32>,
+    /// Where a link goes when the variant has no deep link of its own (the storefront's home
+    /// or search page); unset, such a text links nowhere and is skipped.
+    #[serde(default)]
+    pub storefront_url: Option<String>,
+    /// The answer to HELP or INFO.
+    #[serde(default = "default_help_text")]
+    pub help_text: String,
+}
+
+/// How a release spreads its texts over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStrategy {
+    #[default]
+    Immediate,
+    Staged,
+    Proportional,
+}
+
+crate::consent::str_enum!(ReleaseStrategy {
+    Immediate => "immediate",
+    Staged => "staged",
+    Proportional => "proportional",
+});
+
+fn default_stage_shares_bps() -> Vec<u32> {
+    vec![3000, 3000, 4000]
+}
+
+fn default_wave_interval_seconds() -> u32 {
+    600
+}
+
+fn default_oversubscription_factor() -> f64 {
+    1.5
+}
+
+fn default_sender_id() -> String {
+    "+15005550006".into()
+}
+
+fn default_sender_mps() -> u32 {
+    10
+}
+
+fn default_phone_cap_texts() -> u32 {
+    3
+}
+
+fn default_phone_cap_hours() -> u32 {
+    24
+}
+
+fn default_message_template() -> String {
+    "{brand}: {title} {options} is back in stock. {promise}{link}".into()
+}
+
+fn default_reminder_template() -> String {
+    "{brand}: {title} {options} is still in stock, but not for long. {link}".into()
+}
+
+fn default_opt_out_text() -> String {
+    "Reply STOP to opt out".into()
+}
+
+fn default_max_segments() -> u32 {
+    2
+}
+
+fn default_help_text() -> String {
+    "Back-in-stock alerts. Reply STOP to opt out. Msg&data rates may apply.".into()
 }
 
 fn default_subscription_ttl_days() -> u32 {
@@ -89,6 +209,23 @@ impl Default for TenantPolicy {
             holdout_share: 0.0,
             excluded_products: Vec::new(),
             excluded_variants: Vec::new(),
+            release_strategy: ReleaseStrategy::Immediate,
+            stage_shares_bps: default_stage_shares_bps(),
+            wave_interval_seconds: default_wave_interval_seconds(),
+            oversubscription_factor: default_oversubscription_factor(),
+            sender_id: default_sender_id(),
+            sender_mps: default_sender_mps(),
+            phone_cap_texts: default_phone_cap_texts(),
+            phone_cap_hours: default_phone_cap_hours(),
+            tenant_cap_texts_per_day: None,
+            message_template: default_message_template(),
+            reminder_template: default_reminder_template(),
+            opt_out_text: default_opt_out_text(),
+            max_segments: default_max_segments(),
+            delivery_promises: Default::default(),
+            reminder_after_minutes: None,
+            storefront_url: None,
+            help_text: default_help_text(),
         }
     }
 }
@@ -123,6 +260,50 @@ impl TenantPolicy {
                 "rearm_level: must be below restock_threshold ({}), got {}",
                 self.restock_threshold, self.rearm_level
             ));
+        }
+        if self.stage_shares_bps.is_empty()
+            || self.stage_shares_bps.contains(&0)
+            || self.stage_shares_bps.iter().sum::<u32>() != 10_000
+        {
+            return Err(format!(
+                "stage_shares_bps: must be positive shares summing to 10000, got {:?}",
+                self.stage_shares_bps
+            ));
+        }
+        if !(self.oversubscription_factor >= 1.0 && self.oversubscription_factor <= 1000.0) {
+            return Err(format!(
+                "oversubscription_factor: must be within 1 and 1000, got {}",
+                self.oversubscription_factor
+            ));
+        }
+        if self.sender_id.trim().is_empty() {
+            return Err("sender_id: must not be empty".into());
+        }
+        if self.sender_mps == 0 {
+            return Err("sender_mps: must be at least 1".into());
+        }
+        if self.phone_cap_texts == 0 || self.phone_cap_hours == 0 {
+            return Err("phone_cap_texts: a phone cap needs at least 1 text per hour".into());
+        }
+        if self.tenant_cap_texts_per_day == Some(0) {
+            return Err("tenant_cap_texts_per_day: must be at least 1 when set".into());
+        }
+        if !(1..=10).contains(&self.max_segments) {
+            return Err(format!(
+                "max_segments: must be within 1 and 10, got {}",
+                self.max_segments
+            ));
+        }
+        for (key, template) in [
+            ("message_template", &self.message_template),
+            ("reminder_template", &self.reminder_template),
+        ] {
+            if !template.contains("{link}") {
+                return Err(format!("{key}: must contain {{link}}"));
+            }
+        }
+        if self.reminder_after_minutes == Some(0) {
+            return Err("reminder_after_minutes: must be at least 1 when set".into());
         }
         Ok(())
     }

@@ -263,6 +263,35 @@ async fn apply_level(
         }
     }
 
+    // One release per crossing: when the variant's total and the location both crossed, the
+    // variant-level restock (which serves every location) is the one announced, so a phone is
+    // not texted twice about one event.
+    let announced = match (variant_restock, location_restock) {
+        (Some(id), _) => Some((id, None, new_total)),
+        (None, Some(id)) => Some((id, Some(level.location_id.as_str()), level.available)),
+        (None, None) => None,
+    };
+    if let Some((restock_id, location, available)) = announced {
+        let product_id: Option<String> = match &level.product_id {
+            Some(p) => Some(p.clone()),
+            None => query_opt(
+                tx,
+                "SELECT product_id FROM variants WHERE tenant_id = $1 AND variant_id = $2",
+                &[&tenant_id, &level.variant_id],
+            )
+            .await?
+            .and_then(|r| r.get::<_, Option<String>>(0)),
+        };
+        execute(
+            tx,
+            "INSERT INTO releases (tenant_id, release_id, restock_id, variant_id, product_id, location_id, \
+               state, available_at_restock, available_now, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'planning', $7, $7, $8, $8)",
+            &[&tenant_id, &Uuid::now_v7(), &restock_id, &level.variant_id, &product_id, &location, &available, &now],
+        )
+        .await?;
+    }
+
     let (seq, observed) = match level.order {
         Order::Sequence(s) => (Some(s), last_obs),
         Order::Observed(t) => (last_seq, Some(t)),
