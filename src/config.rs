@@ -209,6 +209,14 @@ impl Settings {
                 // `why` starts with the policy's own key: "tenants.demo.holdout_share: ...".
                 return Err(ConfigError(format!("tenants.{id}.{why}")));
             }
+            for (key, template) in [
+                ("message_template", &policy.message_template),
+                ("reminder_template", &policy.reminder_template),
+            ] {
+                if let Err(why) = restock_sms::template::validate(template) {
+                    return bad(&format!("tenants.{id}.{key}"), &why.to_string());
+                }
+            }
         }
         for id in self.tenants.keys() {
             let ok = !id.is_empty()

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::config::Settings;
+use crate::config::{ProviderKind, Settings};
 use crate::grpc;
 use crate::health::{self, RedisProbe};
 use crate::proto::v1::dispatch_service_server::DispatchServiceServer;
@@ -52,10 +52,38 @@ impl AppState {
     }
 }
 
+/// The SMS provider the settings name.
+fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider>> {
+    Ok(match settings.sms.provider {
+        ProviderKind::Log => {
+            let path = std::path::Path::new(&settings.sms.log_path);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {} (sms.log_path)", dir.display()))?;
+            }
+            Arc::new(
+                restock_sms::LogProvider::open(path)
+                    .with_context(|| format!("opening {} (sms.log_path)", path.display()))?,
+            )
+        }
+        ProviderKind::Twilio => {
+            let mut config = restock_sms::TwilioConfig::new(
+                settings.sms.twilio_account_sid.clone(),
+                settings.sms.twilio_auth_token.clone(),
+            );
+            config.base_url = settings.sms.twilio_base_url.clone();
+            Arc::new(
+                restock_sms::TwilioClient::new(config).map_err(|e| anyhow::anyhow!("sms: {e}"))?,
+            )
+        }
+    })
+}
+
 /// A built server, bound but not yet serving.
 pub struct Application {
     listener: TcpListener,
     http_listener: TcpListener,
+    engine: Option<Arc<crate::dispatch::Engine>>,
     state: Arc<AppState>,
     settings: Settings,
 }
@@ -115,9 +143,32 @@ impl Application {
             public_base_url,
             provider_auth_token: settings.sms.twilio_auth_token.clone(),
         });
+        let engine = if settings.dispatch.enabled {
+            Some(Arc::new(crate::dispatch::Engine {
+                provider: provider(&settings)?,
+                caps: restock_caps::Caps::connect(&settings.redis.url, &settings.redis.key_prefix)
+                    .context("redis.url")?,
+                settings: settings.dispatch.clone(),
+                owner: format!(
+                    "{}:{}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "restock".into()),
+                    uuid::Uuid::new_v4().simple()
+                ),
+                work: tokio::sync::Notify::new(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(
+                    settings.dispatch.concurrency as usize,
+                )),
+                status_callback: (settings.sms.provider == ProviderKind::Twilio)
+                    .then(|| format!("{}/webhooks/twilio/status", state.public_base_url)),
+                state: state.clone(),
+            }))
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             http_listener,
+            engine,
             state,
             settings,
         })
@@ -143,6 +194,7 @@ impl Application {
         let Self {
             listener,
             http_listener,
+            engine,
             state,
             settings,
         } = self;
@@ -173,6 +225,10 @@ impl Application {
             Duration::from_secs(3_600),
             stop_tx.subscribe(),
         ));
+
+        let dispatch = engine
+            .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
+            .unwrap_or_default();
 
         let mut http_stop = stop_tx.subscribe();
         let http_router = crate::http::router(state.clone());
@@ -208,6 +264,11 @@ impl Application {
                 let _ = watcher.await;
                 let _ = janitor.await;
                 let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+                // Texts being handed over finish and are recorded; nothing new is claimed.
+                let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+                if tokio::time::timeout(grace, futures_util::future::join_all(dispatch)).await.is_err() {
+                    tracing::warn!("dispatch did not stop in the grace period; its leases will be reconciled");
+                }
                 health::set_all(&reporter, ServingStatus::NotServing).await;
                 let _ = drain_tx.send(());
                 let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);

@@ -1,2 +1,101 @@
 //! The dispatch engine: plans releases into waves and sends their texts, exactly once, at the
 //! pace the caps allow. Every replica runs it; Postgres row locks and leases coordinate them.
+//!
+//! - the scheduler ([`scheduler`]) plans new releases, opens due waves (reading the stock
+//!   again each time), completes finished releases and reconciles expired leases;
+//! - senders ([`sender`]) claim due messages in batches, check eligibility again, take capacity
+//!   from the Redis caps, hand the texts to the provider with bounded concurrency, and record
+//!   the outcomes.
+
+pub mod planner;
+pub mod scheduler;
+pub mod sender;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use restock_caps::Caps;
+use restock_domain::consent::derive_state;
+use restock_domain::eligibility::{evaluate as engine, Candidate, Decision, RestockContext};
+use restock_domain::{Phone, TenantPolicy};
+use restock_sms::provider::Provider;
+use restock_store::eligibility::CandidateRow;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::DispatchSettings;
+use crate::startup::AppState;
+
+/// Runs the engine for one stored subscription, with what is known about the phone's texts
+/// and caps.
+pub fn evaluate(
+    policy: &TenantPolicy,
+    ctx: &RestockContext,
+    row: &CandidateRow,
+    last_notified_at: Option<DateTime<Utc>>,
+    phone_cap_free_at: Option<DateTime<Utc>>,
+    tenant_cap_free_at: Option<DateTime<Utc>>,
+) -> Decision {
+    let consent = derive_state(policy.double_opt_in, row.ledger.iter().copied());
+    let region = row
+        .phone_e164
+        .as_deref()
+        .and_then(|p| Phone::parse(p, "").ok())
+        .and_then(|p| p.region().map(str::to_string));
+    let time_zone = row.time_zone.as_deref().and_then(|t| t.parse::<Tz>().ok());
+    let candidate = Candidate {
+        subscription_id: row.subscription_id,
+        status: row.status,
+        expires_at: row.expires_at,
+        consent,
+        desired_quantity: row.desired_quantity,
+        location_ids: &row.location_ids,
+        wanted_options: &row.wanted_options,
+        time_zone,
+        phone_region: region.as_deref(),
+        last_purchase_at: None,
+        last_notified_at,
+        phone_cap_free_at,
+        tenant_cap_free_at,
+    };
+    engine(policy, ctx, &candidate)
+}
+
+/// What the engine's tasks share.
+pub struct Engine {
+    pub state: Arc<AppState>,
+    pub provider: Arc<dyn Provider>,
+    pub caps: Caps,
+    pub settings: DispatchSettings,
+    /// This process's name on the leases it holds.
+    pub owner: String,
+    /// Woken when a wave opens, so idle senders claim at once.
+    pub work: Notify,
+    /// Texts in flight to the provider, at most `settings.concurrency`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where the provider posts delivery reports (`None` for providers that have none).
+    pub status_callback: Option<String>,
+}
+
+impl Engine {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings.lease_seconds.into())
+    }
+
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.settings.poll_interval_ms)
+    }
+}
+
+/// Starts the scheduler and the senders; they stop when `stop` turns true.
+pub fn start(engine: Arc<Engine>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(scheduler::run(engine.clone(), stop.clone()))];
+    // A few senders, so one batch's database work overlaps another's hand-overs.
+    let senders = engine.settings.concurrency.div_ceil(32).clamp(2, 8);
+    for i in 0..senders {
+        tasks.push(tokio::spawn(sender::run(engine.clone(), i, stop.clone())));
+    }
+    tasks
+}

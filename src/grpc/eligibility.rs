@@ -216,6 +216,7 @@ async fn process_event(
     } = outcome
     {
         tracing::info!(tenant_id, variant_id = %level.variant_id, location_id = %level.location_id, %restock, "restock started");
+        state.dispatch_wake.notify_one();
     }
     Ok(ack(&event_id, outcome))
 }
@@ -551,6 +552,9 @@ impl EligibilityService for EligibilityApi {
             restocks = counts.restocks_started,
             "inventory synced"
         );
+        if counts.restocks_started > 0 {
+            self.state.dispatch_wake.notify_one();
+        }
         Ok(Response::new(pb::SyncInventoryResponse {
             received_count: received,
             changed_count: counts.changed,

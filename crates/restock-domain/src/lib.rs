@@ -11,6 +11,7 @@ pub mod quiet_hours;
 pub mod restock;
 pub mod subscription;
 pub mod tenant;
+pub mod waves;
 
 pub use consent::{ConsentEventKind, ConsentSource, ConsentState};
 pub use phone::{Phone, PhoneError};

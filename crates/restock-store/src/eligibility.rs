@@ -43,11 +43,11 @@ pub struct RestockRow {
     pub started_at: DateTime<Utc>,
 }
 
-const CANDIDATE_COLUMNS: &str = "s.subscription_id, s.variant_id, s.product_id, s.status, s.created_at, \
+pub(crate) const CANDIDATE_COLUMNS: &str = "s.subscription_id, s.variant_id, s.product_id, s.status, s.created_at, \
      s.expires_at, c.phone_e164, s.desired_quantity, s.location_ids, s.wanted_options, s.time_zone, \
      s.priority_tier, ARRAY(SELECT e.kind FROM consent_events e WHERE e.tenant_id = s.tenant_id AND e.contact_id = s.contact_id ORDER BY e.seq) AS ledger";
 
-fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
+pub(crate) fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
     let status: String = r.get(3);
     let options: serde_json::Value = r.get(9);
     let ledger: Vec<String> = r.get(12);

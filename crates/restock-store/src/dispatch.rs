@@ -1,0 +1,1064 @@
+//! The dispatch outbox: planning a release into messages, opening its waves, claiming due
+//! messages under a lease, recording outcomes, and taking back the leases of crashed senders.
+//!
+//! Exactly once rests on three things here: a release is planned in one transaction holding its
+//! row lock (a crash plans nothing, a second replica skips it); at most one message per
+//! (release, phone, kind) by a unique index; and a message is only ever sent by whoever holds
+//! its lease, with the outcome written only if the lease is still theirs.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use restock_domain::waves::{self, Step, Strategy};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::cached::{execute, query, query_one, query_opt};
+use crate::eligibility::{candidate, CandidateRow, CANDIDATE_COLUMNS};
+use crate::{Store, StoreError};
+
+/// A release being planned, with what the planner needs to know about its restock.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    pub tenant_id: String,
+    pub release_id: Uuid,
+    pub restock_id: Uuid,
+    pub variant_id: String,
+    pub product_id: Option<String>,
+    pub location_id: Option<String>,
+    pub available_at_restock: i64,
+    pub created_at: DateTime<Utc>,
+    pub title: Option<String>,
+    pub options: BTreeMap<String, String>,
+    /// Available-to-sell per location, read in the planning transaction.
+    pub stock: Vec<(String, i64)>,
+}
+
+/// One waiting subscription, as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct PlanRow {
+    pub candidate: CandidateRow,
+    pub contact_id: Uuid,
+    /// The latest text about this variant to this phone, in any release.
+    pub last_notified_at: Option<DateTime<Utc>>,
+}
+
+/// A rendered text.
+#[derive(Debug, Clone)]
+pub struct Text {
+    pub body: String,
+    pub segments: i32,
+    pub encoding: &'static str,
+    pub sender_id: String,
+    pub link_token: String,
+}
+
+/// The planner's decision on one subscription.
+#[derive(Debug, Clone)]
+pub enum PlanChoice {
+    /// In the plan: sent when its wave opens, or not before `deferred` (until, reason).
+    Text {
+        text: Text,
+        deferred: Option<(DateTime<Utc>, &'static str)>,
+    },
+    /// In the control group: recorded, never texted.
+    HeldOut { link_token: String },
+    /// Not texted, for this reason.
+    Skip {
+        reason: &'static str,
+        link_token: String,
+    },
+}
+
+/// How a release is to be run, fixed when it is planned.
+#[derive(Debug, Clone)]
+pub struct ReleaseSettings {
+    pub strategy: Strategy,
+    pub holdout_bps: i32,
+    pub threshold: i64,
+}
+
+/// What the planner is asked. `settings` is asked once per release, before any `decide`;
+/// `None` cancels the release (its tenant is no longer configured).
+pub trait Planner: Send {
+    fn settings(&mut self, release: &PlanContext) -> Option<ReleaseSettings>;
+    fn decide(&mut self, release: &PlanContext, row: &PlanRow) -> PlanChoice;
+}
+
+/// What planning one release did.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub tenant_id: String,
+    pub release_id: Uuid,
+    pub texts: u32,
+    pub held_out: u32,
+    pub skipped: u32,
+    /// Whether a wave opened (false when sold out or cancelled at once).
+    pub opened: bool,
+}
+
+/// Rows are fetched from the candidates' cursor and written in chunks of this many, so a
+/// waitlist of any length plans in flat memory.
+const PLAN_CHUNK: i32 = 2_000;
+
+#[derive(Default)]
+struct Chunk {
+    message_id: Vec<Uuid>,
+    subscription_id: Vec<Uuid>,
+    contact_id: Vec<Uuid>,
+    position: Vec<Option<i32>>,
+    status: Vec<&'static str>,
+    reason: Vec<Option<&'static str>>,
+    due_at: Vec<Option<DateTime<Utc>>>,
+    body: Vec<Option<String>>,
+    segments: Vec<i32>,
+    encoding: Vec<Option<&'static str>>,
+    sender_id: Vec<Option<String>>,
+    link_token: Vec<String>,
+}
+
+impl Chunk {
+    fn push(&mut self, row: &PlanRow, choice: PlanChoice, position: &mut i32) {
+        self.message_id.push(Uuid::now_v7());
+        self.subscription_id.push(row.candidate.subscription_id);
+        self.contact_id.push(row.contact_id);
+        match choice {
+            PlanChoice::Text { text, deferred } => {
+                *position += 1;
+                self.position.push(Some(*position));
+                match deferred {
+                    Some((until, reason)) => {
+                        self.status.push("deferred");
+                        self.reason.push(Some(reason));
+                        self.due_at.push(Some(until));
+                    }
+                    None => {
+                        self.status.push("planned");
+                        self.reason.push(None);
+                        self.due_at.push(None);
+                    }
+                }
+                self.body.push(Some(text.body));
+                self.segments.push(text.segments);
+                self.encoding.push(Some(text.encoding));
+                self.sender_id.push(Some(text.sender_id));
+                self.link_token.push(text.link_token);
+            }
+            PlanChoice::HeldOut { link_token } => {
+                self.position.push(None);
+                self.status.push("held_out");
+                self.reason.push(Some("holdout"));
+                self.due_at.push(None);
+                self.body.push(None);
+                self.segments.push(0);
+                self.encoding.push(None);
+                self.sender_id.push(None);
+                self.link_token.push(link_token);
+            }
+            PlanChoice::Skip { reason, link_token } => {
+                self.position.push(None);
+                self.status.push("skipped");
+                self.reason.push(Some(reason));
+                self.due_at.push(None);
+                self.body.push(None);
+                self.segments.push(0);
+                self.encoding.push(None);
+                self.sender_id.push(None);
+                self.link_token.push(link_token);
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        tx: &impl GenericClient,
+        release: &PlanContext,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if self.message_id.is_empty() {
+            return Ok(());
+        }
+        // A phone waiting twice (a variant alert and a product alert) gets one text: the first
+        // in plan order wins, the later one conflicts on messages_one_per_phone and is dropped.
+        execute(
+            tx,
+            "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id, \
+               variant_id, kind, position, status, reason, due_at, body, segments, encoding, sender_id, \
+               link_token, created_at, updated_at) \
+             SELECT $1, u.message_id, $2, u.subscription_id, u.contact_id, $3, 'first', u.position, \
+               u.status, u.reason, u.due_at, u.body, u.segments, u.encoding, u.sender_id, u.link_token, $4, $4 \
+             FROM UNNEST($5::uuid[], $6::uuid[], $7::uuid[], $8::int[], $9::text[], $10::text[], \
+               $11::timestamptz[], $12::text[], $13::int[], $14::text[], $15::text[], $16::text[]) \
+               AS u(message_id, subscription_id, contact_id, position, status, reason, due_at, body, \
+                    segments, encoding, sender_id, link_token) \
+             ORDER BY u.position NULLS LAST \
+             ON CONFLICT (tenant_id, release_id, contact_id, kind) DO NOTHING",
+            &[
+                &release.tenant_id,
+                &release.release_id,
+                &release.variant_id,
+                &now,
+                &self.message_id,
+                &self.subscription_id,
+                &self.contact_id,
+                &self.position,
+                &self.status,
+                &self.reason,
+                &self.due_at,
+                &self.body,
+                &self.segments,
+                &self.encoding,
+                &self.sender_id,
+                &self.link_token,
+            ],
+        )
+        .await?;
+        *self = Chunk::default();
+        Ok(())
+    }
+}
+
+/// A release whose next wave is due.
+#[derive(Debug, Clone)]
+pub struct DueWave {
+    pub tenant_id: String,
+    pub release_id: Uuid,
+}
+
+/// A message claimed for sending, with everything send-time eligibility needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub tenant_id: String,
+    pub message_id: Uuid,
+    pub release_id: Uuid,
+    pub restock_id: Uuid,
+    pub variant_id: String,
+    pub product_id: Option<String>,
+    pub location_id: Option<String>,
+    pub contact_id: Uuid,
+    /// What it was before the claim (`planned` or `deferred`), to give it back unchanged.
+    pub previous_status: String,
+    pub previous_reason: Option<String>,
+    pub kind: String,
+    pub attempts: i32,
+    pub body: String,
+    pub sender_id: String,
+    pub attempted_at: DateTime<Utc>,
+    pub candidate: CandidateRow,
+    pub last_notified_at: Option<DateTime<Utc>>,
+    pub variant_options: BTreeMap<String, String>,
+}
+
+/// The outcome of one claimed message, written if the lease is still the writer's.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub tenant_id: String,
+    pub message_id: Uuid,
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub provider_message_id: Option<String>,
+    pub provider_status: Option<String>,
+    pub segments: Option<i32>,
+    pub sent_at: Option<DateTime<Utc>>,
+    /// 1 when this outcome ends a hand-over to the provider, 0 when none was made.
+    pub attempted: i32,
+    pub error: Option<OutcomeError>,
+    /// Keep the message `sending` under no owner until then (an unknown outcome, to be
+    /// reconciled once the provider has had time to list it).
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutcomeError {
+    pub code: String,
+    pub description: String,
+    pub permanent: bool,
+}
+
+impl Outcome {
+    /// An outcome that changes only the status (and reason, and due time).
+    pub fn status(
+        c: &Claimed,
+        status: &'static str,
+        reason: Option<String>,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            tenant_id: c.tenant_id.clone(),
+            message_id: c.message_id,
+            status,
+            reason,
+            due_at,
+            provider_message_id: None,
+            provider_status: None,
+            segments: None,
+            sent_at: None,
+            attempted: 0,
+            error: None,
+            lease_until: None,
+        }
+    }
+}
+
+/// A message whose lease ran out while `sending`: its sender died or lost track of it.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub tenant_id: String,
+    pub message_id: Uuid,
+    pub release_id: Uuid,
+    pub phone_e164: Option<String>,
+    pub body: Option<String>,
+    pub sender_id: Option<String>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+}
+
+/// A first text handed over: when its release's restock happened, to measure the latency.
+#[derive(Debug, Clone)]
+pub struct FirstText {
+    pub tenant_id: String,
+    pub release_id: Uuid,
+    pub restock_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Plans the oldest release waiting to be planned, if any, and opens its first wave, in one
+    /// transaction. `None`: nothing to plan (or every candidate is being planned elsewhere).
+    pub async fn plan_next_release(
+        &self,
+        planner: &mut dyn Planner,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Planned>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = query_opt(
+            &tx,
+            "SELECT r.tenant_id, r.release_id, r.restock_id, r.variant_id, r.product_id, r.location_id, \
+               r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb) \
+             FROM releases r LEFT JOIN variants v ON v.tenant_id = r.tenant_id AND v.variant_id = r.variant_id \
+             WHERE r.state = 'planning' ORDER BY r.created_at LIMIT 1 FOR UPDATE OF r SKIP LOCKED",
+            &[],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let options: serde_json::Value = row.get(9);
+        let mut release = PlanContext {
+            tenant_id: row.get(0),
+            release_id: row.get(1),
+            restock_id: row.get(2),
+            variant_id: row.get(3),
+            product_id: row.get(4),
+            location_id: row.get(5),
+            available_at_restock: row.get(6),
+            created_at: row.get(7),
+            title: row.get(8),
+            options: serde_json::from_value(options).unwrap_or_default(),
+            stock: Vec::new(),
+        };
+        release.stock = stock_levels(&tx, &release.tenant_id, &release.variant_id).await?;
+        let mut planned = Planned {
+            tenant_id: release.tenant_id.clone(),
+            release_id: release.release_id,
+            texts: 0,
+            held_out: 0,
+            skipped: 0,
+            opened: false,
+        };
+        let Some(settings) = planner.settings(&release) else {
+            execute(
+                &tx,
+                "UPDATE releases SET state = 'cancelled', state_reason = 'the tenant is not configured', \
+                   ended_at = $3, updated_at = $3 WHERE tenant_id = $1 AND release_id = $2",
+                &[&release.tenant_id, &release.release_id, &now],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(planned));
+        };
+
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
+               (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
+                  AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL) \
+             FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active') \
+               AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
+             ORDER BY s.priority_tier DESC, s.seq"
+        );
+        let statement = tx.prepare_cached(&sql).await?;
+        let target_key = format!("v:{}", release.variant_id);
+        let portal = tx
+            .bind(
+                &statement,
+                &[
+                    &release.tenant_id,
+                    &target_key,
+                    &release.product_id,
+                    &release.variant_id,
+                ],
+            )
+            .await?;
+        let mut position = 0i32;
+        let mut chunk = Chunk::default();
+        loop {
+            let rows = tx.query_portal(&portal, PLAN_CHUNK).await?;
+            let done = (rows.len() as i32) < PLAN_CHUNK;
+            for r in &rows {
+                let plan_row = PlanRow {
+                    candidate: candidate(r)?,
+                    contact_id: r.get(13),
+                    last_notified_at: r.get(14),
+                };
+                let choice = planner.decide(&release, &plan_row);
+                match &choice {
+                    PlanChoice::Text { .. } => planned.texts += 1,
+                    PlanChoice::HeldOut { .. } => planned.held_out += 1,
+                    PlanChoice::Skip { .. } => planned.skipped += 1,
+                }
+                chunk.push(&plan_row, choice, &mut position);
+            }
+            chunk.write(&tx, &release, now).await?;
+            if done {
+                break;
+            }
+        }
+
+        let (strategy, shares, interval_ms, factor) = match &settings.strategy {
+            Strategy::Immediate => ("immediate", Vec::new(), 0i64, None),
+            Strategy::Staged {
+                shares_bps,
+                interval,
+            } => (
+                "staged",
+                shares_bps.iter().map(|&s| s as i32).collect(),
+                interval.as_millis() as i64,
+                None,
+            ),
+            Strategy::Proportional { factor, interval } => (
+                "proportional",
+                Vec::new(),
+                interval.as_millis() as i64,
+                Some(*factor),
+            ),
+        };
+        execute(
+            &tx,
+            "UPDATE releases SET strategy = $3, stage_shares_bps = $4, wave_interval_ms = $5, \
+               oversubscription = $6, holdout_bps = $7, plan_size = $8, state = 'sending', \
+               next_wave_at = $9, updated_at = $9 \
+             WHERE tenant_id = $1 AND release_id = $2",
+            &[
+                &release.tenant_id,
+                &release.release_id,
+                &strategy,
+                &shares,
+                &interval_ms,
+                &factor,
+                &settings.holdout_bps,
+                &position,
+                &now,
+            ],
+        )
+        .await?;
+        if let Strategy::Staged {
+            shares_bps,
+            interval,
+        } = &settings.strategy
+        {
+            // Every wave of a staged release is known up front, so its schedule can be shown.
+            for (i, share) in shares_bps.iter().enumerate() {
+                let at = now + chrono::Duration::from_std(*interval * i as u32).unwrap_or_default();
+                execute(
+                    &tx,
+                    "INSERT INTO release_waves (tenant_id, release_id, number, state, share_bps, scheduled_at) \
+                     VALUES ($1, $2, $3, 'pending', $4, $5)",
+                    &[&release.tenant_id, &release.release_id, &(i as i32 + 1), &(*share as i32), &at],
+                )
+                .await?;
+            }
+        }
+        planned.opened = open_wave(
+            &tx,
+            &release.tenant_id,
+            release.release_id,
+            settings.threshold,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(planned))
+    }
+
+    /// Opens the next wave of releases whose wave is due (or ends them as sold out), one
+    /// transaction per release. Answers how many it handled.
+    pub async fn open_due_waves(
+        &self,
+        thresholds: &(dyn Fn(&str) -> i64 + Sync),
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let mut handled = 0;
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let Some(row) = query_opt(
+                &tx,
+                "SELECT tenant_id, release_id FROM releases \
+                 WHERE state = 'sending' AND next_wave_at <= $1 \
+                 ORDER BY next_wave_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&now],
+            )
+            .await?
+            else {
+                return Ok(handled);
+            };
+            let tenant_id: String = row.get(0);
+            open_wave(&tx, &tenant_id, row.get(1), thresholds(&tenant_id), now).await?;
+            tx.commit().await?;
+            handled += 1;
+        }
+    }
+
+    /// Marks waves whose messages all reached an outcome done, and releases with every wave
+    /// open and nothing left to send completed.
+    pub async fn complete_finished(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "UPDATE release_waves w SET state = 'done', ended_at = $1 \
+             WHERE w.state = 'sending' AND NOT EXISTS (SELECT 1 FROM messages m \
+               WHERE m.tenant_id = w.tenant_id AND m.release_id = w.release_id AND m.wave = w.number \
+               AND m.status IN ('planned', 'deferred', 'sending'))",
+            &[&now],
+        )
+        .await?;
+        execute(
+            &client,
+            "UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
+               ended_at = $1, updated_at = $1 \
+             WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages m \
+               WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
+               AND m.status IN ('planned', 'deferred', 'sending'))",
+            &[&now],
+        )
+        .await
+    }
+
+    /// Claims up to `limit` due messages of sending releases for `owner`, under a lease.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let client = self.client().await?;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let sql = format!(
+            "WITH due AS ( \
+               SELECT m.tenant_id, m.message_id, m.status AS previous_status, m.reason AS previous_reason \
+               FROM messages m JOIN releases r ON r.tenant_id = m.tenant_id AND r.release_id = m.release_id \
+               WHERE m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL AND m.due_at <= $1 \
+                 AND r.state = 'sending' \
+               ORDER BY m.due_at, m.position LIMIT $4 FOR UPDATE OF m SKIP LOCKED), \
+             claimed AS ( \
+               UPDATE messages m SET status = 'sending', lease_owner = $2, lease_until = $3, \
+                 attempted_at = $1, updated_at = $1 \
+               FROM due WHERE m.tenant_id = due.tenant_id AND m.message_id = due.message_id \
+               RETURNING m.tenant_id, m.message_id, m.release_id, m.kind, m.attempts, m.body, m.sender_id, \
+                 m.subscription_id, m.contact_id, m.variant_id, due.previous_status, due.previous_reason) \
+             SELECT {CANDIDATE_COLUMNS}, k.tenant_id, k.message_id, k.release_id, k.kind, k.attempts, \
+               COALESCE(k.body, ''), COALESCE(k.sender_id, ''), k.previous_status, k.previous_reason, \
+               r.restock_id, r.variant_id, r.location_id, COALESCE(v.options, '{{}}'::jsonb), \
+               (SELECT max(m2.sent_at) FROM messages m2 WHERE m2.tenant_id = k.tenant_id \
+                  AND m2.contact_id = k.contact_id AND m2.variant_id = k.variant_id \
+                  AND m2.sent_at IS NOT NULL AND m2.message_id <> k.message_id), \
+               k.contact_id, r.product_id \
+             FROM claimed k \
+             JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
+             JOIN contacts c ON c.tenant_id = k.tenant_id AND c.contact_id = k.contact_id \
+             JOIN releases r ON r.tenant_id = k.tenant_id AND r.release_id = k.release_id \
+             LEFT JOIN variants v ON v.tenant_id = k.tenant_id AND v.variant_id = r.variant_id"
+        );
+        let rows = query(&client, &sql, &[&now, &owner, &lease_until, &limit]).await?;
+        rows.iter()
+            .map(|r| {
+                let options: serde_json::Value = r.get(25);
+                Ok(Claimed {
+                    candidate: candidate(r)?,
+                    tenant_id: r.get(13),
+                    message_id: r.get(14),
+                    release_id: r.get(15),
+                    kind: r.get(16),
+                    attempts: r.get(17),
+                    body: r.get(18),
+                    sender_id: r.get(19),
+                    previous_status: r.get(20),
+                    previous_reason: r.get(21),
+                    restock_id: r.get(22),
+                    variant_id: r.get(23),
+                    location_id: r.get(24),
+                    variant_options: serde_json::from_value(options).unwrap_or_default(),
+                    last_notified_at: r.get(26),
+                    contact_id: r.get(27),
+                    product_id: r.get(28),
+                    attempted_at: now,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes outcomes of messages `owner` holds; an outcome whose lease was lost is not
+    /// written (whoever took the lease decides). Answers the first texts of releases among
+    /// them (each release once, ever).
+    pub async fn record_outcomes(
+        &self,
+        owner: &str,
+        outcomes: &[Outcome],
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Vec<FirstText>), StoreError> {
+        if outcomes.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let client = self.client().await?;
+        let col =
+            |f: &dyn Fn(&Outcome) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
+        let tenant: Vec<&str> = outcomes.iter().map(|o| o.tenant_id.as_str()).collect();
+        let id: Vec<Uuid> = outcomes.iter().map(|o| o.message_id).collect();
+        let status: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
+        let reason = col(&|o| o.reason.clone());
+        let due: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.due_at).collect();
+        let pid = col(&|o| o.provider_message_id.clone());
+        let pstatus = col(&|o| o.provider_status.clone());
+        let segments: Vec<Option<i32>> = outcomes.iter().map(|o| o.segments).collect();
+        let sent: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.sent_at).collect();
+        let attempted: Vec<i32> = outcomes.iter().map(|o| o.attempted).collect();
+        let ecode = col(&|o| o.error.as_ref().map(|e| e.code.clone()));
+        let edesc = col(&|o| o.error.as_ref().map(|e| e.description.clone()));
+        let eperm: Vec<Option<bool>> = outcomes
+            .iter()
+            .map(|o| o.error.as_ref().map(|e| e.permanent))
+            .collect();
+        let lease: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.lease_until).collect();
+        let written = execute(
+            &client,
+            "UPDATE messages m SET status = u.status, reason = u.reason, due_at = u.due_at, \
+               provider_message_id = COALESCE(u.pid, m.provider_message_id), \
+               provider_status = COALESCE(u.pstatus, m.provider_status), \
+               segments = COALESCE(u.segments, m.segments), sent_at = COALESCE(u.sent_at, m.sent_at), \
+               attempts = m.attempts + u.attempted, \
+               last_error_code = COALESCE(u.ecode, m.last_error_code), \
+               last_error_description = COALESCE(u.edesc, m.last_error_description), \
+               last_error_permanent = COALESCE(u.eperm, m.last_error_permanent), \
+               last_error_at = CASE WHEN u.ecode IS NULL THEN m.last_error_at ELSE $2 END, \
+               lease_until = u.lease, lease_owner = NULL, updated_at = $2 \
+             FROM UNNEST($3::text[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], \
+               $9::text[], $10::int[], $11::timestamptz[], $12::int[], $13::text[], $14::text[], \
+               $15::bool[], $16::timestamptz[]) \
+               AS u(tenant_id, message_id, status, reason, due_at, pid, pstatus, segments, sent_at, \
+                    attempted, ecode, edesc, eperm, lease) \
+             WHERE m.tenant_id = u.tenant_id AND m.message_id = u.message_id \
+               AND m.status = 'sending' AND m.lease_owner = $1",
+            &[
+                &owner, &now, &tenant, &id, &status, &reason, &due, &pid, &pstatus, &segments,
+                &sent, &attempted, &ecode, &edesc, &eperm, &lease,
+            ],
+        )
+        .await?;
+        let texted: Vec<Uuid> = outcomes
+            .iter()
+            .filter(|o| o.sent_at.is_some())
+            .map(|o| o.message_id)
+            .collect();
+        let mut first = Vec::new();
+        if !texted.is_empty() {
+            let rows = query(
+                &client,
+                "UPDATE releases r SET started_at = $1, updated_at = $1 \
+                 FROM (SELECT DISTINCT tenant_id, release_id FROM messages \
+                       WHERE message_id = ANY($2) AND sent_at IS NOT NULL) x \
+                 WHERE r.tenant_id = x.tenant_id AND r.release_id = x.release_id AND r.started_at IS NULL \
+                 RETURNING r.tenant_id, r.release_id, r.created_at",
+                &[&now, &texted],
+            )
+            .await?;
+            first = rows
+                .iter()
+                .map(|r| FirstText {
+                    tenant_id: r.get(0),
+                    release_id: r.get(1),
+                    restock_at: r.get(2),
+                })
+                .collect();
+        }
+        Ok((written, first))
+    }
+
+    /// Takes over up to `limit` messages whose lease ran out while `sending`, for `owner` to
+    /// reconcile.
+    pub async fn take_expired(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Expired>, StoreError> {
+        let client = self.client().await?;
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        let rows = query(
+            &client,
+            "WITH x AS (SELECT tenant_id, message_id FROM messages \
+               WHERE status = 'sending' AND lease_until < $1 ORDER BY lease_until LIMIT $4 \
+               FOR UPDATE SKIP LOCKED) \
+             UPDATE messages m SET lease_owner = $2, lease_until = $3, updated_at = $1 \
+             FROM x WHERE m.tenant_id = x.tenant_id AND m.message_id = x.message_id \
+             RETURNING m.tenant_id, m.message_id, m.release_id, \
+               (SELECT c.phone_e164 FROM contacts c WHERE c.tenant_id = m.tenant_id AND c.contact_id = m.contact_id), \
+               m.body, m.sender_id, m.attempted_at, m.attempts",
+            &[&now, &owner, &lease_until, &limit],
+        )
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Expired {
+                tenant_id: r.get(0),
+                message_id: r.get(1),
+                release_id: r.get(2),
+                phone_e164: r.get(3),
+                body: r.get(4),
+                sender_id: r.get(5),
+                attempted_at: r.get(6),
+                attempts: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Gives claimed messages back as they were (the sender's pace ran out before their turn).
+    pub async fn unclaim(
+        &self,
+        owner: &str,
+        claimed: &[&Claimed],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let outcomes: Vec<Outcome> = claimed
+            .iter()
+            .map(|c| {
+                let status = if c.previous_status == "deferred" {
+                    "deferred"
+                } else {
+                    "planned"
+                };
+                Outcome::status(c, status, c.previous_reason.clone(), Some(now))
+            })
+            .collect();
+        self.record_outcomes(owner, &outcomes, now)
+            .await
+            .map(|_| ())
+    }
+
+    /// Live stock of a variant per location.
+    pub async fn stock_levels(
+        &self,
+        tenant_id: &str,
+        variant_id: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let client = self.client().await?;
+        stock_levels(&client, tenant_id, variant_id).await
+    }
+}
+
+async fn stock_levels(
+    c: &impl GenericClient,
+    tenant_id: &str,
+    variant_id: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(query(
+        c,
+        "SELECT location_id, available FROM inventory WHERE tenant_id = $1 AND variant_id = $2 \
+         ORDER BY location_id",
+        &[&tenant_id, &variant_id],
+    )
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+fn strategy_of(r: &Row) -> Strategy {
+    let name: Option<String> = r.get("strategy");
+    let interval = Duration::from_millis(r.get::<_, i64>("wave_interval_ms").max(0) as u64);
+    match name.as_deref() {
+        Some("staged") => Strategy::Staged {
+            shares_bps: r
+                .get::<_, Vec<i32>>("stage_shares_bps")
+                .into_iter()
+                .map(|s| s.max(0) as u32)
+                .collect(),
+            interval,
+        },
+        Some("proportional") => Strategy::Proportional {
+            factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
+            interval,
+        },
+        _ => Strategy::Immediate,
+    }
+}
+
+/// Opens the release's next wave (its row locked by the caller's transaction): reads the live
+/// stock, then opens a range of the plan, holds the wave while stock sells fast, or ends the
+/// release as sold out. Answers whether a wave opened.
+async fn open_wave(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    release_id: Uuid,
+    threshold: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let r = query_one(
+        tx,
+        "SELECT variant_id, location_id, strategy, stage_shares_bps, wave_interval_ms, oversubscription, \
+           plan_size, next_position, next_wave, \
+           (SELECT w.available_before FROM release_waves w WHERE w.tenant_id = r.tenant_id \
+              AND w.release_id = r.release_id AND w.number = r.next_wave - 1) AS previous_available \
+         FROM releases r WHERE tenant_id = $1 AND release_id = $2",
+        &[&tenant_id, &release_id],
+    )
+    .await?;
+    let strategy = strategy_of(&r);
+    let variant_id: String = r.get("variant_id");
+    let location_id: Option<String> = r.get("location_id");
+    let plan_size: i32 = r.get("plan_size");
+    let next: i32 = r.get("next_position");
+    let number: i32 = r.get("next_wave");
+    let previous: Option<i64> = r.get("previous_available");
+    let levels = stock_levels(tx, tenant_id, &variant_id).await?;
+    let available: i64 = levels
+        .iter()
+        .filter(|(l, _)| location_id.as_ref().is_none_or(|x| x == l))
+        .map(|(_, a)| (*a).max(0))
+        .sum();
+    let interval = chrono::Duration::from_std(strategy.interval()).unwrap_or_default();
+    let step = waves::next_step(
+        &strategy,
+        number as u32,
+        next as u32,
+        plan_size.max(0) as u32,
+        available,
+        threshold,
+    );
+    match step {
+        Step::Done => {
+            execute(
+                tx,
+                "UPDATE releases SET next_wave_at = NULL, available_now = $3, updated_at = $4 \
+                 WHERE tenant_id = $1 AND release_id = $2",
+                &[&tenant_id, &release_id, &available, &now],
+            )
+            .await?;
+            Ok(false)
+        }
+        Step::SoldOut => {
+            execute(
+                tx,
+                "UPDATE releases SET state = 'sold_out', next_wave_at = NULL, available_now = $3, \
+                   state_reason = $5, ended_at = $4, updated_at = $4 \
+                 WHERE tenant_id = $1 AND release_id = $2",
+                &[
+                    &tenant_id,
+                    &release_id,
+                    &available,
+                    &now,
+                    &format!(
+                        "sold out: {available} available before wave {number}, below the threshold of {threshold}"
+                    ),
+                ],
+            )
+            .await?;
+            end_messages(tx, tenant_id, release_id, "release_sold_out", now).await?;
+            Ok(false)
+        }
+        Step::Open(_) if number > 1 && waves::selling_fast(previous, available) => {
+            execute(
+                tx,
+                "INSERT INTO release_waves (tenant_id, release_id, number, state, scheduled_at) \
+                 VALUES ($1, $2, $3, 'waiting', $4) \
+                 ON CONFLICT (tenant_id, release_id, number) DO UPDATE SET state = 'waiting'",
+                &[&tenant_id, &release_id, &number, &now],
+            )
+            .await?;
+            execute(
+                tx,
+                "UPDATE releases SET next_wave_at = $3, available_now = $4, updated_at = $5 \
+                 WHERE tenant_id = $1 AND release_id = $2",
+                &[&tenant_id, &release_id, &(now + interval), &available, &now],
+            )
+            .await?;
+            Ok(false)
+        }
+        Step::Open(span) => {
+            let (first, last) = (span.first as i32, span.last as i32);
+            execute(
+                tx,
+                "UPDATE messages SET wave = $3, \
+                   due_at = CASE WHEN status = 'deferred' THEN GREATEST(due_at, $6) ELSE $6 END, updated_at = $6 \
+                 WHERE tenant_id = $1 AND release_id = $2 AND position BETWEEN $4 AND $5 \
+                   AND status IN ('planned', 'deferred')",
+                &[&tenant_id, &release_id, &number, &first, &last, &now],
+            )
+            .await?;
+            execute(
+                tx,
+                "INSERT INTO release_waves (tenant_id, release_id, number, state, scheduled_at, started_at, \
+                   first_position, last_position, available_before) \
+                 VALUES ($1, $2, $3, 'sending', $4, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant_id, release_id, number) DO UPDATE SET state = 'sending', started_at = $4, \
+                   first_position = $5, last_position = $6, available_before = $7",
+                &[&tenant_id, &release_id, &number, &now, &first, &last, &available],
+            )
+            .await?;
+            let more = last < plan_size;
+            let next_at = more.then(|| now + interval);
+            execute(
+                tx,
+                "UPDATE releases SET next_position = $3, next_wave = $4, next_wave_at = $5, \
+                   available_now = $6, updated_at = $7 \
+                 WHERE tenant_id = $1 AND release_id = $2",
+                &[
+                    &tenant_id,
+                    &release_id,
+                    &(last + 1),
+                    &(number + 1),
+                    &next_at,
+                    &available,
+                    &now,
+                ],
+            )
+            .await?;
+            if more {
+                // Shift the staged schedule of later waves to the real opening times.
+                execute(
+                    tx,
+                    "UPDATE release_waves SET scheduled_at = $4 \
+                     WHERE tenant_id = $1 AND release_id = $2 AND number = $3 AND state = 'pending'",
+                    &[&tenant_id, &release_id, &(number + 1), &(now + interval)],
+                )
+                .await?;
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Ends the release's messages not yet handed over (sold out, cancelled): skipped with the
+/// reason; their subscriptions stay on the waitlist. Later waves are cancelled.
+async fn end_messages(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    release_id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    execute(
+        tx,
+        "UPDATE messages SET status = 'skipped', reason = $3, due_at = NULL, updated_at = $4 \
+         WHERE tenant_id = $1 AND release_id = $2 AND status IN ('planned', 'deferred')",
+        &[&tenant_id, &release_id, &reason, &now],
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE release_waves SET state = CASE WHEN state IN ('pending', 'waiting') THEN 'cancelled' ELSE state END, \
+           ended_at = COALESCE(ended_at, $3) \
+         WHERE tenant_id = $1 AND release_id = $2 AND state IN ('pending', 'waiting', 'sending')",
+        &[&tenant_id, &release_id, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a steering call may do to a release in its current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steer {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// The answer of a steering call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SteerResult {
+    /// Done (or nothing to do, the release being already there).
+    Done,
+    /// The release's state forbids it; the state is given.
+    Refused(String),
+}
+
+impl Store {
+    /// Pauses, resumes or cancels a release, under its row lock.
+    pub async fn steer_release(
+        &self,
+        tenant_id: &str,
+        release_id: Uuid,
+        steer: Steer,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<SteerResult, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let state: String = query_opt(
+            &tx,
+            "SELECT state FROM releases WHERE tenant_id = $1 AND release_id = $2 FOR UPDATE",
+            &[&tenant_id, &release_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("release"))?
+        .get(0);
+        let set = |state: &'static str| {
+            let tx = &tx;
+            async move {
+                execute(
+                    tx,
+                    "UPDATE releases SET state = $3, state_reason = $4, updated_at = $5, \
+                       ended_at = CASE WHEN $3 = 'cancelled' THEN $5 ELSE ended_at END, \
+                       next_wave_at = CASE WHEN $3 = 'cancelled' THEN NULL ELSE next_wave_at END \
+                     WHERE tenant_id = $1 AND release_id = $2",
+                    &[&tenant_id, &release_id, &state, &reason, &now],
+                )
+                .await
+            }
+        };
+        let result = match (steer, state.as_str()) {
+            (Steer::Pause, "paused")
+            | (Steer::Resume, "sending" | "planning")
+            | (Steer::Cancel, "cancelled") => SteerResult::Done,
+            (Steer::Pause, "planning" | "sending") => {
+                set("paused").await?;
+                SteerResult::Done
+            }
+            (Steer::Resume, "paused") => {
+                // A release paused before it was planned goes back to be planned. The stock is
+                // read again before its next wave, as always.
+                execute(
+                    &tx,
+                    "UPDATE releases SET state = CASE WHEN strategy IS NULL THEN 'planning' ELSE 'sending' END, \
+                       state_reason = '', updated_at = $3 WHERE tenant_id = $1 AND release_id = $2",
+                    &[&tenant_id, &release_id, &now],
+                )
+                .await?;
+                SteerResult::Done
+            }
+            (Steer::Cancel, "planning" | "sending" | "paused") => {
+                set("cancelled").await?;
+                end_messages(&tx, tenant_id, release_id, "release_cancelled", now).await?;
+                SteerResult::Done
+            }
+            (_, other) => SteerResult::Refused(other.to_string()),
+        };
+        tx.commit().await?;
+        Ok(result)
+    }
+}

@@ -1,0 +1,193 @@
+//! The scheduler: plans new releases (woken by restocks), opens due waves, completes finished
+//! releases, and reconciles messages whose sender's lease ran out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use restock_sms::provider::{OutboundSms, Sender};
+use restock_store::dispatch::{Expired, Outcome, OutcomeError};
+use tokio::sync::watch;
+
+use super::planner::PolicyPlanner;
+use super::Engine;
+
+/// How many expired leases one pass reconciles.
+const RECONCILE_BATCH: i64 = 100;
+
+pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let tenants = Arc::new(engine.state.tenants.clone());
+    let mut planner = PolicyPlanner {
+        tenants: tenants.clone(),
+        public_base_url: engine.state.public_base_url.clone(),
+        now: engine.state.clock.now(),
+        render_failures: HashMap::new(),
+    };
+    let mut failures = 0u32;
+    loop {
+        match tick(&engine, &mut planner, &tenants).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                // Postgres down: back off, and say so once in a while rather than every tick.
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(error = %e, failures, "dispatch scheduler pass failed");
+                }
+            }
+        }
+        let wait = engine.poll() * failures.clamp(1, 8);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = engine.state.dispatch_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn tick(
+    engine: &Engine,
+    planner: &mut PolicyPlanner,
+    tenants: &BTreeMap<String, restock_domain::TenantPolicy>,
+) -> anyhow::Result<()> {
+    let store = &engine.state.store;
+    let clock = &engine.state.clock;
+    loop {
+        let now = clock.now();
+        planner.now = now;
+        let Some(planned) = store.plan_next_release(planner, now).await? else {
+            break;
+        };
+        tracing::info!(
+            tenant_id = %planned.tenant_id,
+            release_id = %planned.release_id,
+            texts = planned.texts,
+            held_out = planned.held_out,
+            skipped = planned.skipped,
+            "release planned"
+        );
+        engine.state.metrics.release_planned(
+            &planned.tenant_id,
+            u64::from(planned.texts + planned.held_out + planned.skipped),
+        );
+        if planned.opened {
+            engine.work.notify_waiters();
+        }
+    }
+    let threshold = |tenant: &str| tenants.get(tenant).map_or(1, |p| p.restock_threshold);
+    if store.open_due_waves(&threshold, clock.now()).await? > 0 {
+        engine.work.notify_waiters();
+    }
+    store.complete_finished(clock.now()).await?;
+    reconcile(engine).await
+}
+
+/// Decides the messages whose lease ran out mid-send. The provider is asked whether it has the
+/// text (same recipient, sender and body, created since the attempt): if it has, the message
+/// was sent; if it says it has not, nothing went out and the message goes back in line; if it
+/// cannot be asked, the message is `unknown`, counted and never resent.
+async fn reconcile(engine: &Engine) -> anyhow::Result<()> {
+    let store = &engine.state.store;
+    let now = engine.state.clock.now();
+    let expired = store
+        .take_expired(&engine.owner, engine.lease(), RECONCILE_BATCH, now)
+        .await?;
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let mut outcomes = Vec::with_capacity(expired.len());
+    for m in &expired {
+        outcomes.push(reconcile_one(engine, m).await);
+    }
+    let now = engine.state.clock.now();
+    store.record_outcomes(&engine.owner, &outcomes, now).await?;
+    Ok(())
+}
+
+async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
+    let now = engine.state.clock.now();
+    let mut outcome = Outcome {
+        tenant_id: m.tenant_id.clone(),
+        message_id: m.message_id,
+        status: "unknown",
+        reason: None,
+        due_at: None,
+        provider_message_id: None,
+        provider_status: None,
+        segments: None,
+        sent_at: None,
+        attempted: 0,
+        error: None,
+        lease_until: None,
+    };
+    let (Some(phone), Some(body), Some(sender)) = (&m.phone_e164, &m.body, &m.sender_id) else {
+        // Erased meanwhile, or never rendered: nothing can be looked up, nothing is resent.
+        outcome.error = Some(OutcomeError {
+            code: "unreconcilable".into(),
+            description: "the lease ran out and the text cannot be looked up".into(),
+            permanent: true,
+        });
+        return outcome;
+    };
+    let sms = OutboundSms {
+        reference: m.message_id.to_string(),
+        to: phone.clone(),
+        from: sender_of(sender),
+        body: body.clone(),
+        status_callback: None,
+        validity: None,
+    };
+    // A minute of slack for clocks that disagree between us and the provider.
+    let since = m.attempted_at.unwrap_or(now) - chrono::Duration::minutes(1);
+    match engine.provider.lookup(&sms, since).await {
+        Ok(Some(report)) => {
+            tracing::info!(message_id = %m.message_id, "reconciled: the provider has the text");
+            engine
+                .state
+                .metrics
+                .message_outcome(&m.tenant_id, "reconciled_sent");
+            outcome.status = "sent";
+            outcome.provider_message_id = Some(report.provider_message_id);
+            outcome.provider_status = Some(report.status.as_str().to_string());
+            outcome.segments = report.segments.map(|s| s as i32);
+            outcome.sent_at = Some(report.created_at.unwrap_or(now));
+        }
+        Ok(None) if m.attempts < engine.settings.max_attempts as i32 => {
+            tracing::info!(message_id = %m.message_id, "reconciled: never sent; back in line");
+            engine
+                .state
+                .metrics
+                .message_outcome(&m.tenant_id, "reconciled_resend");
+            outcome.status = "planned";
+            outcome.due_at = Some(now);
+        }
+        Ok(None) => {
+            outcome.status = "failed";
+            outcome.error = Some(OutcomeError {
+                code: "attempts".into(),
+                description: "never accepted by the provider after the last attempt".into(),
+                permanent: true,
+            });
+        }
+        Err(e) => {
+            tracing::warn!(message_id = %m.message_id, error = %e, "cannot reconcile: marked unknown");
+            engine
+                .state
+                .metrics
+                .message_outcome(&m.tenant_id, "unknown");
+            outcome.error = Some(OutcomeError {
+                code: "unknown".into(),
+                description: format!("the outcome could not be learnt: {e}"),
+                permanent: true,
+            });
+        }
+    }
+    outcome
+}
+
+/// A tenant's sender id as the provider wants it: a messaging service (`MG…`) or a number.
+pub fn sender_of(sender_id: &str) -> Sender {
+    if sender_id.starts_with("MG") {
+        Sender::MessagingService(sender_id.to_string())
+    } else {
+        Sender::Number(sender_id.to_string())
+    }
+}
