@@ -106,6 +106,9 @@ CREATE UNIQUE INDEX messages_by_link ON messages (link_token);
 -- The claim order: due first, then plan order.
 CREATE INDEX messages_due ON messages (due_at, position)
     WHERE status IN ('planned', 'deferred') AND wave IS NOT NULL;
+-- Messages still to go out, per wave: whether a wave or a release is done.
+CREATE INDEX messages_open ON messages (tenant_id, release_id, wave)
+    WHERE status IN ('planned', 'deferred', 'sending');
 CREATE INDEX messages_leases ON messages (lease_until) WHERE status = 'sending';
 CREATE INDEX messages_release_plan ON messages (tenant_id, release_id, position, message_id);
 CREATE INDEX messages_by_provider_id ON messages (provider_message_id) WHERE provider_message_id IS NOT NULL;

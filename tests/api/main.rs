@@ -1,8 +1,10 @@
 //! The one integration-test binary: real servers on free ports against the real Postgres and
 //! Redis that `just test` brings up, driven through the generated client.
 
+mod dispatch;
 mod eligibility;
 mod helpers;
+mod http;
 mod inventory;
 mod lifecycle;
 mod polyglot;
