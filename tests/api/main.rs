@@ -8,5 +8,6 @@ mod http;
 mod inventory;
 mod lifecycle;
 mod polyglot;
+mod replicas;
 mod subscribe;
 mod waitlist;
