@@ -135,8 +135,10 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
         status_callback: None,
         validity: None,
     };
-    // A minute of slack for clocks that disagree between us and the provider.
-    let since = m.attempted_at.unwrap_or(now) - chrono::Duration::minutes(1);
+    // The provider dates texts by the wall clock: the attempt's age on our clock (which tests
+    // move) taken back from the wall clock, with a minute of slack for clocks that disagree.
+    let age = now - m.attempted_at.unwrap_or(now);
+    let since = chrono::Utc::now() - age - chrono::Duration::minutes(1);
     match engine.provider.lookup(&sms, since).await {
         Ok(Some(report)) => {
             tracing::info!(message_id = %m.message_id, "reconciled: the provider has the text");

@@ -29,6 +29,9 @@ use super::{evaluate, Engine};
 const PHONE: usize = 0;
 const SENDER: usize = 1;
 
+/// Added to the sender's one-second window; see `cap_request`.
+const SENDER_GUARD: Duration = Duration::from_millis(250);
+
 /// Longest wait between two retries of a transient failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long after an unknown outcome the provider is asked about it (it lists new messages
@@ -268,9 +271,11 @@ fn not_now(engine: &Engine, c: &Claimed, d: &Decision) -> Outcome {
 fn cap_request(policy: &TenantPolicy, c: &Claimed) -> CapRequest {
     let phone_window = Duration::from_secs(u64::from(policy.phone_cap_hours) * 3600);
     // An exact window keeps the promise "never more than N in any second"; past what a window
-    // can hold, a token bucket of the same rate.
+    // can hold, a token bucket of the same rate. The window is a little longer than a second:
+    // tokens are granted here but counted by the provider on arrival, and the guard absorbs the
+    // jitter between the two (scheduling, a connection being opened).
     let sender = if policy.sender_mps <= MAX_WINDOW_CAPACITY {
-        Bucket::window(policy.sender_mps, Duration::from_secs(1))
+        Bucket::window(policy.sender_mps, Duration::from_secs(1) + SENDER_GUARD)
     } else {
         Bucket::rate(policy.sender_mps, Duration::from_secs(1))
     };

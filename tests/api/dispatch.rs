@@ -185,3 +185,391 @@ async fn a_restock_texts_every_waiting_phone_once() {
         .collect();
     assert_eq!(tokens.len(), 40);
 }
+
+/// The rows of `sql` (one text column, one bigint column) as a map.
+async fn counts(app: &TestApp, sql: &str) -> HashMap<String, i64> {
+    db(app)
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn release_state(app: &TestApp) -> String {
+    db(app)
+        .await
+        .query_one(
+            "SELECT state FROM releases ORDER BY created_at DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the newest release is planned (its messages exist).
+async fn planned(app: &TestApp) {
+    eventually(
+        Duration::from_secs(10),
+        "the release to be planned",
+        || async {
+            let s = release_state(app).await;
+            s != "planning"
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restock_at_11pm_defers_texts_to_8am_local_then_paces_them() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        s.tenants.get_mut("demo").unwrap().sender_mps = 2;
+    })
+    .await;
+    // 23:00 in New York (EST, UTC-5).
+    let night = texting_hours() - chrono::Duration::hours(15);
+    app.clock.set(night);
+    let phones = phones(6, 100);
+    for p in &phones {
+        let mut req = subscribe_request("sku-1", p);
+        req.time_zone = "America/New_York".into();
+        app.waitlist().subscribe(req).await.unwrap();
+    }
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 9, 2).await;
+    planned(&app).await;
+    let db = db(&app).await;
+    let rows = db
+        .query("SELECT status, reason, due_at FROM messages", &[])
+        .await
+        .unwrap();
+    let morning = night + chrono::Duration::hours(9);
+    for r in &rows {
+        assert_eq!(r.get::<_, String>(0), "deferred");
+        assert_eq!(
+            r.get::<_, Option<String>>(1).as_deref(),
+            Some("quiet_hours")
+        );
+        assert_eq!(r.get::<_, DateTime<Utc>>(2), morning, "08:00 New York time");
+    }
+    // A minute before eight: nothing.
+    app.clock.set(morning - chrono::Duration::minutes(1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fake.message_count(), 0);
+    // At eight they go, at the sender's pace (2 a second), in waitlist order.
+    app.clock.set(morning);
+    assert!(fake.wait_for_messages(6, Duration::from_secs(20)).await);
+    let got = fake.messages();
+    let order: Vec<&str> = got.iter().map(|m| m.to.as_str()).collect();
+    assert_eq!(order, phones.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_at_most_per_second(&got, 2);
+}
+
+/// No window of one second holds more than `mps` arrivals at the provider.
+fn assert_at_most_per_second(got: &[restock_sms::fake::ReceivedMessage], mps: usize) {
+    let mut times: Vec<_> = got.iter().map(|m| m.received_at).collect();
+    times.sort();
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            within <= mps,
+            "{within} texts within one second (limit {mps})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_senders_rate_is_never_exceeded_at_the_provider() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        s.tenants.get_mut("demo").unwrap().sender_mps = 5;
+    })
+    .await;
+    subscribe_all(&app, "sku-1", &phones(20, 200)).await;
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 30, 2).await;
+    assert!(fake.wait_for_messages(20, Duration::from_secs(20)).await);
+    assert_at_most_per_second(&fake.messages(), 5);
+    assert_eq!(fake.message_count(), 20);
+}
+
+#[tokio::test]
+async fn a_phone_at_its_cap_is_deferred_not_dropped() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo").unwrap();
+        t.phone_cap_texts = 1;
+        t.phone_cap_hours = 24;
+    })
+    .await;
+    let phone = "+14155550300";
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", phone))
+        .await
+        .unwrap();
+    app.waitlist()
+        .subscribe(subscribe_request("sku-2", phone))
+        .await
+        .unwrap();
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    set_stock(&app, "sku-2", "loc-1", 5, 1).await;
+    let db = db(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "the second text deferred",
+        || async {
+            db.query_opt(
+                "SELECT 1 FROM messages WHERE variant_id = 'sku-2' AND status = 'deferred' \
+             AND reason = 'frequency_cap_phone'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .is_some()
+        },
+    )
+    .await;
+    let due: DateTime<Utc> = db
+        .query_one(
+            "SELECT due_at FROM messages WHERE variant_id = 'sku-2'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Deferred about a day (until the cap's window frees, then to texting hours).
+    assert!(
+        due > app.clock.now_dt() + chrono::Duration::hours(23),
+        "{due}"
+    );
+    assert_eq!(fake.message_count(), 1);
+}
+
+#[tokio::test]
+async fn throttled_sends_are_retried_with_backoff_and_sent_once() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    subscribe_all(&app, "sku-1", &phones(5, 300)).await;
+    fake.throttle_next(3, Duration::from_secs(1));
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    assert!(fake.wait_for_messages(2, Duration::from_secs(10)).await);
+    let db = db(&app).await;
+    eventually(Duration::from_secs(10), "retries planned", || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM messages WHERE status = 'planned' AND last_error_code IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 3
+    })
+    .await;
+    // Retry-After is honoured: nothing before a second has passed on the clock.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.message_count(), 2);
+    app.clock.advance(chrono::Duration::seconds(2));
+    assert!(fake.wait_for_messages(5, Duration::from_secs(10)).await);
+    eventually(Duration::from_secs(10), "all sent", || async {
+        statuses(&app).await.get("sent") == Some(&5)
+    })
+    .await;
+    assert_eq!(fake.message_count(), 5);
+    let retried: i64 = db
+        .query_one("SELECT count(*) FROM messages WHERE attempts = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, 3);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_reconciled_with_the_provider_never_blindly_resent() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| s.dispatch.concurrency = 1).await;
+    subscribe_all(&app, "sku-1", &phones(4, 400)).await;
+    // Two creates fail with a 500 after creating the message (it went out), two before (it
+    // did not). Both look the same to the sender: outcome unknown.
+    fake.fail_after_create_next(2);
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    let db = db(&app).await;
+    eventually(Duration::from_secs(10), "two unknown sends", || async {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM messages WHERE status = 'sending' AND lease_owner IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 2
+    })
+    .await;
+    fake.fail_next(2);
+    // Reconciliation happens once the provider has had time to list the texts.
+    app.clock.advance(chrono::Duration::seconds(11));
+    eventually(Duration::from_secs(15), "all sent", || async {
+        app.clock.advance(chrono::Duration::seconds(11));
+        statuses(&app).await.get("sent") == Some(&4)
+    })
+    .await;
+    let sent = per_phone(&fake);
+    assert_eq!(sent.len(), 4);
+    assert!(sent.values().all(|&n| n == 1), "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_provider_opt_out_suppresses_the_text_and_records_the_opt_out() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let phones = phones(3, 500);
+    subscribe_all(&app, "sku-1", &phones).await;
+    fake.reject_number(&phones[1], 21610);
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    eventually(Duration::from_secs(10), "outcomes", || async {
+        let s = statuses(&app).await;
+        s.get("sent") == Some(&2) && s.get("suppressed") == Some(&1)
+    })
+    .await;
+    let opt_outs: i64 = db(&app)
+        .await
+        .query_one(
+            "SELECT count(*) FROM consent_events e JOIN contacts c USING (tenant_id, contact_id) \
+             WHERE e.kind = 'opt_out' AND c.phone_e164 = $1",
+            &[&phones[1]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(opt_outs, 1);
+}
+
+#[tokio::test]
+async fn the_holdout_group_is_recorded_and_never_texted() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        s.tenants.get_mut("demo").unwrap().holdout_share = 0.5;
+    })
+    .await;
+    subscribe_all(&app, "sku-1", &phones(40, 600)).await;
+    set_stock(&app, "sku-1", "loc-1", 50, 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "the release to complete",
+        || async { release_state(&app).await == "completed" },
+    )
+    .await;
+    let s = statuses(&app).await;
+    let (held, sent) = (s["held_out"], s["sent"]);
+    assert_eq!(held + sent, 40, "{s:?}");
+    assert!((8..=32).contains(&held), "{s:?}");
+    assert_eq!(fake.message_count() as i64, sent);
+}
+
+#[tokio::test]
+async fn a_staged_release_sells_out_before_its_second_wave_and_the_rest_keep_their_place() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo").unwrap();
+        t.release_strategy = restock_domain::tenant::ReleaseStrategy::Staged;
+        t.stage_shares_bps = vec![3000, 7000];
+        t.wave_interval_seconds = 600;
+    })
+    .await;
+    let phones = phones(10, 700);
+    subscribe_all(&app, "sku-1", &phones).await;
+    set_stock(&app, "sku-1", "loc-1", 4, 1).await;
+    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
+    let first: Vec<String> = fake.messages().iter().map(|m| m.to.clone()).collect();
+    assert_eq!(
+        first,
+        phones[..3].to_vec(),
+        "the first 30% in waitlist order"
+    );
+    // Sold out before the next wave.
+    set_stock(&app, "sku-1", "loc-1", 0, 2).await;
+    app.clock.advance(chrono::Duration::seconds(601));
+    eventually(Duration::from_secs(10), "sold out", || async {
+        release_state(&app).await == "sold_out"
+    })
+    .await;
+    let reasons = counts(
+        &app,
+        "SELECT COALESCE(reason, status), count(*) FROM messages GROUP BY 1",
+    )
+    .await;
+    assert_eq!(reasons.get("release_sold_out"), Some(&7), "{reasons:?}");
+    assert_eq!(fake.message_count(), 3);
+    // Everyone stays on the waitlist, in their place, for the next restock.
+    let active: i64 = db(&app)
+        .await
+        .query_one(
+            "SELECT count(*) FROM subscriptions WHERE status = 'active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(active, 10);
+}
+
+#[tokio::test]
+async fn a_proportional_release_opens_waves_by_the_stock() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo").unwrap();
+        t.release_strategy = restock_domain::tenant::ReleaseStrategy::Proportional;
+        t.oversubscription_factor = 1.0;
+        t.wave_interval_seconds = 300;
+    })
+    .await;
+    subscribe_all(&app, "sku-1", &phones(10, 800)).await;
+    set_stock(&app, "sku-1", "loc-1", 3, 1).await;
+    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.message_count(), 3, "one wave of stock × 1.0");
+    set_stock(&app, "sku-1", "loc-1", 2, 2).await;
+    app.clock.advance(chrono::Duration::seconds(301));
+    assert!(fake.wait_for_messages(5, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.message_count(), 5);
+}
+
+#[tokio::test]
+async fn a_phone_waiting_for_the_variant_and_its_product_gets_one_text() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let phone = "+14155550900";
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", phone))
+        .await
+        .unwrap();
+    let mut product = subscribe_request("", phone);
+    product.variant_id.clear();
+    product.product_id = "prod-1".into();
+    app.waitlist().subscribe(product).await.unwrap();
+    let mut ev = event("ev-1", "sku-1", "loc-1", 5, 1);
+    ev.product_id = "prod-1".into();
+    EligibilityServiceClient::new(app.channel.clone())
+        .report_inventory(pb::ReportInventoryRequest {
+            tenant_id: "demo".into(),
+            events: vec![ev],
+        })
+        .await
+        .unwrap();
+    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    eventually(Duration::from_secs(10), "completed", || async {
+        release_state(&app).await == "completed"
+    })
+    .await;
+    assert_eq!(fake.message_count(), 1);
+}

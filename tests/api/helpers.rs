@@ -66,7 +66,9 @@ async fn template() -> &'static str {
                 .execute("SELECT pg_advisory_lock(7465737401)", &[])
                 .await
                 .unwrap();
-            // Databases of earlier runs are dropped here, once per test process.
+            // Databases of earlier runs are dropped here, once per test process; only those
+            // over an hour old (the name carries its creation time), so test processes running
+            // side by side keep theirs.
             for row in admin
                 .query(
                     "SELECT datname FROM pg_database WHERE datname LIKE 'restock_test_%'",
@@ -76,6 +78,14 @@ async fn template() -> &'static str {
                 .unwrap()
             {
                 let db: String = row.get(0);
+                let created = db
+                    .strip_prefix("restock_test_")
+                    .and_then(|rest| rest.split('_').next())
+                    .and_then(|ts| ts.parse::<i64>().ok())
+                    .unwrap_or(0);
+                if Utc::now().timestamp() - created < 3_600 {
+                    continue;
+                }
                 let _ = admin
                     .execute(
                         &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
@@ -145,11 +155,16 @@ pub async fn fresh_database() -> String {
 /// Seconds since the epoch on a test clock.
 pub trait ClockExt {
     fn now_ts(&self) -> i64;
+    fn now_dt(&self) -> chrono::DateTime<Utc>;
 }
 
 impl ClockExt for ManualClock {
     fn now_ts(&self) -> i64 {
         self.now().timestamp()
+    }
+
+    fn now_dt(&self) -> chrono::DateTime<Utc> {
+        self.now()
     }
 }
 
