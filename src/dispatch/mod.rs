@@ -28,15 +28,22 @@ use tokio::task::JoinHandle;
 use crate::config::DispatchSettings;
 use crate::startup::AppState;
 
-/// Runs the engine for one stored subscription, with what is known about the phone's texts
-/// and caps.
+/// What is known about a subscriber beyond their subscription: their purchases, texts and
+/// caps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known {
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    pub last_notified_at: Option<DateTime<Utc>>,
+    pub phone_cap_free_at: Option<DateTime<Utc>>,
+    pub tenant_cap_free_at: Option<DateTime<Utc>>,
+}
+
+/// Runs the engine for one stored subscription, with what is known about the phone.
 pub fn evaluate(
     policy: &TenantPolicy,
     ctx: &RestockContext,
     row: &CandidateRow,
-    last_notified_at: Option<DateTime<Utc>>,
-    phone_cap_free_at: Option<DateTime<Utc>>,
-    tenant_cap_free_at: Option<DateTime<Utc>>,
+    known: Known,
 ) -> Decision {
     let consent = derive_state(policy.double_opt_in, row.ledger.iter().copied());
     let region = row
@@ -55,10 +62,10 @@ pub fn evaluate(
         wanted_options: &row.wanted_options,
         time_zone,
         phone_region: region.as_deref(),
-        last_purchase_at: None,
-        last_notified_at,
-        phone_cap_free_at,
-        tenant_cap_free_at,
+        last_purchase_at: known.last_purchase_at,
+        last_notified_at: known.last_notified_at,
+        phone_cap_free_at: known.phone_cap_free_at,
+        tenant_cap_free_at: known.tenant_cap_free_at,
     };
     engine(policy, ctx, &candidate)
 }

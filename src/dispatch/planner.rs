@@ -14,7 +14,7 @@ use restock_domain::TenantPolicy;
 use restock_sms::template::{render, TemplateInput};
 use restock_store::dispatch::{PlanChoice, PlanContext, PlanRow, Planner, ReleaseSettings, Text};
 
-use super::evaluate;
+use super::{evaluate, Known};
 
 /// A fresh unguessable link token: 128 random bits, base64url (22 characters).
 pub fn link_token() -> String {
@@ -110,9 +110,11 @@ impl Planner for PolicyPlanner {
             policy,
             &ctx,
             &row.candidate,
-            row.last_notified_at,
-            None,
-            None,
+            Known {
+                last_purchase_at: row.last_purchase_at,
+                last_notified_at: row.last_notified_at,
+                ..Known::default()
+            },
         );
         let token = link_token();
         let deferred = match decision.outcome {

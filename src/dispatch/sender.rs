@@ -21,9 +21,9 @@ use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::planner::stock_for;
+use super::planner::{link_token, stock_for, Renderer};
 use super::scheduler::sender_of;
-use super::{evaluate, Engine};
+use super::{evaluate, Engine, Known};
 
 /// The order of the limits in every cap request; a denial names one by index.
 const PHONE: usize = 0;
@@ -164,7 +164,8 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
                     sends.spawn(async move {
                         let outcome = send(&engine, &item).await;
                         drop(permit);
-                        outcome
+                        let reminder = reminder(&engine, &item, &outcome);
+                        (outcome, reminder)
                     });
                 }
                 CapAnswer::Denied { retry_at, limit } if limit == SENDER => {
@@ -210,12 +211,21 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
             }
         }
     }
+    let mut reminders = Vec::new();
     while let Some(done) = sends.join_next().await {
-        outcomes.push(done?);
+        let (outcome, reminder) = done?;
+        outcomes.push(outcome);
+        reminders.extend(reminder);
     }
     let (_, first) = state
         .store
         .record_outcomes(&engine.owner, &outcomes, state.clock.now())
+        .await?;
+    // After the outcomes: a reminder exists only for a text recorded as sent. A crash between
+    // the two loses a reminder, never doubles one.
+    state
+        .store
+        .add_reminders(&reminders, state.clock.now())
         .await?;
     let now = state.clock.now();
     for f in first {
@@ -247,9 +257,12 @@ fn decide(
         policy,
         &ctx,
         &c.candidate,
-        c.last_notified_at,
-        phone_cap_free_at,
-        tenant_cap_free_at,
+        Known {
+            last_purchase_at: c.last_purchase_at,
+            last_notified_at: c.last_notified_at,
+            phone_cap_free_at,
+            tenant_cap_free_at,
+        },
     )
 }
 
@@ -298,6 +311,41 @@ fn cap_request(policy: &TenantPolicy, c: &Claimed) -> CapRequest {
 /// A moment of Redis's (wall) clock on the application's clock, which tests control.
 fn on_clock(engine: &Engine, at: DateTime<Utc>) -> DateTime<Utc> {
     engine.state.clock.now() + (at - Utc::now())
+}
+
+/// The reminder a first text just sent calls for, when its tenant sends reminders.
+fn reminder(
+    engine: &Engine,
+    item: &Item,
+    outcome: &Outcome,
+) -> Option<(String, uuid::Uuid, restock_store::dispatch::Text, DateTime<Utc>)> {
+    let c = &item.claimed;
+    let sent_at = outcome.sent_at?;
+    if c.kind != "first" {
+        return None;
+    }
+    let policy = engine.state.tenants.get(&c.tenant_id)?;
+    let minutes = policy.reminder_after_minutes?;
+    let renderer = Renderer {
+        policy,
+        public_base_url: &engine.state.public_base_url,
+    };
+    let text = renderer
+        .render(
+            c.title.as_deref(),
+            &c.variant_options,
+            c.location_id.as_deref(),
+            true,
+            &link_token(),
+        )
+        .map_err(|why| tracing::warn!(%why, "the reminder cannot be rendered; none is sent"))
+        .ok()?;
+    Some((
+        c.tenant_id.clone(),
+        c.message_id,
+        text,
+        sent_at + chrono::Duration::minutes(minutes.into()),
+    ))
 }
 
 /// Hands one text over and says what became of it.

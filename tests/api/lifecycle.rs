@@ -52,7 +52,7 @@ async fn later_services_answer_unimplemented() {
     use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
     let app = spawn_app().await;
     let err = DispatchServiceClient::new(app.channel.clone())
-        .get_release(pb::GetReleaseRequest {
+        .get_period_report(pb::GetPeriodReportRequest {
             tenant_id: "demo".into(),
             ..Default::default()
         })

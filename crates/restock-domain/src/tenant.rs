@@ -101,6 +101,12 @@ pub struct TenantPolicy {
     /// or search page); unset, such a text links nowhere and is skipped.
     #[serde(default)]
     pub storefront_url: Option<String>,
+    /// A purchase within this many hours after a text about its variant is credited to the text.
+    #[serde(default = "default_text_attribution_hours")]
+    pub text_attribution_hours: u32,
+    /// A purchase within this many days after a click on a text's link is credited to the text.
+    #[serde(default = "default_click_attribution_days")]
+    pub click_attribution_days: u32,
     /// The answer to HELP or INFO.
     #[serde(default = "default_help_text")]
     pub help_text: String,
@@ -166,6 +172,14 @@ fn default_max_segments() -> u32 {
     2
 }
 
+fn default_text_attribution_hours() -> u32 {
+    24
+}
+
+fn default_click_attribution_days() -> u32 {
+    7
+}
+
 fn default_help_text() -> String {
     "Back-in-stock alerts. Reply STOP to opt out. Msg&data rates may apply.".into()
 }
@@ -225,6 +239,8 @@ impl Default for TenantPolicy {
             delivery_promises: Default::default(),
             reminder_after_minutes: None,
             storefront_url: None,
+            text_attribution_hours: default_text_attribution_hours(),
+            click_attribution_days: default_click_attribution_days(),
             help_text: default_help_text(),
         }
     }

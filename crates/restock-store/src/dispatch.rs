@@ -43,6 +43,8 @@ pub struct PlanRow {
     pub contact_id: Uuid,
     /// The latest text about this variant to this phone, in any release.
     pub last_notified_at: Option<DateTime<Utc>>,
+    /// The latest purchase of this variant by this phone or customer.
+    pub last_purchase_at: Option<DateTime<Utc>>,
 }
 
 /// A rendered text.
@@ -98,6 +100,11 @@ pub struct Planned {
     /// Whether a wave opened (false when sold out or cancelled at once).
     pub opened: bool,
 }
+
+/// The latest purchase of the variant (`$4`) by the subscription's phone or customer.
+const LAST_PURCHASE: &str = "(SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
+     AND p.variant_id = $4 AND (p.contact_id = s.contact_id \
+     OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)))";
 
 /// Rows are fetched from the candidates' cursor and written in chunks of this many, so a
 /// waitlist of any length plans in flat memory.
@@ -247,7 +254,11 @@ pub struct Claimed {
     pub sender_id: String,
     pub attempted_at: DateTime<Utc>,
     pub candidate: CandidateRow,
+    /// The latest text about the variant to the phone in another release (a reminder is
+    /// not held back by its own release's first text).
     pub last_notified_at: Option<DateTime<Utc>>,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    pub title: Option<String>,
     pub variant_options: BTreeMap<String, String>,
 }
 
@@ -384,7 +395,8 @@ impl Store {
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
                (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
-                  AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL) \
+                  AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
+               {LAST_PURCHASE} \
              FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
              WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active') \
                AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
@@ -413,6 +425,7 @@ impl Store {
                     candidate: candidate(r)?,
                     contact_id: r.get(13),
                     last_notified_at: r.get(14),
+                    last_purchase_at: r.get(15),
                 };
                 let choice = planner.decide(&release, &plan_row);
                 match &choice {
@@ -576,8 +589,12 @@ impl Store {
                r.restock_id, r.variant_id, r.location_id, COALESCE(v.options, '{{}}'::jsonb), \
                (SELECT max(m2.sent_at) FROM messages m2 WHERE m2.tenant_id = k.tenant_id \
                   AND m2.contact_id = k.contact_id AND m2.variant_id = k.variant_id \
-                  AND m2.sent_at IS NOT NULL AND m2.message_id <> k.message_id), \
-               k.contact_id, r.product_id \
+                  AND m2.sent_at IS NOT NULL AND m2.release_id <> k.release_id), \
+               k.contact_id, r.product_id, \
+               (SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = k.tenant_id \
+                  AND p.variant_id = k.variant_id AND (p.contact_id = k.contact_id \
+                  OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id))), \
+               v.title \
              FROM claimed k \
              JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
              JOIN contacts c ON c.tenant_id = k.tenant_id AND c.contact_id = k.contact_id \
@@ -606,6 +623,8 @@ impl Store {
                     last_notified_at: r.get(26),
                     contact_id: r.get(27),
                     product_id: r.get(28),
+                    last_purchase_at: r.get(29),
+                    title: r.get(30),
                     attempted_at: now,
                 })
             })
@@ -758,6 +777,40 @@ impl Store {
         self.record_outcomes(owner, &outcomes, now)
             .await
             .map(|_| ())
+    }
+
+    /// Adds the reminder of each first text given (same release, place and wave; due at the
+    /// time given). At most one per first text, whoever asks.
+    pub async fn add_reminders(
+        &self,
+        reminders: &[(String, Uuid, Text, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if reminders.is_empty() {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        let tenant: Vec<&str> = reminders.iter().map(|r| r.0.as_str()).collect();
+        let first: Vec<Uuid> = reminders.iter().map(|r| r.1).collect();
+        let id: Vec<Uuid> = reminders.iter().map(|_| Uuid::now_v7()).collect();
+        let body: Vec<&str> = reminders.iter().map(|r| r.2.body.as_str()).collect();
+        let segments: Vec<i32> = reminders.iter().map(|r| r.2.segments).collect();
+        let encoding: Vec<&str> = reminders.iter().map(|r| r.2.encoding).collect();
+        let token: Vec<&str> = reminders.iter().map(|r| r.2.link_token.as_str()).collect();
+        let due: Vec<DateTime<Utc>> = reminders.iter().map(|r| r.3).collect();
+        execute(
+            &client,
+            "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id, variant_id, \
+               kind, position, wave, status, due_at, body, segments, encoding, sender_id, link_token, created_at, updated_at) \
+             SELECT m.tenant_id, u.id, m.release_id, m.subscription_id, m.contact_id, m.variant_id, 'reminder', \
+               m.position, m.wave, 'planned', u.due, u.body, u.segments, u.encoding, m.sender_id, u.token, $1, $1 \
+             FROM UNNEST($2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[], $9::timestamptz[]) \
+               AS u(tenant_id, first, id, body, segments, encoding, token, due) \
+             JOIN messages m ON m.tenant_id = u.tenant_id AND m.message_id = u.first \
+             ON CONFLICT (tenant_id, release_id, contact_id, kind) DO NOTHING",
+            &[&now, &tenant, &first, &id, &body, &segments, &encoding, &token, &due],
+        )
+        .await
     }
 
     /// Live stock of a variant per location.

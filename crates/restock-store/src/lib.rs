@@ -6,6 +6,8 @@ pub mod eligibility;
 mod error;
 pub mod inventory;
 pub mod migrate;
+pub mod purchases;
+pub mod outcomes;
 pub mod subscribe_batch;
 pub mod waitlist;
 

@@ -714,6 +714,18 @@ impl Store {
             &[&tenant_id, &contact_id, &hash(phone.e164()), &now],
         )
         .await?;
+        // The texts' bodies are not personal data, but they are what was said to this person;
+        // messages not yet sent are skipped, as there is no one left to send them to.
+        execute(
+            &tx,
+            "UPDATE messages SET body = CASE WHEN status IN ('planned', 'deferred') THEN NULL ELSE '' END, \
+               status = CASE WHEN status IN ('planned', 'deferred') THEN 'skipped' ELSE status END, \
+               reason = CASE WHEN status IN ('planned', 'deferred') THEN 'phone_erased' ELSE reason END, \
+               updated_at = $3 \
+             WHERE tenant_id = $1 AND contact_id = $2",
+            &[&tenant_id, &contact_id, &now],
+        )
+        .await?;
         let mut subscriptions = 0;
         for row in query(
             &tx,

@@ -1,0 +1,334 @@
+//! What comes back after a text left: clicks on its tracked link and the provider's delivery
+//! reports. Both find their message by a key the outside world holds (the link token, the
+//! provider's message id), not by tenant.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use restock_domain::ConsentSource;
+use uuid::Uuid;
+
+use crate::cached::{execute, query_opt};
+use crate::waitlist::LIVE;
+use crate::{Store, StoreError};
+
+/// Where a tracked link leads, and what its click is recorded against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkTarget {
+    pub tenant_id: String,
+    pub message_id: Uuid,
+    pub release_id: Uuid,
+    pub variant_id: String,
+    /// `first` or `reminder`.
+    pub kind: String,
+    /// The variant's product page, if the storefront gave one.
+    pub deep_link: Option<String>,
+}
+
+/// A delivery report as the provider sent it (Twilio's status callback).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryReport<'a> {
+    pub provider_message_id: &'a str,
+    /// The provider's status, as sent (`queued`, `sent`, `delivered`, `failed`, ...).
+    pub status: &'a str,
+    /// The provider's error code for failed and undelivered texts, kept raw.
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+}
+
+/// Twilio's "the recipient replied STOP": nothing gets through to the phone until it replies
+/// START, so it counts as an opt-out.
+pub const PROVIDER_OPTED_OUT_CODE: &str = "21610";
+
+/// The ledger's reason for an opt-out the provider reported; the dispatcher records the same
+/// when a send is refused for it, so audits find both the same way.
+pub const PROVIDER_OPT_OUT_REASON: &str = "the provider reports the phone opted out";
+
+/// What a delivery report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// No message has that provider id (not ours, or not recorded yet): nothing written.
+    UnknownMessage,
+    /// The message is final already, or the report moves nothing: nothing written.
+    Unchanged {
+        tenant_id: String,
+        message_id: Uuid,
+        status: String,
+    },
+    /// The report was recorded; `status` is the message's status after it (maybe the same,
+    /// with only the provider's status recorded).
+    Applied {
+        tenant_id: String,
+        message_id: Uuid,
+        from: String,
+        status: String,
+        /// Whether an opt-out of the phone was recorded (provider code 21610).
+        opted_out: bool,
+    },
+}
+
+/// What a report does to a message in a given status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// The message moves to this status.
+    To(&'static str),
+    /// Only the provider's status is recorded.
+    RecordOnly,
+    /// Nothing changes: the message is final, or never left (a report about it is wrong).
+    Nothing,
+}
+
+/// Reports only move a message forward. Final statuses stay whatever comes late or twice;
+/// `sending` (the report raced the send's own record) and `unknown` (the send's outcome was
+/// lost) learn from the report what happened. Progress reports (`queued`, `sending`,
+/// `accepted`, ...) are only recorded.
+pub fn plan_move(current: &str, reported: &str) -> Move {
+    if !matches!(current, "sending" | "sent" | "unknown") {
+        return Move::Nothing;
+    }
+    match reported {
+        "delivered" => Move::To("delivered"),
+        "undelivered" => Move::To("undelivered"),
+        "failed" => Move::To("failed"),
+        "sent" if current != "sent" => Move::To("sent"),
+        _ => Move::RecordOnly,
+    }
+}
+
+impl Store {
+    /// The message a link token belongs to, with its variant's deep link; `None` for a token
+    /// no message has.
+    pub async fn link_target(&self, token: &str) -> Result<Option<LinkTarget>, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT m.tenant_id, m.message_id, m.release_id, m.variant_id, m.kind, v.deep_link \
+             FROM messages m LEFT JOIN variants v \
+               ON v.tenant_id = m.tenant_id AND v.variant_id = m.variant_id \
+             WHERE m.link_token = $1",
+            &[&token],
+        )
+        .await?;
+        Ok(row.map(|r| LinkTarget {
+            tenant_id: r.get(0),
+            message_id: r.get(1),
+            release_id: r.get(2),
+            variant_id: r.get(3),
+            kind: r.get(4),
+            deep_link: r.get(5),
+        }))
+    }
+
+    /// Records a click on a message's link, and the message's first click if it had none.
+    /// One statement: the click and the first-click mark are written together or not at all.
+    pub async fn record_click(
+        &self,
+        tenant_id: &str,
+        message_id: Uuid,
+        user_agent: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "WITH click AS ( \
+                 INSERT INTO clicks (tenant_id, click_id, message_id, clicked_at, user_agent) \
+                 VALUES ($1, $2, $3, $4, $5)) \
+             UPDATE messages SET first_click_at = $4, updated_at = $4 \
+             WHERE tenant_id = $1 AND message_id = $3 AND first_click_at IS NULL",
+            &[&tenant_id, &Uuid::now_v7(), &message_id, &now, &user_agent],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a delivery report to the message with its provider id, in one transaction; see
+    /// [`plan_move`] for what moves. A report that the recipient opted out at the provider
+    /// (21610: the phone replied STOP to the sender) also records an opt-out of the phone in the
+    /// message's tenant, as [`Store::opt_out`] does, with the source `sms`.
+    pub async fn apply_delivery_report(
+        &self,
+        report: &DeliveryReport<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<ReportOutcome, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Locks the message, so concurrent reports about it (Twilio sends several, in any
+        // order) apply one after the other. Lock order: message, then contact.
+        let Some(row) = query_opt(
+            &tx,
+            "SELECT tenant_id, message_id, status, contact_id, provider_status FROM messages \
+             WHERE provider_message_id = $1 LIMIT 1 FOR UPDATE",
+            &[&report.provider_message_id],
+        )
+        .await?
+        else {
+            return Ok(ReportOutcome::UnknownMessage);
+        };
+        let tenant_id: String = row.get(0);
+        let message_id: Uuid = row.get(1);
+        let current: String = row.get(2);
+        let contact_id: Uuid = row.get(3);
+        let provider_status: Option<String> = row.get(4);
+        let unchanged = |status: String| ReportOutcome::Unchanged {
+            tenant_id: tenant_id.clone(),
+            message_id,
+            status,
+        };
+        let mut opted_out = false;
+        let status = match plan_move(&current, report.status) {
+            Move::Nothing => return Ok(unchanged(current)),
+            Move::RecordOnly if provider_status.as_deref() == Some(report.status) => {
+                return Ok(unchanged(current));
+            }
+            Move::RecordOnly => {
+                execute(
+                    &tx,
+                    "UPDATE messages SET provider_status = $3, updated_at = $4 \
+                     WHERE tenant_id = $1 AND message_id = $2",
+                    &[&tenant_id, &message_id, &report.status, &now],
+                )
+                .await?;
+                current.clone()
+            }
+            Move::To(next) => {
+                let failure = matches!(next, "failed" | "undelivered");
+                let description = report
+                    .error_message
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("the provider reported the text {next}"));
+                // A text the carrier took (sent, delivered or not) counts as sent for the
+                // re-notify window even if the send's own record never landed.
+                execute(
+                    &tx,
+                    "UPDATE messages SET status = $3, provider_status = $4, updated_at = $5, \
+                       sent_at = CASE WHEN $3 <> 'failed' THEN COALESCE(sent_at, $5) ELSE sent_at END, \
+                       report_at = CASE WHEN $3 IN ('delivered', 'undelivered') THEN $5 ELSE report_at END, \
+                       lease_until = NULL, lease_owner = NULL, \
+                       last_error_code = CASE WHEN $6 THEN $7 ELSE last_error_code END, \
+                       last_error_description = CASE WHEN $6 THEN $8 ELSE last_error_description END, \
+                       last_error_permanent = CASE WHEN $6 THEN true ELSE last_error_permanent END, \
+                       last_error_at = CASE WHEN $6 THEN $5 ELSE last_error_at END \
+                     WHERE tenant_id = $1 AND message_id = $2",
+                    &[
+                        &tenant_id,
+                        &message_id,
+                        &next,
+                        &report.status,
+                        &now,
+                        &failure,
+                        &report.error_code,
+                        &description,
+                    ],
+                )
+                .await?;
+                if failure && report.error_code == Some(PROVIDER_OPTED_OUT_CODE) {
+                    opted_out = opt_out_contact(
+                        &tx,
+                        &tenant_id,
+                        contact_id,
+                        ConsentSource::Sms,
+                        PROVIDER_OPT_OUT_REASON,
+                        now,
+                    )
+                    .await?;
+                }
+                next.to_owned()
+            }
+        };
+        tx.commit().await?;
+        Ok(ReportOutcome::Applied {
+            tenant_id,
+            message_id,
+            from: current,
+            status,
+            opted_out,
+        })
+    }
+}
+
+/// Records an opt-out of a contact and cancels its live subscriptions, like [`Store::opt_out`]
+/// but by contact (a delivery report knows the message's contact, not its phone) and inside the
+/// caller's transaction. An erased contact has no phone left to protect: nothing is written.
+/// Answers whether the opt-out was recorded.
+async fn opt_out_contact(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    contact_id: Uuid,
+    source: ConsentSource,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let phone: Option<String> = match query_opt(
+        tx,
+        "SELECT phone_e164 FROM contacts WHERE tenant_id = $1 AND contact_id = $2 FOR UPDATE",
+        &[&tenant_id, &contact_id],
+    )
+    .await?
+    {
+        Some(row) => row.get(0),
+        None => None,
+    };
+    if phone.is_none() {
+        return Ok(false);
+    }
+    execute(
+        tx,
+        "INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, reason, \
+         occurred_at, recorded_at) VALUES ($1, $2, $3, 'opt_out', $4, $5, $6, $6)",
+        &[
+            &tenant_id,
+            &contact_id,
+            &Uuid::now_v7(),
+            &source.as_str(),
+            &reason,
+            &now,
+        ],
+    )
+    .await?;
+    execute(
+        tx,
+        &format!(
+            "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', \
+             updated_at = $3 WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
+        ),
+        &[&tenant_id, &contact_id, &now],
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_messages_never_move() {
+        for current in ["delivered", "undelivered", "failed"] {
+            for reported in ["sent", "delivered", "undelivered", "failed", "queued"] {
+                assert_eq!(plan_move(current, reported), Move::Nothing, "{current}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_that_never_left_ignore_reports() {
+        for current in ["planned", "held_out", "deferred", "suppressed", "skipped"] {
+            assert_eq!(plan_move(current, "delivered"), Move::Nothing);
+        }
+    }
+
+    #[test]
+    fn reports_move_in_flight_messages_forward() {
+        assert_eq!(plan_move("sent", "delivered"), Move::To("delivered"));
+        assert_eq!(plan_move("sent", "undelivered"), Move::To("undelivered"));
+        assert_eq!(plan_move("sent", "failed"), Move::To("failed"));
+        assert_eq!(plan_move("sending", "sent"), Move::To("sent"));
+        assert_eq!(plan_move("sending", "delivered"), Move::To("delivered"));
+        assert_eq!(plan_move("unknown", "sent"), Move::To("sent"));
+        assert_eq!(plan_move("sent", "sent"), Move::RecordOnly);
+        for progress in ["queued", "sending", "accepted", "scheduled", "read"] {
+            assert_eq!(plan_move("sent", progress), Move::RecordOnly);
+            assert_eq!(plan_move("sending", progress), Move::RecordOnly);
+        }
+    }
+}

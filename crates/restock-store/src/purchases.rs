@@ -1,0 +1,209 @@
+//! Purchases in: recorded once per order id, each line credited to the latest text (or holdout
+//! record) about its variant to the buyer within the tenant's windows. Purchases also start the
+//! purchase-suppression window the eligibility engine reads.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use crate::cached::{execute, query, query_opt};
+use crate::{Store, StoreError};
+
+/// One line of an order.
+#[derive(Debug, Clone)]
+pub struct NewLine {
+    pub variant_id: String,
+    pub quantity: i32,
+    pub total_minor: i64,
+    pub currency: String,
+    pub location_id: Option<String>,
+}
+
+/// An order to record.
+#[derive(Debug, Clone)]
+pub struct NewPurchase {
+    pub order_id: String,
+    pub customer_id: Option<String>,
+    /// The buyer's phone in E.164.
+    pub phone_e164: Option<String>,
+    pub lines: Vec<NewLine>,
+    pub purchased_at: DateTime<Utc>,
+    /// A digest of the request's content, to tell a repeat from a different order.
+    pub request_hash: Vec<u8>,
+}
+
+/// What a line was credited to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribution {
+    pub variant_id: String,
+    /// `none`, `text`, `click` or `holdout`.
+    pub basis: String,
+    pub message_id: Option<Uuid>,
+    pub release_id: Option<Uuid>,
+    pub subscription_id: Option<Uuid>,
+}
+
+/// The tenant's attribution windows.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    pub text: Duration,
+    pub click: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Created(Vec<Attribution>),
+    /// The same order was recorded before: its first answer.
+    Repeated(Vec<Attribution>),
+    /// The order id was recorded with other content.
+    Conflict,
+}
+
+impl Store {
+    /// Records an order once; see the module header.
+    pub async fn record_purchase(
+        &self,
+        tenant_id: &str,
+        p: &NewPurchase,
+        windows: Windows,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let contact_id: Option<Uuid> = match &p.phone_e164 {
+            Some(phone) => query_opt(
+                &tx,
+                "SELECT contact_id FROM contacts WHERE tenant_id = $1 AND phone_e164 = $2",
+                &[&tenant_id, phone],
+            )
+            .await?
+            .map(|r| r.get(0)),
+            None => None,
+        };
+        // A concurrent insert of the same order waits here for the other to commit.
+        let inserted = execute(
+            &tx,
+            "INSERT INTO purchases (tenant_id, order_id, request_hash, customer_id, contact_id, purchased_at, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, order_id) DO NOTHING",
+            &[&tenant_id, &p.order_id, &p.request_hash, &p.customer_id, &contact_id, &p.purchased_at, &now],
+        )
+        .await?;
+        if inserted == 0 {
+            let row = query_opt(
+                &tx,
+                "SELECT request_hash FROM purchases WHERE tenant_id = $1 AND order_id = $2",
+                &[&tenant_id, &p.order_id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("purchase"))?;
+            if row.get::<_, Vec<u8>>(0) != p.request_hash {
+                return Ok(Recorded::Conflict);
+            }
+            let lines = query(
+                &tx,
+                "SELECT variant_id, basis, message_id, release_id, subscription_id FROM purchase_lines \
+                 WHERE tenant_id = $1 AND order_id = $2 ORDER BY line_number",
+                &[&tenant_id, &p.order_id],
+            )
+            .await?;
+            return Ok(Recorded::Repeated(
+                lines
+                    .iter()
+                    .map(|r| Attribution {
+                        variant_id: r.get(0),
+                        basis: r.get(1),
+                        message_id: r.get(2),
+                        release_id: r.get(3),
+                        subscription_id: r.get(4),
+                    })
+                    .collect(),
+            ));
+        }
+
+        let mut attributions = Vec::with_capacity(p.lines.len());
+        for (i, line) in p.lines.iter().enumerate() {
+            let a = attribute(&tx, tenant_id, contact_id, p, &line.variant_id, windows).await?;
+            execute(
+                &tx,
+                "INSERT INTO purchase_lines (tenant_id, order_id, line_number, variant_id, quantity, total_minor, \
+                   currency, location_id, customer_id, contact_id, purchased_at, basis, message_id, release_id, subscription_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                &[
+                    &tenant_id, &p.order_id, &(i as i32 + 1), &line.variant_id, &line.quantity,
+                    &line.total_minor, &line.currency, &line.location_id, &p.customer_id, &contact_id,
+                    &p.purchased_at, &a.basis, &a.message_id, &a.release_id, &a.subscription_id,
+                ],
+            )
+            .await?;
+            if let Some(subscription_id) = a.subscription_id {
+                execute(
+                    &tx,
+                    "UPDATE subscriptions SET status = 'converted', updated_at = $3 \
+                     WHERE tenant_id = $1 AND subscription_id = $2 \
+                       AND status IN ('pending_confirmation', 'active', 'notified')",
+                    &[&tenant_id, &subscription_id, &now],
+                )
+                .await?;
+            }
+            attributions.push(a);
+        }
+        tx.commit().await?;
+        Ok(Recorded::Created(attributions))
+    }
+}
+
+/// The latest text (or holdout record) about `variant_id` to the buyer that the purchase falls
+/// within a window of: the click window after a click on its link, else the text window after
+/// the text (for the holdout, after the time it would have been sent).
+async fn attribute(
+    tx: &impl deadpool_postgres::GenericClient,
+    tenant_id: &str,
+    contact_id: Option<Uuid>,
+    p: &NewPurchase,
+    variant_id: &str,
+    windows: Windows,
+) -> Result<Attribution, StoreError> {
+    let earliest = p.purchased_at - windows.text.max(windows.click);
+    let rows = query(
+        tx,
+        "SELECT m.message_id, m.release_id, m.subscription_id, m.status, \
+           COALESCE(m.sent_at, m.created_at) AS at, \
+           (SELECT max(k.clicked_at) FROM clicks k WHERE k.tenant_id = m.tenant_id \
+              AND k.message_id = m.message_id AND k.clicked_at <= $5) \
+         FROM messages m JOIN subscriptions s ON s.tenant_id = m.tenant_id AND s.subscription_id = m.subscription_id \
+         WHERE m.tenant_id = $1 AND m.variant_id = $2 \
+           AND (m.contact_id = $3 OR ($4::text IS NOT NULL AND s.customer_id = $4)) \
+           AND m.status IN ('sent', 'delivered', 'undelivered', 'held_out') \
+           AND COALESCE(m.sent_at, m.created_at) BETWEEN $6 AND $5 \
+         ORDER BY COALESCE(m.sent_at, m.created_at) DESC LIMIT 20",
+        &[&tenant_id, &variant_id, &contact_id, &p.customer_id, &p.purchased_at, &earliest],
+    )
+    .await?;
+    for r in &rows {
+        let status: String = r.get(3);
+        let at: DateTime<Utc> = r.get(4);
+        let click: Option<DateTime<Utc>> = r.get(5);
+        let basis = if status == "held_out" {
+            (p.purchased_at - at <= windows.text).then_some("holdout")
+        } else if click.is_some_and(|c| p.purchased_at - c <= windows.click) {
+            Some("click")
+        } else {
+            (p.purchased_at - at <= windows.text).then_some("text")
+        };
+        if let Some(basis) = basis {
+            return Ok(Attribution {
+                variant_id: variant_id.to_string(),
+                basis: basis.into(),
+                message_id: Some(r.get(0)),
+                release_id: Some(r.get(1)),
+                subscription_id: Some(r.get(2)),
+            });
+        }
+    }
+    Ok(Attribution {
+        variant_id: variant_id.to_string(),
+        basis: "none".into(),
+        message_id: None,
+        release_id: None,
+        subscription_id: None,
+    })
+}

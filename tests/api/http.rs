@@ -1,0 +1,917 @@
+//! The HTTP listener: tracked links, the provider's webhooks (signed as Twilio signs them) and
+//! `/metrics`, driven over real HTTP/1.1 against the running server.
+
+use std::net::SocketAddr;
+
+use chrono::{DateTime, Utc};
+use restock::http::signature::twilio_signature;
+use restock::proto::v1 as pb;
+use restock_domain::clock::Clock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const TOKEN: &str = "test-token";
+const SENDER: &str = "+15005550006";
+
+/// An answer, read whole.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`), answer read to the end.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A server that refuses a body (too large) may answer and close before reading it all:
+    // a failed write or a reset after the answer arrived is part of that.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if !raw.is_empty() => {
+                eprintln!("connection ended with {e} after {} bytes", raw.len());
+                break;
+            }
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer has a head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = std::str::from_utf8(&data[..eol]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+}
+
+async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
+    request(app.http_addr, "GET", path, headers, b"").await
+}
+
+fn form_encode(params: &[(String, String)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Posts a form to a webhook, signed as Twilio signs it when `signed`, else with a forged
+/// signature.
+async fn post_webhook(app: &TestApp, path: &str, params: &[(&str, &str)], signed: bool) -> Answer {
+    let params = owned(params);
+    let url = format!("http://{}{path}", app.http_addr);
+    let signature = if signed {
+        twilio_signature(TOKEN, &url, &params)
+    } else {
+        twilio_signature("not-the-token", &url, &params)
+    };
+    request(
+        app.http_addr,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &signature),
+        ],
+        form_encode(&params).as_bytes(),
+    )
+    .await
+}
+
+async fn spawn() -> TestApp {
+    spawn_app_with(|s| {
+        s.sms.twilio_auth_token = TOKEN.into();
+        s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://demo.example/".into());
+        // Its own number, so a keyword to the demo sender concerns one brand only.
+        s.tenants.get_mut("demo-double-opt-in").unwrap().sender_id = "+15005550009".into();
+    })
+    .await
+}
+
+/// A text restock sent: its contact and subscription come from a real Subscribe, the release
+/// and message rows are written as the dispatcher writes them.
+struct Sent {
+    tenant: &'static str,
+    subscription_id: Uuid,
+    message_id: Uuid,
+    release_id: Uuid,
+    token: String,
+    sid: String,
+}
+
+async fn subscribe(app: &TestApp, tenant: &str, variant: &str, phone: &str) -> Uuid {
+    let mut req = subscribe_request(variant, phone);
+    req.tenant_id = tenant.into();
+    let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
+    r.subscription.unwrap().subscription_id.parse().unwrap()
+}
+
+async fn sent_text(
+    app: &TestApp,
+    variant: &str,
+    phone: &str,
+    deep_link: Option<&str>,
+    status: &str,
+) -> Sent {
+    let tenant = "demo";
+    let subscription_id = subscribe(app, tenant, variant, phone).await;
+    let db = app.db().await;
+    let now: DateTime<Utc> = Utc::now();
+    db.execute(
+        "INSERT INTO variants (tenant_id, variant_id, deep_link, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, variant_id) DO UPDATE SET deep_link = EXCLUDED.deep_link",
+        &[&tenant, &variant, &deep_link, &now],
+    )
+    .await
+    .unwrap();
+    let contact_id: Uuid = db
+        .query_one(
+            "SELECT contact_id FROM subscriptions WHERE tenant_id = $1 AND subscription_id = $2",
+            &[&tenant, &subscription_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let release_id = Uuid::now_v7();
+    db.execute(
+        "INSERT INTO releases (tenant_id, release_id, restock_id, variant_id, state, \
+         available_at_restock, available_now, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'sending', 5, 5, $5, $5)",
+        &[&tenant, &release_id, &Uuid::now_v7(), &variant, &now],
+    )
+    .await
+    .unwrap();
+    let message_id = Uuid::now_v7();
+    // 22 base64url characters, as the dispatcher makes them.
+    let token = Uuid::new_v4().simple().to_string()[..22].replace('a', "_");
+    let sid = format!("SM{}", Uuid::new_v4().simple());
+    db.execute(
+        "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id, \
+         variant_id, kind, position, wave, status, link_token, provider_message_id, \
+         provider_status, sender_id, created_at, sent_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'first', 1, 1, $7, $8, $9, 'queued', $10, $11, $11, $11)",
+        &[
+            &tenant,
+            &message_id,
+            &release_id,
+            &subscription_id,
+            &contact_id,
+            &variant,
+            &status,
+            &token,
+            &sid,
+            &SENDER,
+            &now,
+        ],
+    )
+    .await
+    .unwrap();
+    Sent {
+        tenant,
+        subscription_id,
+        message_id,
+        release_id,
+        token,
+        sid,
+    }
+}
+
+/// (status, provider_status, report_at, last_error_code, first_click_at) of a message.
+async fn message(
+    app: &TestApp,
+    sent: &Sent,
+) -> (
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+) {
+    let row = app
+        .db()
+        .await
+        .query_one(
+            "SELECT status, provider_status, report_at, last_error_code, first_click_at \
+             FROM messages WHERE tenant_id = $1 AND message_id = $2",
+            &[&sent.tenant, &sent.message_id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+}
+
+/// The phone's consent ledger in a tenant: (kind, source, reason), oldest first.
+async fn ledger(app: &TestApp, tenant: &str, phone: &str) -> Vec<(String, String, Option<String>)> {
+    app.db()
+        .await
+        .query(
+            "SELECT e.kind, e.source, e.reason FROM consent_events e JOIN contacts c \
+               ON c.tenant_id = e.tenant_id AND c.contact_id = e.contact_id \
+             WHERE e.tenant_id = $1 AND c.phone_e164 = $2 ORDER BY e.seq",
+            &[&tenant, &phone],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+async fn subscription_status(app: &TestApp, tenant: &str, id: Uuid) -> (String, Option<String>) {
+    let row = app
+        .db()
+        .await
+        .query_one(
+            "SELECT status, cancel_reason FROM subscriptions \
+             WHERE tenant_id = $1 AND subscription_id = $2",
+            &[&tenant, &id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn consent_state(app: &TestApp, tenant: &str, phone: &str) -> pb::ConsentState {
+    let r = app
+        .waitlist()
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            tenant_id: tenant.into(),
+            phone_number: phone.into(),
+            default_region: "US".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.consent_state()
+}
+
+// ---- tracked links ----
+
+#[tokio::test]
+async fn tracked_link_redirects_with_utm_and_records_every_click() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-red",
+        "+14155550101",
+        Some("https://shop.example/p/tee?color=red&utm_source=old#size"),
+        "delivered",
+    )
+    .await;
+    let long_agent = "Mozilla/5.0 ".repeat(40);
+    let first = get(
+        &app,
+        &format!("/r/{}", sent.token),
+        &[("User-Agent", &long_agent)],
+    )
+    .await;
+    assert_eq!(first.status, 302, "{first:?}");
+    assert_eq!(
+        first.header("location").unwrap(),
+        format!(
+            "https://shop.example/p/tee?color=red&variant=sku-red&utm_source=restock&utm_medium=sms\
+             &utm_campaign=restock-{}&utm_content=first#size",
+            sent.release_id
+        )
+    );
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    assert_eq!(first.header("referrer-policy"), Some("no-referrer"));
+
+    let clicked_at = app.clock.now();
+    let (.., first_click) = message(&app, &sent).await;
+    assert_eq!(
+        first_click.map(|t| t.timestamp_micros()),
+        Some(clicked_at.timestamp_micros())
+    );
+    let agent: String = app
+        .db()
+        .await
+        .query_one("SELECT user_agent FROM clicks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(agent.chars().count(), 300);
+
+    // A second click is recorded too; the first click's time stays.
+    app.clock.advance(chrono::Duration::hours(2));
+    let again = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert_eq!(again.status, 302);
+    assert_eq!(app.count("clicks").await, 2);
+    let (.., first_click) = message(&app, &sent).await;
+    assert_eq!(
+        first_click.map(|t| t.timestamp_micros()),
+        Some(clicked_at.timestamp_micros())
+    );
+    // A HEAD (link previews, scanners) is redirected but is no click.
+    let head = request(
+        app.http_addr,
+        "HEAD",
+        &format!("/r/{}", sent.token),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(head.status, 302);
+    assert_eq!(app.count("clicks").await, 2);
+}
+
+#[tokio::test]
+async fn tracked_link_without_deep_link_goes_to_the_storefront() {
+    let app = spawn().await;
+    let sent = sent_text(&app, "sku-plain", "+14155550102", None, "sent").await;
+    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert_eq!(a.status, 302);
+    let location = a.header("location").unwrap();
+    assert!(
+        location.starts_with("https://demo.example/?variant=sku-plain&utm_source=restock"),
+        "{location}"
+    );
+    assert_eq!(app.count("clicks").await, 1);
+}
+
+#[tokio::test]
+async fn tracked_link_with_nowhere_to_go_is_not_found() {
+    let app = spawn_app_with(|s| s.sms.twilio_auth_token = TOKEN.into()).await;
+    let sent = sent_text(&app, "sku-nolink", "+14155550103", None, "sent").await;
+    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert_eq!(a.status, 404);
+    assert_eq!(app.count("clicks").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_tokens_get_the_same_not_found() {
+    let app = spawn().await;
+    sent_text(
+        &app,
+        "sku-1",
+        "+14155550104",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    let unknown = get(&app, "/r/AAAAAAAAAAAAAAAAAAAAAA", &[]).await;
+    let short = get(&app, "/r/abc", &[]).await;
+    let bad_chars = get(&app, "/r/AAAAAAAAAAAAAAAAAAAA%2B%2F", &[]).await;
+    let long = get(&app, &format!("/r/{}", "A".repeat(500)), &[]).await;
+    for a in [&unknown, &short, &bad_chars, &long] {
+        assert_eq!(a.status, 404, "{a:?}");
+        assert_eq!(a.body, unknown.body);
+        assert_eq!(a.header("content-type"), unknown.header("content-type"));
+        assert_eq!(a.header("location"), None);
+    }
+    assert_eq!(app.count("clicks").await, 0);
+}
+
+#[tokio::test]
+async fn clicks_still_work_after_erasure() {
+    let app = spawn().await;
+    let phone = "+14155550105";
+    let sent = sent_text(&app, "sku-1", phone, Some("https://shop.example/p"), "sent").await;
+    app.waitlist()
+        .erase_phone(pb::ErasePhoneRequest {
+            tenant_id: "demo".into(),
+            phone_number: phone.into(),
+            default_region: "US".into(),
+        })
+        .await
+        .unwrap();
+    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert_eq!(a.status, 302);
+    assert_eq!(app.count("clicks").await, 1);
+}
+
+// ---- delivery-status callbacks ----
+
+const STATUS: &str = "/webhooks/twilio/status";
+
+fn report<'a>(sid: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("ApiVersion", "2010-04-01"),
+        ("From", SENDER),
+        ("MessageSid", sid),
+        ("MessageStatus", status),
+        ("SmsSid", sid),
+        ("SmsStatus", status),
+        ("To", "+14155550106"),
+    ]
+}
+
+#[tokio::test]
+async fn status_callback_moves_sent_to_delivered_and_late_reports_change_nothing() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550106",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    let a = post_webhook(&app, STATUS, &report(&sent.sid, "delivered"), true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    assert!(a.body.is_empty());
+    let (status, provider_status, report_at, ..) = message(&app, &sent).await;
+    assert_eq!(status, "delivered");
+    assert_eq!(provider_status.as_deref(), Some("delivered"));
+    assert_eq!(
+        report_at.map(|t| t.timestamp_micros()),
+        Some(app.clock.now().timestamp_micros())
+    );
+
+    // A late "sent" and a duplicate "delivered" leave the message as it is.
+    app.clock.advance(chrono::Duration::minutes(5));
+    for late in ["sent", "delivered", "failed"] {
+        let a = post_webhook(&app, STATUS, &report(&sent.sid, late), true).await;
+        assert!(a.status == 204 || a.status == 200, "{a:?}");
+    }
+    let (status, provider_status, later_report_at, error, _) = message(&app, &sent).await;
+    assert_eq!(status, "delivered");
+    assert_eq!(provider_status.as_deref(), Some("delivered"));
+    assert_eq!(later_report_at, report_at);
+    assert_eq!(error, None);
+}
+
+#[tokio::test]
+async fn status_callback_records_progress_and_moves_a_racing_send() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550107",
+        Some("https://shop.example/p"),
+        "sending",
+    )
+    .await;
+    post_webhook(&app, STATUS, &report(&sent.sid, "sending"), true).await;
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sending", Some("sending"))
+    );
+    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
+    let (status, provider_status, report_at, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sent", Some("sent"))
+    );
+    assert_eq!(report_at, None);
+}
+
+#[tokio::test]
+async fn status_callback_with_a_bad_signature_is_refused_and_changes_nothing() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550108",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    let forged = post_webhook(&app, STATUS, &report(&sent.sid, "delivered"), false).await;
+    assert_eq!(forged.status, 403);
+    let unsigned = request(
+        app.http_addr,
+        "POST",
+        STATUS,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form_encode(&owned(&report(&sent.sid, "delivered"))).as_bytes(),
+    )
+    .await;
+    assert_eq!(unsigned.status, 403);
+    // Signed for other parameters than the ones sent.
+    let url = format!("http://{}{STATUS}", app.http_addr);
+    let signature = twilio_signature(TOKEN, &url, &owned(&report(&sent.sid, "sent")));
+    let swapped = request(
+        app.http_addr,
+        "POST",
+        STATUS,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &signature),
+        ],
+        form_encode(&owned(&report(&sent.sid, "delivered"))).as_bytes(),
+    )
+    .await;
+    assert_eq!(swapped.status, 403);
+    let (status, provider_status, report_at, ..) = message(&app, &sent).await;
+    assert_eq!(status, "sent");
+    assert_eq!(provider_status.as_deref(), Some("queued"));
+    assert_eq!(report_at, None);
+}
+
+#[tokio::test]
+async fn status_callback_signed_with_the_query_string_is_accepted() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550109",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    let path = format!("{STATUS}?m={}", sent.message_id);
+    let a = post_webhook(&app, &path, &report(&sent.sid, "undelivered"), true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    let (status, _, report_at, ..) = message(&app, &sent).await;
+    assert_eq!(status, "undelivered");
+    assert!(report_at.is_some());
+}
+
+#[tokio::test]
+async fn status_callback_for_an_unknown_message_is_acknowledged() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550110",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    let a = post_webhook(&app, STATUS, &report("SMdoesnotexist", "delivered"), true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    assert_eq!(message(&app, &sent).await.0, "sent");
+}
+
+#[tokio::test]
+async fn recipient_unsubscribed_at_the_provider_records_an_opt_out() {
+    let app = spawn().await;
+    let phone = "+14155550111";
+    let sent = sent_text(&app, "sku-1", phone, Some("https://shop.example/p"), "sent").await;
+    let other = subscribe(&app, "demo", "sku-2", phone).await;
+    let mut params = report(&sent.sid, "failed");
+    params.push(("ErrorCode", "21610"));
+    let a = post_webhook(&app, STATUS, &params, true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    let (status, _, _, error, _) = message(&app, &sent).await;
+    assert_eq!(status, "failed");
+    assert_eq!(error.as_deref(), Some("21610"));
+    let permanent: Option<bool> = app
+        .db()
+        .await
+        .query_one("SELECT last_error_permanent FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(permanent, Some(true));
+    let events = ledger(&app, "demo", phone).await;
+    assert_eq!(events.last().unwrap().0, "opt_out");
+    assert_eq!(events.last().unwrap().1, "sms");
+    assert_eq!(
+        events.last().unwrap().2.as_deref(),
+        Some("the provider reports the phone opted out")
+    );
+    for sub in [sent.subscription_id, other] {
+        assert_eq!(
+            subscription_status(&app, "demo", sub).await,
+            ("cancelled".into(), Some("opted_out".into()))
+        );
+    }
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    // The same report again records no second opt-out.
+    post_webhook(&app, STATUS, &params, true).await;
+    assert_eq!(ledger(&app, "demo", phone).await.len(), events.len());
+}
+
+// ---- inbound texts ----
+
+const INBOUND: &str = "/webhooks/twilio/inbound";
+
+fn inbound<'a>(from: &'a str, to: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("Body", body),
+        ("From", from),
+        ("MessageSid", "SMinbound0000000000000000000000000"),
+        ("NumMedia", "0"),
+        ("NumSegments", "1"),
+        ("To", to),
+    ]
+}
+
+fn assert_twiml(a: &Answer) {
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        a.header("content-type").unwrap().starts_with("text/xml"),
+        "{a:?}"
+    );
+}
+
+#[tokio::test]
+async fn stop_reply_opts_out_all_subscriptions() {
+    let app = spawn().await;
+    let phone = "+14155550112";
+    let subs = [
+        subscribe(&app, "demo", "sku-1", phone).await,
+        subscribe(&app, "demo", "sku-2", phone).await,
+    ];
+    let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, " Stop "), true).await;
+    assert_twiml(&a);
+    assert!(
+        a.body.contains(
+            "<Response><Message>You are unsubscribed from Demo Outfitters alerts. No more \
+             messages will be sent. Reply START to resubscribe.</Message></Response>"
+        ),
+        "{}",
+        a.body
+    );
+    for sub in subs {
+        assert_eq!(
+            subscription_status(&app, "demo", sub).await,
+            ("cancelled".into(), Some("opted_out".into()))
+        );
+    }
+    let events = ledger(&app, "demo", phone).await;
+    assert_eq!(
+        events.last().unwrap(),
+        &("opt_out".into(), "sms".into(), Some("STOP".into()))
+    );
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    // The other brand has its own number: nothing recorded there.
+    assert!(ledger(&app, "demo-double-opt-in", phone).await.is_empty());
+}
+
+#[tokio::test]
+async fn stop_reply_opts_out_of_every_brand_on_the_sender() {
+    let app = spawn_app_with(|s| s.sms.twilio_auth_token = TOKEN.into()).await;
+    let phone = "+14155550113";
+    subscribe(&app, "demo", "sku-1", phone).await;
+    let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, "opt out"), true).await;
+    assert_twiml(&a);
+    assert!(
+        a.body
+            .contains("unsubscribed from Demo Outfitters and Demo Double Opt-In alerts"),
+        "{}",
+        a.body
+    );
+    for tenant in ["demo", "demo-double-opt-in"] {
+        assert_eq!(
+            consent_state(&app, tenant, phone).await,
+            pb::ConsentState::OptedOut
+        );
+    }
+}
+
+#[tokio::test]
+async fn start_reply_opts_back_in() {
+    let app = spawn().await;
+    let phone = "+14155550114";
+    subscribe(&app, "demo", "sku-1", phone).await;
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "STOP"), true).await;
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, "start"), true).await;
+    assert_twiml(&a);
+    assert!(
+        a.body
+            .contains("<Message>You are subscribed to Demo Outfitters"),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedIn
+    );
+    let events = ledger(&app, "demo", phone).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(kinds[kinds.len() - 3..], ["opt_out", "opt_in", "confirm"]);
+    assert!(events[events.len() - 2..].iter().all(|e| e.1 == "sms"));
+}
+
+#[tokio::test]
+async fn yes_reply_confirms_a_pending_double_opt_in() {
+    let app = spawn().await;
+    let phone = "+14155550115";
+    let tenant = "demo-double-opt-in";
+    let sub = subscribe(&app, tenant, "sku-1", phone).await;
+    assert_eq!(
+        subscription_status(&app, tenant, sub).await.0,
+        "pending_confirmation"
+    );
+    let a = post_webhook(&app, INBOUND, &inbound(phone, "+15005550009", "YES"), true).await;
+    assert_twiml(&a);
+    assert!(
+        a.body
+            .contains("Demo Double Opt-In: your back-in-stock alerts are confirmed"),
+        "{}",
+        a.body
+    );
+    assert_eq!(subscription_status(&app, tenant, sub).await.0, "active");
+    assert_eq!(
+        consent_state(&app, tenant, phone).await,
+        pb::ConsentState::OptedIn
+    );
+}
+
+#[tokio::test]
+async fn help_reply_answers_the_help_text() {
+    let app = spawn().await;
+    let a = post_webhook(
+        &app,
+        INBOUND,
+        &inbound("+14155550116", SENDER, "help"),
+        true,
+    )
+    .await;
+    assert_twiml(&a);
+    // The default help text, XML-escaped ("Msg&data").
+    assert!(
+        a.body.contains(
+            "<Message>Back-in-stock alerts. Reply STOP to opt out. Msg&amp;data rates may \
+             apply.</Message>"
+        ),
+        "{}",
+        a.body
+    );
+    assert_eq!(app.count("consent_events").await, 0);
+}
+
+#[tokio::test]
+async fn other_texts_get_an_empty_answer() {
+    let app = spawn().await;
+    for (from, body) in [
+        ("+14155550117", "when is the blue one back?"),
+        ("+14155550117", "stop it"),
+        ("ACME", "STOP"),
+    ] {
+        let a = post_webhook(&app, INBOUND, &inbound(from, SENDER, body), true).await;
+        assert_twiml(&a);
+        assert!(a.body.ends_with("<Response/>"), "{}", a.body);
+    }
+    // A keyword to a number no brand uses.
+    let a = post_webhook(
+        &app,
+        INBOUND,
+        &inbound("+14155550117", "+15005550001", "STOP"),
+        true,
+    )
+    .await;
+    assert!(a.body.ends_with("<Response/>"), "{}", a.body);
+    assert_eq!(app.count("consent_events").await, 0);
+}
+
+#[tokio::test]
+async fn inbound_with_a_bad_signature_is_refused() {
+    let app = spawn().await;
+    let phone = "+14155550118";
+    let sub = subscribe(&app, "demo", "sku-1", phone).await;
+    let before = app.count("consent_events").await;
+    let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, "STOP"), false).await;
+    assert_eq!(a.status, 403);
+    assert_eq!(app.count("consent_events").await, before);
+    assert_eq!(subscription_status(&app, "demo", sub).await.0, "active");
+}
+
+#[tokio::test]
+async fn webhooks_are_refused_without_an_auth_token() {
+    // The log provider has no secret: nothing can be verified, so nothing is accepted.
+    let app = spawn_app().await;
+    let a = post_webhook(
+        &app,
+        INBOUND,
+        &inbound("+14155550119", SENDER, "STOP"),
+        true,
+    )
+    .await;
+    assert_eq!(a.status, 403);
+    assert_eq!(app.count("consent_events").await, 0);
+}
+
+#[tokio::test]
+async fn wrong_methods_and_oversized_bodies_are_refused() {
+    let app = spawn().await;
+    assert_eq!(get(&app, STATUS, &[]).await.status, 405);
+    let big = vec![b'a'; 100 * 1024];
+    let a = request(
+        app.http_addr,
+        "POST",
+        INBOUND,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &big,
+    )
+    .await;
+    assert_eq!(a.status, 413, "{a:?}");
+}
+
+// ---- metrics ----
+
+#[tokio::test]
+async fn metrics_are_exposed_for_prometheus() {
+    let app = spawn().await;
+    get(&app, "/r/AAAAAAAAAAAAAAAAAAAAAA", &[]).await;
+    app.state.metrics.message_outcome("demo", "sent");
+    let a = get(&app, "/metrics", &[]).await;
+    assert_eq!(a.status, 200);
+    assert!(a.header("content-type").unwrap().contains("text"), "{a:?}");
+    assert!(
+        a.body
+            .contains("restock_link_requests_total{outcome=\"not_found\"} 1"),
+        "{}",
+        a.body
+    );
+    assert!(a
+        .body
+        .contains("restock_messages_total{tenant=\"demo\",outcome=\"sent\"} 1"));
+    assert!(a
+        .body
+        .contains("# TYPE restock_provider_send_seconds histogram"));
+}
