@@ -19,6 +19,8 @@ pub enum ApiError {
         subject: String,
         description: String,
     },
+    /// The resource exists with other content (an order id recorded with other lines).
+    AlreadyExists(String),
     /// A dependency is down; the caller may retry.
     Unavailable(String),
     /// Anything else: logged here, never shown.
@@ -47,6 +49,7 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::InvalidArgument, summary, details)
             }
             ApiError::NotFound(what) => Status::not_found(what),
+            ApiError::AlreadyExists(what) => Status::already_exists(what),
             ApiError::FailedPrecondition {
                 kind,
                 subject,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub public_base_url: String,
     /// The SMS provider's secret, which also signs its webhooks; empty for the log provider.
     pub provider_auth_token: String,
+    /// Turns true when the server starts draining: long-lived streams end then.
+    pub draining: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -142,6 +144,7 @@ impl Application {
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
             public_base_url,
             provider_auth_token: settings.sms.twilio_auth_token.clone(),
+            draining: watch::channel(false).0,
         });
         let engine = if settings.dispatch.enabled {
             Some(Arc::new(crate::dispatch::Engine {
@@ -252,7 +255,9 @@ impl Application {
             .add_service(EligibilityServiceServer::new(
                 grpc::eligibility::EligibilityApi::new(state.clone()),
             ))
-            .add_service(DispatchServiceServer::new(grpc::dispatch::DispatchApi))
+            .add_service(DispatchServiceServer::new(
+                grpc::dispatch::DispatchApi::new(state.clone()),
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = drain_rx.await;
             });
@@ -261,6 +266,7 @@ impl Application {
             r = &mut server => r.map_err(anyhow::Error::from),
             _ = shutdown => {
                 let _ = stop_tx.send(true);
+                state.draining.send_replace(true);
                 let _ = watcher.await;
                 let _ = janitor.await;
                 let _ = tokio::time::timeout(Duration::from_secs(5), http).await;

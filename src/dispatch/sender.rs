@@ -217,15 +217,11 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
         outcomes.push(outcome);
         reminders.extend(reminder);
     }
+    // A reminder is added with its first text's outcome: it exists only for a text recorded
+    // as sent, and the release cannot complete in between.
     let (_, first) = state
         .store
-        .record_outcomes(&engine.owner, &outcomes, state.clock.now())
-        .await?;
-    // After the outcomes: a reminder exists only for a text recorded as sent. A crash between
-    // the two loses a reminder, never doubles one.
-    state
-        .store
-        .add_reminders(&reminders, state.clock.now())
+        .record_outcomes_with(&engine.owner, &outcomes, &reminders, state.clock.now())
         .await?;
     let now = state.clock.now();
     for f in first {
@@ -318,7 +314,7 @@ fn reminder(
     engine: &Engine,
     item: &Item,
     outcome: &Outcome,
-) -> Option<(String, uuid::Uuid, restock_store::dispatch::Text, DateTime<Utc>)> {
+) -> Option<restock_store::dispatch::Reminder> {
     let c = &item.claimed;
     let sent_at = outcome.sent_at?;
     if c.kind != "first" {

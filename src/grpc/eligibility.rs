@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use restock_domain::consent::derive_state;
-use restock_domain::eligibility::{evaluate, Candidate, Decision, Outcome, RestockContext};
+use restock_domain::eligibility::{Decision, Outcome, RestockContext};
 use restock_domain::restock::Hysteresis;
-use restock_domain::Phone;
 use restock_domain::TenantPolicy;
 use restock_store::eligibility::CandidateRow;
 use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
@@ -264,32 +261,19 @@ async fn policy_with_exclusions(
     Ok(policy)
 }
 
-/// Runs the engine for one stored subscription. Purchases, texts and frequency caps arrive with
-/// the dispatch engine; until then none are known, which the explanations say by passing.
+/// Runs the engine for one stored subscription, with the texts and purchases its query read.
+/// Cap state lives in Redis and is consulted when sending; here caps are taken as free.
 fn evaluate_row(policy: &TenantPolicy, ctx: &RestockContext, row: &CandidateRow) -> Decision {
-    let consent = derive_state(policy.double_opt_in, row.ledger.iter().copied());
-    let region = row
-        .phone_e164
-        .as_deref()
-        .and_then(|p| Phone::parse(p, "").ok())
-        .and_then(|p| p.region().map(str::to_string));
-    let time_zone = row.time_zone.as_deref().and_then(|t| t.parse::<Tz>().ok());
-    let candidate = Candidate {
-        subscription_id: row.subscription_id,
-        status: row.status,
-        expires_at: row.expires_at,
-        consent,
-        desired_quantity: row.desired_quantity,
-        location_ids: &row.location_ids,
-        wanted_options: &row.wanted_options,
-        time_zone,
-        phone_region: region.as_deref(),
-        last_purchase_at: None,
-        last_notified_at: None,
-        phone_cap_free_at: None,
-        tenant_cap_free_at: None,
-    };
-    evaluate(policy, ctx, &candidate)
+    crate::dispatch::evaluate(
+        policy,
+        ctx,
+        row,
+        crate::dispatch::Known {
+            last_purchase_at: row.last_purchase_at,
+            last_notified_at: row.last_notified_at,
+            ..Default::default()
+        },
+    )
 }
 
 /// A stable stand-in restock id for a dry run, so its holdout draw is the same on every page.
@@ -795,6 +779,11 @@ impl EligibilityService for EligibilityApi {
             stock: &levels,
             now,
         };
+        let mut row = row;
+        (row.last_notified_at, row.last_purchase_at) = store
+            .history(&tenant_id, row.subscription_id, &variant_id)
+            .await
+            .map_err(ApiError::from)?;
         let d = evaluate_row(&policy, &ctx, &row);
         let (kind, until) = decision::outcome(d.outcome);
         Ok(Response::new(pb::ExplainResponse {

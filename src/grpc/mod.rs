@@ -3,5 +3,6 @@
 pub mod convert;
 pub mod dispatch;
 pub mod eligibility;
+pub mod purchases;
 pub mod validate;
 pub mod waitlist;

@@ -6,6 +6,12 @@ use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use tonic::transport::Channel;
 
 use crate::helpers::*;
+
+/// These tests read the rules before anything is sent: a server that sends no texts, so a
+/// restock they make does not put its subscribers in the re-notify window.
+async fn quiet_app() -> TestApp {
+    spawn_app_with(|s| s.dispatch.enabled = false).await
+}
 use crate::inventory::{event, stream};
 
 fn client(app: &TestApp) -> EligibilityServiceClient<Channel> {
@@ -57,7 +63,7 @@ fn verdicts(r: &pb::ExplainResponse) -> Vec<(pb::EligibilityRule, pb::RuleVerdic
 
 #[tokio::test]
 async fn explain_reads_out_every_rule_and_defers_through_the_night() {
-    let app = spawn_app().await;
+    let app = quiet_app().await;
     let id = subscribe(&app, subscribe_request("sku-1", "+14155550123")).await;
     let acks = stream(
         &app,
@@ -112,7 +118,7 @@ async fn explain_reads_out_every_rule_and_defers_through_the_night() {
 
 #[tokio::test]
 async fn explain_says_an_opted_out_shopper_is_never_texted() {
-    let app = spawn_app().await;
+    let app = quiet_app().await;
     let id = subscribe(&app, subscribe_request("sku-1", "+14155550124")).await;
     app.waitlist()
         .opt_out(pb::OptOutRequest {
@@ -145,7 +151,7 @@ async fn explain_says_an_opted_out_shopper_is_never_texted() {
 
 #[tokio::test]
 async fn explain_finds_the_matching_variant_of_a_product_level_alert() {
-    let app = spawn_app().await;
+    let app = quiet_app().await;
     let mut req = subscribe_request("", "+14155550125");
     req.product_id = "prod-1".into();
     req.wanted_options = [("size".to_string(), "M".to_string())].into();
@@ -180,7 +186,7 @@ async fn explain_finds_the_matching_variant_of_a_product_level_alert() {
 
 #[tokio::test]
 async fn dry_run_counts_every_waiting_shopper_by_reason_and_changes_nothing() {
-    let app = spawn_app().await;
+    let app = quiet_app().await;
     let us1 = subscribe(&app, subscribe_request("sku-1", "+14155550131")).await;
     let mut vip = subscribe_request("sku-1", "+14155550132");
     vip.priority_tier = 5;
@@ -283,7 +289,7 @@ async fn dry_run_counts_every_waiting_shopper_by_reason_and_changes_nothing() {
 
 #[tokio::test]
 async fn explain_and_dry_run_name_their_bad_fields() {
-    let app = spawn_app().await;
+    let app = quiet_app().await;
     let err = client(&app)
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),

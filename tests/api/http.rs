@@ -18,14 +18,14 @@ const SENDER: &str = "+15005550006";
 
 /// An answer, read whole.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -113,7 +113,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
+pub async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
     request(app.http_addr, "GET", path, headers, b"").await
 }
 

@@ -8,6 +8,8 @@ mod http;
 mod inventory;
 mod lifecycle;
 mod polyglot;
+mod purchases;
+mod releases;
 mod replicas;
 mod subscribe;
 mod waitlist;

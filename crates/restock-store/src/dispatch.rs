@@ -102,7 +102,8 @@ pub struct Planned {
 }
 
 /// The latest purchase of the variant (`$4`) by the subscription's phone or customer.
-const LAST_PURCHASE: &str = "(SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
+const LAST_PURCHASE: &str =
+    "(SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
      AND p.variant_id = $4 AND (p.contact_id = s.contact_id \
      OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)))";
 
@@ -327,6 +328,9 @@ pub struct Expired {
     pub attempts: i32,
 }
 
+/// The reminder of a first text: (tenant, first message, rendered text, due at).
+pub type Reminder = (String, Uuid, Text, DateTime<Utc>);
+
 /// A first text handed over: when its release's restock happened, to measure the latency.
 #[derive(Debug, Clone)]
 pub struct FirstText {
@@ -549,13 +553,19 @@ impl Store {
             &[&now],
         )
         .await?;
+        // A release completes with its last waves, in one statement, so no one ever sees a
+        // completed release with a wave still sending.
         execute(
             &client,
-            "UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
-               ended_at = $1, updated_at = $1 \
-             WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages m \
-               WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
-               AND m.status IN ('planned', 'deferred', 'sending'))",
+            "WITH done AS ( \
+               UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
+                 ended_at = $1, updated_at = $1 \
+               WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages m \
+                 WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
+                 AND m.status IN ('planned', 'deferred', 'sending')) \
+               RETURNING r.tenant_id, r.release_id) \
+             UPDATE release_waves w SET state = 'done', ended_at = $1 FROM done \
+             WHERE w.tenant_id = done.tenant_id AND w.release_id = done.release_id AND w.state = 'sending'",
             &[&now],
         )
         .await
@@ -640,10 +650,23 @@ impl Store {
         outcomes: &[Outcome],
         now: DateTime<Utc>,
     ) -> Result<(u64, Vec<FirstText>), StoreError> {
+        self.record_outcomes_with(owner, outcomes, &[], now).await
+    }
+
+    /// [`Store::record_outcomes`], adding in the same transaction the reminders of first texts
+    /// just sent (see [`Store::add_reminders`]), so a release cannot complete between the two.
+    pub async fn record_outcomes_with(
+        &self,
+        owner: &str,
+        outcomes: &[Outcome],
+        reminders: &[Reminder],
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Vec<FirstText>), StoreError> {
         if outcomes.is_empty() {
             return Ok((0, Vec::new()));
         }
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let client = client.transaction().await?;
         let col =
             |f: &dyn Fn(&Outcome) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
         let tenant: Vec<&str> = outcomes.iter().map(|o| o.tenant_id.as_str()).collect();
@@ -714,6 +737,8 @@ impl Store {
                 })
                 .collect();
         }
+        add_reminders(&client, reminders, now).await?;
+        client.commit().await?;
         Ok((written, first))
     }
 
@@ -777,40 +802,6 @@ impl Store {
         self.record_outcomes(owner, &outcomes, now)
             .await
             .map(|_| ())
-    }
-
-    /// Adds the reminder of each first text given (same release, place and wave; due at the
-    /// time given). At most one per first text, whoever asks.
-    pub async fn add_reminders(
-        &self,
-        reminders: &[(String, Uuid, Text, DateTime<Utc>)],
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        if reminders.is_empty() {
-            return Ok(0);
-        }
-        let client = self.client().await?;
-        let tenant: Vec<&str> = reminders.iter().map(|r| r.0.as_str()).collect();
-        let first: Vec<Uuid> = reminders.iter().map(|r| r.1).collect();
-        let id: Vec<Uuid> = reminders.iter().map(|_| Uuid::now_v7()).collect();
-        let body: Vec<&str> = reminders.iter().map(|r| r.2.body.as_str()).collect();
-        let segments: Vec<i32> = reminders.iter().map(|r| r.2.segments).collect();
-        let encoding: Vec<&str> = reminders.iter().map(|r| r.2.encoding).collect();
-        let token: Vec<&str> = reminders.iter().map(|r| r.2.link_token.as_str()).collect();
-        let due: Vec<DateTime<Utc>> = reminders.iter().map(|r| r.3).collect();
-        execute(
-            &client,
-            "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id, variant_id, \
-               kind, position, wave, status, due_at, body, segments, encoding, sender_id, link_token, created_at, updated_at) \
-             SELECT m.tenant_id, u.id, m.release_id, m.subscription_id, m.contact_id, m.variant_id, 'reminder', \
-               m.position, m.wave, 'planned', u.due, u.body, u.segments, u.encoding, m.sender_id, u.token, $1, $1 \
-             FROM UNNEST($2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[], $9::timestamptz[]) \
-               AS u(tenant_id, first, id, body, segments, encoding, token, due) \
-             JOIN messages m ON m.tenant_id = u.tenant_id AND m.message_id = u.first \
-             ON CONFLICT (tenant_id, release_id, contact_id, kind) DO NOTHING",
-            &[&now, &tenant, &first, &id, &body, &segments, &encoding, &token, &due],
-        )
-        .await
     }
 
     /// Live stock of a variant per location.
@@ -1114,4 +1105,37 @@ impl Store {
         tx.commit().await?;
         Ok(result)
     }
+}
+
+/// Adds the reminder of each first text given (same release, place and wave; due at the
+/// time given). At most one per first text, whoever asks.
+async fn add_reminders(
+    client: &impl GenericClient,
+    reminders: &[Reminder],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    if reminders.is_empty() {
+        return Ok(0);
+    }
+    let tenant: Vec<&str> = reminders.iter().map(|r| r.0.as_str()).collect();
+    let first: Vec<Uuid> = reminders.iter().map(|r| r.1).collect();
+    let id: Vec<Uuid> = reminders.iter().map(|_| Uuid::now_v7()).collect();
+    let body: Vec<&str> = reminders.iter().map(|r| r.2.body.as_str()).collect();
+    let segments: Vec<i32> = reminders.iter().map(|r| r.2.segments).collect();
+    let encoding: Vec<&str> = reminders.iter().map(|r| r.2.encoding).collect();
+    let token: Vec<&str> = reminders.iter().map(|r| r.2.link_token.as_str()).collect();
+    let due: Vec<DateTime<Utc>> = reminders.iter().map(|r| r.3).collect();
+    execute(
+        client,
+        "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id, variant_id, \
+           kind, position, wave, status, due_at, body, segments, encoding, sender_id, link_token, created_at, updated_at) \
+         SELECT m.tenant_id, u.id, m.release_id, m.subscription_id, m.contact_id, m.variant_id, 'reminder', \
+           m.position, m.wave, 'planned', u.due, u.body, u.segments, u.encoding, m.sender_id, u.token, $1, $1 \
+         FROM UNNEST($2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::int[], $7::text[], $8::text[], $9::timestamptz[]) \
+           AS u(tenant_id, first, id, body, segments, encoding, token, due) \
+         JOIN messages m ON m.tenant_id = u.tenant_id AND m.message_id = u.first \
+         ON CONFLICT (tenant_id, release_id, contact_id, kind) DO NOTHING",
+        &[&now, &tenant, &first, &id, &body, &segments, &encoding, &token, &due],
+    )
+    .await
 }

@@ -30,6 +30,10 @@ pub struct CandidateRow {
     pub location_ids: Vec<String>,
     pub wanted_options: BTreeMap<String, String>,
     pub time_zone: Option<String>,
+    /// The latest text about the variant asked for to this phone, where the query read it.
+    pub last_notified_at: Option<DateTime<Utc>>,
+    /// The latest purchase of the variant asked for by this phone or customer, where read.
+    pub last_purchase_at: Option<DateTime<Utc>>,
 }
 
 /// A restock as recorded.
@@ -64,12 +68,32 @@ pub(crate) fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
         location_ids: r.get(8),
         wanted_options: serde_json::from_value(options).unwrap_or_default(),
         time_zone: r.get(10),
+        last_notified_at: None,
+        last_purchase_at: None,
         priority_tier: r.get(11),
         ledger: ledger
             .iter()
             .filter_map(|k| ConsentEventKind::parse(k))
             .collect(),
     })
+}
+
+/// The phone's latest text about, and latest purchase of, the variant in parameter `$n`.
+fn history_columns(n: u8) -> String {
+    format!(
+        "(SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
+           AND m.contact_id = s.contact_id AND m.variant_id = ${n} AND m.sent_at IS NOT NULL), \
+         (SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
+           AND p.variant_id = ${n} AND (p.contact_id = s.contact_id \
+           OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)))"
+    )
+}
+
+fn with_history(r: &Row) -> Result<CandidateRow, StoreError> {
+    let mut c = candidate(r)?;
+    c.last_notified_at = r.get(13);
+    c.last_purchase_at = r.get(14);
+    Ok(c)
 }
 
 fn restock(r: &Row) -> RestockRow {
@@ -108,6 +132,28 @@ impl Store {
         candidate(&row)
     }
 
+    /// The subscription's phone's latest text about `variant_id` and its latest purchase of
+    /// it: (last notified, last purchase).
+    pub async fn history(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        variant_id: &str,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!(
+                "SELECT {} FROM subscriptions s WHERE s.tenant_id = $1 AND s.subscription_id = $2",
+                history_columns(3)
+            ),
+            &[&tenant_id, &subscription_id, &variant_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("subscription"))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     /// The live subscriptions a restock of `variant_id` (of `product_id`) may serve: those of
     /// the variant, and the product-level ones of its product, in waitlist order (tier, then
     /// arrival). Streamed from the database.
@@ -120,11 +166,12 @@ impl Store {
     {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM subscriptions s JOIN contacts c \
+            "SELECT {CANDIDATE_COLUMNS}, {} FROM subscriptions s JOIN contacts c \
              ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
              WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active') \
                AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
-             ORDER BY s.priority_tier DESC, s.seq"
+             ORDER BY s.priority_tier DESC, s.seq",
+            history_columns(4)
         );
         let target_key = format!("v:{variant_id}");
         let statement = client.prepare_cached(&sql).await?;
@@ -133,6 +180,7 @@ impl Store {
             Box::new(tenant_id.to_string()),
             Box::new(target_key),
             Box::new(product_id),
+            Box::new(variant_id.to_string()),
         ];
         let rows = client
             .query_raw(
@@ -145,7 +193,7 @@ impl Store {
         // The pooled connection lives as long as the stream does.
         Ok(rows.map_err(StoreError::from).and_then(move |r| {
             let _keep = &client;
-            futures_util::future::ready(candidate(&r))
+            futures_util::future::ready(with_history(&r))
         }))
     }
 

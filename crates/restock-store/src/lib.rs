@@ -6,8 +6,9 @@ pub mod eligibility;
 mod error;
 pub mod inventory;
 pub mod migrate;
-pub mod purchases;
 pub mod outcomes;
+pub mod purchases;
+pub mod releases;
 pub mod subscribe_batch;
 pub mod waitlist;
 

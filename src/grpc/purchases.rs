@@ -1,0 +1,172 @@
+//! RecordPurchase: orders in, idempotent on the order id, each line attributed to the latest
+//! text about its variant within the tenant's windows.
+
+use std::collections::HashSet;
+
+use chrono::Duration;
+use restock_store::purchases::{NewLine, NewPurchase, Recorded, Windows};
+use sha2::{Digest, Sha256};
+
+use super::validate::Violations;
+use crate::error::ApiError;
+use crate::proto::v1 as pb;
+use crate::startup::AppState;
+
+const MAX_LINES: usize = 500;
+const MAX_QUANTITY: u32 = 10_000;
+
+pub async fn record(
+    state: &AppState,
+    req: pb::RecordPurchaseRequest,
+) -> Result<pb::RecordPurchaseResponse, ApiError> {
+    let now = state.clock.now();
+    let mut v = Violations::default();
+    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+    let order_id = v.text("order_id", &req.order_id, 128, true);
+    let customer_id = v.text("customer_id", &req.customer_id, 128, false);
+    let phone = if req.phone_number.trim().is_empty() {
+        None
+    } else {
+        v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        )
+    };
+    if req.customer_id.trim().is_empty() && req.phone_number.trim().is_empty() {
+        v.add("customer_id", "customer_id or phone_number is required");
+    }
+    let purchased_at = v.past_time("purchase_time", req.purchase_time.as_ref(), now, true);
+    if req.lines.is_empty() || req.lines.len() > MAX_LINES {
+        v.add("lines", format!("must hold 1 to {MAX_LINES} lines"));
+    }
+    let mut lines = Vec::with_capacity(req.lines.len());
+    let mut seen = HashSet::new();
+    let mut currency: Option<String> = None;
+    for (i, line) in req.lines.iter().enumerate() {
+        let f = |name: &str| format!("lines[{i}].{name}");
+        let variant_id = v.id(&f("variant_id"), &line.variant_id, true);
+        if let Some(id) = &variant_id {
+            if !seen.insert(id.clone()) {
+                v.add(f("variant_id"), "names a variant of an earlier line");
+            }
+        }
+        if line.quantity == 0 || line.quantity > MAX_QUANTITY {
+            v.add(f("quantity"), format!("must be 1 to {MAX_QUANTITY}"));
+        }
+        let location_id = v.id(&f("location_id"), &line.location_id, false);
+        let price = match &line.total_price {
+            None => {
+                v.add(f("total_price"), "is required");
+                None
+            }
+            Some(m) => {
+                let code = m.currency_code.trim();
+                let ok_code = code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase());
+                if !ok_code {
+                    v.add(
+                        f("total_price.currency_code"),
+                        "must be an ISO 4217 code in upper case, such as USD",
+                    );
+                } else if currency.as_deref().is_some_and(|c| c != code) {
+                    v.add(
+                        f("total_price.currency_code"),
+                        "must be the currency of the order's first line",
+                    );
+                } else {
+                    currency.get_or_insert_with(|| code.to_string());
+                }
+                if m.amount_minor < 0 {
+                    v.add(f("total_price.amount_minor"), "must not be negative");
+                }
+                Some((m.amount_minor, code.to_string()))
+            }
+        };
+        if let (Some(variant_id), Some((total_minor, currency))) = (variant_id, price) {
+            lines.push(NewLine {
+                variant_id,
+                quantity: line.quantity.min(MAX_QUANTITY) as i32,
+                total_minor,
+                currency,
+                location_id,
+            });
+        }
+    }
+    v.finish()?;
+    let tenant_id = tenant_id.expect("validated");
+    let policy = state.tenant(&tenant_id)?;
+
+    // The content as recorded: the same order sent again digests the same.
+    let mut digest = Sha256::new();
+    for part in [
+        customer_id.as_deref().unwrap_or(""),
+        phone.as_ref().map_or("", |p| p.e164()),
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0x1f]);
+    }
+    digest.update(
+        purchased_at
+            .expect("validated")
+            .timestamp_micros()
+            .to_be_bytes(),
+    );
+    for l in &lines {
+        digest.update(
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1e}",
+                l.variant_id,
+                l.quantity,
+                l.total_minor,
+                l.currency,
+                l.location_id.as_deref().unwrap_or("")
+            )
+            .as_bytes(),
+        );
+    }
+    let purchase = NewPurchase {
+        order_id: order_id.expect("validated"),
+        customer_id,
+        phone_e164: phone.as_ref().map(|p| p.e164().to_string()),
+        lines,
+        purchased_at: purchased_at.expect("validated"),
+        request_hash: digest.finalize().to_vec(),
+    };
+    let windows = Windows {
+        text: Duration::hours(policy.text_attribution_hours.into()),
+        click: Duration::days(policy.click_attribution_days.into()),
+    };
+    let (created, attributions) = match state
+        .store
+        .record_purchase(&tenant_id, &purchase, windows, now)
+        .await?
+    {
+        Recorded::Created(a) => (true, a),
+        Recorded::Repeated(a) => (false, a),
+        Recorded::Conflict => {
+            return Err(ApiError::AlreadyExists(format!(
+                "order \"{}\" was recorded with other content",
+                purchase.order_id
+            )))
+        }
+    };
+    Ok(pb::RecordPurchaseResponse {
+        created,
+        attributions: attributions
+            .into_iter()
+            .map(|a| pb::PurchaseLineAttribution {
+                variant_id: a.variant_id,
+                basis: match a.basis.as_str() {
+                    "text" => pb::AttributionBasis::Text,
+                    "click" => pb::AttributionBasis::Click,
+                    "holdout" => pb::AttributionBasis::Holdout,
+                    _ => pb::AttributionBasis::None,
+                } as i32,
+                message_id: a.message_id.map(|m| m.to_string()).unwrap_or_default(),
+                release_id: a.release_id.map(|m| m.to_string()).unwrap_or_default(),
+                subscription_id: a.subscription_id.map(|m| m.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+    })
+}

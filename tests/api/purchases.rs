@@ -1,0 +1,249 @@
+//! Purchases in: idempotent on the order id, attributed to the latest text within the
+//! tenant's windows, and suppressing texts to recent buyers; and the follow-up reminder.
+
+use std::time::Duration;
+
+use restock::proto::v1 as pb;
+use restock_sms::fake::FakeTwilio;
+use tonic::Code;
+
+use crate::dispatch::{db, dispatch, eventually, phones, set_stock, spawn_sender, subscribe_all};
+use crate::helpers::*;
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn order(
+    id: &str,
+    phone: &str,
+    variant: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> pb::RecordPurchaseRequest {
+    pb::RecordPurchaseRequest {
+        tenant_id: "demo".into(),
+        order_id: id.into(),
+        phone_number: phone.into(),
+        default_region: "US".into(),
+        lines: vec![pb::PurchaseLine {
+            variant_id: variant.into(),
+            quantity: 1,
+            total_price: Some(pb::Money {
+                amount_minor: 4_999,
+                currency_code: "USD".into(),
+            }),
+            location_id: String::new(),
+        }],
+        purchase_time: Some(ts(at)),
+        ..Default::default()
+    }
+}
+
+/// Waits until `n` messages are recorded as sent (the provider has them a moment earlier).
+async fn sent(app: &TestApp, n: i64) {
+    eventually(
+        Duration::from_secs(10),
+        "texts recorded as sent",
+        || async { crate::dispatch::statuses(app).await.get("sent") == Some(&n) },
+    )
+    .await;
+}
+
+async fn subscription_status(app: &TestApp, phone: &str) -> String {
+    db(app)
+        .await
+        .query_one(
+            "SELECT s.status FROM subscriptions s JOIN contacts c USING (tenant_id, contact_id) \
+             WHERE c.phone_e164 = $1",
+            &[&phone],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_purchase_after_a_text_is_credited_to_it_once_and_converts_the_subscription() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let phone = "+14155551000";
+    subscribe_all(&app, "sku-1", &[phone.to_string()]).await;
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    sent(&app, 1).await;
+    app.clock.advance(chrono::Duration::hours(2));
+    let at = app.clock.now_dt();
+    let mut client = dispatch(&app);
+    // National format, as a storefront may send it.
+    let first = client
+        .record_purchase(order("o-1", "(415) 555-1000", "sku-1", at))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.created);
+    assert_eq!(first.attributions.len(), 1);
+    let a = &first.attributions[0];
+    assert_eq!(a.basis(), pb::AttributionBasis::Text);
+    assert!(!a.message_id.is_empty() && !a.release_id.is_empty());
+    assert_eq!(subscription_status(&app, phone).await, "converted");
+    // Again: the first answer, nothing recorded twice.
+    let again = client
+        .record_purchase(order("o-1", "(415) 555-1000", "sku-1", at))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.created);
+    assert_eq!(again.attributions, first.attributions);
+    // The same order id with other content is refused.
+    let mut other = order("o-1", "(415) 555-1000", "sku-1", at);
+    other.lines[0].quantity = 2;
+    let err = client.record_purchase(other).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let lines: i64 = db(&app)
+        .await
+        .query_one("SELECT count(*) FROM purchase_lines", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lines, 1);
+}
+
+#[tokio::test]
+async fn a_click_extends_the_window_and_a_purchase_without_a_text_is_not_attributed() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://shop.example/".into());
+    })
+    .await;
+    let phone = "+14155551001";
+    subscribe_all(&app, "sku-1", &[phone.to_string()]).await;
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    sent(&app, 1).await;
+    let body = fake.messages()[0].body.clone();
+    let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
+    app.clock.advance(chrono::Duration::days(2));
+    let click = crate::http::get(&app, &format!("/r/{token}"), &[]).await;
+    assert_eq!(click.status, 302);
+    app.clock.advance(chrono::Duration::days(1));
+    let at = app.clock.now_dt();
+    let mut client = dispatch(&app);
+    let credited = client
+        .record_purchase(order("o-2", phone, "sku-1", at))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        credited.attributions[0].basis(),
+        pb::AttributionBasis::Click
+    );
+    // Another variant, never texted about: recorded, not attributed.
+    let other = client
+        .record_purchase(order("o-3", phone, "sku-9", at))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(other.attributions[0].basis(), pb::AttributionBasis::None);
+    assert!(other.attributions[0].message_id.is_empty());
+}
+
+#[tokio::test]
+async fn a_recent_buyer_is_not_texted_about_what_they_bought() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let buyers = phones(2, 1100);
+    subscribe_all(&app, "sku-1", &buyers).await;
+    let at = app.clock.now_dt();
+    dispatch(&app)
+        .record_purchase(order("o-4", &buyers[0], "sku-1", at))
+        .await
+        .unwrap();
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    let db = db(&app).await;
+    eventually(Duration::from_secs(10), "the buyer skipped", || async {
+        db.query_opt(
+            "SELECT 1 FROM messages WHERE status = 'skipped' AND reason = 'recently_purchased'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    })
+    .await;
+    assert_eq!(fake.messages()[0].to, buyers[1]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.message_count(), 1);
+}
+
+#[tokio::test]
+async fn bad_purchases_name_every_bad_field_and_record_nothing() {
+    let app = spawn_app().await;
+    let now = app.clock.now_dt();
+    let mut bad = order("", "", "", now + chrono::Duration::hours(1));
+    bad.lines.push(pb::PurchaseLine {
+        variant_id: "sku-2".into(),
+        quantity: 0,
+        total_price: Some(pb::Money {
+            amount_minor: -1,
+            currency_code: "usd".into(),
+        }),
+        location_id: String::new(),
+    });
+    let err = dispatch(&app).record_purchase(bad).await.unwrap_err();
+    let mut fields = violated_fields(&err);
+    fields.sort();
+    assert_eq!(
+        fields,
+        vec![
+            "customer_id",
+            "lines[0].variant_id",
+            "lines[1].quantity",
+            "lines[1].total_price.amount_minor",
+            "lines[1].total_price.currency_code",
+            "order_id",
+            "purchase_time",
+        ]
+    );
+    let mut twice = order("o-5", "+14155551200", "sku-1", now);
+    twice.lines.push(twice.lines[0].clone());
+    let err = dispatch(&app).record_purchase(twice).await.unwrap_err();
+    assert_eq!(violated_fields(&err), vec!["lines[1].variant_id"]);
+    assert_eq!(app.count("purchases").await, 0);
+}
+
+#[tokio::test]
+async fn one_reminder_follows_for_those_who_have_not_bought() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        s.tenants.get_mut("demo").unwrap().reminder_after_minutes = Some(60);
+    })
+    .await;
+    let shoppers = phones(3, 1300);
+    subscribe_all(&app, "sku-1", &shoppers).await;
+    set_stock(&app, "sku-1", "loc-1", 10, 1).await;
+    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
+    sent(&app, 3).await;
+    // One buys within the hour.
+    app.clock.advance(chrono::Duration::minutes(30));
+    dispatch(&app)
+        .record_purchase(order("o-6", &shoppers[0], "sku-1", app.clock.now_dt()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.message_count(), 3, "no reminder before the hour");
+    app.clock.advance(chrono::Duration::minutes(31));
+    assert!(fake.wait_for_messages(5, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = fake.messages();
+    assert_eq!(got.len(), 5, "two reminders, none to the buyer");
+    assert!(got[3..].iter().all(|m| m.to != shoppers[0]));
+    assert!(got[3].body.contains("still in stock"), "{}", got[3].body);
+    // Exactly one reminder each, ever.
+    app.clock.advance(chrono::Duration::hours(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.message_count(), 5);
+}
