@@ -117,6 +117,8 @@ CREATE INDEX messages_last_text ON messages (tenant_id, contact_id, variant_id, 
     WHERE sent_at IS NOT NULL;
 CREATE INDEX messages_list_page ON messages (tenant_id, created_at DESC, message_id DESC);
 CREATE INDEX messages_by_subscription ON messages (tenant_id, subscription_id);
+-- ListMessages by phone, newest first.
+CREATE INDEX messages_by_contact ON messages (tenant_id, contact_id, created_at DESC, message_id DESC);
 
 CREATE TABLE clicks (
     tenant_id  text        NOT NULL,

@@ -622,3 +622,81 @@ async fn explain_and_dry_run_know_who_was_just_texted() {
         pb::ReasonCode::RecentlyNotified
     );
 }
+
+/// A TCP proxy to Redis that can be cut and restored on the same port.
+struct RedisProxy {
+    addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RedisProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            target,
+            task: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            // Aborting this task drops the set, which closes every proxied connection.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_holds_texts_back_and_sending_resumes_by_itself() {
+    let (_, redis) = base_env();
+    let (host, db_index) = redis
+        .trim_start_matches("redis://")
+        .split_once('/')
+        .expect("REDIS_URL is redis://host:port/db");
+    let target = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+    let mut proxy = RedisProxy::start(target).await;
+    let fake = FakeTwilio::start().await.unwrap();
+    let url = format!("redis://{}/{db_index}", proxy.addr);
+    let app = spawn_sender(&fake, |s| s.redis.url = url).await;
+    subscribe_all(&app, "sku-1", &phones(5, 1600)).await;
+    proxy.cut().await;
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    planned(&app).await;
+    // Without its caps nothing goes out (fail closed), and nothing is lost either.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.message_count(), 0);
+    let s = statuses(&app).await;
+    assert_eq!(s.values().sum::<i64>(), 5, "{s:?}");
+    assert!(s.get("sent").is_none(), "{s:?}");
+    proxy.restore().await;
+    assert!(fake.wait_for_messages(5, Duration::from_secs(30)).await);
+    eventually(Duration::from_secs(10), "all sent", || async {
+        statuses(&app).await.get("sent") == Some(&5)
+    })
+    .await;
+    assert_eq!(fake.message_count(), 5);
+}
