@@ -432,18 +432,33 @@ async fn an_unknown_outcome_is_reconciled_with_the_provider_never_blindly_resent
 }
 
 #[tokio::test]
-async fn a_provider_opt_out_suppresses_the_text_and_records_the_opt_out() {
+async fn a_provider_opt_out_is_recorded_and_an_invalid_number_is_not_retried() {
     let fake = FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, |_| {}).await;
     let phones = phones(3, 500);
     subscribe_all(&app, "sku-1", &phones).await;
     fake.reject_number(&phones[1], 21610);
+    // An invalid number is a permanent failure: no retry.
+    fake.reject_number(&phones[2], 21211);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
     eventually(Duration::from_secs(10), "outcomes", || async {
         let s = statuses(&app).await;
-        s.get("sent") == Some(&2) && s.get("suppressed") == Some(&1)
+        s.get("sent") == Some(&1) && s.get("suppressed") == Some(&1) && s.get("failed") == Some(&1)
     })
     .await;
+    app.clock.advance(chrono::Duration::minutes(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let attempts: i32 = db(&app)
+        .await
+        .query_one(
+            "SELECT attempts FROM messages WHERE status = 'failed' AND last_error_permanent",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 1);
+    assert_eq!(fake.create_requests(), 3);
     let opt_outs: i64 = db(&app)
         .await
         .query_one(
@@ -699,4 +714,37 @@ async fn a_redis_outage_holds_texts_back_and_sending_resumes_by_itself() {
     })
     .await;
     assert_eq!(fake.message_count(), 5);
+}
+
+#[tokio::test]
+async fn an_outcome_the_provider_cannot_be_asked_about_is_unknown_and_never_resent() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    subscribe_all(&app, "sku-1", &phones(1, 1700)).await;
+    fake.fail_after_create_next(1);
+    set_stock(&app, "sku-1", "loc-1", 5, 1).await;
+    let db = db(&app).await;
+    eventually(Duration::from_secs(10), "an unknown send", || async {
+        db.query_opt(
+            "SELECT 1 FROM messages WHERE status = 'sending' AND lease_owner IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some()
+    })
+    .await;
+    // The provider goes away: it cannot say whether it has the text.
+    drop(fake);
+    eventually(Duration::from_secs(15), "marked unknown", || async {
+        app.clock.advance(chrono::Duration::seconds(11));
+        statuses(&app).await.get("unknown") == Some(&1)
+    })
+    .await;
+    let (attempts, code): (i32, Option<String>) = db
+        .query_one("SELECT attempts, last_error_code FROM messages", &[])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((attempts, code.as_deref()), (1, Some("unknown")));
 }
