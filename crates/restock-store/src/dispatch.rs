@@ -179,10 +179,13 @@ impl Chunk {
         }
     }
 
+    /// Inserts the chunk. With `open` (an IMMEDIATE release: everyone is in wave 1), the texts
+    /// are written already in their open wave, which spares a second pass over every row.
     async fn write(
         &mut self,
         tx: &impl GenericClient,
         release: &PlanContext,
+        open: bool,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if self.message_id.is_empty() {
@@ -193,10 +196,13 @@ impl Chunk {
         execute(
             tx,
             "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id, \
-               variant_id, kind, position, status, reason, due_at, body, segments, encoding, sender_id, \
+               variant_id, kind, position, wave, status, reason, due_at, body, segments, encoding, sender_id, \
                link_token, created_at, updated_at) \
              SELECT $1, u.message_id, $2, u.subscription_id, u.contact_id, $3, 'first', u.position, \
-               u.status, u.reason, u.due_at, u.body, u.segments, u.encoding, u.sender_id, u.link_token, $4, $4 \
+               CASE WHEN $17 AND u.position IS NOT NULL THEN 1 END, u.status, u.reason, \
+               CASE WHEN $17 AND u.status = 'planned' THEN $4 \
+                    WHEN $17 AND u.status = 'deferred' THEN GREATEST(u.due_at, $4) ELSE u.due_at END, \
+               u.body, u.segments, u.encoding, u.sender_id, u.link_token, $4, $4 \
              FROM UNNEST($5::uuid[], $6::uuid[], $7::uuid[], $8::int[], $9::text[], $10::text[], \
                $11::timestamptz[], $12::text[], $13::int[], $14::text[], $15::text[], $16::text[]) \
                AS u(message_id, subscription_id, contact_id, position, status, reason, due_at, body, \
@@ -220,6 +226,7 @@ impl Chunk {
                 &self.encoding,
                 &self.sender_id,
                 &self.link_token,
+                &open,
             ],
         )
         .await?;
@@ -421,6 +428,7 @@ impl Store {
             .await?;
         let mut position = 0i32;
         let mut chunk = Chunk::default();
+        let immediate = settings.strategy == Strategy::Immediate;
         loop {
             let rows = tx.query_portal(&portal, PLAN_CHUNK).await?;
             let done = (rows.len() as i32) < PLAN_CHUNK;
@@ -439,7 +447,7 @@ impl Store {
                 }
                 chunk.push(&plan_row, choice, &mut position);
             }
-            chunk.write(&tx, &release, now).await?;
+            chunk.write(&tx, &release, immediate, now).await?;
             if done {
                 break;
             }
@@ -945,7 +953,10 @@ async fn open_wave(
         }
         Step::Open(span) => {
             let (first, last) = (span.first as i32, span.last as i32);
-            execute(
+            // An IMMEDIATE release's texts were written in wave 1 at planning.
+            let written = number == 1 && strategy == Strategy::Immediate;
+            if !written {
+                execute(
                 tx,
                 "UPDATE messages SET wave = $3, \
                    due_at = CASE WHEN status = 'deferred' THEN GREATEST(due_at, $6) ELSE $6 END, updated_at = $6 \
@@ -954,6 +965,7 @@ async fn open_wave(
                 &[&tenant_id, &release_id, &number, &first, &last, &now],
             )
             .await?;
+            }
             execute(
                 tx,
                 "INSERT INTO release_waves (tenant_id, release_id, number, state, scheduled_at, started_at, \
