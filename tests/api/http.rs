@@ -419,7 +419,11 @@ async fn tracked_link_without_deep_link_goes_to_the_storefront() {
 
 #[tokio::test]
 async fn tracked_link_with_nowhere_to_go_is_not_found() {
-    let app = spawn_app_with(|s| s.sms.twilio_auth_token = TOKEN.into()).await;
+    let app = spawn_app_with(|s| {
+        s.sms.twilio_auth_token = TOKEN.into();
+        s.tenants.get_mut("demo").unwrap().storefront_url = None;
+    })
+    .await;
     let sent = sent_text(&app, "sku-nolink", "+14155550103", None, "sent").await;
     let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
     assert_eq!(a.status, 404);
