@@ -29,8 +29,12 @@ impl Store {
     /// Builds a pool of at most `max_size` connections. Connects lazily: a database that is
     /// down at start makes requests fail with `Unavailable`, not the process.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, StoreError> {
-        let pg = tokio_postgres::Config::from_str(url)
+        let mut pg = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Config(format!("DATABASE_URL: {e}")))?;
+        // Short statements only: compiling one with JIT costs more than running it.
+        if pg.get_options().is_none() {
+            pg.options("-c jit=off");
+        }
         let manager = Manager::from_config(
             pg,
             NoTls,
