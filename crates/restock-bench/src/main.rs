@@ -2,7 +2,10 @@
 //! same machine's raw limit, measured in the same run, so the figures travel between machines.
 //! Writes the table as JSON under `target/bench/`.
 
-use std::path::PathBuf;
+mod dispatch;
+mod server;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -250,15 +253,83 @@ fn redis_evalsha_rate(redis_url: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no rate in redis-benchmark output: {text}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let db = std::env::var("DATABASE_URL").context("DATABASE_URL is unset: run `just bench`")?;
-    let redis_url = std::env::var("REDIS_URL").context("REDIS_URL is unset: run `just bench`")?;
-    let admin = with_database(&db, "postgres");
+/// Every database the bench creates; all dropped at the end, whatever happened.
+const DATABASES: &[&str] = &[
+    "restock_bench_raw",
+    "restock_bench_sql",
+    "restock_bench",
+    "restock_bench_messages",
+    "restock_bench_dispatch_latency",
+    "restock_bench_dispatch_10000",
+    "restock_bench_dispatch_100000",
+];
 
+/// Which figures a run measures: all by default; `just bench waitlist` or `just bench
+/// dispatch` for one group.
+struct Sections {
+    waitlist: bool,
+    dispatch: bool,
+}
+
+impl Sections {
+    fn from_args() -> anyhow::Result<Self> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if args.is_empty() {
+            return Ok(Self {
+                waitlist: true,
+                dispatch: true,
+            });
+        }
+        let mut sections = Self {
+            waitlist: false,
+            dispatch: false,
+        };
+        for arg in &args {
+            match arg.as_str() {
+                "waitlist" => sections.waitlist = true,
+                "dispatch" => sections.dispatch = true,
+                other => bail!("unknown argument {other:?}: expected `waitlist` and/or `dispatch`"),
+            }
+        }
+        Ok(sections)
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Fails before minutes of work, naming the package, when a tool a figure needs is missing.
+fn require_tools(sections: &Sections) -> anyhow::Result<()> {
+    find_pgbench()?;
+    if sections.waitlist {
+        for tool in ["redis-cli", "redis-benchmark"] {
+            on_path(tool)
+                .with_context(|| format!("{tool} not found (Debian package redis-tools)"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The table's rows and the JSON document, as far as the run got.
+#[derive(Default)]
+struct Figures {
+    rows: Vec<String>,
+    json: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Subscribe, inventory events and cap checks, each against its raw limit.
+async fn waitlist_figures(
+    db: &str,
+    redis_url: &str,
+    admin: &str,
+    figures: &mut Figures,
+) -> anyhow::Result<()> {
     // Raw ceiling: pgbench inserting one row per transaction into a table shaped like ours.
-    recreate(&admin, "restock_bench_raw").await?;
-    let raw_url = with_database(&db, "restock_bench_raw");
+    recreate(admin, "restock_bench_raw").await?;
+    let raw_url = with_database(db, "restock_bench_raw");
     {
         let (c, conn) = tokio_postgres::connect(&raw_url, NoTls).await?;
         tokio::spawn(conn);
@@ -279,8 +350,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     // restock's own schema, for the pgbench equivalent of an inventory event.
-    recreate(&admin, "restock_bench_sql").await?;
-    let sql_url = with_database(&db, "restock_bench_sql");
+    recreate(admin, "restock_bench_sql").await?;
+    let sql_url = with_database(db, "restock_bench_sql");
     restock_store::migrate::run(&sql_url).await?;
     eprintln!(
         "pgbench: the row work of one inventory event, 1 and 4 clients, {}s each",
@@ -290,15 +361,15 @@ async fn main() -> anyhow::Result<()> {
     let raw_event_4 = pgbench_at(&sql_url, EVENT_SCRIPT, 4)?;
 
     // restock: Subscribe over gRPC through the whole stack.
-    recreate(&admin, "restock_bench").await?;
+    recreate(admin, "restock_bench").await?;
     let mut settings = Settings::load_from(
         None,
         [
             (
                 "DATABASE_URL".to_string(),
-                with_database(&db, "restock_bench"),
+                with_database(db, "restock_bench"),
             ),
-            ("REDIS_URL".to_string(), redis_url.clone()),
+            ("REDIS_URL".to_string(), redis_url.to_string()),
         ],
     )?;
     settings.database.pool_size = CONCURRENCY;
@@ -336,32 +407,29 @@ async fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("redis-benchmark: EVALSHA of a trivial script; restock-caps: batched cap checks");
-    let raw_evalsha = redis_evalsha_rate(&redis_url)?;
-    let caps = restock_caps::Caps::connect(&redis_url, &format!("bench-{}", std::process::id()))?;
+    let raw_evalsha = redis_evalsha_rate(redis_url)?;
+    let caps = restock_caps::Caps::connect(redis_url, &format!("bench-{}", std::process::id()))?;
     let cap_checks = restock_caps::bench_checks(&caps, 50, 1_000).await?;
 
     let ratio = subscribe / raw_insert;
-    println!();
-    println!("| figure | restock | raw limit (same machine, same run) | ratio | target |");
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| Subscribe throughput, {CONCURRENCY} concurrent | {subscribe:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50% |",
-        ratio * 100.0
-    );
-    println!(
-        "| Inventory events applied, 1 stream ({restocks_1} restocks) | {events_1:.0}/s | pgbench event row work, 1 client {raw_event_1:.0}/s | {:.0}% | |",
-        events_1 / raw_event_1 * 100.0
-    );
-    println!(
-        "| Inventory events applied, 4 streams ({restocks_4} restocks) | {events_4:.0}/s | pgbench event row work, 4 clients {raw_event_4:.0}/s | {:.0}% | |",
-        events_4 / raw_event_4 * 100.0
-    );
-    println!(
-        "| Cap checks (phone + sender + tenant), batches of 1,000 | {cap_checks:.0}/s | redis-benchmark EVALSHA `return 1` {raw_evalsha:.0}/s | {:.0}% | ≥ 50% |",
-        cap_checks / raw_evalsha * 100.0
-    );
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
-    std::fs::create_dir_all(&out)?;
+    figures.rows.extend([
+        format!(
+            "| Subscribe throughput, {CONCURRENCY} concurrent | {subscribe:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50% |",
+            ratio * 100.0
+        ),
+        format!(
+            "| Inventory events applied, 1 stream ({restocks_1} restocks) | {events_1:.0}/s | pgbench event row work, 1 client {raw_event_1:.0}/s | {:.0}% | |",
+            events_1 / raw_event_1 * 100.0
+        ),
+        format!(
+            "| Inventory events applied, 4 streams ({restocks_4} restocks) | {events_4:.0}/s | pgbench event row work, 4 clients {raw_event_4:.0}/s | {:.0}% | |",
+            events_4 / raw_event_4 * 100.0
+        ),
+        format!(
+            "| Cap checks (phone + sender + tenant), batches of 1,000 | {cap_checks:.0}/s | redis-benchmark EVALSHA `return 1` {raw_evalsha:.0}/s | {:.0}% | ≥ 50% |",
+            cap_checks / raw_evalsha * 100.0
+        ),
+    ]);
     let json = serde_json::json!({
         "concurrency": CONCURRENCY,
         "seconds": RUN.as_secs(),
@@ -383,7 +451,243 @@ async fn main() -> anyhow::Result<()> {
             "ratio_4": events_4 / raw_event_4,
         },
     });
+    if let serde_json::Value::Object(map) = json {
+        figures.json.extend(map);
+    }
+    Ok(())
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or_else(|| "—".into(), |s| format!("{s:.2} s"))
+}
+
+/// One line of a restock's timeline: when each step happened after the event was sent.
+fn timeline(run: &dispatch::RestockRun) -> String {
+    let p = &run.phases;
+    let ms = |t: Option<f64>| t.map_or_else(|| "—".into(), |t| format!("{:.0} ms", t * 1e3));
+    format!(
+        "{} subscribers: release created {}, planning began {}, first claim (plan committed) {}, \
+         first text sent {}, release started {}, last text sent {}, last outcome written {}; \
+         {} of {} messages sent (server log: {})",
+        run.subscribers,
+        ms(p.release_created),
+        ms(p.planning_started),
+        ms(p.first_claim),
+        ms(p.first_sent),
+        ms(p.release_started),
+        ms(p.last_sent),
+        ms(p.last_updated),
+        p.sent,
+        p.messages,
+        run.server_log.display(),
+    )
+}
+
+/// The dispatch engine: a restock of 100,000 (and 10,000) waiting subscribers through a child
+/// `restock serve` and a loopback Twilio, and event-to-first-text latency.
+async fn dispatch_figures(
+    db: &str,
+    redis_url: &str,
+    admin: &str,
+    out: &Path,
+    run: &str,
+    figures: &mut Figures,
+) -> anyhow::Result<Vec<String>> {
+    use dispatch::SERVER_POOL;
+    let bin = server::binary()?;
+    let fakes = dispatch::FakeRuntime::new()?;
+    let cx = dispatch::Setup {
+        db,
+        admin,
+        redis: redis_url,
+        bin: &bin,
+        fakes: &fakes,
+        run,
+        out,
+    };
+
+    // Raw ceiling: the row work of one text, one statement per phase, at the server's pool size.
+    recreate(admin, "restock_bench_messages").await?;
+    let messages_url = with_database(db, "restock_bench_messages");
+    restock_store::migrate::run(&messages_url).await?;
+    eprintln!(
+        "pgbench: the row work of one text (plan insert, claim update, record update), {SERVER_POOL} clients, {}s",
+        RUN.as_secs()
+    );
+    let raw_text = pgbench_at(&messages_url, dispatch::MESSAGE_SCRIPT, SERVER_POOL)?;
+    eprintln!(
+        "pgbench: the same row work in batches of {}, {} clients, {}s",
+        dispatch::BATCH,
+        dispatch::BATCH_CLIENTS,
+        RUN.as_secs()
+    );
+    let raw_batched = pgbench_at(
+        &messages_url,
+        dispatch::MESSAGE_BATCH_SCRIPT,
+        dispatch::BATCH_CLIENTS,
+    )? * dispatch::BATCH as f64;
+
+    eprintln!(
+        "restock: {} restocks one after another, event to first text",
+        dispatch::LATENCY_RESTOCKS
+    );
+    let latency = dispatch::latency_run(&cx).await?;
+    eprintln!("restock: a restock of 10,000 subscribers");
+    let small = dispatch::restock_run(&cx, 10_000).await?;
+    eprintln!("restock: a restock of 100,000 subscribers");
+    let big = dispatch::restock_run(&cx, 100_000).await?;
+
+    let p = |s: &[f64], q: f64| dispatch::percentile(s, q);
+    let ms = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.1}"));
+    let (e2e_50, e2e_99) = (
+        p(&latency.end_to_end_ms, 50.0),
+        p(&latency.end_to_end_ms, 99.0),
+    );
+    let (srv_50, srv_99) = (p(&latency.server_ms, 50.0), p(&latency.server_ms, 99.0));
+    for r in [&small, &big] {
+        let rate = r.texts_per_second.map_or_else(
+            || format!("{} of {} texts", r.texts_received, r.subscribers),
+            |t| format!("{t:.0} texts/s"),
+        );
+        let ratio = r.texts_per_second.map_or_else(
+            || "—".into(),
+            |t| {
+                format!(
+                    "{:.0}% / {:.0}%",
+                    t / raw_batched * 100.0,
+                    t / raw_text * 100.0
+                )
+            },
+        );
+        let target = if r.subscribers == 100_000 {
+            "< 10 s"
+        } else {
+            ""
+        };
+        figures.rows.push(format!(
+            "| Restock of {} subscribers: event → last text at the provider (all `sent` in DB: {}) | {} ({rate}) | pgbench text row work (insert, claim, record): batches of {}, {} clients {raw_batched:.0}/s / one text per statement, {SERVER_POOL} clients {raw_text:.0}/s | {ratio} | {target} |",
+            r.subscribers,
+            seconds(r.to_all_sent_in_db_seconds),
+            seconds(r.to_last_text_seconds),
+            dispatch::BATCH,
+            dispatch::BATCH_CLIENTS,
+        ));
+    }
+    figures.rows.push(format!(
+        "| Server peak RSS (VmHWM), 10,000 → 100,000 subscribers (at start: {:.0} → {:.0} MiB) | {:.0} → {:.0} MiB | | ×{:.2} | flat |",
+        mib(small.rss_at_start_kib),
+        mib(big.rss_at_start_kib),
+        mib(small.rss_peak_kib),
+        mib(big.rss_peak_kib),
+        big.rss_peak_kib as f64 / small.rss_peak_kib as f64,
+    ));
+    figures.rows.push(format!(
+        "| Inventory event → first text at the provider, p50 / p99 of {} restocks (server clock `started_at - created_at`: {} / {} ms) | {} / {} ms | | | p99 < 100 ms |",
+        latency.end_to_end_ms.len(),
+        ms(srv_50),
+        ms(srv_99),
+        ms(e2e_50),
+        ms(e2e_99),
+    ));
+    let json = serde_json::json!({
+        "server_pool": SERVER_POOL,
+        "pgbench_text_row_work_per_second": raw_text,
+        "pgbench_text_row_work_batched_per_second": raw_batched,
+        "batch": dispatch::BATCH,
+        "batch_clients": dispatch::BATCH_CLIENTS,
+        "restock_100000": big,
+        "restock_10000": small,
+        "ratio": big.texts_per_second.map(|t| t / raw_text),
+        "ratio_batched": big.texts_per_second.map(|t| t / raw_batched),
+        "target_seconds": 10,
+        "rss_peak_growth": big.rss_peak_kib as f64 / small.rss_peak_kib as f64,
+        "latency": {
+            "end_to_end_p50_ms": e2e_50,
+            "end_to_end_p99_ms": e2e_99,
+            "server_p50_ms": srv_50,
+            "server_p99_ms": srv_99,
+            "target_p99_ms": 100,
+            "run": latency,
+        },
+    });
+    figures.json.insert("dispatch".into(), json);
+    if latency.missed > 0 {
+        eprintln!(
+            "warning: {} restocks of the latency run had no text within 5 s",
+            latency.missed
+        );
+    }
+    Ok(vec![timeline(&small), timeline(&big)])
+}
+
+/// Drops the bench's databases and this run's Redis keys; says what failed but never fails.
+async fn cleanup(admin: &str, redis_url: &str, run: &str) {
+    match tokio_postgres::connect(admin, NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            for name in DATABASES {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                if let Err(e) = client.execute(&drop, &[]).await {
+                    eprintln!("cleanup: dropping {name}: {e}");
+                }
+            }
+        }
+        Err(e) => eprintln!("cleanup: connecting to drop the bench databases: {e}"),
+    }
+    let patterns = [
+        format!("{run}-*"),
+        format!("bench-{}:*", std::process::id()),
+    ];
+    for pattern in patterns {
+        if let Err(e) = dispatch::clear_redis(redis_url, &pattern).await {
+            eprintln!("cleanup: deleting Redis keys {pattern}: {e}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let sections = Sections::from_args()?;
+    let db = std::env::var("DATABASE_URL").context("DATABASE_URL is unset: run `just bench`")?;
+    let redis_url = std::env::var("REDIS_URL").context("REDIS_URL is unset: run `just bench`")?;
+    require_tools(&sections)?;
+    let admin = with_database(&db, "postgres");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    std::fs::create_dir_all(&out)?;
+    let run = format!("restock-bench-{}", std::process::id());
+
+    let mut figures = Figures::default();
+    let mut notes = Vec::new();
+    let mut result = Ok(());
+    if sections.waitlist {
+        result = waitlist_figures(&db, &redis_url, &admin, &mut figures).await;
+    }
+    if sections.dispatch && result.is_ok() {
+        result = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures)
+            .await
+            .map(|n| notes = n);
+    }
+    // Whatever happened (the child servers are gone already: dropped on the way out), unless
+    // asked to keep the databases for a look.
+    if std::env::var_os("RESTOCK_BENCH_KEEP").is_none() {
+        cleanup(&admin, &redis_url, &run).await;
+    }
+
+    println!();
+    println!("| figure | restock | raw limit (same machine, same run) | ratio | target |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in &figures.rows {
+        println!("{row}");
+    }
+    for note in &notes {
+        println!("\n{note}");
+    }
+    let json = serde_json::Value::Object(figures.json);
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
     println!("\nwritten: target/bench/bench.json");
-    Ok(())
+    result
 }

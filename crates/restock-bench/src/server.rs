@@ -1,0 +1,141 @@
+//! A `restock serve` child process for the dispatch figures: a process of its own, so its peak
+//! memory (VmHWM) is the server's alone; killed when dropped, whatever the bench ran into.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// How long a server may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The release `restock` binary: `RESTOCK_BIN` if set, else built now by cargo (a no-op when it
+/// is up to date), so the bench works with or without the justfile.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("RESTOCK_BIN") {
+        return Ok(bin.into());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    eprintln!("cargo build --release --bin restock (the server the dispatch figures run)");
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "restock",
+            "--bin",
+            "restock",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo to build the restock binary (or set RESTOCK_BIN)")?;
+    if !out.status.success() {
+        bail!("building the restock binary failed (see cargo's output above)");
+    }
+    // The artifact message names the executable wherever the target directory is.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "restock")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo built no restock executable")
+}
+
+/// A running `restock serve`.
+pub struct ServerProcess {
+    child: Child,
+    /// `host:port` of its gRPC listener, as it printed it.
+    pub grpc: String,
+    /// Where its stderr (the logs) goes, for a look after a bad figure.
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `bin serve` with `env` added to this process's environment; answers once it
+    /// printed its listening addresses.
+    pub async fn start(bin: &Path, env: &[(String, String)], log: &Path) -> anyhow::Result<Self> {
+        let mut command = Command::new(bin);
+        command
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                File::create(log).with_context(|| format!("creating {}", log.display()))?,
+            ));
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Dropped from here on (killed), should the first line not come.
+        let mut server = Self {
+            child,
+            grpc: String::new(),
+            log: log.to_path_buf(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread, not a task: it keeps draining stdout for the life of the process so the
+        // server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(read);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = match tokio::time::timeout(START_TIMEOUT, rx).await {
+            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Err(e))) => return Err(e).context("reading the server's stdout"),
+            Ok(Err(_)) | Err(_) => bail!(
+                "restock serve did not print its address within {START_TIMEOUT:?}; see {}",
+                log.display()
+            ),
+        };
+        let Some(grpc) = line
+            .trim()
+            .strip_prefix("restock listening: grpc=")
+            .and_then(|rest| rest.split_once(" http="))
+            .map(|(grpc, _)| grpc.to_string())
+        else {
+            let status = server.child.try_wait().ok().flatten();
+            bail!(
+                "restock serve did not start (first line {line:?}, exit {status:?}); see {}",
+                log.display()
+            );
+        };
+        server.grpc = grpc;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `/proc/<pid>/status` figure in KiB: `VmHWM` (peak resident set) or `VmRSS` (now).
+    pub fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .with_context(|| format!("no {field} in {path}"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
