@@ -17,7 +17,7 @@ use crate::server::ServerProcess;
 /// Connections in the server's pool, and pgbench clients for the raw ceiling.
 pub const SERVER_POOL: usize = 16;
 /// How long a big restock may take before the bench gives up waiting for its last text.
-const RESTOCK_TIMEOUT: Duration = Duration::from_secs(90);
+const RESTOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Restocks in the latency run, and waiting subscribers of each.
 pub const LATENCY_RESTOCKS: usize = 100;
 const LATENCY_SUBSCRIBERS: usize = 20;
@@ -340,6 +340,8 @@ pub struct RestockRun {
     pub to_first_text_seconds: Option<f64>,
     pub to_last_text_seconds: Option<f64>,
     pub texts_received: usize,
+    /// How long the bench waited for them (the timeout, when they did not all come).
+    pub waited_seconds: f64,
     /// Event sent to every message seen `sent` in the database (polled every 100 ms).
     pub to_all_sent_in_db_seconds: Option<f64>,
     pub texts_per_second: Option<f64>,
@@ -370,6 +372,7 @@ pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun>
     let sent = Instant::now();
     restock(&mut client, &variant).await?;
     let all_in = fake.wait_for_messages(n, RESTOCK_TIMEOUT).await;
+    let waited_seconds = sent.elapsed().as_secs_f64();
     let messages = fake.messages();
     let first = messages.iter().map(|m| m.received_at).min();
     let last = messages.iter().map(|m| m.received_at).max();
@@ -405,6 +408,7 @@ pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun>
         to_first_text_seconds: to_first,
         to_last_text_seconds: to_last,
         texts_received,
+        waited_seconds,
         to_all_sent_in_db_seconds: to_all_sent,
         texts_per_second: to_last.map(|s| n as f64 / s),
         rss_at_start_kib,

@@ -550,7 +550,12 @@ async fn dispatch_figures(
     let (srv_50, srv_99) = (p(&latency.server_ms, 50.0), p(&latency.server_ms, 99.0));
     for r in [&small, &big] {
         let rate = r.texts_per_second.map_or_else(
-            || format!("{} of {} texts", r.texts_received, r.subscribers),
+            || {
+                format!(
+                    "only {} of {} texts in {:.0} s",
+                    r.texts_received, r.subscribers, r.waited_seconds
+                )
+            },
             |t| format!("{t:.0} texts/s"),
         );
         let ratio = r.texts_per_second.map_or_else(
