@@ -34,6 +34,9 @@ UPDATE messages SET status = 'sending', lease_owner = 'bench', lease_until = now
 UPDATE messages SET status = 'sent', provider_message_id = 'SM' || :n, provider_status = 'queued', segments = 1, sent_at = now(), attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, updated_at = now() WHERE tenant_id = 'demo' AND message_id = :id AND status = 'sending' AND lease_owner = 'bench';
 ";
 
+/// How long each pgbench run of the text row work lasts (short: the restocks take the time).
+pub const PGBENCH_RUN: Duration = Duration::from_secs(5);
+
 /// Texts per batch in [`MESSAGE_BATCH_SCRIPT`]: the engine's default claim batch.
 pub const BATCH: usize = 500;
 
@@ -387,7 +390,10 @@ pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun>
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let sent_rows: i64 = db
-                .query_one("SELECT count(*) FROM messages WHERE status = 'sent'", &[])
+                .query_one(
+                    "SELECT count(*) FROM messages WHERE status = 'sent' AND variant_id = $1",
+                    &[&variant],
+                )
                 .await?
                 .get(0);
             if sent_rows as usize >= n {

@@ -1,6 +1,12 @@
 //! `just bench`: measures restock on this machine and prints each figure as a ratio against the
 //! same machine's raw limit, measured in the same run, so the figures travel between machines.
 //! Writes the table as JSON under `target/bench/`.
+//!
+//! `just bench waitlist` measures Subscribe, inventory events and cap checks only; `just bench
+//! dispatch` the dispatch engine only (see `dispatch.rs`). For a look at a bad figure:
+//! `RESTOCK_BENCH_KEEP=1` keeps the databases, `RESTOCK_BENCH_EXPLAIN_MS=<ms>` logs the plans of
+//! the server's slower statements to the Postgres log, `RESTOCK_BENCH_HISTORY=<n>` gives the
+//! outbox `n` old texts before a restock, `RESTOCK_BIN` runs that server binary.
 
 mod dispatch;
 mod server;
@@ -73,6 +79,11 @@ fn pgbench(url: &str, script: &str) -> anyhow::Result<f64> {
 
 /// Runs pgbench with `script` for [`RUN`] with `clients` connections.
 fn pgbench_at(url: &str, script: &str, clients: usize) -> anyhow::Result<f64> {
+    pgbench_for(url, script, clients, RUN)
+}
+
+/// Runs pgbench with `script` for `run` with `clients` connections.
+fn pgbench_for(url: &str, script: &str, clients: usize, run: Duration) -> anyhow::Result<f64> {
     let dir = std::env::temp_dir().join(format!("restock-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("script.sql");
@@ -87,7 +98,7 @@ fn pgbench_at(url: &str, script: &str, clients: usize) -> anyhow::Result<f64> {
             "-j",
             &clients.min(2).to_string(),
             "-T",
-            &RUN.as_secs().to_string(),
+            &run.as_secs().to_string(),
             "-f",
         ])
         .arg(&file)
@@ -166,6 +177,11 @@ UPDATE variant_stock SET available = :n % 5, updated_at = now() WHERE tenant_id 
 END;
 ";
 
+/// Events sent but not yet acknowledged, per stream. Unbounded, a stream would queue tens of
+/// seconds of events in flow-control buffers by the deadline, and draining them would make a
+/// 10 s measurement last 30 s.
+const IN_FLIGHT: usize = 256;
+
 /// Streams inventory events on `streams` concurrent streams for [`RUN`]; answers events
 /// applied per second (acks received) and how many started a restock.
 async fn inventory_rate(
@@ -180,9 +196,19 @@ async fn inventory_rate(
     for k in 0..streams {
         let mut client = EligibilityServiceClient::new(channel.clone());
         let run = format!("{}", std::process::id());
+        let window = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         tasks.push(tokio::spawn(async move {
+            let sending = window.clone();
             let events = tokio_stream::iter(0u64..)
                 .take_while(move |_| Instant::now() < deadline)
+                .then(move |i| {
+                    let window = sending.clone();
+                    async move {
+                        // Given back by the ack of an earlier event.
+                        window.acquire().await.expect("never closed").forget();
+                        i
+                    }
+                })
                 .map(move |i| pb::StreamInventoryRequest {
                     tenant_id: "demo".into(),
                     event: Some(pb::InventoryEvent {
@@ -202,6 +228,7 @@ async fn inventory_rate(
                 let ack = ack?.ack.unwrap_or_default();
                 n += 1;
                 restocks += u64::from(ack.restock_started);
+                window.add_permits(1);
             }
             anyhow::Ok((n, restocks))
         }));
@@ -373,6 +400,11 @@ async fn waitlist_figures(
         ],
     )?;
     settings.database.pool_size = CONCURRENCY;
+    // The waitlist API alone, as these figures have always been: with the engine on, its
+    // scheduler would plan the ~25,000 (empty) releases the inventory streams start, during the
+    // measurement and for a minute and a half after it (it looks at the stop signal only
+    // between passes). The engine has its own figures (`dispatch.rs`).
+    settings.dispatch.enabled = false;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let app = Application::build(settings, listener).await?;
     let state = app.state();
@@ -516,19 +548,25 @@ async fn dispatch_figures(
     restock_store::migrate::run(&messages_url).await?;
     eprintln!(
         "pgbench: the row work of one text (plan insert, claim update, record update), {SERVER_POOL} clients, {}s",
-        RUN.as_secs()
+        dispatch::PGBENCH_RUN.as_secs()
     );
-    let raw_text = pgbench_at(&messages_url, dispatch::MESSAGE_SCRIPT, SERVER_POOL)?;
+    let raw_text = pgbench_for(
+        &messages_url,
+        dispatch::MESSAGE_SCRIPT,
+        SERVER_POOL,
+        dispatch::PGBENCH_RUN,
+    )?;
     eprintln!(
         "pgbench: the same row work in batches of {}, {} clients, {}s",
         dispatch::BATCH,
         dispatch::BATCH_CLIENTS,
-        RUN.as_secs()
+        dispatch::PGBENCH_RUN.as_secs()
     );
-    let raw_batched = pgbench_at(
+    let raw_batched = pgbench_for(
         &messages_url,
         dispatch::MESSAGE_BATCH_SCRIPT,
         dispatch::BATCH_CLIENTS,
+        dispatch::PGBENCH_RUN,
     )? * dispatch::BATCH as f64;
 
     eprintln!(
@@ -629,9 +667,12 @@ async fn dispatch_figures(
     Ok(vec![timeline(&small), timeline(&big)])
 }
 
-/// Drops the bench's databases and this run's Redis keys; says what failed but never fails.
+/// Drops the bench's databases (unless `RESTOCK_BENCH_KEEP` is set, to look at them) and
+/// deletes this run's Redis keys; says what failed but never fails.
 async fn cleanup(admin: &str, redis_url: &str, run: &str) {
+    let keep = std::env::var_os("RESTOCK_BENCH_KEEP").is_some();
     match tokio_postgres::connect(admin, NoTls).await {
+        Ok(_) if keep => eprintln!("RESTOCK_BENCH_KEEP: the bench databases are kept"),
         Ok((client, conn)) => {
             tokio::spawn(conn);
             for name in DATABASES {
@@ -663,24 +704,30 @@ async fn main() -> anyhow::Result<()> {
     let admin = with_database(&db, "postgres");
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
     std::fs::create_dir_all(&out)?;
+    let out = out.canonicalize()?;
     let run = format!("restock-bench-{}", std::process::id());
 
     let mut figures = Figures::default();
     let mut notes = Vec::new();
-    let mut result = Ok(());
-    if sections.waitlist {
-        result = waitlist_figures(&db, &redis_url, &admin, &mut figures).await;
-    }
-    if sections.dispatch && result.is_ok() {
-        result = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures)
-            .await
-            .map(|n| notes = n);
-    }
-    // Whatever happened (the child servers are gone already: dropped on the way out), unless
-    // asked to keep the databases for a look.
-    if std::env::var_os("RESTOCK_BENCH_KEEP").is_none() {
-        cleanup(&admin, &redis_url, &run).await;
-    }
+    let measure = async {
+        if sections.waitlist {
+            waitlist_figures(&db, &redis_url, &admin, &mut figures).await?;
+        }
+        if sections.dispatch {
+            notes = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures).await?;
+        }
+        anyhow::Ok(())
+    };
+    // Ctrl-C drops the measurement, and with it any child server (killed on drop).
+    let result = tokio::select! {
+        r = measure => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    // Whatever happened: the child servers are gone already (dropped on the way out).
+    cleanup(&admin, &redis_url, &run).await;
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("restock-bench-{}", std::process::id())),
+    );
 
     println!();
     println!("| figure | restock | raw limit (same machine, same run) | ratio | target |");
