@@ -1,5 +1,7 @@
 //! The standard `grpc.health.v1` service, kept true: a background task asks Postgres and Redis
-//! whether they answer and sets every service serving or not serving accordingly.
+//! whether they answer and sets each service serving or not by what it needs. Everything needs
+//! Postgres; only dispatch needs Redis (its caps), so Redis down stops texting, not Subscribe,
+//! and the server as a whole ("", what load balancers ask) follows Postgres.
 
 use std::time::Duration;
 
@@ -14,6 +16,9 @@ pub const SERVICES: &[&str] = &[
     "restock.v1.EligibilityService",
     "restock.v1.DispatchService",
 ];
+
+/// The one service that needs Redis.
+const DISPATCH: &str = "restock.v1.DispatchService";
 
 /// Answers whether Redis answers PING, reconnecting after a failure.
 pub struct RedisProbe {
@@ -57,7 +62,7 @@ pub async fn watch_dependencies(
     mut stop: watch::Receiver<bool>,
 ) {
     let timeout = interval.max(Duration::from_millis(500));
-    let mut last: Option<bool> = None;
+    let mut last: Option<(bool, bool)> = None;
     loop {
         let pg_ok = matches!(
             tokio::time::timeout(timeout, store.ping()).await,
@@ -66,30 +71,36 @@ pub async fn watch_dependencies(
         let redis_ok = tokio::time::timeout(timeout, redis.ping())
             .await
             .unwrap_or(false);
-        let ok = pg_ok && redis_ok;
         if *stop.borrow() {
             return;
         }
-        if last != Some(ok) {
-            if ok {
+        if last != Some((pg_ok, redis_ok)) {
+            if pg_ok && redis_ok {
                 tracing::info!("dependencies answer: serving");
             } else {
                 tracing::warn!(
                     postgres = pg_ok,
                     redis = redis_ok,
-                    "a dependency does not answer: not serving"
+                    "a dependency does not answer: the services that need it are not serving"
                 );
             }
-            set_all(
-                &reporter,
+            let status = |ok: bool| {
                 if ok {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
-                },
-            )
-            .await;
-            last = Some(ok);
+                }
+            };
+            for service in SERVICES {
+                let ok = if *service == DISPATCH {
+                    pg_ok && redis_ok
+                } else {
+                    pg_ok
+                };
+                reporter.set_service_status(*service, status(ok)).await;
+            }
+            reporter.set_service_status("", status(pg_ok)).await;
+            last = Some((pg_ok, redis_ok));
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

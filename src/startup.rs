@@ -24,6 +24,13 @@ use crate::proto::v1::dispatch_service_server::DispatchServiceServer;
 use crate::proto::v1::eligibility_service_server::EligibilityServiceServer;
 use crate::proto::v1::waitlist_service_server::WaitlistServiceServer;
 
+/// HTTP/2 flow-control window of one stream: what one inventory stream may have in flight
+/// unread (about 2,000 events).
+const STREAM_WINDOW: u32 = 128 * 1024;
+/// HTTP/2 flow-control window of a connection; h2 allows buffered small frames up to half of
+/// it, so sixteen streams of small events fit with room to spare.
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// What every request handler shares.
 pub struct AppState {
     pub store: Store,
@@ -161,6 +168,11 @@ impl Application {
                 in_flight: Arc::new(tokio::sync::Semaphore::new(
                     settings.dispatch.concurrency as usize,
                 )),
+                // A fence holds a connection for a provider round trip, and its check needs
+                // another: a quarter of the pool keeps Subscribe and the claims served.
+                fences: Arc::new(tokio::sync::Semaphore::new(
+                    (settings.database.pool_size / 4).max(1),
+                )),
                 status_callback: (settings.sms.provider == ProviderKind::Twilio)
                     .then(|| format!("{}/webhooks/twilio/status", state.public_base_url)),
                 state: state.clone(),
@@ -245,6 +257,13 @@ impl Application {
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
+            // hyper's h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM, "too_many_data_frames")
+            // once the small DATA frames it buffers cost more than half the connection window.
+            // A small stream window bounds what one stream can buffer (a producer waits for
+            // WINDOW_UPDATE instead); a large connection window raises the budget, so streams
+            // of small inventory events are slowed down by flow control, never cut.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
             .add_service(health_service)
             .add_service(reflection)

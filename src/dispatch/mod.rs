@@ -105,6 +105,8 @@ pub struct Engine {
     pub work: Notify,
     /// Texts in flight to the provider, at most `settings.concurrency`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Hand-over fences open at once (each holds a database connection; see `sender`).
+    pub fences: Arc<tokio::sync::Semaphore>,
     /// Where the provider posts delivery reports (`None` for providers that have none).
     pub status_callback: Option<String>,
 }
@@ -112,6 +114,15 @@ pub struct Engine {
 impl Engine {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.settings.lease_seconds.into())
+    }
+
+    /// How long before its lease runs out a sender stops beginning hand-overs: the lease is
+    /// judged on this process's monotonic clock from before the claim, and the margin absorbs
+    /// the time between that check and the request, and clocks of replicas that disagree.
+    pub fn margin(&self) -> Duration {
+        (self.lease() / 5)
+            .max(Duration::from_secs(1))
+            .min(self.lease() / 2)
     }
 
     pub fn poll(&self) -> Duration {

@@ -11,8 +11,12 @@ use tokio::sync::watch;
 use super::planner::PolicyPlanner;
 use super::Engine;
 
-/// How many expired leases one pass reconciles.
-const RECONCILE_BATCH: i64 = 100;
+/// How many expired leases of handed-over texts one pass reconciles.
+const RECONCILE_BATCH: i64 = 500;
+/// How many expired leases of texts never handed over one pass puts back in line.
+const REQUEUE_BATCH: i64 = 5_000;
+/// Provider look-ups in flight during reconciliation.
+const LOOKUP_CONCURRENCY: usize = 16;
 
 pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     let tenants = Arc::new(engine.state.tenants.clone());
@@ -44,7 +48,7 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn tick(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     planner: &mut PolicyPlanner,
     tenants: &BTreeMap<String, restock_domain::TenantPolicy>,
 ) -> anyhow::Result<()> {
@@ -84,18 +88,39 @@ async fn tick(
 /// text (same recipient, sender and body, created since the attempt): if it has, the message
 /// was sent; if it says it has not, nothing went out and the message goes back in line; if it
 /// cannot be asked, the message is `unknown`, counted and never resent.
-async fn reconcile(engine: &Engine) -> anyhow::Result<()> {
+async fn reconcile(engine: &Arc<Engine>) -> anyhow::Result<()> {
     let store = &engine.state.store;
     let now = engine.state.clock.now();
+    // No hand-over began: nothing to ask, back in line at once.
+    let requeued = store.requeue_unhanded(REQUEUE_BATCH, now).await?;
+    if requeued > 0 {
+        tracing::info!(
+            requeued,
+            "texts of a lost lease never handed over; back in line"
+        );
+        engine.work.notify_waiters();
+    }
     let expired = store
         .take_expired(&engine.owner, engine.lease(), RECONCILE_BATCH, now)
         .await?;
     if expired.is_empty() {
         return Ok(());
     }
+    // The look-ups are independent: asked side by side, a crashed replica's texts are settled
+    // in about one lease, not one provider round trip after another.
+    let mut lookups = tokio::task::JoinSet::new();
     let mut outcomes = Vec::with_capacity(expired.len());
-    for m in &expired {
-        outcomes.push(reconcile_one(engine, m).await);
+    for m in expired {
+        if lookups.len() >= LOOKUP_CONCURRENCY {
+            if let Some(done) = lookups.join_next().await {
+                outcomes.push(done?);
+            }
+        }
+        let engine = engine.clone();
+        lookups.spawn(async move { reconcile_one(&engine, &m).await });
+    }
+    while let Some(done) = lookups.join_next().await {
+        outcomes.push(done?);
     }
     let now = engine.state.clock.now();
     store.record_outcomes(&engine.owner, &outcomes, now).await?;

@@ -18,6 +18,7 @@ use restock_domain::waves::backoff;
 use restock_domain::{ConsentSource, Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
+use restock_store::handover::Handover;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -49,6 +50,8 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
         tokio::pin!(work);
         work.as_mut().enable();
         let now = engine.state.clock.now();
+        // Before the claim: the lease is judged from here on this process's own clock.
+        let claimed_at = Instant::now();
         let claimed = engine
             .state
             .store
@@ -62,7 +65,7 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
         match claimed {
             Ok(batch) if !batch.is_empty() => {
                 failures = 0;
-                if let Err(e) = process(&engine, batch).await {
+                if let Err(e) = process(&engine, batch, claimed_at).await {
                     tracing::warn!(sender = index, error = %e, "recording a batch failed; its leases will be reconciled");
                 }
                 continue;
@@ -91,7 +94,11 @@ struct Item {
     request: CapRequest,
 }
 
-async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()> {
+async fn process(
+    engine: &Arc<Engine>,
+    batch: Vec<Claimed>,
+    claimed_at: Instant,
+) -> anyhow::Result<()> {
     let state = &engine.state;
     let now = state.clock.now();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -134,9 +141,18 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
         }
     }
 
-    // Capacity, then the hand-over; texts the sender bucket refuses wait for their token.
-    let deadline = Instant::now() + engine.lease() / 2;
-    let mut sends = JoinSet::new();
+    // No hand-over begins after this, whatever was granted: past it, another replica may be
+    // about to reconcile the batch (a process that stalled wakes up here).
+    let lease_end = claimed_at + engine.lease().saturating_sub(engine.margin());
+    // Capacity, then the hand-over; texts the sender bucket refuses wait for their token, but
+    // not so long that a text granted last could not be fenced and handed over before
+    // `lease_end` (a granted text given back would have spent its phone's cap for nothing).
+    let deadline = (Instant::now() + engine.lease() / 2).min(
+        lease_end
+            .checked_sub(engine.margin() / 2)
+            .unwrap_or(lease_end),
+    );
+    let mut slots = JoinSet::new();
     while !pending.is_empty() {
         let requests: Vec<CapRequest> = pending.iter().map(|i| i.request.clone()).collect();
         let answers = match engine.caps.check(&requests).await {
@@ -155,19 +171,11 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
             }
         };
         let mut again = Vec::new();
+        let mut granted = Vec::new();
         let mut wake: Option<DateTime<Utc>> = None;
         for (item, answer) in pending.into_iter().zip(answers) {
             match answer {
-                CapAnswer::Granted => {
-                    let permit = engine.in_flight.clone().acquire_owned().await?;
-                    let engine = engine.clone();
-                    sends.spawn(async move {
-                        let outcome = send(&engine, &item).await;
-                        drop(permit);
-                        let reminder = reminder(&engine, &item, &outcome);
-                        (outcome, reminder)
-                    });
-                }
+                CapAnswer::Granted => granted.push(item),
                 CapAnswer::Denied { retry_at, limit } if limit == SENDER => {
                     wake = Some(wake.map_or(retry_at, |w| w.min(retry_at)));
                     again.push(item);
@@ -195,6 +203,15 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
                 }
             }
         }
+        if !granted.is_empty() {
+            let fence = engine.fences.clone().acquire_owned().await?;
+            let engine = engine.clone();
+            slots.spawn(async move {
+                let done = hand_over(&engine, granted, lease_end).await;
+                drop(fence);
+                done
+            });
+        }
         pending = again;
         if let Some(wake) = wake {
             state.metrics.cap_denied("sender");
@@ -212,10 +229,10 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
         }
     }
     let mut reminders = Vec::new();
-    while let Some(done) = sends.join_next().await {
-        let (outcome, reminder) = done?;
-        outcomes.push(outcome);
-        reminders.extend(reminder);
+    while let Some(done) = slots.join_next().await {
+        let (slot_outcomes, slot_reminders) = done?;
+        outcomes.extend(slot_outcomes);
+        reminders.extend(slot_reminders);
     }
     // A reminder is added with its first text's outcome: it exists only for a text recorded
     // as sent, and the release cannot complete in between.
@@ -231,6 +248,153 @@ async fn process(engine: &Arc<Engine>, batch: Vec<Claimed>) -> anyhow::Result<()
             .restock_to_first_text_seconds(seconds.max(0.0));
     }
     Ok(())
+}
+
+/// Hands one slot of granted texts to the provider, fenced against opt-outs and erasures of
+/// their phones and against the loss of the lease (see `restock_store::handover`).
+///
+/// The fence is held until every request of the slot has been answered, so an opt-out that
+/// answers OK has waited for any hand-over to its phone already begun, and no hand-over begins
+/// after it: the last check reads the ledger after the fence is taken.
+async fn hand_over(
+    engine: &Arc<Engine>,
+    items: Vec<Item>,
+    lease_end: Instant,
+) -> (Vec<Outcome>, Vec<restock_store::dispatch::Reminder>) {
+    let state = &engine.state;
+    let give_back = |items: &[Item]| -> Vec<Outcome> {
+        let now = state.clock.now();
+        items.iter().map(|i| given_back(&i.claimed, now)).collect()
+    };
+    let mut contacts: Vec<(String, uuid::Uuid)> = items
+        .iter()
+        .map(|i| (i.claimed.tenant_id.clone(), i.claimed.contact_id))
+        .collect();
+    contacts.sort();
+    contacts.dedup();
+    // Bounded by the lease: a stalled process cannot hold an opt-out back for longer.
+    let hold = lease_end.saturating_duration_since(Instant::now()) + engine.margin();
+    let fence = match state.store.fence_contacts(&contacts, hold).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot fence a hand-over; its texts go back in line");
+            return (give_back(&items), Vec::new());
+        }
+    };
+    let ids: Vec<(String, uuid::Uuid)> = items
+        .iter()
+        .map(|i| (i.claimed.tenant_id.clone(), i.claimed.message_id))
+        .collect();
+    let verdicts: HashMap<uuid::Uuid, Handover> = match state
+        .store
+        .mark_handed(&engine.owner, &ids, state.clock.now(), engine.margin())
+        .await
+    {
+        Ok(v) => v.into_iter().collect(),
+        Err(e) => {
+            fence.release().await;
+            tracing::warn!(error = %e, "the last check before a hand-over failed; its texts go back in line");
+            return (give_back(&items), Vec::new());
+        }
+    };
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut sends = JoinSet::new();
+    for item in items {
+        let c = &item.claimed;
+        match verdicts
+            .get(&c.message_id)
+            .copied()
+            .unwrap_or(Handover::LeaseLost)
+        {
+            Handover::Go => {
+                let Ok(permit) = engine.in_flight.clone().acquire_owned().await else {
+                    outcomes.push(given_back(c, state.clock.now()));
+                    continue;
+                };
+                let engine = engine.clone();
+                sends.spawn(async move {
+                    // Judged on this process's own clock, right before the request: a sender
+                    // that stalled past its lease never begins a hand-over.
+                    if Instant::now() >= lease_end {
+                        engine
+                            .state
+                            .metrics
+                            .message_outcome(&item.claimed.tenant_id, "late");
+                        return (
+                            given_back(&item.claimed, engine.state.clock.now()),
+                            None,
+                            None,
+                        );
+                    }
+                    let (outcome, opted_out) = send(&engine, &item).await;
+                    drop(permit);
+                    let reminder = reminder(&engine, &item, &outcome);
+                    (outcome, reminder, opted_out)
+                });
+            }
+            Handover::OptedOut => {
+                state.metrics.message_outcome(&c.tenant_id, "suppressed");
+                outcomes.push(Outcome::status(
+                    c,
+                    "suppressed",
+                    Some(Reason::ConsentOptedOut.as_str().into()),
+                    None,
+                ));
+            }
+            Handover::Erased => {
+                outcomes.push(Outcome::status(
+                    c,
+                    "skipped",
+                    Some("phone_erased".into()),
+                    None,
+                ));
+            }
+            // Whoever holds the lease now decides and records.
+            Handover::LeaseLost => {}
+        }
+    }
+    let mut reminders = Vec::new();
+    let mut provider_opt_outs = Vec::new();
+    while let Some(done) = sends.join_next().await {
+        match done {
+            Ok((outcome, reminder, opted_out)) => {
+                outcomes.push(outcome);
+                reminders.extend(reminder);
+                provider_opt_outs.extend(opted_out);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a hand-over task failed; its lease will be reconciled")
+            }
+        }
+    }
+    fence.release().await;
+    // Recorded once the fence is gone: the opt-out locks the very contacts it held.
+    for (tenant_id, phone) in provider_opt_outs {
+        let recorded = state
+            .store
+            .opt_out(
+                &tenant_id,
+                &phone,
+                ConsentSource::Sms,
+                Some("the provider reports the phone opted out"),
+                state.clock.now(),
+            )
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "recording a provider opt-out failed");
+        }
+    }
+    (outcomes, reminders)
+}
+
+/// A claimed text given back as it was, due now (its hand-over did not begin).
+fn given_back(c: &Claimed, now: DateTime<Utc>) -> Outcome {
+    let status = if c.previous_status == "deferred" {
+        "deferred"
+    } else {
+        "planned"
+    };
+    Outcome::status(c, status, c.previous_reason.clone(), Some(now))
 }
 
 fn decide(
@@ -344,8 +508,9 @@ fn reminder(
     ))
 }
 
-/// Hands one text over and says what became of it.
-async fn send(engine: &Engine, item: &Item) -> Outcome {
+/// Hands one text over and says what became of it, and the phone to opt out when the
+/// provider says it opted out (recorded by the caller once its fence is released).
+async fn send(engine: &Engine, item: &Item) -> (Outcome, Option<(String, Phone)>) {
     let c = &item.claimed;
     let sms = OutboundSms {
         reference: c.message_id.to_string(),
@@ -363,6 +528,7 @@ async fn send(engine: &Engine, item: &Item) -> Outcome {
         .send_seconds(started.elapsed().as_secs_f64());
     let now = engine.state.clock.now();
     let mut outcome = Outcome::status(c, "sent", None, None);
+    let mut opted_out = None;
     outcome.attempted = 1;
     let attempts = c.attempts as u32 + 1;
     let error = |e: &SendError, permanent: bool| OutcomeError {
@@ -409,22 +575,9 @@ async fn send(engine: &Engine, item: &Item) -> Outcome {
             outcome.status = "suppressed";
             outcome.reason = Some(Reason::ConsentOptedOut.as_str().into());
             outcome.error = Some(error(e, true));
-            if let Ok(phone) = Phone::parse(&item.phone, "") {
-                let recorded = engine
-                    .state
-                    .store
-                    .opt_out(
-                        &c.tenant_id,
-                        &phone,
-                        ConsentSource::Sms,
-                        Some("the provider reports the phone opted out"),
-                        now,
-                    )
-                    .await;
-                if let Err(e) = recorded {
-                    tracing::warn!(error = %e, message_id = %c.message_id, "recording a provider opt-out failed");
-                }
-            }
+            opted_out = Phone::parse(&item.phone, "")
+                .ok()
+                .map(|phone| (c.tenant_id.clone(), phone));
         }
         Err(ref e @ SendError::Unknown { .. }) => {
             // Maybe sent: never resent blindly. The scheduler asks the provider once its lease
@@ -438,7 +591,7 @@ async fn send(engine: &Engine, item: &Item) -> Outcome {
         .state
         .metrics
         .message_outcome(&c.tenant_id, outcome.status);
-    outcome
+    (outcome, opted_out)
 }
 
 fn kind_of(e: &SendError) -> &'static str {

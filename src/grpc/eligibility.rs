@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use restock_domain::eligibility::{Decision, Outcome, RestockContext};
 use restock_domain::restock::Hysteresis;
 use restock_domain::TenantPolicy;
@@ -29,6 +30,8 @@ use crate::startup::AppState;
 /// Acknowledgements buffered per stream. A client that stops reading them stops being read
 /// from: the server's memory per stream is this many acks, whatever the client sends.
 const ACK_BUFFER: usize = 64;
+/// Events of one stream applied in one transaction, at most.
+const STREAM_BATCH: usize = 256;
 const MAX_BATCH: usize = 1_000;
 const MAX_SYNC_CHUNK: usize = 1_000;
 const MAX_SYNC_LEVELS: u64 = 1_000_000;
@@ -155,14 +158,131 @@ fn rejected(
 
 /// Validates and applies one event. A bad event is answered by a REJECTED ack; only a failing
 /// dependency is an error (the caller resends what was not acknowledged).
+/// An inventory event ready to apply, or the ack that rejects it.
+struct Prepared<'a> {
+    event_id: String,
+    level: Level,
+    policy: &'a TenantPolicy,
+}
+
 async fn process_event(
     state: &AppState,
     tenant_id: &str,
     event: Option<&pb::InventoryEvent>,
     prefix: &str,
 ) -> Result<pb::InventoryAck, ApiError> {
+    let p = match prepare_event(state, tenant_id, event, prefix) {
+        Ok(p) => p,
+        Err(rejected) => return Ok(rejected),
+    };
+    let outcome = state
+        .store
+        .apply_inventory_event(
+            tenant_id,
+            &p.event_id,
+            &p.level,
+            &restock_policy(p.policy),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(applied(state, tenant_id, &p, outcome))
+}
+
+/// Events of one stream that arrived together, applied in one transaction with one ack each,
+/// in order. A batch the store cannot apply as a whole (a deadlock with another stream, a bad
+/// row) is applied event by event, so one event's failure is that event's alone.
+async fn process_events(
+    state: &AppState,
+    batch: &[pb::StreamInventoryRequest],
+) -> Vec<Result<pb::InventoryAck, ApiError>> {
+    let prepared: Vec<Result<Prepared, pb::InventoryAck>> = batch
+        .iter()
+        .map(|m| prepare_event(state, &m.tenant_id, m.event.as_ref(), "event."))
+        .collect();
+    let policies: Vec<Option<RestockPolicy>> = prepared
+        .iter()
+        .map(|p| p.as_ref().ok().map(|p| restock_policy(p.policy)))
+        .collect();
+    let work: Vec<(&str, &str, &Level, &RestockPolicy)> = batch
+        .iter()
+        .zip(&prepared)
+        .zip(&policies)
+        .filter_map(|((m, p), policy)| {
+            let p = p.as_ref().ok()?;
+            Some((
+                m.tenant_id.as_str(),
+                p.event_id.as_str(),
+                &p.level,
+                policy.as_ref()?,
+            ))
+        })
+        .collect();
+    let now = state.clock.now();
+    let together = if work.len() > 1 {
+        state.store.apply_inventory_events(&work, now).await.ok()
+    } else {
+        None
+    };
+    let mut outcomes = together.map(Vec::into_iter);
+    let mut answers = Vec::with_capacity(batch.len());
+    for (m, p) in batch.iter().zip(prepared) {
+        let p = match p {
+            Ok(p) => p,
+            Err(rejected) => {
+                answers.push(Ok(rejected));
+                continue;
+            }
+        };
+        let outcome = match outcomes.as_mut().and_then(Iterator::next) {
+            Some(o) => Ok(o),
+            None => state
+                .store
+                .apply_inventory_event(
+                    &m.tenant_id,
+                    &p.event_id,
+                    &p.level,
+                    &restock_policy(p.policy),
+                    state.clock.now(),
+                )
+                .await
+                .map_err(ApiError::from),
+        };
+        let failed = outcome.is_err();
+        answers.push(outcome.map(|o| applied(state, &m.tenant_id, &p, o)));
+        if failed {
+            // The stream ends at the first failure; nothing after it is applied or acked.
+            break;
+        }
+    }
+    answers
+}
+
+/// The ack of an applied (or duplicate, or stale) event; wakes the dispatcher on a restock.
+fn applied(
+    state: &AppState,
+    tenant_id: &str,
+    p: &Prepared,
+    outcome: EventOutcome,
+) -> pb::InventoryAck {
+    if let EventOutcome::Applied {
+        restock: Some(restock),
+    } = outcome
+    {
+        tracing::info!(tenant_id, variant_id = %p.level.variant_id, location_id = %p.level.location_id, %restock, "restock started");
+        state.dispatch_wake.notify_one();
+    }
+    ack(&p.event_id, outcome)
+}
+
+/// Checks one event: the typed event, or the REJECTED ack naming its faults.
+fn prepare_event<'a>(
+    state: &'a AppState,
+    tenant_id: &str,
+    event: Option<&pb::InventoryEvent>,
+    prefix: &str,
+) -> Result<Prepared<'a>, pb::InventoryAck> {
     let Some(event) = event else {
-        return Ok(rejected(
+        return Err(rejected(
             "",
             vec![pb::FieldViolation {
                 field: prefix.trim_end_matches('.').into(),
@@ -189,33 +309,25 @@ async fn process_event(
     if tenant_id.is_empty() {
         v.add("tenant_id", "is required");
     }
-    if !v.is_empty() {
-        return Ok(rejected(
+    let (Some(event_id), Some(level), true) = (event_id, level, v.is_empty()) else {
+        return Err(rejected(
             &event.event_id,
             v.into_field_violations(),
             String::new(),
         ));
-    }
+    };
     let Some(policy) = state.tenants.get(tenant_id) else {
-        return Ok(rejected(
+        return Err(rejected(
             &event.event_id,
             Vec::new(),
             format!("unknown tenant \"{tenant_id}\""),
         ));
     };
-    let (event_id, level) = (event_id.expect("validated"), level.expect("validated"));
-    let outcome = state
-        .store
-        .apply_inventory_event(tenant_id, &event_id, &level, &restock_policy(policy), now)
-        .await?;
-    if let EventOutcome::Applied {
-        restock: Some(restock),
-    } = outcome
-    {
-        tracing::info!(tenant_id, variant_id = %level.variant_id, location_id = %level.location_id, %restock, "restock started");
-        state.dispatch_wake.notify_one();
-    }
-    Ok(ack(&event_id, outcome))
+    Ok(Prepared {
+        event_id,
+        level,
+        policy,
+    })
 }
 
 fn exclusion(row: restock_store::inventory::ExclusionRow, tenant_id: &str) -> pb::Exclusion {
@@ -306,22 +418,43 @@ impl EligibilityService for EligibilityApi {
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
         tokio::spawn(async move {
-            // One event at a time, in order: an ack is sent only once its event is durable.
-            while let Some(next) = inbound.next().await {
-                let msg = match next {
-                    Ok(msg) => msg,
-                    Err(status) => {
-                        tracing::debug!(%status, "inventory stream ended by the client");
+            // In order, an ack only once its event is durable; what has already arrived is
+            // applied together (one transaction), so the HTTP/2 buffers drain as fast as a
+            // producer fills them.
+            let mut open = true;
+            while open {
+                let mut batch = Vec::new();
+                let mut next = inbound.next().await;
+                loop {
+                    match next {
+                        Some(Ok(msg)) => batch.push(msg),
+                        Some(Err(status)) => {
+                            tracing::debug!(%status, "inventory stream ended by the client");
+                            open = false;
+                            break;
+                        }
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    }
+                    if batch.len() >= STREAM_BATCH {
                         break;
                     }
-                };
-                let answer = process_event(&state, &msg.tenant_id, msg.event.as_ref(), "event.")
-                    .await
-                    .map(|ack| pb::StreamInventoryResponse { ack: Some(ack) })
-                    .map_err(Status::from);
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
+                    // Only what is already here: a lone event is not held back for company.
+                    match inbound.next().now_or_never() {
+                        Some(n) => next = n,
+                        None => break,
+                    }
+                }
+                for answer in process_events(&state, &batch).await {
+                    let answer = answer
+                        .map(|ack| pb::StreamInventoryResponse { ack: Some(ack) })
+                        .map_err(Status::from);
+                    let failed = answer.is_err();
+                    if tx.send(answer).await.is_err() || failed {
+                        return;
+                    }
                 }
             }
         });
@@ -786,6 +919,13 @@ impl EligibilityService for EligibilityApi {
             .map_err(ApiError::from)?;
         let d = evaluate_row(&policy, &ctx, &row);
         let (kind, until) = decision::outcome(d.outcome);
+        let message_id = match &restock {
+            Some(r) => store
+                .message_for(&tenant_id, row.subscription_id, r.restock_id)
+                .await
+                .map_err(ApiError::from)?,
+            None => None,
+        };
         Ok(Response::new(pb::ExplainResponse {
             subscription_id: row.subscription_id.to_string(),
             variant_id,
@@ -798,7 +938,7 @@ impl EligibilityService for EligibilityApi {
             reason: decision::reason(d.reason) as i32,
             summary: d.summary.clone(),
             rules: decision::rules(&d),
-            message_id: String::new(),
+            message_id: message_id.map(|m| m.to_string()).unwrap_or_default(),
         }))
     }
 

@@ -532,17 +532,15 @@ async fn a_staged_release_sells_out_before_its_second_wave_and_the_rest_keep_the
     .await;
     assert_eq!(reasons.get("release_sold_out"), Some(&7), "{reasons:?}");
     assert_eq!(fake.message_count(), 3);
-    // Everyone stays on the waitlist, in their place, for the next restock.
-    let active: i64 = db(&app)
-        .await
-        .query_one(
-            "SELECT count(*) FROM subscriptions WHERE status = 'active'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(active, 10);
+    // Everyone stays on the waitlist, in their place, for the next restock; the three texted
+    // read NOTIFIED.
+    let statuses = counts(
+        &app,
+        "SELECT status, count(*) FROM subscriptions GROUP BY 1",
+    )
+    .await;
+    assert_eq!(statuses.get("active"), Some(&7), "{statuses:?}");
+    assert_eq!(statuses.get("notified"), Some(&3), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -626,6 +624,27 @@ async fn explain_and_dry_run_know_who_was_just_texted() {
         .unwrap()
         .into_inner();
     assert_eq!(explained.reason(), pb::ReasonCode::RecentlyNotified);
+    // The text it explains, by id, and the subscription reads as texted.
+    let sent: uuid::Uuid = app
+        .db()
+        .await
+        .query_one("SELECT message_id FROM messages WHERE status = 'sent'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(explained.message_id, sent.to_string());
+    let got = app
+        .waitlist()
+        .get_subscription(pb::GetSubscriptionRequest {
+            tenant_id: "demo".into(),
+            subscription_id: sub.subscription_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    assert_eq!(got.status(), pb::SubscriptionStatus::Notified);
     let dry = eligibility
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),

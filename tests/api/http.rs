@@ -34,7 +34,7 @@ impl Answer {
 }
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`), answer read to the end.
-async fn request(
+pub async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -117,7 +117,7 @@ pub async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer 
     request(app.http_addr, "GET", path, headers, b"").await
 }
 
-fn form_encode(params: &[(String, String)]) -> String {
+pub fn form_encode(params: &[(String, String)]) -> String {
     let enc = |s: &str| {
         s.bytes()
             .map(|b| {
@@ -136,7 +136,7 @@ fn form_encode(params: &[(String, String)]) -> String {
         .join("&")
 }
 
-fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
     params
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

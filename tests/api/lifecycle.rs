@@ -36,9 +36,23 @@ async fn health_is_serving_when_postgres_and_redis_answer() {
 }
 
 #[tokio::test]
-async fn health_is_not_serving_when_redis_does_not_answer() {
+async fn redis_down_stops_dispatch_in_health_not_the_waitlist() {
     let app = spawn_app_with(|s| s.redis.url = "redis://127.0.0.1:1/0".into()).await;
-    wait_for_status(&app, "", ServingStatus::NotServing).await;
+    // Only dispatch needs Redis (its caps); the rest, and the server as a whole, serve.
+    wait_for_status(&app, "restock.v1.WaitlistService", ServingStatus::Serving).await;
+    wait_for_status(
+        &app,
+        "restock.v1.EligibilityService",
+        ServingStatus::Serving,
+    )
+    .await;
+    wait_for_status(&app, "", ServingStatus::Serving).await;
+    wait_for_status(
+        &app,
+        "restock.v1.DispatchService",
+        ServingStatus::NotServing,
+    )
+    .await;
     // Postgres still answers, so the waitlist works regardless.
     app.waitlist()
         .subscribe(subscribe_request("sku-1", "+14155550900"))

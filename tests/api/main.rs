@@ -3,6 +3,8 @@
 
 mod dispatch;
 mod eligibility;
+mod errors;
+mod fences;
 mod helpers;
 mod http;
 mod inventory;

@@ -13,13 +13,20 @@ use crate::dispatch::{eventually, phones};
 use crate::helpers::*;
 
 /// A `restock serve` process sending through `fake`.
-struct Server {
-    child: Child,
-    channel: Channel,
+pub struct Server {
+    pub child: Child,
+    pub channel: Channel,
+    /// Its HTTP listener (links, webhooks).
+    pub http: String,
 }
 
 impl Server {
-    async fn start(db_url: &str, prefix: &str, fake: &FakeTwilio, extra: &[(&str, &str)]) -> Self {
+    pub async fn start(
+        db_url: &str,
+        prefix: &str,
+        fake: &FakeTwilio,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let (_, redis) = base_env();
         let config = fake.config();
         let mut command = Command::new(env!("CARGO_BIN_EXE_restock"));
@@ -41,7 +48,12 @@ impl Server {
             .env("RESTOCK__TENANTS__DEMO__QUIET_HOURS_END", "00:00")
             .env("RESTOCK__TENANTS__DEMO__SENDER_MPS", "5000")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            // `TEST_LOG=1` shows the servers' logs.
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         for (k, v) in extra {
             command.env(k, v);
         }
@@ -54,19 +66,33 @@ impl Server {
         })
         .await
         .unwrap();
-        let grpc = line
+        let (grpc, http) = line
             .trim()
             .strip_prefix("restock listening: grpc=")
             .and_then(|rest| rest.split_once(" http="))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .0
-            .to_string();
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let (grpc, http) = (grpc.to_string(), http.to_string());
         let channel = Channel::from_shared(format!("http://{grpc}"))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        Self { child, channel }
+        Self {
+            child,
+            channel,
+            http,
+        }
+    }
+
+    /// Sends the process `signal` (`STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal}");
     }
 
     fn kill(&mut self) {
@@ -82,7 +108,7 @@ impl Drop for Server {
 }
 
 /// An app-less handle for the shared helpers: subscribes and restocks through `channel`.
-async fn subscribe_through(channel: &Channel, variant: &str, phones: &[String]) {
+pub async fn subscribe_through(channel: &Channel, variant: &str, phones: &[String]) {
     use futures::StreamExt;
     futures::stream::iter(phones.iter().cloned())
         .map(|p| {
@@ -103,7 +129,7 @@ async fn subscribe_through(channel: &Channel, variant: &str, phones: &[String]) 
         .await;
 }
 
-async fn restock_through(channel: &Channel, variant: &str, available: i64, seq: u64) {
+pub async fn restock_through(channel: &Channel, variant: &str, available: i64, seq: u64) {
     use restock::proto::v1 as pb;
     restock::proto::v1::eligibility_service_client::EligibilityServiceClient::new(channel.clone())
         .report_inventory(pb::ReportInventoryRequest {
@@ -120,7 +146,7 @@ async fn restock_through(channel: &Channel, variant: &str, available: i64, seq: 
         .unwrap();
 }
 
-fn per_phone(fake: &FakeTwilio) -> HashMap<String, usize> {
+pub fn per_phone(fake: &FakeTwilio) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for msg in fake.messages() {
         *m.entry(msg.to).or_insert(0) += 1;
@@ -128,7 +154,7 @@ fn per_phone(fake: &FakeTwilio) -> HashMap<String, usize> {
     m
 }
 
-async fn message_statuses(db_url: &str) -> HashMap<String, i64> {
+pub async fn message_statuses(db_url: &str) -> HashMap<String, i64> {
     let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -210,8 +236,9 @@ async fn a_server_killed_mid_release_loses_and_doubles_nothing() {
     let _second = Server::start(&db_url, &prefix, &fake, &paced).await;
     assert!(
         fake.wait_for_messages(600, Duration::from_secs(60)).await,
-        "only {} texts arrived",
-        fake.message_count()
+        "only {} texts arrived; {:?}",
+        fake.message_count(),
+        outbox(&db_url).await
     );
     eventually(Duration::from_secs(30), "every message sent", || async {
         message_statuses(&db_url).await.get("sent") == Some(&600)
@@ -236,4 +263,22 @@ async fn a_server_killed_mid_release_loses_and_doubles_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(sids, 600);
+}
+
+/// The outbox by status and reason, for a failure's message.
+pub async fn outbox(db_url: &str) -> Vec<(String, Option<String>, i64)> {
+    let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query(
+            "SELECT status, reason, count(*) FROM messages GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
 }

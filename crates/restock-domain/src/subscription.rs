@@ -25,9 +25,13 @@ str_enum!(SubscriptionStatus {
 });
 
 impl SubscriptionStatus {
-    /// Live subscriptions wait for stock; at most one per (tenant, target, phone).
+    /// Live subscriptions wait for stock; at most one per (tenant, target, phone). A texted
+    /// (notified) one stays in line for the next restock; the re-notify window spaces texts.
     pub fn is_live(self) -> bool {
-        matches!(self, Self::PendingConfirmation | Self::Active)
+        matches!(
+            self,
+            Self::PendingConfirmation | Self::Active | Self::Notified
+        )
     }
 }
 

@@ -414,7 +414,7 @@ impl Store {
                   AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
                {LAST_PURCHASE} \
              FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
-             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active') \
+             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
                AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
              ORDER BY s.priority_tier DESC, s.seq"
         );
@@ -716,7 +716,8 @@ impl Store {
                last_error_description = COALESCE(u.edesc, m.last_error_description), \
                last_error_permanent = COALESCE(u.eperm, m.last_error_permanent), \
                last_error_at = CASE WHEN u.ecode IS NULL THEN m.last_error_at ELSE $2 END, \
-               lease_until = u.lease, lease_owner = NULL, updated_at = $2 \
+               lease_until = u.lease, lease_owner = NULL, updated_at = $2, \
+               handed_at = CASE WHEN u.status = 'sending' THEN m.handed_at END \
              FROM UNNEST($3::text[], $4::uuid[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], \
                $9::text[], $10::int[], $11::timestamptz[], $12::int[], $13::text[], $14::text[], \
                $15::bool[], $16::timestamptz[]) \
@@ -737,6 +738,16 @@ impl Store {
             .collect();
         let mut first = Vec::new();
         if !texted.is_empty() {
+            // Texted about a restock: the subscription says so (and stays in line).
+            execute(
+                &client,
+                "UPDATE subscriptions s SET status = 'notified', updated_at = $1 \
+                 FROM messages m WHERE m.message_id = ANY($2) AND m.sent_at IS NOT NULL \
+                   AND s.tenant_id = m.tenant_id AND s.subscription_id = m.subscription_id \
+                   AND s.status = 'active'",
+                &[&now, &texted],
+            )
+            .await?;
             let rows = query(
                 &client,
                 "UPDATE releases r SET started_at = $1, updated_at = $1 \
@@ -761,8 +772,30 @@ impl Store {
         Ok((written, first))
     }
 
-    /// Takes over up to `limit` messages whose lease ran out while `sending`, for `owner` to
-    /// reconcile.
+    /// Gives back up to `limit` messages whose lease ran out before any hand-over began
+    /// (`handed_at` unset): nothing can have reached the provider, so they go back in line at
+    /// once, due now, with no look-up. Answers how many.
+    pub async fn requeue_unhanded(
+        &self,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "WITH x AS (SELECT tenant_id, message_id FROM messages \
+               WHERE status = 'sending' AND lease_until < $1 AND handed_at IS NULL \
+               ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE messages m SET status = 'planned', due_at = $1, lease_owner = NULL, \
+               lease_until = NULL, updated_at = $1 \
+             FROM x WHERE m.tenant_id = x.tenant_id AND m.message_id = x.message_id",
+            &[&now, &limit],
+        )
+        .await
+    }
+
+    /// Takes over up to `limit` messages whose lease ran out while `sending` after a hand-over
+    /// began, for `owner` to reconcile with the provider.
     pub async fn take_expired(
         &self,
         owner: &str,
@@ -775,8 +808,8 @@ impl Store {
         let rows = query(
             &client,
             "WITH x AS (SELECT tenant_id, message_id FROM messages \
-               WHERE status = 'sending' AND lease_until < $1 ORDER BY lease_until LIMIT $4 \
-               FOR UPDATE SKIP LOCKED) \
+               WHERE status = 'sending' AND lease_until < $1 AND handed_at IS NOT NULL \
+               ORDER BY lease_until LIMIT $4 FOR UPDATE SKIP LOCKED) \
              UPDATE messages m SET lease_owner = $2, lease_until = $3, updated_at = $1 \
              FROM x WHERE m.tenant_id = x.tenant_id AND m.message_id = x.message_id \
              RETURNING m.tenant_id, m.message_id, m.release_id, \

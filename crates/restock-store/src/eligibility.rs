@@ -168,7 +168,7 @@ impl Store {
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS}, {} FROM subscriptions s JOIN contacts c \
              ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
-             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active') \
+             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
                AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
              ORDER BY s.priority_tier DESC, s.seq",
             history_columns(4)

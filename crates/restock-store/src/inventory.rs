@@ -356,50 +356,27 @@ impl Store {
     ) -> Result<EventOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // A concurrent insert of the same id makes this one wait for it, then conflict.
-        let fresh = execute(
-            &tx,
-            "INSERT INTO inventory_events (tenant_id, event_id, outcome, recorded_at) \
-             VALUES ($1, $2, 'applied', $3) ON CONFLICT DO NOTHING",
-            &[&tenant_id, &event_id, &now],
-        )
-        .await?;
-        if fresh == 0 {
-            let first = query_one(
-                &tx,
-                "SELECT restock_id FROM inventory_events WHERE tenant_id = $1 AND event_id = $2",
-                &[&tenant_id, &event_id],
-            )
-            .await?;
-            return Ok(EventOutcome::Duplicate {
-                restock: first.get(0),
-            });
-        }
-        let outcome = apply_level(&tx, tenant_id, level, Some(event_id), policy, now).await?;
-        let answer = match outcome {
-            LevelOutcome::Stale => {
-                execute(
-                    &tx,
-                    "UPDATE inventory_events SET outcome = 'stale' WHERE tenant_id = $1 AND event_id = $2",
-                    &[&tenant_id, &event_id],
-                )
-                .await?;
-                EventOutcome::Stale
-            }
-            LevelOutcome::Applied { restock, .. } => {
-                if restock.is_some() {
-                    execute(
-                        &tx,
-                        "UPDATE inventory_events SET restock_id = $3 WHERE tenant_id = $1 AND event_id = $2",
-                        &[&tenant_id, &event_id, &restock],
-                    )
-                    .await?;
-                }
-                EventOutcome::Applied { restock }
-            }
-        };
+        let answer = apply_event(&tx, tenant_id, event_id, level, policy, now).await?;
         tx.commit().await?;
         Ok(answer)
+    }
+
+    /// Applies events in order in one transaction (one commit for the lot, as a stream's
+    /// burst arrives), each exactly as [`Store::apply_inventory_event`] would. Any failure
+    /// rolls all of them back: the caller applies them one by one then.
+    pub async fn apply_inventory_events(
+        &self,
+        events: &[(&str, &str, &Level, &RestockPolicy<'_>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventOutcome>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut answers = Vec::with_capacity(events.len());
+        for (tenant_id, event_id, level, policy) in events {
+            answers.push(apply_event(&tx, tenant_id, event_id, level, policy, now).await?);
+        }
+        tx.commit().await?;
+        Ok(answers)
     }
 
     /// Starts reconciling a snapshot taken at `snapshot_at`. The whole sync is one
@@ -435,8 +412,16 @@ impl Store {
         let client = self.client().await?;
         let rows = query(
             &client,
+            // A location crossing together with the variant's total starts two restocks, and
+            // only the variant's has a release: name the one with the release.
             "SELECT location_id, available, on_order, last_sequence, last_observed_at, updated_at, \
-               last_event_id, last_restock_id, last_restock_at FROM inventory \
+               last_event_id, \
+               COALESCE((SELECT r.restock_id FROM restocks r JOIN releases rel \
+                           ON rel.tenant_id = r.tenant_id AND rel.restock_id = r.restock_id \
+                         WHERE r.tenant_id = i.tenant_id AND r.variant_id = i.variant_id \
+                           AND r.started_at = i.last_restock_at \
+                         ORDER BY (r.restock_id = i.last_restock_id) DESC LIMIT 1), last_restock_id), \
+               last_restock_at FROM inventory i \
              WHERE tenant_id = $1 AND variant_id = $2 AND (cardinality($3::text[]) = 0 OR location_id = ANY($3)) \
              ORDER BY location_id",
             &[&tenant_id, &variant_id, &locations],
@@ -724,4 +709,59 @@ fn exclusion_from_row(r: &tokio_postgres::Row) -> ExclusionRow {
         expires_at: r.get(6),
         deleted_at: r.get(7),
     }
+}
+
+/// One inventory event inside the caller's transaction: its id recorded (a duplicate is
+/// answered as such), its level applied, a restock detected.
+async fn apply_event(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    event_id: &str,
+    level: &Level,
+    policy: &RestockPolicy<'_>,
+    now: DateTime<Utc>,
+) -> Result<EventOutcome, StoreError> {
+    // A concurrent insert of the same id makes this one wait for it, then conflict.
+    let fresh = execute(
+        tx,
+        "INSERT INTO inventory_events (tenant_id, event_id, outcome, recorded_at) \
+         VALUES ($1, $2, 'applied', $3) ON CONFLICT DO NOTHING",
+        &[&tenant_id, &event_id, &now],
+    )
+    .await?;
+    if fresh == 0 {
+        let first = query_one(
+            tx,
+            "SELECT restock_id FROM inventory_events WHERE tenant_id = $1 AND event_id = $2",
+            &[&tenant_id, &event_id],
+        )
+        .await?;
+        return Ok(EventOutcome::Duplicate {
+            restock: first.get(0),
+        });
+    }
+    let outcome = apply_level(tx, tenant_id, level, Some(event_id), policy, now).await?;
+    let answer = match outcome {
+        LevelOutcome::Stale => {
+            execute(
+                tx,
+                "UPDATE inventory_events SET outcome = 'stale' WHERE tenant_id = $1 AND event_id = $2",
+                &[&tenant_id, &event_id],
+            )
+            .await?;
+            EventOutcome::Stale
+        }
+        LevelOutcome::Applied { restock, .. } => {
+            if restock.is_some() {
+                execute(
+                    tx,
+                    "UPDATE inventory_events SET restock_id = $3 WHERE tenant_id = $1 AND event_id = $2",
+                    &[&tenant_id, &event_id, &restock],
+                )
+                .await?;
+            }
+            EventOutcome::Applied { restock }
+        }
+    };
+    Ok(answer)
 }

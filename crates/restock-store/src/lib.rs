@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod eligibility;
 mod error;
+pub mod handover;
 pub mod inventory;
 pub mod migrate;
 pub mod outcomes;

@@ -335,6 +335,29 @@ async fn attach_details(
 }
 
 impl Store {
+    /// The text planned for a subscription in the release of a restock: its own, else the one
+    /// its phone got for another subscription to the same restock (one text per phone).
+    pub async fn message_for(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        restock_id: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            "SELECT m.message_id FROM releases r \
+             JOIN messages m ON m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
+             WHERE r.tenant_id = $1 AND r.restock_id = $3 AND m.kind = 'first' \
+               AND m.contact_id = (SELECT contact_id FROM subscriptions \
+                                   WHERE tenant_id = $1 AND subscription_id = $2) \
+             ORDER BY (m.subscription_id = $2) DESC LIMIT 1",
+            &[&tenant_id, &subscription_id, &restock_id],
+        )
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// One release with its waves and tallies; `NotFound("release")` when the tenant has none
     /// by that id.
     pub async fn get_release(

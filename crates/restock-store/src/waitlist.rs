@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::cached::{execute, query, query_one, query_opt};
 use crate::{Store, StoreError};
 
-pub(crate) const LIVE: &str = "('pending_confirmation', 'active')";
+pub(crate) const LIVE: &str = "('pending_confirmation', 'active', 'notified')";
 
 /// A consent as captured by the caller.
 #[derive(Debug, Clone)]

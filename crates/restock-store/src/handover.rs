@@ -1,0 +1,198 @@
+//! The last step before a text is handed to the provider: the fence that makes an opt-out (or
+//! an erasure) and a hand-over to the same phone mutually exclusive, and the mark that tells a
+//! reconciler whether a hand-over may have begun.
+//!
+//! A sender first takes a share lock on the contacts of the texts it is about to hand over
+//! ([`Store::fence_contacts`]) and keeps it until the provider has answered. Opting out and
+//! erasing lock the contact row exclusively, so they wait for hand-overs in progress, and a
+//! hand-over that locks after them sees their ledger event. Then [`Store::mark_handed`] checks,
+//! in a statement that starts after the lock is held, that the lease is still the sender's and
+//! that the phone is neither opted out nor erased, and commits `handed_at` before any request.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::cached::query;
+use crate::{Store, StoreError};
+
+/// Share locks on contacts, held by a task of their own until [`Fence::release`] (or drop).
+#[derive(Debug)]
+pub struct Fence {
+    release: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Fence {
+    /// Ends the fence's transaction (its locks go with it) and waits until they are gone.
+    pub async fn release(mut self) {
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        // Dropped without `release`: the task commits on its own once the sender is gone.
+        if let Some(tx) = self.release.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// What the last check says of one text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Marked handed: send it now (if the sender's own clock agrees the lease still holds).
+    Go,
+    /// The phone opted out since the text was claimed: never sent.
+    OptedOut,
+    /// The phone was erased since the text was claimed: never sent.
+    Erased,
+    /// The lease is no longer this sender's (or is about to run out): not this sender's to
+    /// decide or record.
+    LeaseLost,
+}
+
+impl Store {
+    /// Takes share locks on `contacts` (tenant, contact id) in a transaction held open until
+    /// the answer is released or dropped. An opt-out or erasure of one of them waits for it.
+    ///
+    /// `hold` bounds the transaction: a sender frozen with the fence in hand (a stalled
+    /// process) cannot make an opt-out wait longer than this; Postgres ends the session.
+    pub async fn fence_contacts(
+        &self,
+        contacts: &[(String, Uuid)],
+        hold: Duration,
+    ) -> Result<Fence, StoreError> {
+        let mut client = self.client().await?;
+        let tenants: Vec<String> = contacts.iter().map(|c| c.0.clone()).collect();
+        let ids: Vec<Uuid> = contacts.iter().map(|c| c.1).collect();
+        let (locked_tx, locked_rx) = oneshot::channel::<Result<(), StoreError>>();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let locked = async {
+                let tx = client.transaction().await?;
+                tx.batch_execute(&format!(
+                    "SET LOCAL idle_in_transaction_session_timeout = {}",
+                    hold.as_millis().max(1)
+                ))
+                .await?;
+                // Sorted, so two fences and an exclusive locker never wait on each other in a
+                // circle.
+                query(
+                    &tx,
+                    "SELECT 1 FROM contacts c \
+                     JOIN UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, contact_id) \
+                       ON c.tenant_id = u.tenant_id AND c.contact_id = u.contact_id \
+                     ORDER BY c.tenant_id, c.contact_id FOR SHARE OF c",
+                    &[&tenants, &ids],
+                )
+                .await?;
+                Ok::<_, StoreError>(tx)
+            }
+            .await;
+            match locked {
+                Ok(tx) => {
+                    let _ = locked_tx.send(Ok(()));
+                    let _ = release_rx.await;
+                    if let Err(e) = tx.commit().await {
+                        tracing::debug!(error = %e, "a hand-over fence ended by itself");
+                    }
+                }
+                Err(e) => {
+                    let _ = locked_tx.send(Err(e));
+                }
+            }
+        });
+        match locked_rx.await {
+            Ok(Ok(())) => Ok(Fence {
+                release: Some(release_tx),
+                task: Some(task),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Unavailable(
+                "the hand-over fence task ended".into(),
+            )),
+        }
+    }
+
+    /// The last check before a hand-over, for texts `owner` holds under its lease: answers,
+    /// per message, whether it may go, and marks those that may as handed (committed before
+    /// the caller sends anything). Call it while a [`Fence`] holds the texts' contacts.
+    ///
+    /// A lease that runs out within `margin` of `now` counts as lost: the hand-over would end
+    /// too close to the moment another replica may reconcile the text.
+    pub async fn mark_handed(
+        &self,
+        owner: &str,
+        messages: &[(String, Uuid)],
+        now: DateTime<Utc>,
+        margin: Duration,
+    ) -> Result<Vec<(Uuid, Handover)>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let tenants: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.1).collect();
+        let safe_until = now + chrono::Duration::from_std(margin).unwrap_or_default();
+        let rows = query(
+            &client,
+            "WITH c AS ( \
+               SELECT m.tenant_id, m.message_id, \
+                 (m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4) AS held, \
+                 (ct.phone_e164 IS NULL OR ct.erased_at IS NOT NULL) AS erased, \
+                 COALESCE((SELECT e.kind FROM consent_events e \
+                    WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
+                      AND e.kind IN ('opt_in', 'opt_out') ORDER BY e.seq DESC LIMIT 1) = 'opt_out', \
+                   false) AS opted_out \
+               FROM UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, message_id) \
+               JOIN messages m ON m.tenant_id = u.tenant_id AND m.message_id = u.message_id \
+               JOIN contacts ct ON ct.tenant_id = m.tenant_id AND ct.contact_id = m.contact_id), \
+             go AS ( \
+               UPDATE messages m SET handed_at = $5 FROM c \
+               WHERE m.tenant_id = c.tenant_id AND m.message_id = c.message_id \
+                 AND c.held AND NOT c.erased AND NOT c.opted_out \
+                 AND m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4 \
+               RETURNING m.message_id) \
+             SELECT c.message_id, c.held, c.erased, c.opted_out, go.message_id IS NOT NULL \
+             FROM c LEFT JOIN go ON go.message_id = c.message_id",
+            &[&tenants, &ids, &owner, &safe_until, &now],
+        )
+        .await?;
+        let mut answers: Vec<(Uuid, Handover)> = rows
+            .iter()
+            .map(|r| {
+                let (held, erased, opted_out, go): (bool, bool, bool, bool) =
+                    (r.get(1), r.get(2), r.get(3), r.get(4));
+                let verdict = if go {
+                    Handover::Go
+                } else if !held {
+                    Handover::LeaseLost
+                } else if erased {
+                    Handover::Erased
+                } else if opted_out {
+                    Handover::OptedOut
+                } else {
+                    // Held when read, lost by the time of the update.
+                    Handover::LeaseLost
+                };
+                (r.get(0), verdict)
+            })
+            .collect();
+        // A message that vanished from under the sender is not its to record.
+        for (_, id) in messages {
+            if !answers.iter().any(|(m, _)| m == id) {
+                answers.push((*id, Handover::LeaseLost));
+            }
+        }
+        Ok(answers)
+    }
+}
