@@ -133,8 +133,14 @@ mod tests {
         ] {
             let out = logged_with(rust_log);
             assert!(!out.contains("+14155550132"), "RUST_LOG={rust_log}: {out}");
-            assert!(out.contains("connection info kept"), "RUST_LOG={rust_log}: {out}");
-            assert!(out.contains("our own debug line"), "RUST_LOG={rust_log}: {out}");
+            assert!(
+                out.contains("connection info kept"),
+                "RUST_LOG={rust_log}: {out}"
+            );
+            assert!(
+                out.contains("our own debug line"),
+                "RUST_LOG={rust_log}: {out}"
+            );
         }
     }
 }

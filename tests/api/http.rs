@@ -675,12 +675,14 @@ async fn recipient_unsubscribed_at_the_provider_records_an_opt_out() {
 
 const INBOUND: &str = "/webhooks/twilio/inbound";
 
+/// An inbound text as the provider posts it, with a MessageSid of its own (as every text has).
 fn inbound<'a>(from: &'a str, to: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
+    let sid: &'static str = Box::leak(format!("SM{}", Uuid::new_v4().simple()).into_boxed_str());
     vec![
         ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         ("Body", body),
         ("From", from),
-        ("MessageSid", "SMinbound0000000000000000000000000"),
+        ("MessageSid", sid),
         ("NumMedia", "0"),
         ("NumSegments", "1"),
         ("To", to),
@@ -851,6 +853,63 @@ async fn other_texts_get_an_empty_answer() {
     .await;
     assert!(a.body.ends_with("<Response/>"), "{}", a.body);
     assert_eq!(app.count("consent_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_replayed_start_does_not_undo_a_later_stop() {
+    let app = spawn().await;
+    let phone = "+14155550121";
+    subscribe(&app, "demo", "sku-1", phone).await;
+    let start = inbound(phone, SENDER, "START");
+    let a = post_webhook(&app, INBOUND, &start, true).await;
+    assert_twiml(&a);
+    assert!(a.body.contains("<Message>"), "{}", a.body);
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "STOP"), true).await;
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    let before = ledger(&app, "demo", phone).await;
+
+    // The exact first request again, signature and all: answered, acted on no more.
+    let replay = post_webhook(&app, INBOUND, &start, true).await;
+    assert_twiml(&replay);
+    assert!(!replay.body.contains("<Message>"), "{}", replay.body);
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    assert_eq!(ledger(&app, "demo", phone).await, before);
+    assert_eq!(app.count("webhook_receipts").await, 2);
+}
+
+#[tokio::test]
+async fn a_replayed_status_callback_does_not_move_a_message_back() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550122",
+        Some("https://shop.example/p"),
+        "sending",
+    )
+    .await;
+    let sending = report(&sent.sid, "sending");
+    post_webhook(&app, STATUS, &sending, true).await;
+    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sent", Some("sent"))
+    );
+
+    let a = post_webhook(&app, STATUS, &sending, true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sent", Some("sent"))
+    );
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::cached::{execute, query_opt};
 use crate::waitlist::LIVE;
+use crate::webhooks::Receipt;
 use crate::{Store, StoreError};
 
 /// Where a tracked link leads, and what its click is recorded against.
@@ -46,6 +47,8 @@ pub const PROVIDER_OPT_OUT_REASON: &str = "the provider reports the phone opted 
 /// What a delivery report did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportOutcome {
+    /// This very report (message id and status) was acted on before: nothing written.
+    Replayed,
     /// No message has that provider id (not ours, or not recorded yet): nothing written.
     UnknownMessage,
     /// The message is final already, or the report moves nothing: nothing written.
@@ -142,7 +145,9 @@ impl Store {
     }
 
     /// Applies a delivery report to the message with its provider id, in one transaction; see
-    /// [`plan_move`] for what moves. A report that the recipient opted out at the provider
+    /// [`plan_move`] for what moves. A report (message id and status) is acted on once: its
+    /// receipt is recorded in the same transaction, and a replay answers
+    /// [`ReportOutcome::Replayed`]. A report that the recipient opted out at the provider
     /// (21610: the phone replied STOP to the sender) also records an opt-out of the phone in the
     /// message's tenant, as [`Store::opt_out`] does, with the source `sms`.
     pub async fn apply_delivery_report(
@@ -152,6 +157,16 @@ impl Store {
     ) -> Result<ReportOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // First, so a copy racing this one waits here for its outcome. Reports that change
+        // nothing are rolled back with their receipt: acting on them again changes nothing
+        // either, and one about a message not recorded yet may find it later.
+        let receipt = Receipt::Status {
+            message_sid: report.provider_message_id,
+            status: report.status,
+        };
+        if !crate::webhooks::remember(&tx, &receipt, now).await? {
+            return Ok(ReportOutcome::Replayed);
+        }
         // Locks the message, so concurrent reports about it (Twilio sends several, in any
         // order) apply one after the other. Lock order: message, then contact.
         let Some(row) = query_opt(

@@ -438,39 +438,7 @@ impl Store {
     ) -> Result<SubscriptionRow, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact_of(&tx, tenant_id, subscription_id).await?;
-        let sub = get_sub(&tx, tenant_id, subscription_id).await?;
-        match sub.status_at(now) {
-            SubscriptionStatus::Active => return Ok(sub),
-            SubscriptionStatus::PendingConfirmation => {}
-            SubscriptionStatus::Notified | SubscriptionStatus::Converted => return Ok(sub),
-            SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
-            SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
-        }
-        if consent_state(&tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut
-        {
-            return Err(StoreError::OptedOut);
-        }
-        append_consent(
-            &tx,
-            tenant_id,
-            contact_id,
-            ConsentEventKind::Confirm,
-            source,
-            None,
-            None,
-            Some(subscription_id),
-            now,
-        )
-        .await?;
-        execute(
-            &tx,
-            "UPDATE subscriptions SET status = 'active', updated_at = $3 \
-             WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending_confirmation'",
-            &[&tenant_id, &contact_id, &now],
-        )
-        .await?;
-        let sub = get_sub(&tx, tenant_id, subscription_id).await?;
+        let sub = confirm_in(&tx, tenant_id, subscription_id, source, double_opt_in, now).await?;
         tx.commit().await?;
         Ok(sub)
     }
@@ -574,31 +542,9 @@ impl Store {
     ) -> Result<u32, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact(&tx, tenant_id, phone, true, now)
-            .await?
-            .expect("created");
-        append_consent(
-            &tx,
-            tenant_id,
-            contact_id,
-            ConsentEventKind::OptOut,
-            source,
-            None,
-            reason,
-            None,
-            now,
-        )
-        .await?;
-        let n = execute(&tx,
-                &format!(
-                    "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', updated_at = $3 \
-                     WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
-                ),
-                &[&tenant_id, &contact_id, &now],
-            )
-            .await?;
+        let n = opt_out_in(&tx, tenant_id, phone, source, reason, now).await?;
         tx.commit().await?;
-        Ok(n as u32)
+        Ok(n)
     }
 
     /// Records a new opt-in (and its confirmation when it came from the phone itself). Answers
@@ -613,36 +559,7 @@ impl Store {
     ) -> Result<ConsentState, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact(&tx, tenant_id, phone, true, now)
-            .await?
-            .expect("created");
-        append_consent(
-            &tx,
-            tenant_id,
-            contact_id,
-            ConsentEventKind::OptIn,
-            consent.source,
-            Some(consent),
-            None,
-            None,
-            now,
-        )
-        .await?;
-        if consent.source == ConsentSource::Sms {
-            append_consent(
-                &tx,
-                tenant_id,
-                contact_id,
-                ConsentEventKind::Confirm,
-                consent.source,
-                None,
-                None,
-                None,
-                now,
-            )
-            .await?;
-        }
-        let state = consent_state(&tx, tenant_id, contact_id, double_opt_in).await?;
+        let state = opt_in_in(&tx, tenant_id, phone, consent, double_opt_in, now).await?;
         tx.commit().await?;
         Ok(state)
     }
@@ -786,6 +703,126 @@ impl Store {
             consent_events,
         })
     }
+}
+
+/// [`Store::confirm`] inside the caller's transaction. A refusal writes nothing.
+pub(crate) async fn confirm_in(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    subscription_id: Uuid,
+    source: ConsentSource,
+    double_opt_in: bool,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow, StoreError> {
+    let contact_id = lock_contact_of(tx, tenant_id, subscription_id).await?;
+    let sub = get_sub(tx, tenant_id, subscription_id).await?;
+    match sub.status_at(now) {
+        SubscriptionStatus::Active => return Ok(sub),
+        SubscriptionStatus::PendingConfirmation => {}
+        SubscriptionStatus::Notified | SubscriptionStatus::Converted => return Ok(sub),
+        SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
+        SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
+    }
+    if consent_state(tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut {
+        return Err(StoreError::OptedOut);
+    }
+    append_consent(
+        tx,
+        tenant_id,
+        contact_id,
+        ConsentEventKind::Confirm,
+        source,
+        None,
+        None,
+        Some(subscription_id),
+        now,
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE subscriptions SET status = 'active', updated_at = $3 \
+             WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending_confirmation'",
+        &[&tenant_id, &contact_id, &now],
+    )
+    .await?;
+    get_sub(tx, tenant_id, subscription_id).await
+}
+
+/// [`Store::opt_out`] inside the caller's transaction.
+pub(crate) async fn opt_out_in(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    phone: &Phone,
+    source: ConsentSource,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u32, StoreError> {
+    let contact_id = lock_contact(tx, tenant_id, phone, true, now)
+        .await?
+        .expect("created");
+    append_consent(
+        tx,
+        tenant_id,
+        contact_id,
+        ConsentEventKind::OptOut,
+        source,
+        None,
+        reason,
+        None,
+        now,
+    )
+    .await?;
+    let n = execute(tx,
+                &format!(
+                    "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', updated_at = $3 \
+                     WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
+                ),
+                &[&tenant_id, &contact_id, &now],
+            )
+            .await?;
+    Ok(n as u32)
+}
+
+/// [`Store::opt_in`] inside the caller's transaction.
+pub(crate) async fn opt_in_in(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    phone: &Phone,
+    consent: &NewConsent,
+    double_opt_in: bool,
+    now: DateTime<Utc>,
+) -> Result<ConsentState, StoreError> {
+    let contact_id = lock_contact(tx, tenant_id, phone, true, now)
+        .await?
+        .expect("created");
+    append_consent(
+        tx,
+        tenant_id,
+        contact_id,
+        ConsentEventKind::OptIn,
+        consent.source,
+        Some(consent),
+        None,
+        None,
+        now,
+    )
+    .await?;
+    if consent.source == ConsentSource::Sms {
+        append_consent(
+            tx,
+            tenant_id,
+            contact_id,
+            ConsentEventKind::Confirm,
+            consent.source,
+            None,
+            None,
+            None,
+            now,
+        )
+        .await?;
+    }
+    let state = consent_state(tx, tenant_id, contact_id, double_opt_in).await?;
+    Ok(state)
 }
 
 /// Records what a storefront or an inventory system says about a variant; what it leaves out
