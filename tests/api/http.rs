@@ -169,7 +169,9 @@ async fn post_webhook(app: &TestApp, path: &str, params: &[(&str, &str)], signed
 async fn spawn() -> TestApp {
     spawn_app_with(|s| {
         s.sms.twilio_auth_token = TOKEN.into();
-        s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://demo.example/".into());
+        let demo = s.tenants.get_mut("demo").unwrap();
+        demo.storefront_url = Some("https://demo.example/".into());
+        demo.allowed_link_hosts = vec!["demo.example".into(), "shop.example".into()];
         // Its own number, so a keyword to the demo sender concerns one brand only.
         s.tenants.get_mut("demo-double-opt-in").unwrap().sender_id = "+15005550009".into();
     })
@@ -470,6 +472,28 @@ async fn clicks_still_work_after_erasure() {
     let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
     assert_eq!(a.status, 302);
     assert_eq!(app.count("clicks").await, 1);
+}
+
+#[tokio::test]
+async fn tracked_link_never_leaves_the_brands_hosts() {
+    let app = spawn().await;
+    // Stored before hosts were checked (or written around the API): the redirect still refuses
+    // it and sends the shopper to the storefront.
+    for (variant, link) in [
+        ("sku-evil", "https://evil.example/phish"),
+        ("sku-userinfo", "https://demo.example@evil.example/p"),
+    ] {
+        let sent = sent_text(&app, variant, "+14155550120", Some(link), "sent").await;
+        let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+        assert_eq!(a.status, 302, "{a:?}");
+        let location = a.header("location").unwrap();
+        assert!(
+            location.starts_with(&format!(
+                "https://demo.example/?variant={variant}&utm_source=restock"
+            )),
+            "{link} led to {location}"
+        );
+    }
 }
 
 // ---- delivery-status callbacks ----

@@ -7,6 +7,7 @@ mod helpers;
 mod http;
 mod inventory;
 mod lifecycle;
+mod link_hosts;
 mod polyglot;
 mod purchases;
 mod releases;

@@ -825,26 +825,59 @@ pub(crate) async fn opt_in_in(
     Ok(state)
 }
 
+/// Who describes a variant, and so whose word counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DetailsSource {
+    /// The inventory feed (the brand's catalog): its word replaces what was stored.
+    Catalog,
+    /// A Subscribe request, which any storefront caller can shape: it only fills in what
+    /// nothing said yet, and never overwrites, so one bad request cannot change the title or
+    /// the link of every later text about the variant.
+    Subscribe,
+}
+
 /// Records what a storefront or an inventory system says about a variant; what it leaves out
-/// keeps its last value.
+/// keeps its last value, and what it says counts as [`DetailsSource`] tells.
 pub(crate) async fn upsert_variant(
     tx: &impl GenericClient,
     tenant_id: &str,
     variant_id: &str,
     product_id: Option<&str>,
     details: &VariantDetails,
+    source: DetailsSource,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let sql = match source {
+        DetailsSource::Catalog => {
+            "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
+               product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
+               title = COALESCE(EXCLUDED.title, variants.title), \
+               options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
+               deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
+               updated_at = EXCLUDED.updated_at"
+        }
+        // Writes only when it fills something in: Subscribe calls about a known variant leave
+        // its row alone.
+        DetailsSource::Subscribe => {
+            "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
+               product_id = COALESCE(variants.product_id, EXCLUDED.product_id), \
+               title = COALESCE(variants.title, EXCLUDED.title), \
+               options = CASE WHEN variants.options = '{}'::jsonb THEN EXCLUDED.options ELSE variants.options END, \
+               deep_link = COALESCE(variants.deep_link, EXCLUDED.deep_link), \
+               updated_at = EXCLUDED.updated_at \
+             WHERE (variants.product_id IS NULL AND EXCLUDED.product_id IS NOT NULL) \
+               OR (variants.title IS NULL AND EXCLUDED.title IS NOT NULL) \
+               OR (variants.options = '{}'::jsonb AND EXCLUDED.options <> '{}'::jsonb) \
+               OR (variants.deep_link IS NULL AND EXCLUDED.deep_link IS NOT NULL)"
+        }
+    };
     execute(
         tx,
-        "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
-           product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
-           title = COALESCE(EXCLUDED.title, variants.title), \
-           options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
-           deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
-           updated_at = EXCLUDED.updated_at",
+        sql,
         &[
             &tenant_id,
             &variant_id,
@@ -895,7 +928,16 @@ async fn insert_subscription(
         Target::Variant { .. } => req.product_id.as_deref(),
     };
     if let (Some(variant_id), Some(details)) = (variant_id, &req.variant) {
-        upsert_variant(tx, tenant, variant_id, product_id, details, now).await?;
+        upsert_variant(
+            tx,
+            tenant,
+            variant_id,
+            product_id,
+            details,
+            DetailsSource::Subscribe,
+            now,
+        )
+        .await?;
     }
     let subscription_id = Uuid::now_v7();
     // A consent given with this request counts from now on, so the status follows the state
