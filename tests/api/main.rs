@@ -3,6 +3,7 @@
 
 mod dispatch;
 mod eligibility;
+mod erasure;
 mod helpers;
 mod http;
 mod inventory;

@@ -123,6 +123,7 @@ impl Store {
 
     /// Records a click on a message's link, and the message's first click if it had none.
     /// One statement: the click and the first-click mark are written together or not at all.
+    /// A click on a text to an erased phone keeps no user agent: it may be the person's.
     pub async fn record_click(
         &self,
         tenant_id: &str,
@@ -135,7 +136,11 @@ impl Store {
             &client,
             "WITH click AS ( \
                  INSERT INTO clicks (tenant_id, click_id, message_id, clicked_at, user_agent) \
-                 VALUES ($1, $2, $3, $4, $5)) \
+                 VALUES ($1, $2, $3, $4, CASE WHEN EXISTS ( \
+                   SELECT 1 FROM messages m JOIN contacts c \
+                     ON c.tenant_id = m.tenant_id AND c.contact_id = m.contact_id \
+                   WHERE m.tenant_id = $1 AND m.message_id = $3 AND c.phone_e164 IS NULL) \
+                 THEN NULL ELSE $5::text END)) \
              UPDATE messages SET first_click_at = $4, updated_at = $4 \
              WHERE tenant_id = $1 AND message_id = $3 AND first_click_at IS NULL",
             &[&tenant_id, &Uuid::now_v7(), &message_id, &now, &user_agent],

@@ -632,18 +632,22 @@ impl Store {
         )
         .await?;
         // The texts' bodies are not personal data, but they are what was said to this person;
-        // messages not yet sent are skipped, as there is no one left to send them to.
+        // messages not yet sent are skipped, as there is no one left to send them to. The
+        // provider's error descriptions can quote the number: they go too (the codes stay).
         execute(
             &tx,
             "UPDATE messages SET body = CASE WHEN status IN ('planned', 'deferred') THEN NULL ELSE '' END, \
                status = CASE WHEN status IN ('planned', 'deferred') THEN 'skipped' ELSE status END, \
                reason = CASE WHEN status IN ('planned', 'deferred') THEN 'phone_erased' ELSE reason END, \
+               last_error_description = NULL, \
                updated_at = $3 \
              WHERE tenant_id = $1 AND contact_id = $2",
             &[&tenant_id, &contact_id, &now],
         )
         .await?;
         let mut subscriptions = 0;
+        // The customer ids the person used, for their purchases.
+        let mut customers: Vec<String> = Vec::new();
         for row in query(
             &tx,
             "SELECT subscription_id, customer_id, session_id, status FROM subscriptions \
@@ -655,6 +659,12 @@ impl Store {
             let id: Uuid = row.get(0);
             let customer: Option<String> = row.get(1);
             let session: Option<String> = row.get(2);
+            customers.extend(
+                customer
+                    .iter()
+                    .filter(|c| !c.starts_with("erased:"))
+                    .cloned(),
+            );
             let status: String = row.get(3);
             let live = SubscriptionStatus::parse(&status).is_some_and(|s| s.is_live());
             execute(
@@ -675,27 +685,30 @@ impl Store {
             .await?;
             subscriptions += 1;
         }
-        // The ledger refuses updates unless this transaction says it is an erasure.
+        // The ledger refuses updates unless this transaction says it is an erasure. Every
+        // text in it goes: consent text and free-text reasons can name the person too.
         execute(&tx, "SET LOCAL restock.erasure = 'on'", &[]).await?;
         let mut consent_events = 0;
         for row in query(&tx,
-                "SELECT event_id, ip_address, user_agent FROM consent_events \
-                 WHERE tenant_id = $1 AND contact_id = $2 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL)",
+                "SELECT event_id, ip_address, user_agent, consent_text, reason FROM consent_events \
+                 WHERE tenant_id = $1 AND contact_id = $2 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL \
+                   OR consent_text IS NOT NULL OR reason IS NOT NULL)",
                 &[&tenant_id, &contact_id],
             )
             .await?
         {
             let id: Uuid = row.get(0);
-            let ip: Option<String> = row.get(1);
-            let ua: Option<String> = row.get(2);
+            let [ip, ua, text, reason] =
+                [1, 2, 3, 4].map(|i| row.get::<_, Option<String>>(i).map(|v| hash(&v)));
             execute(&tx,
-                "UPDATE consent_events SET ip_address = $4, user_agent = $5 \
+                "UPDATE consent_events SET ip_address = $4, user_agent = $5, consent_text = $6, reason = $7 \
                  WHERE tenant_id = $1 AND contact_id = $2 AND event_id = $3",
-                &[&tenant_id, &contact_id, &id, &ip.as_deref().map(&hash), &ua.as_deref().map(&hash)],
+                &[&tenant_id, &contact_id, &id, &ip, &ua, &text, &reason],
             )
             .await?;
             consent_events += 1;
         }
+        erase_outcomes(&tx, tenant_id, contact_id, &customers, &hash).await?;
         tx.commit().await?;
         Ok(ErasureOutcome {
             erased: true,
@@ -823,6 +836,94 @@ pub(crate) async fn opt_in_in(
     }
     let state = consent_state(tx, tenant_id, contact_id, double_opt_in).await?;
     Ok(state)
+}
+
+/// Erases what the person's texts and orders left elsewhere: their Subscribe idempotency keys,
+/// the user agents of clicks on their texts, and their purchases (found by contact or by any
+/// customer id they used). Keys and ids become their keyed hash, so rows stay unique and
+/// counts and revenue stay true; a replay of an erased order finds it by that hash (see
+/// `Store::record_purchase`) and is not matched to the person again.
+async fn erase_outcomes(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    contact_id: Uuid,
+    customers: &[String],
+    hash: &impl Fn(&str) -> String,
+) -> Result<(), StoreError> {
+    let hash_bytes = |b: &[u8]| hash(&hex::encode(b)).into_bytes();
+    for row in query(
+        tx,
+        "SELECT k.idempotency_key, k.request_hash FROM idempotency_keys k \
+         JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
+         WHERE k.tenant_id = $1 AND s.contact_id = $2 AND k.idempotency_key NOT LIKE 'erased:%'",
+        &[&tenant_id, &contact_id],
+    )
+    .await?
+    {
+        let key: String = row.get(0);
+        let request_hash: Vec<u8> = row.get(1);
+        execute(
+            tx,
+            "UPDATE idempotency_keys SET idempotency_key = $3, request_hash = $4 \
+             WHERE tenant_id = $1 AND idempotency_key = $2",
+            &[&tenant_id, &key, &hash(&key), &hash_bytes(&request_hash)],
+        )
+        .await?;
+    }
+    for row in query(
+        tx,
+        "SELECT DISTINCT k.user_agent FROM clicks k JOIN messages m \
+           ON m.tenant_id = k.tenant_id AND m.message_id = k.message_id \
+         WHERE k.tenant_id = $1 AND m.contact_id = $2 AND k.user_agent NOT LIKE 'erased:%'",
+        &[&tenant_id, &contact_id],
+    )
+    .await?
+    {
+        let ua: String = row.get(0);
+        execute(
+            tx,
+            "UPDATE clicks k SET user_agent = $4 FROM messages m \
+             WHERE m.tenant_id = k.tenant_id AND m.message_id = k.message_id \
+               AND k.tenant_id = $1 AND m.contact_id = $2 AND k.user_agent = $3",
+            &[&tenant_id, &contact_id, &ua, &hash(&ua)],
+        )
+        .await?;
+    }
+    for row in query(
+        tx,
+        "SELECT order_id, customer_id, request_hash FROM purchases \
+         WHERE tenant_id = $1 AND (contact_id = $2 OR customer_id = ANY($3)) \
+           AND order_id NOT LIKE 'erased:%'",
+        &[&tenant_id, &contact_id, &customers],
+    )
+    .await?
+    {
+        let order: String = row.get(0);
+        let customer: Option<String> = row.get::<_, Option<String>>(1).map(|c| hash(&c));
+        let request_hash: Vec<u8> = row.get(2);
+        let erased_order = hash(&order);
+        execute(
+            tx,
+            "UPDATE purchases SET order_id = $3, customer_id = $4, request_hash = $5 \
+             WHERE tenant_id = $1 AND order_id = $2",
+            &[
+                &tenant_id,
+                &order,
+                &erased_order,
+                &customer,
+                &hash_bytes(&request_hash),
+            ],
+        )
+        .await?;
+        execute(
+            tx,
+            "UPDATE purchase_lines SET order_id = $3, customer_id = $4 \
+             WHERE tenant_id = $1 AND order_id = $2",
+            &[&tenant_id, &order, &erased_order, &customer],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Who describes a variant, and so whose word counts.
