@@ -937,6 +937,25 @@ async fn a_replayed_status_callback_does_not_move_a_message_back() {
 }
 
 #[tokio::test]
+async fn webhook_receipts_are_kept_a_week_then_pruned() {
+    let app = spawn().await;
+    let phone = "+14155550123";
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    app.clock.advance(chrono::Duration::days(6));
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    app.clock.advance(chrono::Duration::days(2));
+    let cutoff = app.clock.now() - restock::janitor::WEBHOOK_RECEIPT_RETENTION;
+    let pruned = app
+        .state
+        .store
+        .prune_webhook_receipts(cutoff)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "only the receipt older than a week goes");
+    assert_eq!(app.count("webhook_receipts").await, 1);
+}
+
+#[tokio::test]
 async fn inbound_with_a_bad_signature_is_refused() {
     let app = spawn().await;
     let phone = "+14155550118";
