@@ -1,5 +1,6 @@
 //! Housekeeping that keeps tables from growing without bound: event ids are remembered for the
-//! duplicate window the API promises (7 days), then forgotten.
+//! duplicate window the API promises (7 days), webhook receipts for longer than the provider
+//! retries, then forgotten.
 
 use std::time::Duration;
 
@@ -10,6 +11,11 @@ use tokio::sync::watch;
 
 /// How long an inventory event id is remembered (the API promises at least 7 days).
 pub const EVENT_ID_RETENTION: chrono::Duration = chrono::Duration::days(8);
+
+/// How long a provider webhook is remembered as acted on: the provider retries for hours (a
+/// status callback for up to a day), so a week leaves a wide margin. A replay captured and sent
+/// later than that is refused by nothing but the signature, so keep it well past any retry.
+pub const WEBHOOK_RECEIPT_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
 /// Prunes every `interval` until `stop` turns true.
 pub async fn run(
@@ -27,6 +33,16 @@ pub async fn run(
             Ok(n) => tracing::info!(pruned = n, "forgot old inventory event ids"),
             Err(e) => {
                 tracing::warn!(error = %e, "pruning inventory event ids failed; retrying later")
+            }
+        }
+        match store
+            .prune_webhook_receipts(clock.now() - WEBHOOK_RECEIPT_RETENTION)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "forgot old webhook receipts"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning webhook receipts failed; retrying later")
             }
         }
         tokio::select! {

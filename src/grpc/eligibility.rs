@@ -85,7 +85,9 @@ fn level(
         v.add(format!("{prefix}on_order"), "must not be negative");
     }
     let product_id = v.id(&format!("{prefix}product_id"), product_id, false);
-    let details = details.map(|d| v.variant_details(&format!("{prefix}variant"), d));
+    // The catalog's own links are not refused here (a stock level must not be lost over a
+    // link); the tracked-link redirect never follows one off the brand's hosts.
+    let details = details.map(|d| v.variant_details(&format!("{prefix}variant"), d, None));
     Some(Level {
         variant_id: variant_id?,
         location_id: location_id?,

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::Duration;
+use restock_domain::erasure;
 use restock_store::purchases::{NewLine, NewPurchase, Recorded, Windows};
 use sha2::{Digest, Sha256};
 
@@ -125,8 +126,10 @@ pub async fn record(
             .as_bytes(),
         );
     }
+    let order_id = order_id.expect("validated");
     let purchase = NewPurchase {
-        order_id: order_id.expect("validated"),
+        erased_order_id: erasure::erase(&state.erasure_key, &order_id),
+        order_id,
         customer_id,
         phone_e164: phone.as_ref().map(|p| p.e164().to_string()),
         lines,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use restock_domain::{Phone, PhoneError};
+use restock_domain::{link, Phone, PhoneError};
 use restock_store::waitlist::VariantDetails;
 
 use crate::error::ApiError;
@@ -179,8 +179,15 @@ impl Violations {
         }
     }
 
-    /// An http(s) URL of at most 2,048 characters; `None` when empty or bad.
-    pub fn deep_link(&mut self, field: &str, raw: &str) -> Option<String> {
+    /// An http(s) URL of at most 2,048 characters; `None` when empty or bad. With `hosts`
+    /// (the tenant's link hosts), it must also be on one of them, without a user name or
+    /// password.
+    pub fn deep_link(
+        &mut self,
+        field: &str,
+        raw: &str,
+        hosts: Option<&[String]>,
+    ) -> Option<String> {
         if raw.is_empty() {
             return None;
         }
@@ -195,16 +202,28 @@ impl Violations {
             self.add(field, "must be an http(s) URL of at most 2,048 characters");
             return None;
         }
+        if let Some(hosts) = hosts {
+            if let Err(e) = link::check(raw, hosts) {
+                self.add(field, e.to_string());
+                return None;
+            }
+        }
         Some(raw.to_string())
     }
 
-    /// What a storefront or an inventory system says about a variant.
-    pub fn variant_details(&mut self, field: &str, d: &pb::VariantDetails) -> VariantDetails {
+    /// What a storefront or an inventory system says about a variant; see
+    /// [`Violations::deep_link`] for `hosts`.
+    pub fn variant_details(
+        &mut self,
+        field: &str,
+        d: &pb::VariantDetails,
+        hosts: Option<&[String]>,
+    ) -> VariantDetails {
         self.options(&format!("{field}.options"), &d.options);
         VariantDetails {
             title: self.text(&format!("{field}.title"), &d.title, 200, false),
             options: d.options.clone(),
-            deep_link: self.deep_link(&format!("{field}.deep_link"), &d.deep_link),
+            deep_link: self.deep_link(&format!("{field}.deep_link"), &d.deep_link, hosts),
         }
     }
 

@@ -147,10 +147,15 @@ impl WaitlistService for WaitlistApi {
                 "only for a product-level subscription (without variant_id)",
             );
         }
+        // Links only to the brand's hosts (an unknown tenant is refused below anyway).
+        let link_hosts = tenant_id
+            .as_deref()
+            .and_then(|t| self.state.tenants.get(t))
+            .map(TenantPolicy::link_hosts);
         let variant = req
             .variant
             .as_ref()
-            .map(|d| v.variant_details("variant", d));
+            .map(|d| v.variant_details("variant", d, link_hosts.as_deref()));
         let phone = v.phone(
             "phone_number",
             "default_region",

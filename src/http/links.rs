@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use restock_domain::link;
 
 use super::{plain, HttpError};
 use crate::startup::AppState;
@@ -73,10 +74,9 @@ async fn redirect(
         state.metrics.link_request("not_found");
         return Ok(None);
     };
-    let storefront = state
-        .tenants
-        .get(&target.tenant_id)
-        .and_then(|t| t.storefront_url.as_deref());
+    let policy = state.tenants.get(&target.tenant_id);
+    let storefront = policy.and_then(|t| t.storefront_url.as_deref());
+    let hosts = policy.map(|t| t.link_hosts()).unwrap_or_default();
     let campaign = format!("restock-{}", target.release_id);
     let params = [
         ("variant", target.variant_id.as_str()),
@@ -85,12 +85,28 @@ async fn redirect(
         ("utm_campaign", campaign.as_str()),
         ("utm_content", target.kind.as_str()),
     ];
-    // A deep link that is not a web address (a typo, or something worse than a typo) falls
-    // back to the storefront rather than being sent to a phone.
-    let location = [target.deep_link.as_deref(), storefront]
-        .into_iter()
-        .flatten()
-        .find_map(|base| with_params(base, &params))
+    // A deep link that is not a web address (a typo, or something worse than a typo), or that
+    // leads off the brand's hosts (stored before hosts were checked, or written around the
+    // API), falls back to the storefront rather than being sent to a phone. The address is
+    // checked as it will be sent, so nothing added to it can move its host.
+    let deep_link = target
+        .deep_link
+        .as_deref()
+        .and_then(|base| with_params(base, &params))
+        .filter(|l| match link::check(l, &hosts) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    tenant_id = %target.tenant_id,
+                    variant_id = %target.variant_id,
+                    reason = %e,
+                    "deep link refused; the storefront is used instead"
+                );
+                false
+            }
+        });
+    let location = deep_link
+        .or_else(|| storefront.and_then(|base| with_params(base, &params)))
         .and_then(|l| HeaderValue::from_str(&l).ok());
     let Some(location) = location else {
         tracing::warn!(

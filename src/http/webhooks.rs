@@ -9,9 +9,10 @@ use std::sync::Arc;
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use restock_domain::{ConsentSource, Phone, SubscriptionStatus, TenantPolicy};
+use restock_domain::{ConsentSource, Phone, TenantPolicy};
 use restock_store::outcomes::{DeliveryReport, ReportOutcome};
-use restock_store::waitlist::{ListFilter, NewConsent};
+use restock_store::waitlist::NewConsent;
+use restock_store::webhooks::{InboundAction, InboundOutcome, InboundTenant};
 use restock_store::StoreError;
 
 use super::{plain, signature, HttpError};
@@ -56,6 +57,10 @@ pub(super) async fn status(
     {
         // Answered 2xx all the same: the provider would otherwise retry something that will
         // never be found (not ours, or a send whose record is lost).
+        Ok(ReportOutcome::Replayed) => {
+            tracing::debug!(sid, status, "status callback replayed: ignored");
+            state.metrics.webhook_call(KIND, "replayed");
+        }
         Ok(ReportOutcome::UnknownMessage) => {
             tracing::debug!(sid, status, "status callback for an unknown message");
             state.metrics.webhook_call(KIND, "unknown_message");
@@ -133,66 +138,87 @@ pub(super) async fn inbound(
         state.metrics.webhook_call(KIND, "no_tenant");
         return twiml(None);
     }
+    let Some(sid) = param(&params, "MessageSid").or_else(|| param(&params, "SmsSid")) else {
+        // Without its id a text cannot be told from a replay of it, so it is not acted on.
+        tracing::warn!(phone = %phone.redacted(), "inbound text without MessageSid: ignored");
+        state.metrics.webhook_call(KIND, "malformed");
+        return twiml(None);
+    };
     let now = state.clock.now();
-    let reply = match &keyword {
-        Keyword::OptOut(word) => {
-            for (tenant_id, _) in &tenants {
-                let cancelled = state
-                    .store
-                    .opt_out(tenant_id, &phone, ConsentSource::Sms, Some(word), now)
-                    .await;
-                match cancelled {
-                    Ok(cancelled) => tracing::info!(
-                        tenant_id,
-                        phone = %phone.redacted(),
-                        keyword = word,
-                        cancelled,
-                        "opt-out by text"
-                    ),
-                    Err(e) => {
-                        return inbound_failed(&state, tenant_id, &phone, "an opt-out by text", e)
-                    }
-                }
-            }
-            format!(
-                "You are unsubscribed from {} alerts. No more messages will be sent. \
-                 Reply START to resubscribe.",
-                brands(&tenants)
-            )
-        }
+    let consent;
+    let action = match &keyword {
+        Keyword::OptOut(word) => InboundAction::OptOut { reason: word },
         Keyword::OptIn(word) => {
-            let mut all_confirmed = true;
-            for (tenant_id, policy) in &tenants {
-                match opt_in(&state, tenant_id, policy, &phone, word, to, now).await {
-                    Ok(confirmed) => {
-                        all_confirmed &= confirmed;
-                        tracing::info!(
-                            tenant_id,
-                            phone = %phone.redacted(),
-                            keyword = word,
-                            confirmed,
-                            "opt-in by text"
-                        );
-                    }
-                    Err(e) => {
-                        return inbound_failed(&state, tenant_id, &phone, "an opt-in by text", e)
-                    }
-                }
-            }
-            if all_confirmed {
-                format!(
-                    "{}: your back-in-stock alerts are confirmed. Reply HELP for help, \
-                     STOP to opt out.",
-                    brands(&tenants)
-                )
-            } else {
-                format!(
-                    "You are subscribed to {} back-in-stock alerts. Msg&data rates may apply. \
-                     Reply HELP for help, STOP to opt out.",
-                    brands(&tenants)
-                )
-            }
+            consent = NewConsent {
+                source: ConsentSource::Sms,
+                text: format!("Replied {word} to {to}"),
+                ip_address: None,
+                user_agent: None,
+                captured_at: now,
+            };
+            InboundAction::OptIn { consent: &consent }
         }
+        Keyword::Help => InboundAction::Nothing,
+    };
+    let concerned: Vec<InboundTenant> = tenants
+        .iter()
+        .map(|(tenant_id, policy)| InboundTenant {
+            tenant_id,
+            double_opt_in: policy.double_opt_in,
+        })
+        .collect();
+    let outcomes = match state
+        .store
+        .inbound_keyword(sid, &phone, &concerned, &action, now)
+        .await
+    {
+        Ok(Some(outcomes)) => outcomes,
+        // Acted on already (a retry, or a captured request sent again): acting again could
+        // undo what the phone said since, such as a STOP after this START.
+        Ok(None) => {
+            tracing::info!(phone = %phone.redacted(), sid, "inbound text replayed: ignored");
+            state.metrics.webhook_call(KIND, "replayed");
+            return twiml(None);
+        }
+        Err(e) => return inbound_failed(&state, &phone, keyword.outcome(), e),
+    };
+    let mut all_confirmed = true;
+    for ((tenant_id, _), outcome) in tenants.iter().zip(&outcomes) {
+        match outcome {
+            InboundOutcome::OptedOut { cancelled } => tracing::info!(
+                tenant_id,
+                phone = %phone.redacted(),
+                cancelled,
+                "opt-out by text"
+            ),
+            InboundOutcome::OptedIn { confirmed } => {
+                all_confirmed &= confirmed;
+                tracing::info!(
+                    tenant_id,
+                    phone = %phone.redacted(),
+                    confirmed,
+                    "opt-in by text"
+                );
+            }
+            InboundOutcome::Nothing => {}
+        }
+    }
+    let reply = match &keyword {
+        Keyword::OptOut(_) => format!(
+            "You are unsubscribed from {} alerts. No more messages will be sent. \
+             Reply START to resubscribe.",
+            brands(&tenants)
+        ),
+        Keyword::OptIn(_) if all_confirmed => format!(
+            "{}: your back-in-stock alerts are confirmed. Reply HELP for help, \
+             STOP to opt out.",
+            brands(&tenants)
+        ),
+        Keyword::OptIn(_) => format!(
+            "You are subscribed to {} back-in-stock alerts. Msg&data rates may apply. \
+             Reply HELP for help, STOP to opt out.",
+            brands(&tenants)
+        ),
         // Several brands on one sender share it; the first one's text answers.
         Keyword::Help => tenants[0].1.help_text.clone(),
     };
@@ -200,71 +226,18 @@ pub(super) async fn inbound(
     twiml(Some(&reply))
 }
 
-/// Records an opt-in by text in one tenant. A phone with subscriptions awaiting a double opt-in
-/// confirmation confirms them (the text proves the phone's owner); otherwise it is a new
-/// opt-in, which a text also confirms. Answers whether pending subscriptions were confirmed.
-async fn opt_in(
-    state: &AppState,
-    tenant_id: &str,
-    policy: &TenantPolicy,
-    phone: &Phone,
-    word: &str,
-    sender: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool, StoreError> {
-    let filter = ListFilter {
-        phone: Some(phone.clone()),
-        status: Some(SubscriptionStatus::PendingConfirmation),
-        ..ListFilter::default()
-    };
-    let pending = state
-        .store
-        .list_subscriptions(tenant_id, &filter, 0, 1, now)
-        .await?;
-    if let Some(sub) = pending.first() {
-        match state
-            .store
-            .confirm(
-                tenant_id,
-                sub.subscription_id,
-                ConsentSource::Sms,
-                policy.double_opt_in,
-                now,
-            )
-            .await
-        {
-            Ok(_) => return Ok(true),
-            // Expired or opted out since: only a new opt-in helps.
-            Err(StoreError::OptedOut | StoreError::WrongState(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let consent = NewConsent {
-        source: ConsentSource::Sms,
-        text: format!("Replied {word} to {sender}"),
-        ip_address: None,
-        user_agent: None,
-        captured_at: now,
-    };
-    state
-        .store
-        .opt_in(tenant_id, phone, &consent, policy.double_opt_in, now)
-        .await?;
-    Ok(false)
-}
-
-/// A keyword that could not be recorded. The provider does not retry inbound webhooks, so the
-/// log line (phone redacted) is what lets someone act on it.
+/// A keyword that could not be recorded (nothing was: the tenants' changes and the receipt are
+/// one transaction). The error answer makes the provider retry where it does; the log line
+/// (phone redacted) is what lets someone act on it where it does not.
 fn inbound_failed(
     state: &AppState,
-    tenant_id: &str,
     phone: &Phone,
-    what: &'static str,
+    keyword: &'static str,
     e: StoreError,
 ) -> Response {
-    tracing::error!(tenant_id, phone = %phone.redacted(), "{what} was not recorded");
+    tracing::error!(phone = %phone.redacted(), keyword, "an inbound keyword was not recorded");
     state.metrics.webhook_call("inbound", "error");
-    HttpError::store(what, e).into_response()
+    HttpError::store("recording an inbound keyword", e).into_response()
 }
 
 /// Whether the request carries the provider's signature of this very request. The URL signed is

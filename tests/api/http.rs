@@ -169,7 +169,9 @@ async fn post_webhook(app: &TestApp, path: &str, params: &[(&str, &str)], signed
 async fn spawn() -> TestApp {
     spawn_app_with(|s| {
         s.sms.twilio_auth_token = TOKEN.into();
-        s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://demo.example/".into());
+        let demo = s.tenants.get_mut("demo").unwrap();
+        demo.storefront_url = Some("https://demo.example/".into());
+        demo.allowed_link_hosts = vec!["demo.example".into(), "shop.example".into()];
         // Its own number, so a keyword to the demo sender concerns one brand only.
         s.tenants.get_mut("demo-double-opt-in").unwrap().sender_id = "+15005550009".into();
     })
@@ -472,6 +474,28 @@ async fn clicks_still_work_after_erasure() {
     assert_eq!(app.count("clicks").await, 1);
 }
 
+#[tokio::test]
+async fn tracked_link_never_leaves_the_brands_hosts() {
+    let app = spawn().await;
+    // Stored before hosts were checked (or written around the API): the redirect still refuses
+    // it and sends the shopper to the storefront.
+    for (variant, link) in [
+        ("sku-evil", "https://evil.example/phish"),
+        ("sku-userinfo", "https://demo.example@evil.example/p"),
+    ] {
+        let sent = sent_text(&app, variant, "+14155550120", Some(link), "sent").await;
+        let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+        assert_eq!(a.status, 302, "{a:?}");
+        let location = a.header("location").unwrap();
+        assert!(
+            location.starts_with(&format!(
+                "https://demo.example/?variant={variant}&utm_source=restock"
+            )),
+            "{link} led to {location}"
+        );
+    }
+}
+
 // ---- delivery-status callbacks ----
 
 const STATUS: &str = "/webhooks/twilio/status";
@@ -675,12 +699,14 @@ async fn recipient_unsubscribed_at_the_provider_records_an_opt_out() {
 
 const INBOUND: &str = "/webhooks/twilio/inbound";
 
+/// An inbound text as the provider posts it, with a MessageSid of its own (as every text has).
 fn inbound<'a>(from: &'a str, to: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
+    let sid: &'static str = Box::leak(format!("SM{}", Uuid::new_v4().simple()).into_boxed_str());
     vec![
         ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         ("Body", body),
         ("From", from),
-        ("MessageSid", "SMinbound0000000000000000000000000"),
+        ("MessageSid", sid),
         ("NumMedia", "0"),
         ("NumSegments", "1"),
         ("To", to),
@@ -851,6 +877,82 @@ async fn other_texts_get_an_empty_answer() {
     .await;
     assert!(a.body.ends_with("<Response/>"), "{}", a.body);
     assert_eq!(app.count("consent_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_replayed_start_does_not_undo_a_later_stop() {
+    let app = spawn().await;
+    let phone = "+14155550121";
+    subscribe(&app, "demo", "sku-1", phone).await;
+    let start = inbound(phone, SENDER, "START");
+    let a = post_webhook(&app, INBOUND, &start, true).await;
+    assert_twiml(&a);
+    assert!(a.body.contains("<Message>"), "{}", a.body);
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "STOP"), true).await;
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    let before = ledger(&app, "demo", phone).await;
+
+    // The exact first request again, signature and all: answered, acted on no more.
+    let replay = post_webhook(&app, INBOUND, &start, true).await;
+    assert_twiml(&replay);
+    assert!(!replay.body.contains("<Message>"), "{}", replay.body);
+    assert_eq!(
+        consent_state(&app, "demo", phone).await,
+        pb::ConsentState::OptedOut
+    );
+    assert_eq!(ledger(&app, "demo", phone).await, before);
+    assert_eq!(app.count("webhook_receipts").await, 2);
+}
+
+#[tokio::test]
+async fn a_replayed_status_callback_does_not_move_a_message_back() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550122",
+        Some("https://shop.example/p"),
+        "sending",
+    )
+    .await;
+    let sending = report(&sent.sid, "sending");
+    post_webhook(&app, STATUS, &sending, true).await;
+    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sent", Some("sent"))
+    );
+
+    let a = post_webhook(&app, STATUS, &sending, true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sent", Some("sent"))
+    );
+}
+
+#[tokio::test]
+async fn webhook_receipts_are_kept_a_week_then_pruned() {
+    let app = spawn().await;
+    let phone = "+14155550123";
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    app.clock.advance(chrono::Duration::days(6));
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    app.clock.advance(chrono::Duration::days(2));
+    let cutoff = app.clock.now() - restock::janitor::WEBHOOK_RECEIPT_RETENTION;
+    let pruned = app
+        .state
+        .store
+        .prune_webhook_receipts(cutoff)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "only the receipt older than a week goes");
+    assert_eq!(app.count("webhook_receipts").await, 1);
 }
 
 #[tokio::test]

@@ -3,12 +3,14 @@
 
 mod dispatch;
 mod eligibility;
+mod erasure;
 mod errors;
 mod fences;
 mod helpers;
 mod http;
 mod inventory;
 mod lifecycle;
+mod link_hosts;
 mod polyglot;
 mod purchases;
 mod releases;

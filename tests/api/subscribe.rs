@@ -13,7 +13,7 @@ async fn subscribe_creates_an_active_subscription_first_in_line() {
     req.variant = Some(pb::VariantDetails {
         title: "Trail Runner 2".into(),
         options: [("size".to_string(), "M".to_string())].into(),
-        deep_link: "https://shop.example/p/trail?v=sku-123".into(),
+        deep_link: "https://demo-outfitters.example/p/trail?v=sku-123".into(),
     });
     req.customer_id = "cust-1".into();
     req.location_ids = vec!["store-1".into(), "store-1".into(), "web".into()];

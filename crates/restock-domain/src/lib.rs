@@ -6,6 +6,7 @@ pub mod consent;
 pub mod eligibility;
 pub mod erasure;
 pub mod holdout;
+pub mod link;
 pub mod phone;
 pub mod quiet_hours;
 pub mod restock;

@@ -101,6 +101,11 @@ pub struct TenantPolicy {
     /// or search page); unset, such a text links nowhere and is skipped.
     #[serde(default)]
     pub storefront_url: Option<String>,
+    /// Hosts a text's link may lead to (`shop.example.com`, or `*.example.com` for the hosts
+    /// under it). Empty: the host of `storefront_url` alone. A deep link elsewhere is refused at
+    /// Subscribe, and the tracked-link redirect never leads elsewhere.
+    #[serde(default)]
+    pub allowed_link_hosts: Vec<String>,
     /// A purchase within this many hours after a text about its variant is credited to the text.
     #[serde(default = "default_text_attribution_hours")]
     pub text_attribution_hours: u32,
@@ -239,6 +244,7 @@ impl Default for TenantPolicy {
             delivery_promises: Default::default(),
             reminder_after_minutes: None,
             storefront_url: None,
+            allowed_link_hosts: Vec::new(),
             text_attribution_hours: default_text_attribution_hours(),
             click_attribution_days: default_click_attribution_days(),
             help_text: default_help_text(),
@@ -247,6 +253,19 @@ impl Default for TenantPolicy {
 }
 
 impl TenantPolicy {
+    /// The hosts links may lead to: `allowed_link_hosts`, or else the storefront's host (none
+    /// when neither is set: then no deep link is allowed).
+    pub fn link_hosts(&self) -> Vec<String> {
+        if !self.allowed_link_hosts.is_empty() {
+            return self.allowed_link_hosts.clone();
+        }
+        self.storefront_url
+            .as_deref()
+            .and_then(crate::link::host_of)
+            .into_iter()
+            .collect()
+    }
+
     /// The texting window `[start, end)` in the shopper's local time.
     pub fn quiet_window(&self) -> Result<(NaiveTime, NaiveTime), String> {
         Ok((
@@ -318,6 +337,22 @@ impl TenantPolicy {
                 return Err(format!("{key}: must contain {{link}}"));
             }
         }
+        if let Some(bad) = self
+            .allowed_link_hosts
+            .iter()
+            .find(|h| !crate::link::valid_host_entry(h))
+        {
+            return Err(format!(
+                "allowed_link_hosts: {bad:?} is not a host name (like \"shop.example.com\" or \"*.example.com\")"
+            ));
+        }
+        if self
+            .storefront_url
+            .as_deref()
+            .is_some_and(|u| crate::link::host_of(u).is_none())
+        {
+            return Err("storefront_url: must be an absolute http(s) URL".into());
+        }
         if self.reminder_after_minutes == Some(0) {
             return Err("reminder_after_minutes: must be at least 1 when set".into());
         }
@@ -366,6 +401,23 @@ mod tests {
         assert!(bad(|p| p.holdout_share = f64::NAN).starts_with("holdout_share:"));
         assert!(bad(|p| p.restock_threshold = 0).starts_with("restock_threshold:"));
         assert!(bad(|p| p.rearm_level = 1).starts_with("rearm_level:"));
+        assert!(
+            bad(|p| p.allowed_link_hosts = vec!["https://shop.example".into()])
+                .starts_with("allowed_link_hosts:")
+        );
+        assert!(
+            bad(|p| p.storefront_url = Some("shop.example".into())).starts_with("storefront_url:")
+        );
+    }
+
+    #[test]
+    fn links_default_to_the_storefronts_host() {
+        let mut p = TenantPolicy::default();
+        assert!(p.link_hosts().is_empty());
+        p.storefront_url = Some("https://Shop.Example/search".into());
+        assert_eq!(p.link_hosts(), ["shop.example"]);
+        p.allowed_link_hosts = vec!["shop.example".into(), "*.cdn.example".into()];
+        assert_eq!(p.link_hosts(), ["shop.example", "*.cdn.example"]);
     }
 
     #[test]

@@ -133,6 +133,7 @@ async fn upsert_details(
         &level.variant_id,
         level.product_id.as_deref(),
         &details,
+        crate::waitlist::DetailsSource::Catalog,
         now,
     )
     .await

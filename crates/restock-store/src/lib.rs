@@ -12,6 +12,7 @@ pub mod purchases;
 pub mod releases;
 pub mod subscribe_batch;
 pub mod waitlist;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::cached::{execute, query_opt};
 use crate::waitlist::LIVE;
+use crate::webhooks::Receipt;
 use crate::{Store, StoreError};
 
 /// Where a tracked link leads, and what its click is recorded against.
@@ -46,6 +47,8 @@ pub const PROVIDER_OPT_OUT_REASON: &str = "the provider reports the phone opted 
 /// What a delivery report did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportOutcome {
+    /// This very report (message id and status) was acted on before: nothing written.
+    Replayed,
     /// No message has that provider id (not ours, or not recorded yet): nothing written.
     UnknownMessage,
     /// The message is final already, or the report moves nothing: nothing written.
@@ -120,6 +123,7 @@ impl Store {
 
     /// Records a click on a message's link, and the message's first click if it had none.
     /// One statement: the click and the first-click mark are written together or not at all.
+    /// A click on a text to an erased phone keeps no user agent: it may be the person's.
     pub async fn record_click(
         &self,
         tenant_id: &str,
@@ -132,7 +136,11 @@ impl Store {
             &client,
             "WITH click AS ( \
                  INSERT INTO clicks (tenant_id, click_id, message_id, clicked_at, user_agent) \
-                 VALUES ($1, $2, $3, $4, $5)) \
+                 VALUES ($1, $2, $3, $4, CASE WHEN EXISTS ( \
+                   SELECT 1 FROM messages m JOIN contacts c \
+                     ON c.tenant_id = m.tenant_id AND c.contact_id = m.contact_id \
+                   WHERE m.tenant_id = $1 AND m.message_id = $3 AND c.phone_e164 IS NULL) \
+                 THEN NULL ELSE $5::text END)) \
              UPDATE messages SET first_click_at = $4, updated_at = $4 \
              WHERE tenant_id = $1 AND message_id = $3 AND first_click_at IS NULL",
             &[&tenant_id, &Uuid::now_v7(), &message_id, &now, &user_agent],
@@ -142,7 +150,9 @@ impl Store {
     }
 
     /// Applies a delivery report to the message with its provider id, in one transaction; see
-    /// [`plan_move`] for what moves. A report that the recipient opted out at the provider
+    /// [`plan_move`] for what moves. A report (message id and status) is acted on once: its
+    /// receipt is recorded in the same transaction, and a replay answers
+    /// [`ReportOutcome::Replayed`]. A report that the recipient opted out at the provider
     /// (21610: the phone replied STOP to the sender) also records an opt-out of the phone in the
     /// message's tenant, as [`Store::opt_out`] does, with the source `sms`.
     pub async fn apply_delivery_report(
@@ -152,6 +162,16 @@ impl Store {
     ) -> Result<ReportOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // First, so a copy racing this one waits here for its outcome. Reports that change
+        // nothing are rolled back with their receipt: acting on them again changes nothing
+        // either, and one about a message not recorded yet may find it later.
+        let receipt = Receipt::Status {
+            message_sid: report.provider_message_id,
+            status: report.status,
+        };
+        if !crate::webhooks::remember(&tx, &receipt, now).await? {
+            return Ok(ReportOutcome::Replayed);
+        }
         // Locks the message, so concurrent reports about it (Twilio sends several, in any
         // order) apply one after the other. Lock order: message, then contact.
         let Some(row) = query_opt(

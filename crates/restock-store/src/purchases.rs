@@ -29,6 +29,9 @@ pub struct NewPurchase {
     pub purchased_at: DateTime<Utc>,
     /// A digest of the request's content, to tell a repeat from a different order.
     pub request_hash: Vec<u8>,
+    /// The order id as erasure leaves it (its keyed hash): how an order whose buyer was erased
+    /// is found when it is sent again.
+    pub erased_order_id: String,
 }
 
 /// What a line was credited to.
@@ -79,6 +82,29 @@ impl Store {
             .map(|r| r.get(0)),
             None => None,
         };
+        // An order whose buyer was erased is not recorded again, nor matched to them: it is
+        // answered as recorded, credited to nothing.
+        let erased = query(
+            &tx,
+            "SELECT variant_id FROM purchase_lines WHERE tenant_id = $1 AND order_id = $2 \
+             ORDER BY line_number",
+            &[&tenant_id, &p.erased_order_id],
+        )
+        .await?;
+        if !erased.is_empty() {
+            return Ok(Recorded::Repeated(
+                erased
+                    .iter()
+                    .map(|r| Attribution {
+                        variant_id: r.get(0),
+                        basis: "none".into(),
+                        message_id: None,
+                        release_id: None,
+                        subscription_id: None,
+                    })
+                    .collect(),
+            ));
+        }
         // A concurrent insert of the same order waits here for the other to commit.
         let inserted = execute(
             &tx,

@@ -271,11 +271,14 @@ async fn subscribe_batch(
         plans.push(plan);
     }
 
-    // 4. What storefronts said about variants (the last word of the batch wins).
+    // 4. What storefronts said about variants: it only fills in what is unknown, so the first
+    //    word of the batch counts, as it would one request at a time.
     let mut variants: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (i, _, _) in &inserts {
         if let (Target::Variant { variant_id }, Some(_)) = (&reqs[*i].target, &reqs[*i].variant) {
-            variants.insert((reqs[*i].tenant_id.clone(), variant_id.clone()), *i);
+            variants
+                .entry((reqs[*i].tenant_id.clone(), variant_id.clone()))
+                .or_insert(*i);
         }
     }
     for ((tenant, variant_id), i) in &variants {
@@ -286,6 +289,7 @@ async fn subscribe_batch(
             variant_id,
             r.product_id.as_deref(),
             r.variant.as_ref().expect("has details"),
+            crate::waitlist::DetailsSource::Subscribe,
             now,
         )
         .await?;

@@ -438,39 +438,7 @@ impl Store {
     ) -> Result<SubscriptionRow, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact_of(&tx, tenant_id, subscription_id).await?;
-        let sub = get_sub(&tx, tenant_id, subscription_id).await?;
-        match sub.status_at(now) {
-            SubscriptionStatus::Active => return Ok(sub),
-            SubscriptionStatus::PendingConfirmation => {}
-            SubscriptionStatus::Notified | SubscriptionStatus::Converted => return Ok(sub),
-            SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
-            SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
-        }
-        if consent_state(&tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut
-        {
-            return Err(StoreError::OptedOut);
-        }
-        append_consent(
-            &tx,
-            tenant_id,
-            contact_id,
-            ConsentEventKind::Confirm,
-            source,
-            None,
-            None,
-            Some(subscription_id),
-            now,
-        )
-        .await?;
-        execute(
-            &tx,
-            "UPDATE subscriptions SET status = 'active', updated_at = $3 \
-             WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending_confirmation'",
-            &[&tenant_id, &contact_id, &now],
-        )
-        .await?;
-        let sub = get_sub(&tx, tenant_id, subscription_id).await?;
+        let sub = confirm_in(&tx, tenant_id, subscription_id, source, double_opt_in, now).await?;
         tx.commit().await?;
         Ok(sub)
     }
@@ -574,31 +542,9 @@ impl Store {
     ) -> Result<u32, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact(&tx, tenant_id, phone, true, now)
-            .await?
-            .expect("created");
-        append_consent(
-            &tx,
-            tenant_id,
-            contact_id,
-            ConsentEventKind::OptOut,
-            source,
-            None,
-            reason,
-            None,
-            now,
-        )
-        .await?;
-        let n = execute(&tx,
-                &format!(
-                    "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', updated_at = $3 \
-                     WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
-                ),
-                &[&tenant_id, &contact_id, &now],
-            )
-            .await?;
+        let n = opt_out_in(&tx, tenant_id, phone, source, reason, now).await?;
         tx.commit().await?;
-        Ok(n as u32)
+        Ok(n)
     }
 
     /// Records a new opt-in (and its confirmation when it came from the phone itself). Answers
@@ -613,36 +559,7 @@ impl Store {
     ) -> Result<ConsentState, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let contact_id = lock_contact(&tx, tenant_id, phone, true, now)
-            .await?
-            .expect("created");
-        append_consent(
-            &tx,
-            tenant_id,
-            contact_id,
-            ConsentEventKind::OptIn,
-            consent.source,
-            Some(consent),
-            None,
-            None,
-            now,
-        )
-        .await?;
-        if consent.source == ConsentSource::Sms {
-            append_consent(
-                &tx,
-                tenant_id,
-                contact_id,
-                ConsentEventKind::Confirm,
-                consent.source,
-                None,
-                None,
-                None,
-                now,
-            )
-            .await?;
-        }
-        let state = consent_state(&tx, tenant_id, contact_id, double_opt_in).await?;
+        let state = opt_in_in(&tx, tenant_id, phone, consent, double_opt_in, now).await?;
         tx.commit().await?;
         Ok(state)
     }
@@ -715,18 +632,22 @@ impl Store {
         )
         .await?;
         // The texts' bodies are not personal data, but they are what was said to this person;
-        // messages not yet sent are skipped, as there is no one left to send them to.
+        // messages not yet sent are skipped, as there is no one left to send them to. The
+        // provider's error descriptions can quote the number: they go too (the codes stay).
         execute(
             &tx,
             "UPDATE messages SET body = CASE WHEN status IN ('planned', 'deferred') THEN NULL ELSE '' END, \
                status = CASE WHEN status IN ('planned', 'deferred') THEN 'skipped' ELSE status END, \
                reason = CASE WHEN status IN ('planned', 'deferred') THEN 'phone_erased' ELSE reason END, \
+               last_error_description = NULL, \
                updated_at = $3 \
              WHERE tenant_id = $1 AND contact_id = $2",
             &[&tenant_id, &contact_id, &now],
         )
         .await?;
         let mut subscriptions = 0;
+        // The customer ids the person used, for their purchases.
+        let mut customers: Vec<String> = Vec::new();
         for row in query(
             &tx,
             "SELECT subscription_id, customer_id, session_id, status FROM subscriptions \
@@ -738,6 +659,12 @@ impl Store {
             let id: Uuid = row.get(0);
             let customer: Option<String> = row.get(1);
             let session: Option<String> = row.get(2);
+            customers.extend(
+                customer
+                    .iter()
+                    .filter(|c| !c.starts_with("erased:"))
+                    .cloned(),
+            );
             let status: String = row.get(3);
             let live = SubscriptionStatus::parse(&status).is_some_and(|s| s.is_live());
             execute(
@@ -758,27 +685,30 @@ impl Store {
             .await?;
             subscriptions += 1;
         }
-        // The ledger refuses updates unless this transaction says it is an erasure.
+        // The ledger refuses updates unless this transaction says it is an erasure. Every
+        // text in it goes: consent text and free-text reasons can name the person too.
         execute(&tx, "SET LOCAL restock.erasure = 'on'", &[]).await?;
         let mut consent_events = 0;
         for row in query(&tx,
-                "SELECT event_id, ip_address, user_agent FROM consent_events \
-                 WHERE tenant_id = $1 AND contact_id = $2 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL)",
+                "SELECT event_id, ip_address, user_agent, consent_text, reason FROM consent_events \
+                 WHERE tenant_id = $1 AND contact_id = $2 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL \
+                   OR consent_text IS NOT NULL OR reason IS NOT NULL)",
                 &[&tenant_id, &contact_id],
             )
             .await?
         {
             let id: Uuid = row.get(0);
-            let ip: Option<String> = row.get(1);
-            let ua: Option<String> = row.get(2);
+            let [ip, ua, text, reason] =
+                [1, 2, 3, 4].map(|i| row.get::<_, Option<String>>(i).map(|v| hash(&v)));
             execute(&tx,
-                "UPDATE consent_events SET ip_address = $4, user_agent = $5 \
+                "UPDATE consent_events SET ip_address = $4, user_agent = $5, consent_text = $6, reason = $7 \
                  WHERE tenant_id = $1 AND contact_id = $2 AND event_id = $3",
-                &[&tenant_id, &contact_id, &id, &ip.as_deref().map(&hash), &ua.as_deref().map(&hash)],
+                &[&tenant_id, &contact_id, &id, &ip, &ua, &text, &reason],
             )
             .await?;
             consent_events += 1;
         }
+        erase_outcomes(&tx, tenant_id, contact_id, &customers, &hash).await?;
         tx.commit().await?;
         Ok(ErasureOutcome {
             erased: true,
@@ -788,26 +718,267 @@ impl Store {
     }
 }
 
+/// [`Store::confirm`] inside the caller's transaction. A refusal writes nothing.
+pub(crate) async fn confirm_in(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    subscription_id: Uuid,
+    source: ConsentSource,
+    double_opt_in: bool,
+    now: DateTime<Utc>,
+) -> Result<SubscriptionRow, StoreError> {
+    let contact_id = lock_contact_of(tx, tenant_id, subscription_id).await?;
+    let sub = get_sub(tx, tenant_id, subscription_id).await?;
+    match sub.status_at(now) {
+        SubscriptionStatus::Active => return Ok(sub),
+        SubscriptionStatus::PendingConfirmation => {}
+        SubscriptionStatus::Notified | SubscriptionStatus::Converted => return Ok(sub),
+        SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
+        SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
+    }
+    if consent_state(tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut {
+        return Err(StoreError::OptedOut);
+    }
+    append_consent(
+        tx,
+        tenant_id,
+        contact_id,
+        ConsentEventKind::Confirm,
+        source,
+        None,
+        None,
+        Some(subscription_id),
+        now,
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE subscriptions SET status = 'active', updated_at = $3 \
+             WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending_confirmation'",
+        &[&tenant_id, &contact_id, &now],
+    )
+    .await?;
+    get_sub(tx, tenant_id, subscription_id).await
+}
+
+/// [`Store::opt_out`] inside the caller's transaction.
+pub(crate) async fn opt_out_in(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    phone: &Phone,
+    source: ConsentSource,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<u32, StoreError> {
+    let contact_id = lock_contact(tx, tenant_id, phone, true, now)
+        .await?
+        .expect("created");
+    append_consent(
+        tx,
+        tenant_id,
+        contact_id,
+        ConsentEventKind::OptOut,
+        source,
+        None,
+        reason,
+        None,
+        now,
+    )
+    .await?;
+    let n = execute(tx,
+                &format!(
+                    "UPDATE subscriptions SET status = 'cancelled', cancel_reason = 'opted_out', updated_at = $3 \
+                     WHERE tenant_id = $1 AND contact_id = $2 AND status IN {LIVE}"
+                ),
+                &[&tenant_id, &contact_id, &now],
+            )
+            .await?;
+    Ok(n as u32)
+}
+
+/// [`Store::opt_in`] inside the caller's transaction.
+pub(crate) async fn opt_in_in(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    phone: &Phone,
+    consent: &NewConsent,
+    double_opt_in: bool,
+    now: DateTime<Utc>,
+) -> Result<ConsentState, StoreError> {
+    let contact_id = lock_contact(tx, tenant_id, phone, true, now)
+        .await?
+        .expect("created");
+    append_consent(
+        tx,
+        tenant_id,
+        contact_id,
+        ConsentEventKind::OptIn,
+        consent.source,
+        Some(consent),
+        None,
+        None,
+        now,
+    )
+    .await?;
+    if consent.source == ConsentSource::Sms {
+        append_consent(
+            tx,
+            tenant_id,
+            contact_id,
+            ConsentEventKind::Confirm,
+            consent.source,
+            None,
+            None,
+            None,
+            now,
+        )
+        .await?;
+    }
+    let state = consent_state(tx, tenant_id, contact_id, double_opt_in).await?;
+    Ok(state)
+}
+
+/// Erases what the person's texts and orders left elsewhere: their Subscribe idempotency keys,
+/// the user agents of clicks on their texts, and their purchases (found by contact or by any
+/// customer id they used). Keys and ids become their keyed hash, so rows stay unique and
+/// counts and revenue stay true; a replay of an erased order finds it by that hash (see
+/// `Store::record_purchase`) and is not matched to the person again.
+async fn erase_outcomes(
+    tx: &impl GenericClient,
+    tenant_id: &str,
+    contact_id: Uuid,
+    customers: &[String],
+    hash: &impl Fn(&str) -> String,
+) -> Result<(), StoreError> {
+    let hash_bytes = |b: &[u8]| hash(&hex::encode(b)).into_bytes();
+    for row in query(
+        tx,
+        "SELECT k.idempotency_key, k.request_hash FROM idempotency_keys k \
+         JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
+         WHERE k.tenant_id = $1 AND s.contact_id = $2 AND k.idempotency_key NOT LIKE 'erased:%'",
+        &[&tenant_id, &contact_id],
+    )
+    .await?
+    {
+        let key: String = row.get(0);
+        let request_hash: Vec<u8> = row.get(1);
+        execute(
+            tx,
+            "UPDATE idempotency_keys SET idempotency_key = $3, request_hash = $4 \
+             WHERE tenant_id = $1 AND idempotency_key = $2",
+            &[&tenant_id, &key, &hash(&key), &hash_bytes(&request_hash)],
+        )
+        .await?;
+    }
+    for row in query(
+        tx,
+        "SELECT DISTINCT k.user_agent FROM clicks k JOIN messages m \
+           ON m.tenant_id = k.tenant_id AND m.message_id = k.message_id \
+         WHERE k.tenant_id = $1 AND m.contact_id = $2 AND k.user_agent NOT LIKE 'erased:%'",
+        &[&tenant_id, &contact_id],
+    )
+    .await?
+    {
+        let ua: String = row.get(0);
+        execute(
+            tx,
+            "UPDATE clicks k SET user_agent = $4 FROM messages m \
+             WHERE m.tenant_id = k.tenant_id AND m.message_id = k.message_id \
+               AND k.tenant_id = $1 AND m.contact_id = $2 AND k.user_agent = $3",
+            &[&tenant_id, &contact_id, &ua, &hash(&ua)],
+        )
+        .await?;
+    }
+    for row in query(
+        tx,
+        "SELECT order_id, customer_id, request_hash FROM purchases \
+         WHERE tenant_id = $1 AND (contact_id = $2 OR customer_id = ANY($3)) \
+           AND order_id NOT LIKE 'erased:%'",
+        &[&tenant_id, &contact_id, &customers],
+    )
+    .await?
+    {
+        let order: String = row.get(0);
+        let customer: Option<String> = row.get::<_, Option<String>>(1).map(|c| hash(&c));
+        let request_hash: Vec<u8> = row.get(2);
+        let erased_order = hash(&order);
+        execute(
+            tx,
+            "UPDATE purchases SET order_id = $3, customer_id = $4, request_hash = $5 \
+             WHERE tenant_id = $1 AND order_id = $2",
+            &[
+                &tenant_id,
+                &order,
+                &erased_order,
+                &customer,
+                &hash_bytes(&request_hash),
+            ],
+        )
+        .await?;
+        execute(
+            tx,
+            "UPDATE purchase_lines SET order_id = $3, customer_id = $4 \
+             WHERE tenant_id = $1 AND order_id = $2",
+            &[&tenant_id, &order, &erased_order, &customer],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Who describes a variant, and so whose word counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DetailsSource {
+    /// The inventory feed (the brand's catalog): its word replaces what was stored.
+    Catalog,
+    /// A Subscribe request, which any storefront caller can shape: it only fills in what
+    /// nothing said yet, and never overwrites, so one bad request cannot change the title or
+    /// the link of every later text about the variant.
+    Subscribe,
+}
+
 /// Records what a storefront or an inventory system says about a variant; what it leaves out
-/// keeps its last value.
+/// keeps its last value, and what it says counts as [`DetailsSource`] tells.
 pub(crate) async fn upsert_variant(
     tx: &impl GenericClient,
     tenant_id: &str,
     variant_id: &str,
     product_id: Option<&str>,
     details: &VariantDetails,
+    source: DetailsSource,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let sql = match source {
+        DetailsSource::Catalog => {
+            "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
+               product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
+               title = COALESCE(EXCLUDED.title, variants.title), \
+               options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
+               deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
+               updated_at = EXCLUDED.updated_at"
+        }
+        // Writes only when it fills something in: Subscribe calls about a known variant leave
+        // its row alone.
+        DetailsSource::Subscribe => {
+            "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
+               product_id = COALESCE(variants.product_id, EXCLUDED.product_id), \
+               title = COALESCE(variants.title, EXCLUDED.title), \
+               options = CASE WHEN variants.options = '{}'::jsonb THEN EXCLUDED.options ELSE variants.options END, \
+               deep_link = COALESCE(variants.deep_link, EXCLUDED.deep_link), \
+               updated_at = EXCLUDED.updated_at \
+             WHERE (variants.product_id IS NULL AND EXCLUDED.product_id IS NOT NULL) \
+               OR (variants.title IS NULL AND EXCLUDED.title IS NOT NULL) \
+               OR (variants.options = '{}'::jsonb AND EXCLUDED.options <> '{}'::jsonb) \
+               OR (variants.deep_link IS NULL AND EXCLUDED.deep_link IS NOT NULL)"
+        }
+    };
     execute(
         tx,
-        "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (tenant_id, variant_id) DO UPDATE SET \
-           product_id = COALESCE(EXCLUDED.product_id, variants.product_id), \
-           title = COALESCE(EXCLUDED.title, variants.title), \
-           options = CASE WHEN EXCLUDED.options = '{}'::jsonb THEN variants.options ELSE EXCLUDED.options END, \
-           deep_link = COALESCE(EXCLUDED.deep_link, variants.deep_link), \
-           updated_at = EXCLUDED.updated_at",
+        sql,
         &[
             &tenant_id,
             &variant_id,
@@ -858,7 +1029,16 @@ async fn insert_subscription(
         Target::Variant { .. } => req.product_id.as_deref(),
     };
     if let (Some(variant_id), Some(details)) = (variant_id, &req.variant) {
-        upsert_variant(tx, tenant, variant_id, product_id, details, now).await?;
+        upsert_variant(
+            tx,
+            tenant,
+            variant_id,
+            product_id,
+            details,
+            DetailsSource::Subscribe,
+            now,
+        )
+        .await?;
     }
     let subscription_id = Uuid::now_v7();
     // A consent given with this request counts from now on, so the status follows the state
