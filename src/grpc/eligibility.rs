@@ -33,6 +33,9 @@ const MAX_BATCH: usize = 1_000;
 const MAX_SYNC_CHUNK: usize = 1_000;
 const MAX_SYNC_LEVELS: u64 = 1_000_000;
 const MAX_REJECTIONS: usize = 100;
+/// Most units one level may hold (available to sell, on order, a dry run's assumption): far
+/// above any real stock, and low enough that totals over locations never overflow an `i64`.
+const MAX_UNITS: i64 = 1_000_000_000;
 
 /// The service.
 pub struct EligibilityApi {
@@ -77,9 +80,19 @@ fn level(
             format!("{prefix}available_to_sell"),
             "must not be negative: report an oversold level as 0",
         );
+    } else if available > MAX_UNITS {
+        v.add(
+            format!("{prefix}available_to_sell"),
+            format!("must be at most {MAX_UNITS}"),
+        );
     }
     if on_order < 0 {
         v.add(format!("{prefix}on_order"), "must not be negative");
+    } else if on_order > MAX_UNITS {
+        v.add(
+            format!("{prefix}on_order"),
+            format!("must be at most {MAX_UNITS}"),
+        );
     }
     let product_id = v.id(&format!("{prefix}product_id"), product_id, false);
     let details = details.map(|d| v.variant_details(&format!("{prefix}variant"), d));
@@ -294,6 +307,14 @@ fn options_match(wanted: &BTreeMap<String, String>, options: &BTreeMap<String, S
     })
 }
 
+/// A variant's available-to-sell over its locations. Saturating: levels stored before
+/// [`MAX_UNITS`] was enforced may be larger.
+fn total_available(locations: &[restock_store::inventory::StockRow]) -> i64 {
+    locations
+        .iter()
+        .fold(0i64, |sum, l| sum.saturating_add(l.available.max(0)))
+}
+
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::StreamInventoryResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -391,7 +412,7 @@ impl EligibilityService for EligibilityApi {
             ))
             .into());
         }
-        let total = stock.locations.iter().map(|l| l.available).sum();
+        let total = total_available(&stock.locations);
         Ok(Response::new(pb::GetStockResponse {
             variant_id,
             product_id: stock.product_id.unwrap_or_default(),
@@ -813,6 +834,8 @@ impl EligibilityService for EligibilityApi {
         let location_id = v.id("location_id", &req.location_id, false);
         if req.assume_available < 0 {
             v.add("assume_available", "must not be negative");
+        } else if req.assume_available > MAX_UNITS {
+            v.add("assume_available", format!("must be at most {MAX_UNITS}"));
         }
         let example_decision = v.enumeration::<pb::EligibilityDecision>(
             "example_decision",
@@ -873,7 +896,7 @@ impl EligibilityService for EligibilityApi {
         };
         let assumed_available = match &location_id {
             Some(l) => assume(current(l)),
-            None => assume(stock.locations.iter().map(|l| l.available).sum()),
+            None => assume(total_available(&stock.locations)),
         };
         let restock_id = dry_run_restock_id(
             &tenant_id,
