@@ -43,6 +43,8 @@ pub struct AppState {
     pub provider_auth_token: String,
     /// Turns true when the server starts draining: long-lived streams end then.
     pub draining: watch::Sender<bool>,
+    /// Signs and opens the page tokens of every list RPC.
+    pub page_tokens: grpc::paging::PageTokens,
 }
 
 impl AppState {
@@ -128,6 +130,13 @@ impl Application {
                 uuid::Uuid::new_v4().as_bytes().to_vec()
             }
         };
+        let page_tokens = match &settings.server.page_token_key {
+            Some(k) => grpc::paging::PageTokens::new(k.as_bytes()),
+            None => {
+                tracing::warn!("server.page_token_key is not set: using a random key for this process (page tokens work only against it)");
+                grpc::paging::PageTokens::new(&rand::random::<[u8; 32]>())
+            }
+        };
         // A few workers batch Subscribe calls (each holds one pooled connection while it
         // works); fewer workers make bigger batches, which is the point.
         let subscriber = restock_store::subscribe_batch::Subscriber::start(
@@ -145,6 +154,7 @@ impl Application {
             public_base_url,
             provider_auth_token: settings.sms.twilio_auth_token.clone(),
             draining: watch::channel(false).0,
+            page_tokens,
         });
         let engine = if settings.dispatch.enabled {
             Some(Arc::new(crate::dispatch::Engine {

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
+use super::paging::{parse_time_cursor, time_cursor, Scope};
 use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -656,20 +657,13 @@ impl EligibilityService for EligibilityApi {
         if req.page_size < 0 {
             v.add("page_size", "must not be negative");
         }
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let parsed = req.page_token.split_once('_').and_then(|(t, id)| {
-                Some((
-                    DateTime::<Utc>::from_timestamp_micros(t.parse().ok()?)?,
-                    Uuid::parse_str(id).ok()?,
-                ))
-            });
-            if parsed.is_none() {
-                v.add("page_token", "is not a token this API issued");
-            }
-            parsed
-        };
+        let scope = Scope::new(
+            "ListExclusions",
+            &req.tenant_id,
+            &(&product_id, &variant_id, req.show_inactive),
+        );
+        let tokens = &self.state.page_tokens;
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.state.tenant(&tenant_id)?;
@@ -691,11 +685,7 @@ impl EligibilityService for EligibilityApi {
         let next_page_token = if rows.len() as i64 > size {
             rows.truncate(size as usize);
             let last = rows.last().expect("a full page");
-            format!(
-                "{}_{}",
-                last.created_at.timestamp_micros(),
-                last.exclusion_id
-            )
+            tokens.issue(&scope, &time_cursor(last.created_at, last.exclusion_id))
         } else {
             String::new()
         };
@@ -847,17 +837,22 @@ impl EligibilityService for EligibilityApi {
         if req.page_size < 0 {
             v.add("page_size", "must not be negative");
         }
-        let skip_examples: u64 = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token
-                .strip_prefix("dr1.")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| {
-                    v.add("page_token", "is not a token this API issued");
-                    0
-                })
-        };
+        // A page of examples is bound to the whole request but its page size and token.
+        let scope = Scope::new(
+            "DryRun",
+            &req.tenant_id,
+            &(
+                &variant_id,
+                &location_id,
+                req.assume_available,
+                req.example_decision,
+                req.example_reason,
+            ),
+        );
+        let tokens = &self.state.page_tokens;
+        let skip_examples: u64 = tokens
+            .open(&mut v, &req.page_token, &scope, |c| c.parse().ok())
+            .unwrap_or(0);
         v.finish()?;
         let (tenant_id, variant_id) = (
             tenant_id.expect("validated"),
@@ -990,7 +985,7 @@ impl EligibilityService for EligibilityApi {
             deferred_by_reason: by_reason(deferred),
             skipped_by_reason: by_reason(skipped),
             next_page_token: if more {
-                format!("dr1.{}", skip_examples + examples.len() as u64)
+                tokens.issue(&scope, &(skip_examples + examples.len() as u64).to_string())
             } else {
                 String::new()
             },

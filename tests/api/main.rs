@@ -8,6 +8,7 @@ mod helpers;
 mod http;
 mod inventory;
 mod lifecycle;
+mod paging;
 mod polyglot;
 mod purchases;
 mod releases;
