@@ -327,9 +327,21 @@ impl EligibilityService for EligibilityApi {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
+        let mut draining = state.draining.subscribe();
         tokio::spawn(async move {
             // One event at a time, in order: an ack is sent only once its event is durable.
-            while let Some(next) = inbound.next().await {
+            loop {
+                // A drain ends the stream between events, so it never holds the shutdown; the
+                // sender resends what was not acknowledged to another replica.
+                let next = tokio::select! {
+                    biased;
+                    _ = async { drop(draining.wait_for(|d| *d).await) } => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect and resend the events not acknowledged"))).await;
+                        break;
+                    }
+                    next = inbound.next() => next,
+                };
+                let Some(next) = next else { break };
                 let msg = match next {
                     Ok(msg) => msg,
                     Err(status) => {

@@ -13,5 +13,6 @@ mod polyglot;
 mod purchases;
 mod releases;
 mod replicas;
+mod shutdown;
 mod subscribe;
 mod waitlist;
