@@ -60,11 +60,29 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     pub health_check_interval_ms: u64,
+    /// Key of the MAC that signs page tokens (a secret: from the environment,
+    /// `RESTOCK__SERVER__PAGE_TOKEN_KEY`). Unset: a random key per process, so a token works
+    /// only against the process that issued it; set the same key on every replica.
+    #[serde(default)]
+    pub page_token_key: Option<String>,
+}
+
+impl std::fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("shutdown_grace_seconds", &self.shutdown_grace_seconds)
+            .field("health_check_interval_ms", &self.health_check_interval_ms)
+            .field(
+                "page_token_key",
+                &self.page_token_key.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +273,14 @@ impl Settings {
         }
         if self.erasure_key.as_deref().is_some_and(|k| k.len() < 16) {
             return bad("erasure_key", "must be at least 16 characters");
+        }
+        if self
+            .server
+            .page_token_key
+            .as_deref()
+            .is_some_and(|k| k.len() < 16)
+        {
+            return bad("server.page_token_key", "must be at least 16 characters");
         }
         Ok(())
     }

@@ -51,17 +51,30 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
-            let addr = settings.grpc.addr();
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding gRPC to {addr}"))?;
-            let app = Application::build(settings, listener).await?;
+            // Listening from here, so a SIGTERM during start-up (migrations can take a while)
+            // stops the process cleanly instead of killing it.
+            let shutdown = restock::shutdown::listen().context("installing signal handlers")?;
+            tokio::pin!(shutdown);
+            let start = async {
+                let addr = settings.grpc.addr();
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding gRPC to {addr}"))?;
+                Application::build(settings, listener).await
+            };
+            let app = tokio::select! {
+                app = start => app?,
+                () = &mut shutdown => {
+                    tracing::info!("stopped before serving");
+                    return Ok(());
+                }
+            };
             println!(
                 "restock listening: grpc={} http={}",
                 app.grpc_addr(),
                 app.http_addr()
             );
-            app.run_until_stopped(restock::shutdown::signal()).await
+            app.run_until_stopped(shutdown).await
         }
     }
 }

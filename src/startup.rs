@@ -50,6 +50,8 @@ pub struct AppState {
     pub provider_auth_token: String,
     /// Turns true when the server starts draining: long-lived streams end then.
     pub draining: watch::Sender<bool>,
+    /// Signs and opens the page tokens of every list RPC.
+    pub page_tokens: grpc::paging::PageTokens,
 }
 
 impl AppState {
@@ -135,6 +137,13 @@ impl Application {
                 uuid::Uuid::new_v4().as_bytes().to_vec()
             }
         };
+        let page_tokens = match &settings.server.page_token_key {
+            Some(k) => grpc::paging::PageTokens::new(k.as_bytes()),
+            None => {
+                tracing::warn!("server.page_token_key is not set: using a random key for this process (page tokens work only against it)");
+                grpc::paging::PageTokens::new(&rand::random::<[u8; 32]>())
+            }
+        };
         // A few workers batch Subscribe calls (each holds one pooled connection while it
         // works); fewer workers make bigger batches, which is the point.
         let subscriber = restock_store::subscribe_batch::Subscriber::start(
@@ -152,6 +161,7 @@ impl Application {
             public_base_url,
             provider_auth_token: settings.sms.twilio_auth_token.clone(),
             draining: watch::channel(false).0,
+            page_tokens,
         });
         let engine = if settings.dispatch.enabled {
             Some(Arc::new(crate::dispatch::Engine {
@@ -203,8 +213,9 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves; then reports not serving, stops accepting, and waits
-    /// for in-flight calls at most the grace period.
+    /// Serves until `shutdown` resolves; then, at once, reports not serving, answers new calls
+    /// UNAVAILABLE and ends open streams; waits for in-flight calls, texts being handed over and
+    /// the HTTP listener together, at most the grace period in all; then closes the connections.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             listener,
@@ -256,6 +267,8 @@ impl Application {
         });
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        // Turns new calls away once draining, and counts the calls the drain waits for.
+        let drain = crate::shutdown::Drain::new(state.draining.subscribe());
         let server = Server::builder()
             // hyper's h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM, "too_many_data_frames")
             // once the small DATA frames it buffers cost more than half the connection window.
@@ -265,6 +278,7 @@ impl Application {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+            .layer(drain.clone())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)
@@ -284,23 +298,42 @@ impl Application {
         let result = tokio::select! {
             r = &mut server => r.map_err(anyhow::Error::from),
             _ = shutdown => {
+                // One deadline for every part of the drain, counted from the signal.
+                let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+                let deadline = tokio::time::Instant::now() + grace;
+                // Load balancers hear it first; then new calls are turned away (health still
+                // answers), open inventory and watch streams end, and workers stop claiming.
                 let _ = stop_tx.send(true);
-                state.draining.send_replace(true);
-                let _ = watcher.await;
-                let _ = janitor.await;
-                let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-                // Texts being handed over finish and are recorded; nothing new is claimed.
-                let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
-                if tokio::time::timeout(grace, futures_util::future::join_all(dispatch)).await.is_err() {
-                    tracing::warn!("dispatch did not stop in the grace period; its leases will be reconciled");
-                }
                 health::set_all(&reporter, ServingStatus::NotServing).await;
+                state.draining.send_replace(true);
+                let drained = tokio::time::timeout_at(deadline, async {
+                    tokio::join!(
+                        async {
+                            // The watcher may have set a status just before it stopped.
+                            let _ = watcher.await;
+                            health::set_all(&reporter, ServingStatus::NotServing).await;
+                        },
+                        janitor,
+                        http,
+                        // Texts being handed over finish and are recorded; nothing new is claimed.
+                        futures_util::future::join_all(dispatch),
+                        drain.idle(),
+                    )
+                });
+                // The server keeps accepting meanwhile, so a new connection is answered
+                // (UNAVAILABLE, or NOT_SERVING from health), never left hanging.
+                tokio::select! {
+                    r = &mut server => return r.map_err(anyhow::Error::from),
+                    d = drained => if d.is_err() {
+                        tracing::warn!(?grace, "calls or texts still in flight at the end of the grace period; their leases will be reconciled");
+                    },
+                }
+                // Close the connections (GOAWAY); nothing is left to wait for but the goodbyes.
                 let _ = drain_tx.send(());
-                let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
-                match tokio::time::timeout(grace, &mut server).await {
+                match tokio::time::timeout_at(deadline, &mut server).await {
                     Ok(r) => r.map_err(anyhow::Error::from),
                     Err(_) => {
-                        tracing::warn!(?grace, "in-flight calls did not finish in the grace period");
+                        tracing::warn!(?grace, "connections still open at the end of the grace period");
                         Ok(())
                     }
                 }

@@ -6,9 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, Utc};
 use restock_domain::eligibility::Reason;
 use restock_domain::waves::Strategy;
 use restock_domain::TenantPolicy;
@@ -16,7 +13,6 @@ use restock_store::dispatch::{Steer, SteerResult};
 use restock_store::releases::{
     MessageCursor, MessageFilter, MessageView, ReleaseFilter, ReleaseView, Tally,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -24,6 +20,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
+use super::paging::{parse_time_cursor, time_cursor, Scope};
 use super::validate::{page_size, Violations};
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -422,41 +419,7 @@ fn message(m: MessageView) -> pb::Message {
     }
 }
 
-// ---- Page tokens: opaque, versioned, and bound to the filters (and tenant) they were issued
-// for, so a token cannot silently page through a different result set.
-
-fn fingerprint(tenant_id: &str, filter: &impl std::fmt::Debug) -> String {
-    let digest = Sha256::digest(format!("{tenant_id}\u{1f}{filter:?}").as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-fn encode_token(fp: &str, cursor: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1|{fp}|{cursor}"))
-}
-
-/// The cursor of a token issued for `fp`.
-fn decode_token(token: &str, fp: &str) -> Result<String, &'static str> {
-    const FOREIGN: &str = "is not a token this API issued";
-    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| FOREIGN)?;
-    let raw = String::from_utf8(raw).map_err(|_| FOREIGN)?;
-    match raw.splitn(3, '|').collect::<Vec<_>>()[..] {
-        ["v1", issued, cursor] if issued == fp => Ok(cursor.to_string()),
-        ["v1", _, _] => Err("was issued for other filters; keep the filters of the first page"),
-        _ => Err(FOREIGN),
-    }
-}
-
-fn time_cursor(t: DateTime<Utc>, id: Uuid) -> String {
-    format!("{}:{id}", t.timestamp_micros())
-}
-
-fn parse_time_cursor(s: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (t, id) = s.split_once(':')?;
-    Some((
-        DateTime::from_timestamp_micros(t.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
-}
+// ---- Page cursors (the tokens around them are `super::paging`'s).
 
 fn message_cursor(c: MessageCursor) -> String {
     match c {
@@ -481,25 +444,6 @@ fn parse_message_cursor(s: &str, plan_order: bool) -> Option<MessageCursor> {
             Some(MessageCursor::Plan(p, Uuid::parse_str(id).ok()?))
         }
         _ => None,
-    }
-}
-
-/// Reads a page token with `parse`, recording a violation when it is bad.
-fn page_cursor<T>(
-    v: &mut Violations,
-    token: &str,
-    fp: &str,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> Option<T> {
-    if token.is_empty() {
-        return None;
-    }
-    match decode_token(token, fp).and_then(|c| parse(&c).ok_or("is not a token this API issued")) {
-        Ok(c) => Some(c),
-        Err(why) => {
-            v.add("page_token", why);
-            None
-        }
     }
 }
 
@@ -598,8 +542,9 @@ impl DispatchService for DispatchApi {
             created_from,
             created_before,
         };
-        let fp = fingerprint(&req.tenant_id, &filter);
-        let after = page_cursor(&mut v, &req.page_token, &fp, parse_time_cursor);
+        let scope = Scope::new("ListReleases", &req.tenant_id, &filter);
+        let tokens = &self.state.page_tokens;
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         let policy = self.state.tenant(&tenant_id)?;
@@ -613,7 +558,7 @@ impl DispatchService for DispatchApi {
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);
             let last = rows.last().expect("a full page");
-            encode_token(&fp, &time_cursor(last.created_at, last.release_id))
+            tokens.issue(&scope, &time_cursor(last.created_at, last.release_id))
         } else {
             String::new()
         };
@@ -821,8 +766,9 @@ impl DispatchService for DispatchApi {
             statuses,
         };
         let plan_order = filter.release_id.is_some();
-        let fp = fingerprint(&req.tenant_id, &filter);
-        let after = page_cursor(&mut v, &req.page_token, &fp, |c| {
+        let scope = Scope::new("ListMessages", &req.tenant_id, &filter);
+        let tokens = &self.state.page_tokens;
+        let after = tokens.open(&mut v, &req.page_token, &scope, |c| {
             parse_message_cursor(c, plan_order)
         });
         v.finish()?;
@@ -843,7 +789,7 @@ impl DispatchService for DispatchApi {
             } else {
                 MessageCursor::Newest(last.created_at, last.message_id)
             };
-            encode_token(&fp, &message_cursor(cursor))
+            tokens.issue(&scope, &message_cursor(cursor))
         } else {
             String::new()
         };
@@ -887,6 +833,7 @@ impl DispatchService for DispatchApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
 
     fn tally(wave: Option<i32>, status: &str, reason: Option<&str>, n: i64, seg: i64) -> Tally {
         Tally {
@@ -937,21 +884,18 @@ mod tests {
     }
 
     #[test]
-    fn page_tokens_are_bound_to_their_filters() {
+    fn message_cursors_round_trip_in_their_own_order_only() {
         let cursor = message_cursor(MessageCursor::Plan(None, Uuid::nil()));
-        let token = encode_token("aaaa", &cursor);
-        assert_eq!(decode_token(&token, "aaaa").as_deref(), Ok(cursor.as_str()));
-        assert!(decode_token(&token, "bbbb").is_err());
-        assert!(decode_token("###", "aaaa").is_err());
         assert_eq!(
             parse_message_cursor(&cursor, true),
             Some(MessageCursor::Plan(None, Uuid::nil()))
         );
         assert_eq!(parse_message_cursor(&cursor, false), None);
         let t = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        let cursor = message_cursor(MessageCursor::Newest(t, Uuid::nil()));
         assert_eq!(
-            parse_time_cursor(&time_cursor(t, Uuid::nil())),
-            Some((t, Uuid::nil()))
+            parse_message_cursor(&cursor, false),
+            Some(MessageCursor::Newest(t, Uuid::nil()))
         );
     }
 

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
+use super::paging::{parse_time_cursor, time_cursor, Scope};
 use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -36,6 +37,9 @@ const MAX_BATCH: usize = 1_000;
 const MAX_SYNC_CHUNK: usize = 1_000;
 const MAX_SYNC_LEVELS: u64 = 1_000_000;
 const MAX_REJECTIONS: usize = 100;
+/// Most units one level may hold (available to sell, on order, a dry run's assumption): far
+/// above any real stock, and low enough that totals over locations never overflow an `i64`.
+const MAX_UNITS: i64 = 1_000_000_000;
 
 /// The service.
 pub struct EligibilityApi {
@@ -80,9 +84,19 @@ fn level(
             format!("{prefix}available_to_sell"),
             "must not be negative: report an oversold level as 0",
         );
+    } else if available > MAX_UNITS {
+        v.add(
+            format!("{prefix}available_to_sell"),
+            format!("must be at most {MAX_UNITS}"),
+        );
     }
     if on_order < 0 {
         v.add(format!("{prefix}on_order"), "must not be negative");
+    } else if on_order > MAX_UNITS {
+        v.add(
+            format!("{prefix}on_order"),
+            format!("must be at most {MAX_UNITS}"),
+        );
     }
     let product_id = v.id(&format!("{prefix}product_id"), product_id, false);
     // The catalog's own links are not refused here (a stock level must not be lost over a
@@ -408,6 +422,14 @@ fn options_match(wanted: &BTreeMap<String, String>, options: &BTreeMap<String, S
     })
 }
 
+/// A variant's available-to-sell over its locations. Saturating: levels stored before
+/// [`MAX_UNITS`] was enforced may be larger.
+fn total_available(locations: &[restock_store::inventory::StockRow]) -> i64 {
+    locations
+        .iter()
+        .fold(0i64, |sum, l| sum.saturating_add(l.available.max(0)))
+}
+
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::StreamInventoryResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -419,14 +441,24 @@ impl EligibilityService for EligibilityApi {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
+        let mut draining = state.draining.subscribe();
         tokio::spawn(async move {
             // In order, an ack only once its event is durable; what has already arrived is
             // applied together (one transaction), so the HTTP/2 buffers drain as fast as a
             // producer fills them.
             let mut open = true;
             while open {
+                // A drain ends the stream between batches, so it never holds the shutdown; the
+                // sender resends what was not acknowledged to another replica.
+                let mut next = tokio::select! {
+                    biased;
+                    _ = async { drop(draining.wait_for(|d| *d).await) } => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect and resend the events not acknowledged"))).await;
+                        return;
+                    }
+                    next = inbound.next() => next,
+                };
                 let mut batch = Vec::new();
-                let mut next = inbound.next().await;
                 loop {
                     match next {
                         Some(Ok(msg)) => batch.push(msg),
@@ -526,7 +558,7 @@ impl EligibilityService for EligibilityApi {
             ))
             .into());
         }
-        let total = stock.locations.iter().map(|l| l.available).sum();
+        let total = total_available(&stock.locations);
         Ok(Response::new(pb::GetStockResponse {
             variant_id,
             product_id: stock.product_id.unwrap_or_default(),
@@ -770,20 +802,13 @@ impl EligibilityService for EligibilityApi {
         if req.page_size < 0 {
             v.add("page_size", "must not be negative");
         }
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let parsed = req.page_token.split_once('_').and_then(|(t, id)| {
-                Some((
-                    DateTime::<Utc>::from_timestamp_micros(t.parse().ok()?)?,
-                    Uuid::parse_str(id).ok()?,
-                ))
-            });
-            if parsed.is_none() {
-                v.add("page_token", "is not a token this API issued");
-            }
-            parsed
-        };
+        let scope = Scope::new(
+            "ListExclusions",
+            &req.tenant_id,
+            &(&product_id, &variant_id, req.show_inactive),
+        );
+        let tokens = &self.state.page_tokens;
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.state.tenant(&tenant_id)?;
@@ -805,11 +830,7 @@ impl EligibilityService for EligibilityApi {
         let next_page_token = if rows.len() as i64 > size {
             rows.truncate(size as usize);
             let last = rows.last().expect("a full page");
-            format!(
-                "{}_{}",
-                last.created_at.timestamp_micros(),
-                last.exclusion_id
-            )
+            tokens.issue(&scope, &time_cursor(last.created_at, last.exclusion_id))
         } else {
             String::new()
         };
@@ -955,6 +976,8 @@ impl EligibilityService for EligibilityApi {
         let location_id = v.id("location_id", &req.location_id, false);
         if req.assume_available < 0 {
             v.add("assume_available", "must not be negative");
+        } else if req.assume_available > MAX_UNITS {
+            v.add("assume_available", format!("must be at most {MAX_UNITS}"));
         }
         let example_decision = v.enumeration::<pb::EligibilityDecision>(
             "example_decision",
@@ -966,17 +989,22 @@ impl EligibilityService for EligibilityApi {
         if req.page_size < 0 {
             v.add("page_size", "must not be negative");
         }
-        let skip_examples: u64 = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token
-                .strip_prefix("dr1.")
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| {
-                    v.add("page_token", "is not a token this API issued");
-                    0
-                })
-        };
+        // A page of examples is bound to the whole request but its page size and token.
+        let scope = Scope::new(
+            "DryRun",
+            &req.tenant_id,
+            &(
+                &variant_id,
+                &location_id,
+                req.assume_available,
+                req.example_decision,
+                req.example_reason,
+            ),
+        );
+        let tokens = &self.state.page_tokens;
+        let skip_examples: u64 = tokens
+            .open(&mut v, &req.page_token, &scope, |c| c.parse().ok())
+            .unwrap_or(0);
         v.finish()?;
         let (tenant_id, variant_id) = (
             tenant_id.expect("validated"),
@@ -1015,7 +1043,7 @@ impl EligibilityService for EligibilityApi {
         };
         let assumed_available = match &location_id {
             Some(l) => assume(current(l)),
-            None => assume(stock.locations.iter().map(|l| l.available).sum()),
+            None => assume(total_available(&stock.locations)),
         };
         let restock_id = dry_run_restock_id(
             &tenant_id,
@@ -1109,7 +1137,7 @@ impl EligibilityService for EligibilityApi {
             deferred_by_reason: by_reason(deferred),
             skipped_by_reason: by_reason(skipped),
             next_page_token: if more {
-                format!("dr1.{}", skip_examples + examples.len() as u64)
+                tokens.issue(&scope, &(skip_examples + examples.len() as u64).to_string())
             } else {
                 String::new()
             },

@@ -253,16 +253,39 @@ impl Violations {
         Some(t)
     }
 
-    /// A timestamp that can be represented.
+    /// A timestamp within [`MIN_TIME`, `MAX_TIME`]. Every prost `Timestamp` a caller sends goes
+    /// through here, so no time Postgres or the business cannot take reaches the store.
     pub fn timestamp(&mut self, field: &str, ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
         let t = u32::try_from(ts.nanos)
             .ok()
+            .filter(|n| *n < 1_000_000_000)
             .and_then(|n| DateTime::from_timestamp(ts.seconds, n));
-        if t.is_none() {
-            self.add(field, "is not a valid timestamp");
+        match t {
+            None => {
+                self.add(field, "is not a valid timestamp");
+                None
+            }
+            Some(t) if !(min_time()..=max_time()).contains(&t) => {
+                self.add(
+                    field,
+                    "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+                );
+                None
+            }
+            Some(t) => Some(t),
         }
-        t
     }
+}
+
+/// The earliest time the API accepts: the Unix epoch (nothing restock records happened before).
+pub fn min_time() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+/// The latest time the API accepts: the end of year 9999 (RFC 3339, and the proto's own bound
+/// for `google.protobuf.Timestamp`).
+pub fn max_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 999_999_999).expect("9999-12-31T23:59:59Z")
 }
 
 /// A list's page size: 0 means the default (50), more than 500 means 500. Callers reject
@@ -289,5 +312,22 @@ mod tests {
         assert_eq!(v.id("f", "", false), None);
         let fields: Vec<String> = v.0.iter().map(|(f, _)| f.clone()).collect();
         assert_eq!(fields, ["b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn timestamps_are_bounded_to_1970_through_9999() {
+        let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        let mut v = Violations::default();
+        assert!(v.timestamp("ok", &ts(0, 0)).is_some());
+        assert!(v
+            .timestamp("ok", &ts(253_402_300_799, 999_999_999))
+            .is_some());
+        assert!(v.timestamp("a", &ts(-1, 0)).is_none());
+        assert!(v.timestamp("b", &ts(253_402_300_800, 0)).is_none());
+        assert!(v.timestamp("c", &ts(i64::MAX, 0)).is_none());
+        assert!(v.timestamp("d", &ts(0, -1)).is_none());
+        assert!(v.timestamp("e", &ts(0, 1_000_000_000)).is_none());
+        let fields: Vec<String> = v.0.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(fields, ["a", "b", "c", "d", "e"]);
     }
 }

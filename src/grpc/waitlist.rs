@@ -4,8 +4,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
 use restock_domain::{erasure, Phone, Target, TenantPolicy};
@@ -14,6 +12,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::paging::Scope;
 use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -97,29 +96,6 @@ fn consent(
 /// Fingerprint of a request, so a reused idempotency key with another request is caught.
 fn fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
     Sha256::digest(req.encode_to_vec()).to_vec()
-}
-
-fn encode_page_token(after: i64, filter_fp: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{after}:{filter_fp}"))
-}
-
-fn decode_page_token(token: &str, filter_fp: &str) -> Result<i64, &'static str> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| "is not a token this API issued")?;
-    let raw = String::from_utf8(raw).map_err(|_| "is not a token this API issued")?;
-    let mut parts = raw.splitn(3, ':');
-    match (
-        parts.next(),
-        parts.next().and_then(|a| a.parse::<i64>().ok()),
-        parts.next(),
-    ) {
-        (Some("v1"), Some(after), Some(fp)) if fp == filter_fp => Ok(after),
-        (Some("v1"), Some(_), Some(_)) => {
-            Err("was issued for other filters; keep the filters of the first page")
-        }
-        _ => Err("is not a token this API issued"),
-    }
 }
 
 #[tonic::async_trait]
@@ -363,29 +339,23 @@ impl WaitlistService for WaitlistApi {
                 .enumeration::<pb::SubscriptionStatus>("status", req.status, false)
                 .and_then(convert::status),
         };
-        // The token is bound to the filters it was issued for.
-        let filter_fp = {
-            let f = format!(
-                "{:?}|{:?}|{:?}|{:?}|{:?}",
-                filter.variant_id,
-                filter.product_id,
+        // The token is bound to the tenant and the filters it was issued for (the phone as
+        // E.164: its `Debug` is redacted).
+        let scope = Scope::new(
+            "ListSubscriptions",
+            &req.tenant_id,
+            &(
+                &filter.variant_id,
+                &filter.product_id,
                 filter.phone.as_ref().map(Phone::e164),
-                filter.customer_id,
-                filter.status
-            );
-            hex_prefix(&Sha256::digest(f.as_bytes()))
-        };
-        let after = if req.page_token.is_empty() {
-            0
-        } else {
-            match decode_page_token(&req.page_token, &filter_fp) {
-                Ok(a) => a,
-                Err(why) => {
-                    v.add("page_token", why);
-                    0
-                }
-            }
-        };
+                &filter.customer_id,
+                filter.status,
+            ),
+        );
+        let tokens = &self.state.page_tokens;
+        let after = tokens
+            .open(&mut v, &req.page_token, &scope, |c| c.parse::<i64>().ok())
+            .unwrap_or(0);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
         self.policy(&tenant_id)?;
@@ -399,7 +369,7 @@ impl WaitlistService for WaitlistApi {
             .map_err(ApiError::from)?;
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);
-            encode_page_token(rows.last().expect("a full page").seq, &filter_fp)
+            tokens.issue(&scope, &rows.last().expect("a full page").seq.to_string())
         } else {
             String::new()
         };
@@ -576,23 +546,5 @@ impl WaitlistService for WaitlistApi {
             subscriptions_erased: outcome.subscriptions,
             consent_events_erased: outcome.consent_events,
         }))
-    }
-}
-
-fn hex_prefix(digest: &[u8]) -> String {
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_tokens_round_trip_and_are_bound_to_filters() {
-        let t = encode_page_token(42, "abcd");
-        assert_eq!(decode_page_token(&t, "abcd"), Ok(42));
-        assert!(decode_page_token(&t, "ffff").is_err());
-        assert!(decode_page_token("garbage!", "abcd").is_err());
-        assert!(decode_page_token(&URL_SAFE_NO_PAD.encode("v2:1:abcd"), "abcd").is_err());
     }
 }

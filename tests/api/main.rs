@@ -1,6 +1,7 @@
 //! The one integration-test binary: real servers on free ports against the real Postgres and
 //! Redis that `just test` brings up, driven through the generated client.
 
+mod bounds;
 mod dispatch;
 mod eligibility;
 mod erasure;
@@ -11,9 +12,11 @@ mod http;
 mod inventory;
 mod lifecycle;
 mod link_hosts;
+mod paging;
 mod polyglot;
 mod purchases;
 mod releases;
 mod replicas;
+mod shutdown;
 mod subscribe;
 mod waitlist;

@@ -208,7 +208,12 @@ async fn apply_level(
     }
     let h = policy.hysteresis;
     let (location_detector, location_started) = Detector { armed }.observe(level.available, h);
-    let new_total = (variant_total - old_available + level.available).max(0);
+    // Saturating: the API bounds each level, but a total must not wrap (release) or panic
+    // (debug) on levels stored before the bound, or on very many locations.
+    let new_total = variant_total
+        .saturating_sub(old_available)
+        .saturating_add(level.available)
+        .max(0);
     let (variant_detector, variant_started) = Detector {
         armed: variant_armed,
     }
