@@ -95,6 +95,20 @@ pub struct HttpSettings {
     /// provider reach. Unset: this listener's own address (fine for development only).
     #[serde(default)]
     pub public_base_url: Option<String>,
+    /// Tracked-link requests per second per client address, and the burst above it: a
+    /// scanner or a script walking tokens is answered 429 instead of costing a query each.
+    #[serde(default = "default_link_rate")]
+    pub link_rate_per_second: u32,
+    #[serde(default = "default_link_burst")]
+    pub link_burst: u32,
+}
+
+fn default_link_rate() -> u32 {
+    5
+}
+
+fn default_link_burst() -> u32 {
+    20
 }
 
 impl HttpSettings {
@@ -210,6 +224,12 @@ impl Settings {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
+        }
+        if self.http.link_rate_per_second == 0 {
+            return bad("http.link_rate_per_second", "must be at least 1");
+        }
+        if self.http.link_burst == 0 {
+            return bad("http.link_burst", "must be at least 1");
         }
         if !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")

@@ -46,6 +46,8 @@ pub struct AppState {
     pub dispatch_wake: Arc<tokio::sync::Notify>,
     /// Where the links in texts and the provider's callbacks point (no trailing slash).
     pub public_base_url: String,
+    /// Tracked-link requests per client address (see `http::links`).
+    pub link_limiter: Arc<crate::http::links::LinkLimiter>,
     /// The SMS provider's secret, which also signs its webhooks; empty for the log provider.
     pub provider_auth_token: String,
     /// Turns true when the server starts draining: long-lived streams end then.
@@ -159,6 +161,10 @@ impl Application {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
             public_base_url,
+            link_limiter: Arc::new(crate::http::links::limiter(
+                settings.http.link_rate_per_second,
+                settings.http.link_burst,
+            )),
             provider_auth_token: settings.sms.twilio_auth_token.clone(),
             draining: watch::channel(false).0,
             page_tokens,
@@ -259,11 +265,14 @@ impl Application {
         let mut http_stop = stop_tx.subscribe();
         let http_router = crate::http::router(state.clone());
         let http = tokio::spawn(async move {
-            axum::serve(http_listener, http_router)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|stop| *stop).await;
-                })
-                .await
+            axum::serve(
+                http_listener,
+                http_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
         });
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

@@ -7,9 +7,14 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use restock_domain::link;
 
 use super::{plain, HttpError};
@@ -21,13 +26,40 @@ const TOKEN_LEN: usize = 22;
 /// enough.
 const USER_AGENT_MAX_CHARS: usize = 300;
 const NOT_FOUND_BODY: &str = "not found\n";
+/// Client addresses remembered by the limiter before idle ones are forgotten.
+const LIMITER_KEYS: usize = 100_000;
+
+/// Tracked-link requests per client address (GCRA, in memory, per replica).
+pub type LinkLimiter = DefaultKeyedRateLimiter<IpAddr>;
+
+/// A limiter of `per_second` requests per client address with bursts of `burst`.
+pub fn limiter(per_second: u32, burst: u32) -> LinkLimiter {
+    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+}
 
 pub(super) async fn follow(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    if state.link_limiter.len() > LIMITER_KEYS {
+        state.link_limiter.retain_recent();
+    }
+    if let Err(not_until) = state.link_limiter.check_key(&peer.ip()) {
+        state.metrics.link_request("rate_limited");
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, seconds.max(1).to_string())],
+            "too many requests\n",
+        )
+            .into_response();
+    }
     match redirect(&state, &token, &method, &headers).await {
         Ok(Some(location)) => {
             state.metrics.link_request("redirected");

@@ -1,7 +1,7 @@
 //! The HTTP listener: what phones and the SMS provider call into (tracked links, webhooks) and
 //! what Prometheus scrapes (`/metrics`).
 
-mod links;
+pub mod links;
 mod metrics;
 pub mod signature;
 mod webhooks;

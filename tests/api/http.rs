@@ -1021,3 +1021,25 @@ async fn metrics_are_exposed_for_prometheus() {
         .body
         .contains("# TYPE restock_provider_send_seconds histogram"));
 }
+
+#[tokio::test]
+async fn tracked_links_are_rate_limited_per_client_address() {
+    let app = spawn_app_with(|s| {
+        s.http.link_rate_per_second = 1;
+        s.http.link_burst = 5;
+    })
+    .await;
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        let path = format!("/r/AAAAAAAAAAAAAAAAAAAA{i:02}");
+        answers.push(request(app.http_addr, "GET", &path, &[], b"").await);
+    }
+    // The burst is answered (unknown tokens: 404), the rest is refused with a time to retry,
+    // before any look-up.
+    assert!(answers[..5].iter().all(|a| a.status == 404), "{answers:?}");
+    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert!(limited.len() >= 10, "{answers:?}");
+    assert!(limited.iter().all(|a| a
+        .header("retry-after")
+        .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1))));
+}

@@ -234,6 +234,19 @@ async fn a_server_killed_mid_release_loses_and_doubles_nothing() {
     assert!(texted_before < 600, "the release finished before the kill");
 
     let _second = Server::start(&db_url, &prefix, &fake, &paced).await;
+    // The dead server's leases (2 s) are settled in about one lease: never-handed texts go
+    // back in line at once, handed ones are looked up side by side.
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "no lease of the dead server left",
+        || async { !message_statuses(&db_url).await.contains_key("sending") },
+    )
+    .await;
+    eprintln!(
+        "the dead server's leases were settled {:.1?} after the second server started",
+        started.elapsed()
+    );
     assert!(
         fake.wait_for_messages(600, Duration::from_secs(60)).await,
         "only {} texts arrived; {:?}",
