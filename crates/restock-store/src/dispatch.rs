@@ -736,26 +736,36 @@ impl Store {
             .filter(|o| o.sent_at.is_some())
             .map(|o| o.message_id)
             .collect();
+        // With the tenants, messages are found by primary key (a bare `message_id = ANY`
+        // scans the outbox).
+        let mut texted_tenants: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.sent_at.is_some())
+            .map(|o| o.tenant_id.as_str())
+            .collect();
+        texted_tenants.sort_unstable();
+        texted_tenants.dedup();
         let mut first = Vec::new();
         if !texted.is_empty() {
             // Texted about a restock: the subscription says so (and stays in line).
             execute(
                 &client,
                 "UPDATE subscriptions s SET status = 'notified', updated_at = $1 \
-                 FROM messages m WHERE m.message_id = ANY($2) AND m.sent_at IS NOT NULL \
+                 FROM messages m WHERE m.tenant_id = ANY($3) AND m.message_id = ANY($2) \
+                   AND m.sent_at IS NOT NULL \
                    AND s.tenant_id = m.tenant_id AND s.subscription_id = m.subscription_id \
                    AND s.status = 'active'",
-                &[&now, &texted],
+                &[&now, &texted, &texted_tenants],
             )
             .await?;
             let rows = query(
                 &client,
                 "UPDATE releases r SET started_at = $1, updated_at = $1 \
                  FROM (SELECT DISTINCT tenant_id, release_id FROM messages \
-                       WHERE message_id = ANY($2) AND sent_at IS NOT NULL) x \
+                       WHERE tenant_id = ANY($3) AND message_id = ANY($2) AND sent_at IS NOT NULL) x \
                  WHERE r.tenant_id = x.tenant_id AND r.release_id = x.release_id AND r.started_at IS NULL \
                  RETURNING r.tenant_id, r.release_id, r.created_at",
-                &[&now, &texted],
+                &[&now, &texted, &texted_tenants],
             )
             .await?;
             first = rows

@@ -140,38 +140,60 @@ impl Store {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let tenants: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
+        let mut tenants: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
         let ids: Vec<Uuid> = messages.iter().map(|m| m.1).collect();
         let safe_until = now + chrono::Duration::from_std(margin).unwrap_or_default();
-        let rows = query(
+        // Two statements, both by primary key (`tenant_id = ANY AND message_id = ANY`, which
+        // the planner serves from the key whatever the outbox's statistics say). The fence
+        // keeps opt-outs and erasures of these contacts out from between them.
+        let flags = query(
             &client,
-            "WITH c AS ( \
-               SELECT m.tenant_id, m.message_id, \
-                 (m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4) AS held, \
-                 (ct.phone_e164 IS NULL OR ct.erased_at IS NOT NULL) AS erased, \
-                 COALESCE((SELECT e.kind FROM consent_events e \
-                    WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
-                      AND e.kind IN ('opt_in', 'opt_out') ORDER BY e.seq DESC LIMIT 1) = 'opt_out', \
-                   false) AS opted_out \
-               FROM UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, message_id) \
-               JOIN messages m ON m.tenant_id = u.tenant_id AND m.message_id = u.message_id \
-               JOIN contacts ct ON ct.tenant_id = m.tenant_id AND ct.contact_id = m.contact_id), \
-             go AS ( \
-               UPDATE messages m SET handed_at = $5 FROM c \
-               WHERE m.tenant_id = c.tenant_id AND m.message_id = c.message_id \
-                 AND c.held AND NOT c.erased AND NOT c.opted_out \
-                 AND m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4 \
-               RETURNING m.message_id) \
-             SELECT c.message_id, c.held, c.erased, c.opted_out, go.message_id IS NOT NULL \
-             FROM c LEFT JOIN go ON go.message_id = c.message_id",
-            &[&tenants, &ids, &owner, &safe_until, &now],
+            "SELECT m.message_id, \
+               (m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4), \
+               (ct.phone_e164 IS NULL OR ct.erased_at IS NOT NULL), \
+               COALESCE((SELECT e.kind FROM consent_events e \
+                  WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
+                    AND e.kind IN ('opt_in', 'opt_out') ORDER BY e.seq DESC LIMIT 1) = 'opt_out', \
+                 false) \
+             FROM messages m \
+             JOIN contacts ct ON ct.tenant_id = m.tenant_id AND ct.contact_id = m.contact_id \
+             WHERE m.tenant_id = ANY($1) AND m.message_id = ANY($2)",
+            &[&tenants, &ids, &owner, &safe_until],
         )
         .await?;
-        let mut answers: Vec<(Uuid, Handover)> = rows
+        let go: Vec<Uuid> = flags
+            .iter()
+            .filter(|r| r.get::<_, bool>(1) && !r.get::<_, bool>(2) && !r.get::<_, bool>(3))
+            .map(|r| r.get(0))
+            .collect();
+        let marked: std::collections::HashSet<Uuid> = if go.is_empty() {
+            Default::default()
+        } else {
+            query(
+                &client,
+                "UPDATE messages m SET handed_at = $5 \
+                 WHERE m.tenant_id = ANY($1) AND m.message_id = ANY($2) \
+                   AND m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4 \
+                 RETURNING m.message_id",
+                &[&tenants, &go, &owner, &safe_until, &now],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
+        let rows: Vec<(Uuid, bool, bool, bool, bool)> = flags
             .iter()
             .map(|r| {
-                let (held, erased, opted_out, go): (bool, bool, bool, bool) =
-                    (r.get(1), r.get(2), r.get(3), r.get(4));
+                let id: Uuid = r.get(0);
+                (id, r.get(1), r.get(2), r.get(3), marked.contains(&id))
+            })
+            .collect();
+        let mut answers: Vec<(Uuid, Handover)> = rows
+            .into_iter()
+            .map(|(id, held, erased, opted_out, go)| {
                 let verdict = if go {
                     Handover::Go
                 } else if !held {
@@ -184,7 +206,7 @@ impl Store {
                     // Held when read, lost by the time of the update.
                     Handover::LeaseLost
                 };
-                (r.get(0), verdict)
+                (id, verdict)
             })
             .collect();
         // A message that vanished from under the sender is not its to record.
