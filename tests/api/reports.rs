@@ -314,21 +314,21 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
 }
 
 #[tokio::test]
-async fn a_release_without_a_holdout_says_the_lift_is_unavailable() {
+async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_failures_by_code() {
     let fake = FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
-    let phones = phones(3, 760);
+    let phones = phones(4, 760);
     subscribe_all(&app, "sku-1", &phones).await;
+    // An invalid number: a permanent failure with the provider's code.
+    fake.reject_number(&phones[3], 21211);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
-    eventually(
-        Duration::from_secs(10),
-        "texts recorded as sent",
-        || async { crate::dispatch::statuses(&app).await.get("sent") == Some(&3) },
-    )
+    eventually(Duration::from_secs(10), "the outcomes", || async {
+        let s = crate::dispatch::statuses(&app).await;
+        s.get("sent") == Some(&3) && s.get("failed") == Some(&1)
+    })
     .await;
     let mut client = dispatch(&app);
     app.clock.advance(chrono::Duration::hours(2));
@@ -355,7 +355,19 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable() {
         .report
         .unwrap();
     assert!(!r.windows_closed, "the click window is still open");
-    assert_eq!((r.sent_count, r.held_out_count), (3, 0));
+    // Intention to treat: the failed text's recipient is in the treatment group.
+    assert_eq!(
+        (r.recipient_count, r.sent_count, r.held_out_count),
+        (4, 3, 0)
+    );
+    assert_eq!(r.failed_count, 1);
+    assert_eq!(
+        r.failures,
+        [pb::FailureCount {
+            error_code: "21211".into(),
+            count: 1
+        }]
+    );
     assert_eq!(value(&r.conversion_rate), (1, 3, Some(1.0 / 3.0)));
     let lift = r.lift.unwrap();
     assert!(!lift.available && !lift.significant);
@@ -363,12 +375,16 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable() {
         lift.unavailable_reason(),
         pb::LiftUnavailableReason::NoHoldout
     );
+    assert_eq!(value(&lift.treatment_conversion), (1, 4, Some(0.25)));
     assert_eq!(value(&lift.holdout_conversion), (0, 0, None));
     assert!(lift.difference_interval.is_none());
-    assert!(r.revenue[0].incremental_revenue.is_none());
+    let usd = &r.revenue[0];
+    assert!(usd.incremental_revenue.is_none());
+    // 2,500 over 3 texts and over 4 recipients, rounded to the cent.
+    assert_eq!(usd.revenue_per_text.as_ref().unwrap().amount_minor, 833);
     assert_eq!(
-        r.revenue[0].revenue_per_text.as_ref().unwrap().amount_minor,
-        833
+        usd.revenue_per_subscriber.as_ref().unwrap().amount_minor,
+        625
     );
 }
 

@@ -165,7 +165,8 @@ async fn messaging<C: GenericClient>(
 ) -> Result<Figures, StoreError> {
     let sql = format!(
         "WITH {SCOPE}, \
-         m AS (SELECT m.* FROM messages m JOIN scope s \
+         m AS (SELECT m.tenant_id, m.message_id, m.contact_id, m.status, m.kind, m.segments, \
+                 m.sent_at, m.first_click_at FROM messages m JOIN scope s \
                  ON s.tenant_id = m.tenant_id AND s.release_id = m.release_id) \
          SELECT (SELECT count(*) FROM scope), \
            count(*) FILTER (WHERE status <> 'held_out' AND kind = 'first'), \
