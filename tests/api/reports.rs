@@ -320,14 +320,18 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
-    let phones = phones(4, 760);
-    subscribe_all(&app, "sku-1", &phones).await;
+    let phones = phones(5, 760);
+    subscribe_all(&app, "sku-1", &phones[..4]).await;
+    // A signed-in shopper, who buys with their customer id and no phone.
+    let mut with_customer = subscribe_request("sku-1", &phones[4]);
+    with_customer.customer_id = "cust-9".into();
+    app.waitlist().subscribe(with_customer).await.unwrap();
     // An invalid number: a permanent failure with the provider's code.
     fake.reject_number(&phones[3], 21211);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
     eventually(Duration::from_secs(10), "the outcomes", || async {
         let s = crate::dispatch::statuses(&app).await;
-        s.get("sent") == Some(&3) && s.get("failed") == Some(&1)
+        s.get("sent") == Some(&4) && s.get("failed") == Some(&1)
     })
     .await;
     let mut client = dispatch(&app);
@@ -343,6 +347,9 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
         ))
         .await
         .unwrap();
+    let mut by_customer = order("o-2", "", 1, 1_000, "USD", app.clock.now_dt());
+    by_customer.customer_id = "cust-9".into();
+    client.record_purchase(by_customer).await.unwrap();
     let r = client
         .get_variant_report(pb::GetVariantReportRequest {
             tenant_id: "demo".into(),
@@ -358,7 +365,7 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
     // Intention to treat: the failed text's recipient is in the treatment group.
     assert_eq!(
         (r.recipient_count, r.sent_count, r.held_out_count),
-        (4, 3, 0)
+        (5, 4, 0)
     );
     assert_eq!(r.failed_count, 1);
     assert_eq!(
@@ -368,23 +375,25 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
             count: 1
         }]
     );
-    assert_eq!(value(&r.conversion_rate), (1, 3, Some(1.0 / 3.0)));
+    assert_eq!(value(&r.conversion_rate), (2, 4, Some(0.5)));
     let lift = r.lift.unwrap();
     assert!(!lift.available && !lift.significant);
     assert_eq!(
         lift.unavailable_reason(),
         pb::LiftUnavailableReason::NoHoldout
     );
-    assert_eq!(value(&lift.treatment_conversion), (1, 4, Some(0.25)));
+    // The customer id finds the second buyer as well as the phone finds the first.
+    assert_eq!(value(&lift.treatment_conversion), (2, 5, Some(0.4)));
     assert_eq!(value(&lift.holdout_conversion), (0, 0, None));
     assert!(lift.difference_interval.is_none());
     let usd = &r.revenue[0];
     assert!(usd.incremental_revenue.is_none());
-    // 2,500 over 3 texts and over 4 recipients, rounded to the cent.
-    assert_eq!(usd.revenue_per_text.as_ref().unwrap().amount_minor, 833);
+    // 3,500 over 4 texts and over 5 recipients.
+    assert_eq!(usd.revenue.as_ref().unwrap().amount_minor, 3_500);
+    assert_eq!(usd.revenue_per_text.as_ref().unwrap().amount_minor, 875);
     assert_eq!(
         usd.revenue_per_subscriber.as_ref().unwrap().amount_minor,
-        625
+        700
     );
 }
 
