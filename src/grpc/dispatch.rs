@@ -1,5 +1,5 @@
 //! DispatchService: releases (get, list, watch, pause, resume, cancel) and their messages (get,
-//! list). Purchases and attribution reports answer UNIMPLEMENTED until they land.
+//! list); purchases and attribution reports live in their own modules.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -476,12 +476,6 @@ fn min_interval(v: &mut Violations, raw: Option<&prost_types::Duration>) -> Dura
 type WatchStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchReleaseResponse, Status>> + Send + 'static>>;
 
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented yet: purchases and attribution reports arrive in a later release"
-    ))
-}
-
 #[tonic::async_trait]
 impl DispatchService for DispatchApi {
     async fn get_release(
@@ -810,23 +804,29 @@ impl DispatchService for DispatchApi {
 
     async fn get_release_report(
         &self,
-        _request: Request<pb::GetReleaseReportRequest>,
+        request: Request<pb::GetReleaseReportRequest>,
     ) -> Result<Response<pb::GetReleaseReportResponse>, Status> {
-        Err(unimplemented("GetReleaseReport"))
+        Ok(Response::new(
+            super::reports::release(&self.state, request.into_inner()).await?,
+        ))
     }
 
     async fn get_variant_report(
         &self,
-        _request: Request<pb::GetVariantReportRequest>,
+        request: Request<pb::GetVariantReportRequest>,
     ) -> Result<Response<pb::GetVariantReportResponse>, Status> {
-        Err(unimplemented("GetVariantReport"))
+        Ok(Response::new(
+            super::reports::variant(&self.state, request.into_inner()).await?,
+        ))
     }
 
     async fn get_period_report(
         &self,
-        _request: Request<pb::GetPeriodReportRequest>,
+        request: Request<pb::GetPeriodReportRequest>,
     ) -> Result<Response<pb::GetPeriodReportResponse>, Status> {
-        Err(unimplemented("GetPeriodReport"))
+        Ok(Response::new(
+            super::reports::period(&self.state, request.into_inner()).await?,
+        ))
     }
 }
 

@@ -5,5 +5,6 @@ pub mod dispatch;
 pub mod eligibility;
 pub mod paging;
 pub mod purchases;
+pub mod reports;
 pub mod validate;
 pub mod waitlist;

@@ -61,21 +61,6 @@ async fn redis_down_stops_dispatch_in_health_not_the_waitlist() {
 }
 
 #[tokio::test]
-async fn later_services_answer_unimplemented() {
-    use restock::proto::v1 as pb;
-    use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
-    let app = spawn_app().await;
-    let err = DispatchServiceClient::new(app.channel.clone())
-        .get_period_report(pb::GetPeriodReportRequest {
-            tenant_id: "demo".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn stopping_drains_and_reports_not_serving() {
     let app = spawn_app().await;
     wait_for_status(&app, "", ServingStatus::Serving).await;

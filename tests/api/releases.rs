@@ -1024,11 +1024,4 @@ async fn unknown_tenants_releases_and_messages_are_not_found() {
         .unwrap()
         .into_inner();
     assert!(empty.releases.is_empty() && empty.next_page_token.is_empty());
-
-    // Reports come later.
-    let err = client
-        .get_release_report(pb::GetReleaseReportRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
 }

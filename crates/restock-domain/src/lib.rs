@@ -9,6 +9,7 @@ pub mod holdout;
 pub mod link;
 pub mod phone;
 pub mod quiet_hours;
+pub mod report;
 pub mod restock;
 pub mod subscription;
 pub mod tenant;

@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod outcomes;
 pub mod purchases;
 pub mod releases;
+pub mod reports;
 pub mod subscribe_batch;
 pub mod waitlist;
 pub mod webhooks;

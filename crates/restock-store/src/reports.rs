@@ -1,0 +1,323 @@
+//! Report figures: what a set of releases sent, and what it earned, aggregated in a few
+//! set-based statements. Read-only and lock-free (plain SELECTs in one repeatable-read,
+//! read-only transaction), so they may later be served from a replica.
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::IsolationLevel;
+use uuid::Uuid;
+
+use crate::cached::{query, query_one};
+use crate::{Store, StoreError};
+
+/// Which releases a report covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// One release.
+    Release(Uuid),
+    /// Every release of a variant whose restock happened in `[from, before)`.
+    Variant {
+        variant_id: String,
+        from: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+    },
+    /// Every release of the tenant whose restock happened in `[from, before)`.
+    Period {
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+    },
+}
+
+/// The windows the figures are measured with.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportWindows {
+    /// An opt-out of a texted phone within this long after the text counts against the text.
+    pub opt_out: Duration,
+    /// The conversion window of both lift groups, measured from the restock (the release's
+    /// creation), so the texted group and the holdout are measured alike.
+    pub lift: Duration,
+}
+
+/// Error codes of failed or undelivered texts, counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureCount {
+    /// The provider's code; empty when none was recorded.
+    pub code: String,
+    pub count: u64,
+}
+
+/// Attributed purchases (TEXT or CLICK basis) in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrencyFigures {
+    pub currency: String,
+    /// Orders with an attributed line in this currency.
+    pub orders: u64,
+    pub units: u64,
+    pub revenue_minor: i64,
+}
+
+/// The raw figures of a report; ratios and intervals are the domain's to compute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub release_count: u64,
+    /// First texts not held out (every status): the treatment group, intention to treat.
+    pub recipient_count: u64,
+    pub held_out_count: u64,
+    /// Handed to the provider and accepted: SENT, DELIVERED or UNDELIVERED.
+    pub sent_count: u64,
+    pub delivered_count: u64,
+    pub undelivered_count: u64,
+    pub failed_count: u64,
+    pub segment_count: u64,
+    /// FAILED and UNDELIVERED messages by their last error code, most frequent first.
+    pub failures: Vec<FailureCount>,
+    pub click_count: u64,
+    /// Sent messages whose link was clicked at least once.
+    pub clicked_count: u64,
+    /// Sent messages whose phone opted out within the opt-out window after the text.
+    pub opt_out_count: u64,
+    /// Distinct orders with a line attributed (TEXT or CLICK) to one of the releases' texts.
+    pub conversion_count: u64,
+    /// Of those, orders credited through a click.
+    pub click_conversion_count: u64,
+    /// Per currency, never summed across currencies.
+    pub currencies: Vec<CurrencyFigures>,
+    /// Time from the credited text to each attributed order (its first attributed line).
+    pub times_to_purchase: Vec<std::time::Duration>,
+    /// Treatment recipients who bought the variant within the lift window of the restock.
+    pub treatment_conversions: u64,
+    /// Holdout recipients who bought the variant within the lift window of the restock.
+    pub holdout_conversions: u64,
+    /// The latest text of the releases, to tell whether the windows have closed.
+    pub last_sent_at: Option<DateTime<Utc>>,
+}
+
+/// The releases in scope: `$1` tenant, `$2` release, `$3` variant, `$4` from, `$5` before.
+const SCOPE: &str = "scope AS ( \
+    SELECT r.tenant_id, r.release_id, r.variant_id, r.created_at FROM releases r \
+    WHERE r.tenant_id = $1 \
+      AND ($2::uuid IS NULL OR r.release_id = $2) \
+      AND ($3::text IS NULL OR r.variant_id = $3) \
+      AND ($4::timestamptz IS NULL OR r.created_at >= $4) \
+      AND ($5::timestamptz IS NULL OR r.created_at < $5))";
+
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+impl Store {
+    /// Whether the tenant has the release.
+    pub async fn release_exists(
+        &self,
+        tenant_id: &str,
+        release_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = query_one(
+            &client,
+            "SELECT EXISTS (SELECT 1 FROM releases WHERE tenant_id = $1 AND release_id = $2)",
+            &[&tenant_id, &release_id],
+        )
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// The figures of the releases in `scope`; see the module header.
+    pub async fn report_figures(
+        &self,
+        tenant_id: &str,
+        scope: &Scope,
+        windows: ReportWindows,
+    ) -> Result<Figures, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot for every statement, so the figures agree with each other.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let (release_id, variant_id, from, before) = match scope {
+            Scope::Release(id) => (Some(*id), None, None, None),
+            Scope::Variant {
+                variant_id,
+                from,
+                before,
+            } => (None, Some(variant_id.as_str()), *from, *before),
+            Scope::Period { from, before } => (None, None, Some(*from), Some(*before)),
+        };
+        let p: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&tenant_id, &release_id, &variant_id, &from, &before];
+        let mut f = messaging(&tx, &p, windows.opt_out).await?;
+        f.failures = failures(&tx, &p).await?;
+        conversions(&tx, &p, &mut f).await?;
+        lift(&tx, &p, windows.lift, &mut f).await?;
+        tx.commit().await?;
+        Ok(f)
+    }
+}
+
+/// Message counts, clicks and opt-outs.
+async fn messaging<C: GenericClient>(
+    c: &C,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
+    opt_out: Duration,
+) -> Result<Figures, StoreError> {
+    let sql = format!(
+        "WITH {SCOPE}, \
+         m AS (SELECT m.tenant_id, m.message_id, m.contact_id, m.status, m.kind, m.segments, \
+                 m.sent_at FROM messages m JOIN scope s \
+                 ON s.tenant_id = m.tenant_id AND s.release_id = m.release_id) \
+         SELECT (SELECT count(*) FROM scope), \
+           count(*) FILTER (WHERE status <> 'held_out' AND kind = 'first'), \
+           count(*) FILTER (WHERE status = 'held_out' AND kind = 'first'), \
+           count(*) FILTER (WHERE status IN ('sent', 'delivered', 'undelivered')), \
+           count(*) FILTER (WHERE status = 'delivered'), \
+           count(*) FILTER (WHERE status = 'undelivered'), \
+           count(*) FILTER (WHERE status = 'failed'), \
+           COALESCE(sum(segments) FILTER (WHERE status IN ('sent', 'delivered', 'undelivered')), 0)::bigint, \
+           (SELECT count(*) FROM clicks k JOIN m ON k.tenant_id = m.tenant_id AND k.message_id = m.message_id), \
+           (SELECT count(DISTINCT k.message_id) FROM clicks k JOIN m \
+              ON k.tenant_id = m.tenant_id AND k.message_id = m.message_id WHERE m.sent_at IS NOT NULL), \
+           (SELECT count(*) FROM m WHERE m.sent_at IS NOT NULL AND EXISTS ( \
+               SELECT 1 FROM consent_events e WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
+                 AND e.kind = 'opt_out' AND e.occurred_at >= m.sent_at \
+                 AND e.occurred_at < m.sent_at + make_interval(secs => $6))), \
+           max(sent_at) \
+         FROM m"
+    );
+    let secs = opt_out.num_seconds() as f64;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = p.to_vec();
+    params.push(&secs);
+    let r = query_one(c, &sql, &params).await?;
+    Ok(Figures {
+        release_count: count(r.get(0)),
+        recipient_count: count(r.get(1)),
+        held_out_count: count(r.get(2)),
+        sent_count: count(r.get(3)),
+        delivered_count: count(r.get(4)),
+        undelivered_count: count(r.get(5)),
+        failed_count: count(r.get(6)),
+        segment_count: count(r.get(7)),
+        click_count: count(r.get(8)),
+        clicked_count: count(r.get(9)),
+        opt_out_count: count(r.get(10)),
+        last_sent_at: r.get(11),
+        ..Figures::default()
+    })
+}
+
+/// FAILED and UNDELIVERED messages by error code.
+async fn failures<C: GenericClient>(
+    c: &C,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
+) -> Result<Vec<FailureCount>, StoreError> {
+    let sql = format!(
+        "WITH {SCOPE} \
+         SELECT COALESCE(m.last_error_code, ''), count(*) FROM messages m JOIN scope s \
+           ON s.tenant_id = m.tenant_id AND s.release_id = m.release_id \
+         WHERE m.status IN ('failed', 'undelivered') \
+         GROUP BY 1 ORDER BY 2 DESC, 1"
+    );
+    Ok(query(c, &sql, p)
+        .await?
+        .iter()
+        .map(|r| FailureCount {
+            code: r.get(0),
+            count: count(r.get(1)),
+        })
+        .collect())
+}
+
+/// Attributed conversions, revenue per currency and times to purchase.
+async fn conversions<C: GenericClient>(
+    c: &C,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
+    f: &mut Figures,
+) -> Result<(), StoreError> {
+    // Lines credited to a text of the scope, with the time since that text.
+    let lines = format!(
+        "WITH {SCOPE}, \
+         l AS (SELECT pl.order_id, pl.quantity, pl.total_minor, pl.currency, pl.basis, pl.purchased_at, \
+                 pl.purchased_at - COALESCE(m.sent_at, m.created_at) AS since \
+               FROM purchase_lines pl \
+               JOIN scope s ON s.tenant_id = pl.tenant_id AND s.release_id = pl.release_id \
+               JOIN messages m ON m.tenant_id = pl.tenant_id AND m.message_id = pl.message_id \
+               WHERE pl.basis IN ('text', 'click'))"
+    );
+    let totals = format!(
+        "{lines} SELECT count(DISTINCT order_id), count(DISTINCT order_id) FILTER (WHERE basis = 'click'), \
+           COALESCE(array_agg(since_secs) FILTER (WHERE since_secs IS NOT NULL), '{{}}') \
+         FROM (SELECT order_id, basis, \
+                 CASE WHEN row_number() OVER (PARTITION BY order_id ORDER BY purchased_at) = 1 \
+                   THEN GREATEST(EXTRACT(EPOCH FROM since), 0)::float8 END AS since_secs \
+               FROM l) t"
+    );
+    let r = query_one(c, &totals, p).await?;
+    f.conversion_count = count(r.get(0));
+    f.click_conversion_count = count(r.get(1));
+    f.times_to_purchase = r
+        .get::<_, Vec<f64>>(2)
+        .into_iter()
+        .map(std::time::Duration::from_secs_f64)
+        .collect();
+    let per_currency = format!(
+        "{lines} SELECT currency, count(DISTINCT order_id), COALESCE(sum(quantity), 0)::bigint, \
+           COALESCE(sum(total_minor), 0)::bigint \
+         FROM l GROUP BY currency ORDER BY currency"
+    );
+    f.currencies = query(c, &per_currency, p)
+        .await?
+        .iter()
+        .map(|r| CurrencyFigures {
+            currency: r.get(0),
+            orders: count(r.get(1)),
+            units: count(r.get(2)),
+            revenue_minor: r.get(3),
+        })
+        .collect();
+    Ok(())
+}
+
+/// Conversions of the treatment and holdout groups, measured alike: a recipient converts when
+/// their phone or their subscription's customer id bought the release's variant within the
+/// lift window after the restock, whatever the purchase was attributed to.
+async fn lift<C: GenericClient>(
+    c: &C,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
+    window: Duration,
+    f: &mut Figures,
+) -> Result<(), StoreError> {
+    // Two semi-joins (by phone, by customer id) united, rather than an OR per message, so
+    // Postgres can hash the buyers once instead of probing an index per recipient.
+    let sql = format!(
+        "WITH {SCOPE}, \
+         m AS (SELECT m.tenant_id, m.message_id, m.contact_id, m.status, sub.customer_id, \
+                 s.variant_id, s.created_at \
+               FROM scope s \
+               JOIN messages m ON m.tenant_id = s.tenant_id AND m.release_id = s.release_id \
+               JOIN subscriptions sub ON sub.tenant_id = m.tenant_id AND sub.subscription_id = m.subscription_id \
+               WHERE m.kind = 'first'), \
+         converted AS ( \
+           SELECT m.message_id, m.status FROM m WHERE EXISTS ( \
+             SELECT 1 FROM purchase_lines pl \
+             WHERE pl.tenant_id = m.tenant_id AND pl.contact_id = m.contact_id AND pl.variant_id = m.variant_id \
+               AND pl.purchased_at >= m.created_at \
+               AND pl.purchased_at < m.created_at + make_interval(secs => $6)) \
+           UNION \
+           SELECT m.message_id, m.status FROM m WHERE EXISTS ( \
+             SELECT 1 FROM purchase_lines pl \
+             WHERE pl.tenant_id = m.tenant_id AND pl.customer_id = m.customer_id AND pl.variant_id = m.variant_id \
+               AND pl.purchased_at >= m.created_at \
+               AND pl.purchased_at < m.created_at + make_interval(secs => $6))) \
+         SELECT count(*) FILTER (WHERE status <> 'held_out'), count(*) FILTER (WHERE status = 'held_out') \
+         FROM converted"
+    );
+    let secs = window.num_seconds() as f64;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = p.to_vec();
+    params.push(&secs);
+    let r = query_one(c, &sql, &params).await?;
+    f.treatment_conversions = count(r.get(0));
+    f.holdout_conversions = count(r.get(1));
+    Ok(())
+}

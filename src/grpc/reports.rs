@@ -1,0 +1,321 @@
+//! The report RPCs of DispatchService: parse the request into a scope, read the raw figures
+//! from the store, and let the domain turn them into ratios, the lift and its intervals.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use restock_domain::report::{self, NoLift, Ratio};
+use restock_store::reports::{Figures, ReportWindows, Scope};
+
+use super::convert::timestamp;
+use super::validate::Violations;
+use crate::error::ApiError;
+use crate::proto::v1 as pb;
+use crate::startup::AppState;
+
+/// An opt-out of a texted phone within this long after the text counts against the text: long
+/// enough for a reply to be read late, short enough not to blame a text for a later change of
+/// mind.
+const OPT_OUT_WINDOW: Duration = Duration::from_secs(72 * 3600);
+
+/// The longest period a report may cover.
+const MAX_PERIOD_DAYS: i64 = 400;
+
+pub async fn release(
+    state: &AppState,
+    req: pb::GetReleaseReportRequest,
+) -> Result<pb::GetReleaseReportResponse, ApiError> {
+    let mut v = Violations::default();
+    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+    let release_id = v.uuid("release_id", &req.release_id, true);
+    v.finish()?;
+    let (Some(tenant_id), Some(release_id)) = (tenant_id, release_id) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    state.tenant(&tenant_id)?;
+    if !state.store.release_exists(&tenant_id, release_id).await? {
+        return Err(ApiError::NotFound(format!(
+            "release \"{release_id}\" not found"
+        )));
+    }
+    let report = build(state, &tenant_id, &Scope::Release(release_id)).await?;
+    Ok(pb::GetReleaseReportResponse {
+        report: Some(report),
+    })
+}
+
+pub async fn variant(
+    state: &AppState,
+    req: pb::GetVariantReportRequest,
+) -> Result<pb::GetVariantReportResponse, ApiError> {
+    let mut v = Violations::default();
+    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+    let variant_id = v.id("variant_id", &req.variant_id, true);
+    let from = req
+        .start_time
+        .as_ref()
+        .and_then(|t| v.timestamp("start_time", t));
+    let before = req
+        .end_time
+        .as_ref()
+        .and_then(|t| v.timestamp("end_time", t));
+    if let (Some(from), Some(before)) = (from, before) {
+        if before <= from {
+            v.add("end_time", "must be after start_time");
+        }
+    }
+    v.finish()?;
+    let (Some(tenant_id), Some(variant_id)) = (tenant_id, variant_id) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    state.tenant(&tenant_id)?;
+    let scope = Scope::Variant {
+        variant_id,
+        from,
+        before,
+    };
+    Ok(pb::GetVariantReportResponse {
+        report: Some(build(state, &tenant_id, &scope).await?),
+    })
+}
+
+pub async fn period(
+    state: &AppState,
+    req: pb::GetPeriodReportRequest,
+) -> Result<pb::GetPeriodReportResponse, ApiError> {
+    let mut v = Violations::default();
+    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+    let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
+        None => {
+            v.add(field, "is required");
+            None
+        }
+        Some(ts) => v.timestamp(field, ts),
+    };
+    let from = time("start_time", req.start_time.as_ref());
+    let before = time("end_time", req.end_time.as_ref());
+    if let (Some(from), Some(before)) = (from, before) {
+        if before <= from {
+            v.add("end_time", "must be after start_time");
+        } else if before - from > chrono::Duration::days(MAX_PERIOD_DAYS) {
+            v.add(
+                "end_time",
+                format!("must be at most {MAX_PERIOD_DAYS} days after start_time"),
+            );
+        }
+    }
+    v.finish()?;
+    let (Some(tenant_id), Some(from), Some(before)) = (tenant_id, from, before) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    state.tenant(&tenant_id)?;
+    Ok(pb::GetPeriodReportResponse {
+        report: Some(build(state, &tenant_id, &Scope::Period { from, before }).await?),
+    })
+}
+
+/// Reads the figures of `scope` and shapes them into a report.
+async fn build(
+    state: &AppState,
+    tenant_id: &str,
+    scope: &Scope,
+) -> Result<pb::AttributionReport, ApiError> {
+    let policy = state.tenant(tenant_id)?;
+    let text_window = Duration::from_secs(u64::from(policy.text_attribution_hours) * 3600);
+    let click_window = Duration::from_secs(u64::from(policy.click_attribution_days) * 86_400);
+    let windows = ReportWindows {
+        opt_out: chrono::Duration::from_std(OPT_OUT_WINDOW).expect("a small duration"),
+        lift: chrono::Duration::from_std(text_window).expect("a small duration"),
+    };
+    let figures = state
+        .store
+        .report_figures(tenant_id, scope, windows)
+        .await?;
+    let now = state.clock.now();
+    Ok(shape(&figures, now, text_window, click_window))
+}
+
+/// The report of `f` as the API shows it; pure, so the shaping is unit-tested apart.
+fn shape(
+    f: &Figures,
+    now: DateTime<Utc>,
+    text_window: Duration,
+    click_window: Duration,
+) -> pb::AttributionReport {
+    let last_window = text_window.max(click_window);
+    let windows_closed = f
+        .last_sent_at
+        .is_some_and(|t| chrono::Duration::from_std(last_window).is_ok_and(|w| t + w <= now));
+    let lift = report::lift(
+        Ratio::new(f.treatment_conversions, f.recipient_count),
+        Ratio::new(f.holdout_conversions, f.held_out_count),
+    );
+    let revenue = f
+        .currencies
+        .iter()
+        .map(|c| {
+            let money = |minor: i64| pb::Money {
+                amount_minor: minor,
+                currency_code: c.currency.clone(),
+            };
+            let per =
+                |n: u64| (n > 0).then(|| money((c.revenue_minor as f64 / n as f64).round() as i64));
+            pb::CurrencyRevenue {
+                currency_code: c.currency.clone(),
+                conversion_count: c.orders,
+                units: c.units,
+                revenue: Some(money(c.revenue_minor)),
+                revenue_per_text: per(f.sent_count),
+                revenue_per_subscriber: per(f.recipient_count),
+                incremental_revenue: lift.as_ref().ok().and_then(|l| {
+                    report::incremental_revenue(l, c.revenue_minor, f.conversion_count).map(|r| {
+                        pb::IncrementalRevenue {
+                            estimate: Some(money(r.estimate)),
+                            lower: Some(money(r.lower)),
+                            upper: Some(money(r.upper)),
+                        }
+                    })
+                }),
+            }
+        })
+        .collect();
+    pb::AttributionReport {
+        compute_time: Some(timestamp(now)),
+        windows_closed,
+        text_window: Some(duration(text_window)),
+        click_window: Some(duration(click_window)),
+        release_count: f.release_count,
+        recipient_count: f.recipient_count,
+        held_out_count: f.held_out_count,
+        sent_count: f.sent_count,
+        segment_count: f.segment_count,
+        delivered_count: f.delivered_count,
+        undelivered_count: f.undelivered_count,
+        failed_count: f.failed_count,
+        delivery_rate: Some(ratio(f.delivered_count, f.sent_count)),
+        failures: f
+            .failures
+            .iter()
+            .map(|x| pb::FailureCount {
+                error_code: x.code.clone(),
+                count: x.count,
+            })
+            .collect(),
+        click_count: f.click_count,
+        unique_click_count: f.clicked_count,
+        click_through_rate: Some(ratio(f.clicked_count, f.sent_count)),
+        opt_out_window: Some(duration(OPT_OUT_WINDOW)),
+        opt_out_rate: Some(ratio(f.opt_out_count, f.sent_count)),
+        conversion_rate: Some(ratio(f.conversion_count, f.sent_count)),
+        click_conversion_rate: Some(ratio(f.click_conversion_count, f.clicked_count)),
+        revenue,
+        time_to_purchase_median: report::median(&f.times_to_purchase).map(duration),
+        time_to_purchase_p90: report::p90(&f.times_to_purchase).map(duration),
+        lift: Some(conversion_lift(f, &lift, text_window)),
+    }
+}
+
+fn conversion_lift(
+    f: &Figures,
+    lift: &Result<report::Lift, NoLift>,
+    window: Duration,
+) -> pb::ConversionLift {
+    let mut out = pb::ConversionLift {
+        treatment_conversion: Some(ratio(f.treatment_conversions, f.recipient_count)),
+        holdout_conversion: Some(ratio(f.holdout_conversions, f.held_out_count)),
+        window: Some(duration(window)),
+        ..Default::default()
+    };
+    match lift {
+        Ok(l) => {
+            out.available = true;
+            out.difference = l.difference;
+            out.difference_interval = Some(interval(l.interval));
+            out.significant = l.significant;
+            out.incremental_conversions = l.incremental_conversions;
+            out.incremental_conversions_interval = Some(interval(l.incremental_interval));
+        }
+        Err(NoLift::NoTreatment) => {
+            out.unavailable_reason = pb::LiftUnavailableReason::NoTreatment as i32;
+        }
+        Err(NoLift::NoHoldout) => {
+            out.unavailable_reason = pb::LiftUnavailableReason::NoHoldout as i32;
+        }
+    }
+    out
+}
+
+fn ratio(numerator: u64, denominator: u64) -> pb::Ratio {
+    pb::Ratio {
+        numerator,
+        denominator,
+        value: Ratio::new(numerator, denominator).value(),
+    }
+}
+
+fn interval(i: report::Interval) -> pb::Interval {
+    pb::Interval {
+        lower: i.lower,
+        upper: i.upper,
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use restock_store::reports::CurrencyFigures;
+
+    fn hours(h: u64) -> Duration {
+        Duration::from_secs(h * 3600)
+    }
+
+    #[test]
+    fn an_empty_scope_computes_nothing_rather_than_zero() {
+        let r = shape(&Figures::default(), Utc::now(), hours(24), hours(168));
+        assert_eq!(r.delivery_rate.unwrap().value, None);
+        assert_eq!(r.conversion_rate.unwrap().value, None);
+        assert!(r.revenue.is_empty());
+        assert_eq!(r.time_to_purchase_median, None);
+        let lift = r.lift.unwrap();
+        assert!(!lift.available);
+        assert_eq!(
+            lift.unavailable_reason,
+            pb::LiftUnavailableReason::NoTreatment as i32
+        );
+        assert_eq!(lift.difference_interval, None);
+        assert!(!r.windows_closed);
+    }
+
+    #[test]
+    fn no_holdout_leaves_incremental_revenue_unset() {
+        let f = Figures {
+            recipient_count: 10,
+            sent_count: 10,
+            conversion_count: 2,
+            treatment_conversions: 2,
+            currencies: vec![CurrencyFigures {
+                currency: "USD".into(),
+                orders: 2,
+                units: 2,
+                revenue_minor: 5_000,
+            }],
+            ..Figures::default()
+        };
+        let r = shape(&f, Utc::now(), hours(24), hours(168));
+        let lift = r.lift.unwrap();
+        assert_eq!(
+            lift.unavailable_reason,
+            pb::LiftUnavailableReason::NoHoldout as i32
+        );
+        let usd = &r.revenue[0];
+        assert_eq!(usd.incremental_revenue, None);
+        assert_eq!(usd.revenue_per_text.as_ref().unwrap().amount_minor, 500);
+    }
+}
