@@ -936,6 +936,35 @@ async fn a_replayed_status_callback_does_not_move_a_message_back() {
     );
 }
 
+/// Not a replay: a callback of an earlier state arriving late (Twilio sends callbacks from
+/// queues of their own) never takes the provider's status back either.
+#[tokio::test]
+async fn a_late_earlier_status_callback_does_not_move_the_provider_status_back() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550124",
+        Some("https://shop.example/p"),
+        "sending",
+    )
+    .await;
+    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
+    post_webhook(&app, STATUS, &report(&sent.sid, "sending"), true).await;
+    post_webhook(&app, STATUS, &report(&sent.sid, "queued"), true).await;
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("sent", Some("sent"))
+    );
+    post_webhook(&app, STATUS, &report(&sent.sid, "delivered"), true).await;
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("delivered", Some("delivered"))
+    );
+}
+
 #[tokio::test]
 async fn webhook_receipts_are_kept_a_week_then_pruned() {
     let app = spawn().await;

@@ -84,6 +84,18 @@ pub enum Move {
 /// `sending` (the report raced the send's own record) and `unknown` (the send's outcome was
 /// lost) learn from the report what happened. Progress reports (`queued`, `sending`,
 /// `accepted`, ...) are only recorded.
+/// How far along the provider's own life of a text a status is. Callbacks arrive out of order
+/// (Twilio sends each from its own queue): a later one never takes the record back.
+fn provider_rank(status: &str) -> u8 {
+    match status {
+        "accepted" | "scheduled" | "queued" => 0,
+        "sending" => 1,
+        "sent" => 2,
+        "delivered" | "undelivered" | "failed" | "canceled" | "read" => 3,
+        _ => 0,
+    }
+}
+
 pub fn plan_move(current: &str, reported: &str) -> Move {
     if !matches!(current, "sending" | "sent" | "unknown") {
         return Move::Nothing;
@@ -197,7 +209,11 @@ impl Store {
         let mut opted_out = false;
         let status = match plan_move(&current, report.status) {
             Move::Nothing => return Ok(unchanged(current)),
-            Move::RecordOnly if provider_status.as_deref() == Some(report.status) => {
+            Move::RecordOnly
+                if provider_status
+                    .as_deref()
+                    .is_some_and(|p| provider_rank(p) >= provider_rank(report.status)) =>
+            {
                 return Ok(unchanged(current));
             }
             Move::RecordOnly => {
