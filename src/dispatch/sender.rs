@@ -264,7 +264,10 @@ async fn hand_over(
     let state = &engine.state;
     let give_back = |items: &[Item]| -> Vec<Outcome> {
         let now = state.clock.now();
-        items.iter().map(|i| given_back(&i.claimed, now)).collect()
+        items
+            .iter()
+            .map(|i| Outcome::given_back(&i.claimed, now))
+            .collect()
     };
     let mut contacts: Vec<(String, uuid::Uuid)> = items
         .iter()
@@ -308,7 +311,7 @@ async fn hand_over(
         {
             Handover::Go => {
                 let Ok(permit) = engine.in_flight.clone().acquire_owned().await else {
-                    outcomes.push(given_back(c, state.clock.now()));
+                    outcomes.push(Outcome::given_back(c, state.clock.now()));
                     continue;
                 };
                 let engine = engine.clone();
@@ -321,7 +324,7 @@ async fn hand_over(
                             .metrics
                             .message_outcome(&item.claimed.tenant_id, "late");
                         return (
-                            given_back(&item.claimed, engine.state.clock.now()),
+                            Outcome::given_back(&item.claimed, engine.state.clock.now()),
                             None,
                             None,
                         );
@@ -385,16 +388,6 @@ async fn hand_over(
         }
     }
     (outcomes, reminders)
-}
-
-/// A claimed text given back as it was, due now (its hand-over did not begin).
-fn given_back(c: &Claimed, now: DateTime<Utc>) -> Outcome {
-    let status = if c.previous_status == "deferred" {
-        "deferred"
-    } else {
-        "planned"
-    };
-    Outcome::status(c, status, c.previous_reason.clone(), Some(now))
 }
 
 fn decide(

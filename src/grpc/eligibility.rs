@@ -191,6 +191,15 @@ async fn process_event(
         Ok(p) => p,
         Err(rejected) => return Ok(rejected),
     };
+    apply_one(state, tenant_id, &p).await
+}
+
+/// Applies one checked event in a transaction of its own; its ack.
+async fn apply_one(
+    state: &AppState,
+    tenant_id: &str,
+    p: &Prepared<'_>,
+) -> Result<pb::InventoryAck, ApiError> {
     let outcome = state
         .store
         .apply_inventory_event(
@@ -201,7 +210,7 @@ async fn process_event(
             state.clock.now(),
         )
         .await?;
-    Ok(applied(state, tenant_id, &p, outcome))
+    Ok(applied(state, tenant_id, p, outcome))
 }
 
 /// Events of one stream that arrived together, applied in one transaction with one ack each,
@@ -249,22 +258,12 @@ async fn process_events(
                 continue;
             }
         };
-        let outcome = match outcomes.as_mut().and_then(Iterator::next) {
-            Some(o) => Ok(o),
-            None => state
-                .store
-                .apply_inventory_event(
-                    &m.tenant_id,
-                    &p.event_id,
-                    &p.level,
-                    &restock_policy(p.policy),
-                    state.clock.now(),
-                )
-                .await
-                .map_err(ApiError::from),
+        let answer = match outcomes.as_mut().and_then(Iterator::next) {
+            Some(o) => Ok(applied(state, &m.tenant_id, &p, o)),
+            None => apply_one(state, &m.tenant_id, &p).await,
         };
-        let failed = outcome.is_err();
-        answers.push(outcome.map(|o| applied(state, &m.tenant_id, &p, o)));
+        let failed = answer.is_err();
+        answers.push(answer);
         if failed {
             // The stream ends at the first failure; nothing after it is applied or acked.
             break;

@@ -318,3 +318,23 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .map(|v| v.field.clone())
         .collect()
 }
+
+/// Waits for a `restock serve` child's first line, `restock listening: grpc=ADDR http=ADDR`;
+/// answers the two addresses.
+pub async fn listening_addrs(child: &mut std::process::Child) -> (String, String) {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let (grpc, http) = line
+        .trim()
+        .strip_prefix("restock listening: grpc=")
+        .and_then(|rest| rest.split_once(" http="))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (grpc.to_string(), http.to_string())
+}

@@ -1,7 +1,6 @@
 //! The server as a process: health, reflection through an SRE's tool, configuration errors and
 //! graceful shutdown.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -153,21 +152,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("restock listening: grpc=")
-        .and_then(|rest| rest.split_once(" http="))
-        .expect(&line)
-        .0
-        .to_string();
+    let (addr, _) = listening_addrs(&mut child).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

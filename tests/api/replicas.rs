@@ -2,7 +2,6 @@
 //! eligible phone is texted exactly once, whatever happens to the senders.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -58,20 +57,7 @@ impl Server {
             command.env(k, v);
         }
         let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).unwrap();
-            line
-        })
-        .await
-        .unwrap();
-        let (grpc, http) = line
-            .trim()
-            .strip_prefix("restock listening: grpc=")
-            .and_then(|rest| rest.split_once(" http="))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let (grpc, http) = (grpc.to_string(), http.to_string());
+        let (grpc, http) = listening_addrs(&mut child).await;
         let channel = Channel::from_shared(format!("http://{grpc}"))
             .unwrap()
             .connect()

@@ -10,13 +10,7 @@ use tonic::Code;
 
 use crate::dispatch::{db, dispatch, eventually, phones, set_stock, spawn_sender, subscribe_all};
 use crate::helpers::*;
-
-fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
+use crate::purchases::ts;
 
 fn order(
     id: &str,

@@ -3,7 +3,7 @@
 //! finish, and the whole drain takes at most the configured grace; a SIGTERM before the server
 //! listens stops it cleanly.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,21 +59,7 @@ impl Process {
     /// Starts the binary and waits for its "restock listening" line.
     async fn start(db_url: &str, grace: Duration) -> Self {
         let mut child = Self::spawn(db_url, grace);
-        let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).unwrap();
-            line
-        })
-        .await
-        .unwrap();
-        let grpc = line
-            .trim()
-            .strip_prefix("restock listening: grpc=")
-            .and_then(|rest| rest.split_once(" http="))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .0
-            .to_string();
+        let (grpc, _) = listening_addrs(&mut child).await;
         Self { child, grpc }
     }
 

@@ -298,6 +298,17 @@ pub struct OutcomeError {
 }
 
 impl Outcome {
+    /// A claimed message given back as it was before the claim, due now: its hand-over did
+    /// not begin.
+    pub fn given_back(c: &Claimed, now: DateTime<Utc>) -> Self {
+        let status = if c.previous_status == "deferred" {
+            "deferred"
+        } else {
+            "planned"
+        };
+        Self::status(c, status, c.previous_reason.clone(), Some(now))
+    }
+
     /// An outcome that changes only the status (and reason, and due time).
     pub fn status(
         c: &Claimed,
@@ -852,14 +863,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let outcomes: Vec<Outcome> = claimed
             .iter()
-            .map(|c| {
-                let status = if c.previous_status == "deferred" {
-                    "deferred"
-                } else {
-                    "planned"
-                };
-                Outcome::status(c, status, c.previous_reason.clone(), Some(now))
-            })
+            .map(|c| Outcome::given_back(c, now))
             .collect();
         self.record_outcomes(owner, &outcomes, now)
             .await
