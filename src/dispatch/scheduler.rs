@@ -159,6 +159,7 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
         body: body.clone(),
         status_callback: None,
         validity: None,
+        not_after: None,
     };
     // The provider dates texts by the wall clock: the attempt's age on our clock (which tests
     // move) taken back from the wall clock, with a minute of slack for clocks that disagree.

@@ -329,7 +329,7 @@ async fn hand_over(
                             None,
                         );
                     }
-                    let (outcome, opted_out) = send(&engine, &item).await;
+                    let (outcome, opted_out) = send(&engine, &item, lease_end).await;
                     drop(permit);
                     let reminder = reminder(&engine, &item, &outcome);
                     (outcome, reminder, opted_out)
@@ -503,7 +503,11 @@ fn reminder(
 
 /// Hands one text over and says what became of it, and the phone to opt out when the
 /// provider says it opted out (recorded by the caller once its fence is released).
-async fn send(engine: &Engine, item: &Item) -> (Outcome, Option<(String, Phone)>) {
+async fn send(
+    engine: &Engine,
+    item: &Item,
+    lease_end: Instant,
+) -> (Outcome, Option<(String, Phone)>) {
     let c = &item.claimed;
     let sms = OutboundSms {
         reference: c.message_id.to_string(),
@@ -512,6 +516,8 @@ async fn send(engine: &Engine, item: &Item) -> (Outcome, Option<(String, Phone)>
         body: c.body.clone(),
         status_callback: engine.status_callback.clone(),
         validity: None,
+        // Checked once more by the provider client right before the request's bytes go out.
+        not_after: Some(lease_end),
     };
     let started = Instant::now();
     let result = engine.provider.send(&sms).await;
@@ -572,6 +578,12 @@ async fn send(engine: &Engine, item: &Item) -> (Outcome, Option<(String, Phone)>
                 .ok()
                 .map(|phone| (c.tenant_id.clone(), phone));
         }
+        Err(SendError::Late) => {
+            // Frozen between the check before `send` and the request: nothing went out, and
+            // the lease may be another's by now, so nothing is this sender's to record.
+            engine.state.metrics.message_outcome(&c.tenant_id, "late");
+            return (Outcome::given_back(c, now), None);
+        }
         Err(ref e @ SendError::Unknown { .. }) => {
             // Maybe sent: never resent blindly. The scheduler asks the provider once its lease
             // (set here) runs out.
@@ -594,5 +606,6 @@ fn kind_of(e: &SendError) -> &'static str {
         SendError::OptedOut { .. } => "opted_out",
         SendError::Config { .. } => "config",
         SendError::Unknown { .. } => "unknown",
+        SendError::Late => "late",
     }
 }

@@ -176,6 +176,12 @@ impl Provider for LogProvider {
 
     /// Answers `sent`: no delivery callback will ever follow.
     async fn send(&self, sms: &OutboundSms) -> Result<SendReceipt, SendError> {
+        if sms
+            .not_after
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            return Err(SendError::Late);
+        }
         let analysis = analyze(&sms.body);
         let (from, messaging_service_sid) = match &sms.from {
             Sender::Number(n) => (Some(n.clone()), None),

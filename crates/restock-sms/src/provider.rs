@@ -3,7 +3,7 @@
 //! or reconcile an outcome that is not known.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -42,6 +42,12 @@ pub struct OutboundSms {
     /// How long the provider may queue the text before dropping it. A back-in-stock alert
     /// that leaves hours late points at stock that is gone, so it is better not sent.
     pub validity: Option<Duration>,
+    /// The moment past which the request must not begin, on the sender's monotonic clock: the
+    /// end of the sender's lease, after which another replica may reconcile and resend the text.
+    /// Checked as late as the transport allows (Twilio: when the request body is first read
+    /// for writing, right before the bytes go out), so a process frozen between its own check
+    /// and the write wakes up to [`SendError::Late`] instead of a second text.
+    pub not_after: Option<Instant>,
 }
 
 impl fmt::Debug for OutboundSms {
@@ -54,6 +60,7 @@ impl fmt::Debug for OutboundSms {
             .field("body_chars", &self.body.chars().count())
             .field("status_callback", &self.status_callback.is_some())
             .field("validity", &self.validity)
+            .field("not_after", &self.not_after)
             .finish()
     }
 }
@@ -186,6 +193,10 @@ pub enum SendError {
     /// Never resend blindly: reconcile with [`Provider::lookup`] first.
     #[error("outcome unknown, the message may have been sent: {reason}")]
     Unknown { reason: String },
+    /// Nothing was sent: the text's [`OutboundSms::not_after`] had passed before its request
+    /// began. The sender's lease may be another's by now, so the caller records nothing.
+    #[error("not sent: the request would have begun after its deadline")]
+    Late,
 }
 
 impl SendError {
@@ -194,7 +205,7 @@ impl SendError {
         match self {
             SendError::Permanent { code, .. } | SendError::Config { code, .. } => *code,
             SendError::OptedOut { code } => Some(*code),
-            SendError::Transient { .. } | SendError::Unknown { .. } => None,
+            SendError::Transient { .. } | SendError::Unknown { .. } | SendError::Late => None,
         }
     }
 }

@@ -7,9 +7,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
@@ -190,14 +195,33 @@ impl Provider for TwilioClient {
             form.push(("ValidityPeriod", Cow::Owned(secs.to_string())));
         }
 
-        let response = self
+        let mut request = self
             .http
             .post(self.messages_url.clone())
             .basic_auth(&self.account_sid, Some(&self.auth_token))
             .form(&form)
-            .send()
-            .await
+            .build()
             .map_err(|e| transport_error(e, Op::Create))?;
+        let refused = Arc::new(AtomicBool::new(false));
+        if let Some(not_after) = sms.not_after {
+            let form = request
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default();
+            *request.body_mut() = Some(reqwest::Body::wrap(DeadlineBody {
+                data: Some(form),
+                not_after,
+                refused: refused.clone(),
+            }));
+        }
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            // The body refused to be written: no byte of it left, so the provider has nothing
+            // it could create a message from (a head without its body is an incomplete request).
+            Err(_) if refused.load(Ordering::SeqCst) => return Err(SendError::Late),
+            Err(e) => return Err(transport_error(e, Op::Create)),
+        };
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = response.bytes().await;
@@ -302,6 +326,54 @@ impl Provider for TwilioClient {
             .filter(|m| m.body.as_deref() == Some(sms.body.as_str()))
             .filter(|m| m.created_at().is_none_or(|at| at >= earliest))
             .find_map(ApiMessage::into_report))
+    }
+}
+
+/// A create request's form, handed to the connection only while its deadline has not passed.
+///
+/// hyper reads the body in the same poll that writes the request head into its buffer and
+/// flushes both together, so the check here is the last thing before the bytes go out: a
+/// process frozen anywhere before it (building the request, waiting for a connection) wakes
+/// up to a refusal. Only a freeze in the few instructions between this read and the socket
+/// write can still let a late request through; the provider offers no key to fence it.
+struct DeadlineBody {
+    data: Option<Bytes>,
+    not_after: Instant,
+    refused: Arc<AtomicBool>,
+}
+
+/// The refusal of a [`DeadlineBody`] whose deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the send's deadline passed before its request was written")]
+struct PastDeadline;
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = PastDeadline;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, PastDeadline>>> {
+        let this = self.get_mut();
+        let Some(data) = this.data.take() else {
+            return Poll::Ready(None);
+        };
+        if Instant::now() >= this.not_after {
+            this.refused.store(true, Ordering::SeqCst);
+            return Poll::Ready(Some(Err(PastDeadline)));
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        // Exact, so the request carries a Content-Length and a refused body leaves the
+        // provider an incomplete request rather than an empty one.
+        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
     }
 }
 

@@ -19,6 +19,7 @@ fn sms(to: &str, body: &str) -> OutboundSms {
         body: body.into(),
         status_callback: Some("https://restock.example/webhooks/twilio/status?m=msg-1".into()),
         validity: Some(Duration::from_secs(3600)),
+        not_after: None,
     }
 }
 
@@ -90,6 +91,50 @@ async fn a_429_is_transient_with_the_retry_after_and_creates_nothing() {
     // The throttle was for one request only.
     client.send(&sms(PHONE, "hello")).await.unwrap();
     assert_eq!(fake.message_count(), 1);
+}
+
+#[tokio::test]
+async fn a_text_whose_deadline_passed_is_late_and_the_provider_gets_nothing() {
+    let (fake, client) = setup().await;
+    let mut text = sms(
+        PHONE,
+        "Back: Café crème https://ac.me/r/tok9 Reply STOP to opt out",
+    );
+    text.not_after = Some(Instant::now());
+
+    let err = client.send(&text).await.unwrap_err();
+
+    assert!(matches!(err, SendError::Late), "{err:?}");
+    assert_eq!(fake.message_count(), 0);
+    // The refused request never reached the provider whole: it created nothing, and the
+    // client goes on sending on a fresh connection.
+    text.not_after = Some(Instant::now() + Duration::from_secs(60));
+    let receipt = client.send(&text).await.unwrap();
+    let got = fake.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].sid, receipt.provider_message_id);
+    assert_eq!(got[0].body, text.body);
+    assert_eq!(got[0].validity_period, Some(3600));
+}
+
+#[tokio::test]
+async fn sends_with_a_deadline_each_create_one_message_side_by_side() {
+    let (fake, client) = setup().await;
+    let client = Arc::new(client);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut text = sms(&format!("+1415555{i:04}"), &format!("text {i}"));
+            text.not_after = Some(Instant::now() + Duration::from_secs(60));
+            client.send(&text).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(fake.message_count(), 40);
+    assert_eq!(fake.create_requests(), 40);
 }
 
 #[tokio::test]
