@@ -2,17 +2,20 @@
 # Dev tools for lint and tests, installed under target/tools when missing:
 #   buf           npm package @bufbuild/buf  -> target/tools/node_modules/.bin/buf
 #                 (skipped when `buf` is already on PATH)
+#   prism         npm package @stoplight/prism-cli -> target/tools/node_modules/.bin/prism
+#                 (the validating mock of Twilio's OpenAPI description in crates/restock-sms/tests)
 #   grpcio-tools  Python venv                -> target/tools/venv/bin/python -m grpc_tools.protoc
 #
 # Callers: PATH="$ROOT/target/tools/node_modules/.bin:$PATH" and use target/tools/venv/bin/python.
 # Silent when everything is present; otherwise says what it installs (on stderr).
 #
-# Environment: BUF_VERSION (default below) pins the buf release installed from npm.
+# Environment: BUF_VERSION and PRISM_VERSION (defaults below) pin the releases installed from npm.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 TOOLS="$ROOT/target/tools"
 BUF_VERSION="${BUF_VERSION:-1.75.0}"
+PRISM_VERSION="${PRISM_VERSION:-5.14.2}"
 
 log() { printf 'tools: %s\n' "$*" >&2; }
 die() { printf 'tools: error: %s\n' "$*" >&2; exit 1; }
@@ -45,6 +48,18 @@ ensure_buf() {
   [ -x "$TOOLS/node_modules/.bin/buf" ] || die "npm install of @bufbuild/buf did not produce $TOOLS/node_modules/.bin/buf"
 }
 
+ensure_prism() {
+  if [ -x "$TOOLS/node_modules/.bin/prism" ]; then return 0; fi
+  if ! command -v npm >/dev/null; then
+    if command -v node >/dev/null; then apt_install npm; else apt_install nodejs npm; fi
+  fi
+  mkdir -p "$TOOLS"
+  log "installing prism $PRISM_VERSION (npm @stoplight/prism-cli) into $TOOLS"
+  npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error \
+    "@stoplight/prism-cli@$PRISM_VERSION" >&2
+  [ -x "$TOOLS/node_modules/.bin/prism" ] || die "npm install of @stoplight/prism-cli did not produce $TOOLS/node_modules/.bin/prism"
+}
+
 ensure_grpc_tools() {
   local venv="$TOOLS/venv"
   if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import grpc_tools' 2>/dev/null; then
@@ -69,4 +84,5 @@ ensure_grpc_tools() {
 }
 
 ensure_buf
+ensure_prism
 ensure_grpc_tools
