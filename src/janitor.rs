@@ -45,6 +45,67 @@ pub async fn run(
                 tracing::warn!(error = %e, "pruning webhook receipts failed; retrying later")
             }
         }
+        match store
+            .prune_held_reports(clock.now() - WEBHOOK_RECEIPT_RETENTION)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                pruned = n,
+                "forgot delivery reports held for texts that never got a provider id"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning held delivery reports failed; retrying later")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// How many held delivery reports one pass applies.
+const HELD_BATCH: i64 = 500;
+
+/// Applies delivery reports that arrived before their text's send outcome, every `interval`
+/// (and at once again while a pass finds a full batch), until `stop` turns true.
+pub async fn apply_held_reports(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<crate::metrics::Metrics>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let full = match store.apply_held_reports(HELD_BATCH, clock.now()).await {
+            Ok(done) => {
+                for outcome in &done {
+                    if let restock_store::outcomes::ReportOutcome::Applied {
+                        tenant_id,
+                        message_id,
+                        from,
+                        status,
+                        ..
+                    } = outcome
+                    {
+                        tracing::info!(%tenant_id, %message_id, from, to = status, "held delivery report applied");
+                        if from != status {
+                            metrics.message_outcome(tenant_id, status);
+                        }
+                    }
+                    metrics.webhook_call("status", "held_applied");
+                }
+                done.len() as i64 >= HELD_BATCH
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "applying held delivery reports failed; retrying later");
+                false
+            }
+        };
+        if full {
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,

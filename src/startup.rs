@@ -258,6 +258,14 @@ impl Application {
             stop_tx.subscribe(),
         ));
 
+        let held_reports = tokio::spawn(crate::janitor::apply_held_reports(
+            state.store.clone(),
+            state.clock.clone(),
+            state.metrics.clone(),
+            Duration::from_secs(1),
+            stop_tx.subscribe(),
+        ));
+
         let dispatch = engine
             .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
             .unwrap_or_default();
@@ -323,6 +331,7 @@ impl Application {
                             health::set_all(&reporter, ServingStatus::NotServing).await;
                         },
                         janitor,
+                        held_reports,
                         http,
                         // Texts being handed over finish and are recorded; nothing new is claimed.
                         futures_util::future::join_all(dispatch),

@@ -514,7 +514,15 @@ async fn send(
         to: item.phone.clone(),
         from: sender_of(&c.sender_id),
         body: c.body.clone(),
-        status_callback: engine.status_callback.clone(),
+        // The message's own id rides along, so a delivery report that beats the send's own
+        // outcome to the database is still matched (held until the outcome lands).
+        status_callback: engine.status_callback.as_ref().map(|base| {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("t", &c.tenant_id)
+                .append_pair("m", &c.message_id.to_string())
+                .finish();
+            format!("{base}?{query}")
+        }),
         validity: None,
         // Checked once more by the provider client right before the request's bytes go out.
         not_after: Some(lease_end),

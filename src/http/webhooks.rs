@@ -44,11 +44,22 @@ pub(super) async fn status(
         state.metrics.webhook_call(KIND, "malformed");
         return StatusCode::NO_CONTENT.into_response();
     };
+    // restock's own message, named in the callback URL (signed with it).
+    let own: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let own_param = |name: &str| own.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let message = match (own_param("t"), own_param("m").and_then(|m| m.parse().ok())) {
+        (Some(tenant), Some(id)) => Some((tenant, id)),
+        _ => None,
+    };
     let report = DeliveryReport {
         provider_message_id: sid,
         status,
         error_code: param(&params, "ErrorCode"),
         error_message: param(&params, "ErrorMessage"),
+        message,
     };
     match state
         .store
@@ -60,6 +71,13 @@ pub(super) async fn status(
         Ok(ReportOutcome::Replayed) => {
             tracing::debug!(sid, status, "status callback replayed: ignored");
             state.metrics.webhook_call(KIND, "replayed");
+        }
+        Ok(ReportOutcome::Held {
+            tenant_id,
+            message_id,
+        }) => {
+            tracing::info!(%tenant_id, %message_id, sid, status, "delivery report before the send's outcome: held");
+            state.metrics.webhook_call(KIND, "held");
         }
         Ok(ReportOutcome::UnknownMessage) => {
             tracing::debug!(sid, status, "status callback for an unknown message");

@@ -184,6 +184,27 @@ async fn a_restock_texts_every_waiting_phone_once() {
         })
         .collect();
     assert_eq!(tokens.len(), 40);
+    // Each status callback names its own message, so a report that beats the send's outcome
+    // still finds it.
+    let named: std::collections::HashSet<String> = fake
+        .messages()
+        .iter()
+        .map(|m| {
+            let url = m.status_callback.as_deref().expect("a status callback");
+            let (path, query) = url.split_once('?').expect("a query");
+            assert!(path.ends_with("/webhooks/twilio/status"), "{url}");
+            assert!(query.starts_with("t=demo&m="), "{url}");
+            query["t=demo&m=".len()..].to_string()
+        })
+        .collect();
+    let ours: std::collections::HashSet<String> = db
+        .query("SELECT message_id::text FROM messages", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(named, ours);
 }
 
 /// The rows of `sql` (one text column, one bigint column) as a map.

@@ -2,6 +2,7 @@
 //! `/metrics`, driven over real HTTP/1.1 against the running server.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock::http::signature::twilio_signature;
@@ -650,6 +651,119 @@ async fn status_callback_for_an_unknown_message_is_acknowledged() {
     let a = post_webhook(&app, STATUS, &report("SMdoesnotexist", "delivered"), true).await;
     assert!(a.status == 204 || a.status == 200, "{a:?}");
     assert_eq!(message(&app, &sent).await.0, "sent");
+}
+
+/// The text's send is still in flight (its outcome, with the provider id, is not recorded):
+/// Twilio can report on it first. The callback URL names the message, so the report is held
+/// and applied once the outcome lands, not dropped.
+#[tokio::test]
+async fn a_report_that_beats_the_sends_outcome_is_held_then_applied_once() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550112",
+        Some("https://shop.example/p"),
+        "sending",
+    )
+    .await;
+    let db = app.db().await;
+    db.execute(
+        "UPDATE messages SET provider_message_id = NULL, provider_status = NULL \
+         WHERE tenant_id = $1 AND message_id = $2",
+        &[&sent.tenant, &sent.message_id],
+    )
+    .await
+    .unwrap();
+    let held = || async {
+        app.db()
+            .await
+            .query_one("SELECT count(*) FROM held_delivery_reports", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let own = format!("{STATUS}?t={}&m={}", sent.tenant, sent.message_id);
+    // Another tenant's name on the URL finds nothing to hold.
+    let foreign = format!("{STATUS}?t=other&m={}", sent.message_id);
+    let a = post_webhook(&app, &foreign, &report(&sent.sid, "delivered"), true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    assert_eq!(held().await, 0);
+    // Held, twice over (a provider retry), without touching the message.
+    for _ in 0..2 {
+        let a = post_webhook(&app, &own, &report(&sent.sid, "delivered"), true).await;
+        assert!(a.status == 204 || a.status == 200, "{a:?}");
+    }
+    assert_eq!(held().await, 1);
+    let (status, provider_status, report_at, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status, report_at),
+        ("sending", None, None)
+    );
+    // The send's outcome lands as the sender records it; the held report follows.
+    db.execute(
+        "UPDATE messages SET status = 'sent', provider_message_id = $3, provider_status = 'queued' \
+         WHERE tenant_id = $1 AND message_id = $2",
+        &[&sent.tenant, &sent.message_id, &sent.sid],
+    )
+    .await
+    .unwrap();
+    crate::dispatch::eventually(
+        Duration::from_secs(20),
+        "the held report applied",
+        || async { message(&app, &sent).await.0 == "delivered" },
+    )
+    .await;
+    assert_eq!(held().await, 0);
+    let (_, provider_status, report_at, ..) = message(&app, &sent).await;
+    assert_eq!(provider_status.as_deref(), Some("delivered"));
+    assert!(report_at.is_some());
+    // Acted on once: the same report again is a replay.
+    let a = post_webhook(&app, &own, &report(&sent.sid, "delivered"), true).await;
+    assert!(a.status == 204 || a.status == 200, "{a:?}");
+    assert_eq!(held().await, 0);
+    assert_eq!(message(&app, &sent).await.2, report_at);
+}
+
+/// A text given up as unknown (its lease ran out and the provider could not be asked) is
+/// settled by a report that names it: the provider id is adopted and the status applied.
+#[tokio::test]
+async fn a_report_naming_a_text_of_unknown_outcome_settles_it() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550113",
+        Some("https://shop.example/p"),
+        "unknown",
+    )
+    .await;
+    app.db()
+        .await
+        .execute(
+            "UPDATE messages SET provider_message_id = NULL WHERE tenant_id = $1 AND message_id = $2",
+            &[&sent.tenant, &sent.message_id],
+        )
+        .await
+        .unwrap();
+    let own = format!("{STATUS}?t={}&m={}", sent.tenant, sent.message_id);
+    post_webhook(&app, &own, &report(&sent.sid, "delivered"), true).await;
+    let (status, provider_status, ..) = message(&app, &sent).await;
+    assert_eq!(
+        (status.as_str(), provider_status.as_deref()),
+        ("delivered", Some("delivered"))
+    );
+    let sid: Option<String> = app
+        .db()
+        .await
+        .query_one(
+            "SELECT provider_message_id FROM messages WHERE tenant_id = $1 AND message_id = $2",
+            &[&sent.tenant, &sent.message_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sid, Some(sent.sid.clone()));
 }
 
 #[tokio::test]

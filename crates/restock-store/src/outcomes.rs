@@ -34,6 +34,9 @@ pub struct DeliveryReport<'a> {
     /// The provider's error code for failed and undelivered texts, kept raw.
     pub error_code: Option<&'a str>,
     pub error_message: Option<&'a str>,
+    /// restock's own (tenant, message id) when the callback URL carried them: finds a text
+    /// whose send outcome (and so its provider id) is not recorded yet.
+    pub message: Option<(&'a str, Uuid)>,
 }
 
 /// Twilio's "the recipient replied STOP": nothing gets through to the phone until it replies
@@ -51,6 +54,9 @@ pub enum ReportOutcome {
     Replayed,
     /// No message has that provider id (not ours, or not recorded yet): nothing written.
     UnknownMessage,
+    /// The report names a message of ours whose send is still in flight (its provider id is
+    /// not recorded yet): kept, and applied by [`Store::apply_held_reports`] once it is.
+    Held { tenant_id: String, message_id: Uuid },
     /// The message is final already, or the report moves nothing: nothing written.
     Unchanged {
         tenant_id: String,
@@ -186,21 +192,223 @@ impl Store {
         }
         // Locks the message, so concurrent reports about it (Twilio sends several, in any
         // order) apply one after the other. Lock order: message, then contact.
-        let Some(row) = query_opt(
-            &tx,
-            "SELECT tenant_id, message_id, status, contact_id, provider_status FROM messages \
-             WHERE provider_message_id = $1 LIMIT 1 FOR UPDATE",
-            &[&report.provider_message_id],
-        )
-        .await?
-        else {
-            return Ok(ReportOutcome::UnknownMessage);
+        let found = match find_reported(&tx, report.provider_message_id).await? {
+            Some(found) => found,
+            None => match report.message {
+                None => return Ok(ReportOutcome::UnknownMessage),
+                Some((tenant_id, message_id)) => {
+                    match by_own_id(&tx, report, tenant_id, message_id).await? {
+                        Some(found) => found,
+                        None => return Ok(ReportOutcome::UnknownMessage),
+                    }
+                }
+            },
         };
-        let tenant_id: String = row.get(0);
-        let message_id: Uuid = row.get(1);
-        let current: String = row.get(2);
-        let contact_id: Uuid = row.get(3);
-        let provider_status: Option<String> = row.get(4);
+        if let Found::InFlight = found {
+            // Rolled back with its receipt: the held report is acted on once, when applied.
+            tx.rollback().await?;
+            let (tenant_id, message_id) = report.message.unwrap_or_default();
+            execute(
+                &client,
+                "INSERT INTO held_delivery_reports (tenant_id, message_id, message_sid, status, \
+                   error_code, error_message, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant_id, message_id, message_sid, status) DO NOTHING",
+                &[
+                    &tenant_id,
+                    &message_id,
+                    &report.provider_message_id,
+                    &report.status,
+                    &report.error_code,
+                    &report.error_message,
+                    &now,
+                ],
+            )
+            .await?;
+            return Ok(ReportOutcome::Held {
+                tenant_id: tenant_id.to_owned(),
+                message_id,
+            });
+        }
+        let outcome = apply_to(&tx, found, report, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Applies the delivery reports held for texts whose provider id is now recorded (or whose
+    /// outcome was given up as unknown, which the report settles), oldest first, at most
+    /// `limit` of them; answers what each did. Each report is applied and forgotten in one
+    /// transaction, with its receipt, as if it had just arrived.
+    pub async fn apply_held_reports(
+        &self,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReportOutcome>, StoreError> {
+        let client = self.client().await?;
+        let ready = crate::cached::query(
+            &client,
+            "SELECT h.tenant_id, h.message_id, h.message_sid, h.status, h.error_code, \
+               h.error_message FROM held_delivery_reports h \
+             JOIN messages m ON m.tenant_id = h.tenant_id AND m.message_id = h.message_id \
+             WHERE m.provider_message_id IS NOT NULL \
+                OR (m.status <> 'sending' AND m.status <> 'planned') \
+             ORDER BY h.received_at LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+        drop(client);
+        let mut outcomes = Vec::with_capacity(ready.len());
+        for row in ready {
+            let tenant_id: String = row.get(0);
+            let message_id: Uuid = row.get(1);
+            let sid: String = row.get(2);
+            let status: String = row.get(3);
+            let error_code: Option<String> = row.get(4);
+            let error_message: Option<String> = row.get(5);
+            let report = DeliveryReport {
+                provider_message_id: &sid,
+                status: &status,
+                error_code: error_code.as_deref(),
+                error_message: error_message.as_deref(),
+                message: Some((&tenant_id, message_id)),
+            };
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let held = execute(
+                &tx,
+                "DELETE FROM held_delivery_reports WHERE tenant_id = $1 AND message_id = $2 \
+                   AND message_sid = $3 AND status = $4",
+                &[&tenant_id, &message_id, &sid, &status],
+            )
+            .await?;
+            if held == 0 {
+                // Another replica applied it.
+                continue;
+            }
+            let receipt = Receipt::Status {
+                message_sid: &sid,
+                status: &status,
+            };
+            let outcome = if !crate::webhooks::remember(&tx, &receipt, now).await? {
+                ReportOutcome::Replayed
+            } else {
+                match find_reported(&tx, &sid).await? {
+                    Some(found) => apply_to(&tx, found, &report, now).await?,
+                    None => match by_own_id(&tx, &report, &tenant_id, message_id).await? {
+                        Some(found @ Found::Row { .. }) => {
+                            apply_to(&tx, found, &report, now).await?
+                        }
+                        // Sent again under another id, or erased: nothing to apply it to.
+                        _ => ReportOutcome::UnknownMessage,
+                    },
+                }
+            };
+            tx.commit().await?;
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Forgets held reports older than `before` whose text never got a provider id.
+    pub async fn prune_held_reports(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        execute(
+            &client,
+            "DELETE FROM held_delivery_reports WHERE received_at < $1",
+            &[&before],
+        )
+        .await
+    }
+}
+
+/// A reported message, locked.
+enum Found {
+    Row {
+        tenant_id: String,
+        message_id: Uuid,
+        status: String,
+        contact_id: Uuid,
+        provider_status: Option<String>,
+    },
+    /// Ours, with its send still in flight: its provider id is not known yet.
+    InFlight,
+}
+
+/// The message with this provider id, locked. Lock order: message, then contact.
+async fn find_reported(tx: &impl GenericClient, sid: &str) -> Result<Option<Found>, StoreError> {
+    Ok(query_opt(
+        tx,
+        "SELECT tenant_id, message_id, status, contact_id, provider_status FROM messages \
+         WHERE provider_message_id = $1 LIMIT 1 FOR UPDATE",
+        &[&sid],
+    )
+    .await?
+    .map(|row| Found::Row {
+        tenant_id: row.get(0),
+        message_id: row.get(1),
+        status: row.get(2),
+        contact_id: row.get(3),
+        provider_status: row.get(4),
+    }))
+}
+
+/// The message the callback URL named, when no message has the report's provider id: in flight
+/// (held), or given up as unknown (the report tells what became of it: the provider id is
+/// adopted). A message with another provider id is not this report's.
+async fn by_own_id(
+    tx: &impl GenericClient,
+    report: &DeliveryReport<'_>,
+    tenant_id: &str,
+    message_id: Uuid,
+) -> Result<Option<Found>, StoreError> {
+    let Some(row) = query_opt(
+        tx,
+        "SELECT status, provider_message_id IS NULL FROM messages \
+         WHERE tenant_id = $1 AND message_id = $2 FOR UPDATE",
+        &[&tenant_id, &message_id],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let status: String = row.get(0);
+    let no_id: bool = row.get(1);
+    if !no_id {
+        return Ok(None);
+    }
+    match status.as_str() {
+        "sending" => Ok(Some(Found::InFlight)),
+        "unknown" => {
+            execute(
+                tx,
+                "UPDATE messages SET provider_message_id = $3 \
+                 WHERE tenant_id = $1 AND message_id = $2",
+                &[&tenant_id, &message_id, &report.provider_message_id],
+            )
+            .await?;
+            find_reported(tx, report.provider_message_id).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Applies a report to its locked message (see [`plan_move`]), in the caller's transaction.
+async fn apply_to(
+    tx: &impl GenericClient,
+    found: Found,
+    report: &DeliveryReport<'_>,
+    now: DateTime<Utc>,
+) -> Result<ReportOutcome, StoreError> {
+    let Found::Row {
+        tenant_id,
+        message_id,
+        status: current,
+        contact_id,
+        provider_status,
+    } = found
+    else {
+        return Ok(ReportOutcome::UnknownMessage);
+    };
+    {
         let unchanged = |status: String| ReportOutcome::Unchanged {
             tenant_id: tenant_id.clone(),
             message_id,
@@ -218,7 +426,7 @@ impl Store {
             }
             Move::RecordOnly => {
                 execute(
-                    &tx,
+                    tx,
                     "UPDATE messages SET provider_status = $3, updated_at = $4 \
                      WHERE tenant_id = $1 AND message_id = $2",
                     &[&tenant_id, &message_id, &report.status, &now],
@@ -235,7 +443,7 @@ impl Store {
                 // A text the carrier took (sent, delivered or not) counts as sent for the
                 // re-notify window even if the send's own record never landed.
                 execute(
-                    &tx,
+                    tx,
                     "UPDATE messages SET status = $3, provider_status = $4, updated_at = $5, \
                        sent_at = CASE WHEN $3 <> 'failed' THEN COALESCE(sent_at, $5) ELSE sent_at END, \
                        report_at = CASE WHEN $3 IN ('delivered', 'undelivered') THEN $5 ELSE report_at END, \
@@ -259,7 +467,7 @@ impl Store {
                 .await?;
                 if failure && report.error_code == Some(PROVIDER_OPTED_OUT_CODE) {
                     opted_out = opt_out_contact(
-                        &tx,
+                        tx,
                         &tenant_id,
                         contact_id,
                         ConsentSource::Sms,
@@ -271,7 +479,6 @@ impl Store {
                 next.to_owned()
             }
         };
-        tx.commit().await?;
         Ok(ReportOutcome::Applied {
             tenant_id,
             message_id,
