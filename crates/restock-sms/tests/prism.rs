@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use restock_sms::twilio::TwilioConfig;
-use restock_sms::{OutboundSms, Provider, SendError, Sender, TwilioClient};
+use restock_sms::{OutboundSms, Provider, Sender, TwilioClient};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
