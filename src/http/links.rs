@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use restock_domain::link;
+use restock_store::outcomes::ClickOutcome;
 
 use super::{plain, HttpError};
 use crate::startup::AppState;
@@ -110,13 +111,20 @@ async fn redirect(
     let storefront = policy.and_then(|t| t.storefront_url.as_deref());
     let hosts = policy.map(|t| t.link_hosts()).unwrap_or_default();
     let campaign = format!("restock-{}", target.release_id);
-    let params = [
+    let mut params = vec![
         ("variant", target.variant_id.as_str()),
         ("utm_source", "restock"),
         ("utm_medium", "sms"),
         ("utm_campaign", campaign.as_str()),
         ("utm_content", target.kind.as_str()),
     ];
+    // Sold out again since the text: the page can say so instead of a bare "sold out".
+    let outcome = if target.sold_out {
+        params.push(("restock", "sold_out"));
+        ClickOutcome::SoldOut
+    } else {
+        ClickOutcome::Redirected
+    };
     // A deep link that is not a web address (a typo, or something worse than a typo), or that
     // leads off the brand's hosts (stored before hosts were checked, or written around the
     // API), falls back to the storefront rather than being sent to a phone. The address is
@@ -161,11 +169,18 @@ async fn redirect(
                 &target.tenant_id,
                 target.message_id,
                 user_agent.as_deref(),
+                outcome,
+                policy.is_some_and(|p| p.sold_out_click_rewaits),
                 state.clock.now(),
             )
             .await
         {
-            Ok(()) => state.metrics.link_click(&target.tenant_id),
+            Ok(()) => {
+                state.metrics.link_click(&target.tenant_id);
+                if outcome == ClickOutcome::SoldOut {
+                    state.metrics.link_request("sold_out");
+                }
+            }
             // The shopper still gets the page: a lost click costs a report a count, a
             // broken link costs a sale.
             Err(e) => tracing::error!(

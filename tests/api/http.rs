@@ -475,6 +475,144 @@ async fn clicks_still_work_after_erasure() {
     assert_eq!(app.count("clicks").await, 1);
 }
 
+async fn set_variant_stock(app: &TestApp, variant: &str, available: i64) {
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO variant_stock (tenant_id, variant_id, available, armed, updated_at) \
+             VALUES ('demo', $1, $2, false, now()) ON CONFLICT (tenant_id, variant_id) \
+             DO UPDATE SET available = EXCLUDED.available",
+            &[&variant, &available],
+        )
+        .await
+        .unwrap();
+}
+
+async fn api_status(app: &TestApp, sent: &Sent) -> pb::SubscriptionStatus {
+    let s = app
+        .waitlist()
+        .get_subscription(pb::GetSubscriptionRequest {
+            tenant_id: sent.tenant.into(),
+            subscription_id: sent.subscription_id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap();
+    s.status()
+}
+
+async fn click_outcomes(app: &TestApp) -> Vec<String> {
+    app.db()
+        .await
+        .query(
+            "SELECT outcome FROM clicks ORDER BY clicked_at, click_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// "I clicked but it's out again": the shopper lands on the page marked sold out, the click is
+/// recorded as such, and the subscription waits for the next restock with its place.
+#[tokio::test]
+async fn a_click_after_the_variant_sold_out_again_lands_marked_and_waits_again() {
+    let app = spawn().await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550121",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    app.db()
+        .await
+        .execute(
+            "UPDATE subscriptions SET status = 'notified' WHERE subscription_id = $1",
+            &[&sent.subscription_id],
+        )
+        .await
+        .unwrap();
+    // In stock: an ordinary click; the subscription stays notified.
+    set_variant_stock(&app, "sku-1", 3).await;
+    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert_eq!(a.status, 302);
+    let location = a.header("location").unwrap().to_string();
+    assert!(!location.contains("restock="), "{location}");
+    assert_eq!(
+        api_status(&app, &sent).await,
+        pb::SubscriptionStatus::Notified
+    );
+    // Sold out again.
+    set_variant_stock(&app, "sku-1", 0).await;
+    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert_eq!(a.status, 302);
+    let location = a.header("location").unwrap();
+    assert!(
+        location.starts_with("https://shop.example/p?"),
+        "{location}"
+    );
+    assert!(location.contains("&restock=sold_out"), "{location}");
+    assert!(location.contains("variant=sku-1"), "{location}");
+    assert_eq!(click_outcomes(&app).await, ["redirected", "sold_out"]);
+    assert_eq!(
+        api_status(&app, &sent).await,
+        pb::SubscriptionStatus::Active
+    );
+    // A link preview (HEAD) is neither a click nor a reason to move the subscription.
+    let head = request(
+        app.http_addr,
+        "HEAD",
+        &format!("/r/{}", sent.token),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(head.status, 302);
+    assert_eq!(click_outcomes(&app).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_brand_can_keep_sold_out_clickers_notified() {
+    let app = spawn_app_with(|s| {
+        s.sms.twilio_auth_token = TOKEN.into();
+        let demo = s.tenants.get_mut("demo").unwrap();
+        demo.storefront_url = Some("https://demo.example/".into());
+        demo.allowed_link_hosts = vec!["shop.example".into()];
+        demo.sold_out_click_rewaits = false;
+    })
+    .await;
+    let sent = sent_text(
+        &app,
+        "sku-1",
+        "+14155550122",
+        Some("https://shop.example/p"),
+        "sent",
+    )
+    .await;
+    app.db()
+        .await
+        .execute(
+            "UPDATE subscriptions SET status = 'notified' WHERE subscription_id = $1",
+            &[&sent.subscription_id],
+        )
+        .await
+        .unwrap();
+    set_variant_stock(&app, "sku-1", 0).await;
+    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    assert!(a.header("location").unwrap().contains("restock=sold_out"));
+    assert_eq!(click_outcomes(&app).await, ["sold_out"]);
+    assert_eq!(
+        api_status(&app, &sent).await,
+        pb::SubscriptionStatus::Notified
+    );
+}
+
 #[tokio::test]
 async fn tracked_link_never_leaves_the_brands_hosts() {
     let app = spawn().await;

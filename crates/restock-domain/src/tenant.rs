@@ -101,6 +101,11 @@ pub struct TenantPolicy {
     /// or search page); unset, such a text links nowhere and is skipped.
     #[serde(default)]
     pub storefront_url: Option<String>,
+    /// A click on a text whose variant is sold out again by then: the shopper lands on the
+    /// page with `restock=sold_out`, and when this is on (the default) their subscription goes
+    /// back to waiting, with its place in line, for the next restock.
+    #[serde(default = "default_true")]
+    pub sold_out_click_rewaits: bool,
     /// Hosts a text's link may lead to (`shop.example.com`, or `*.example.com` for the hosts
     /// under it). Empty: the host of `storefront_url` alone. A deep link elsewhere is refused at
     /// Subscribe, and the tracked-link redirect never leads elsewhere.
@@ -185,6 +190,10 @@ fn default_click_attribution_days() -> u32 {
     7
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_help_text() -> String {
     "Back-in-stock alerts. Reply STOP to opt out. Msg&data rates may apply.".into()
 }
@@ -244,6 +253,7 @@ impl Default for TenantPolicy {
             delivery_promises: Default::default(),
             reminder_after_minutes: None,
             storefront_url: None,
+            sold_out_click_rewaits: true,
             allowed_link_hosts: Vec::new(),
             text_attribution_hours: default_text_attribution_hours(),
             click_attribution_days: default_click_attribution_days(),

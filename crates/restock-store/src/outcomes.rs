@@ -23,6 +23,26 @@ pub struct LinkTarget {
     pub kind: String,
     /// The variant's product page, if the storefront gave one.
     pub deep_link: Option<String>,
+    /// Whether the variant is sold out now (its last known stock is zero).
+    pub sold_out: bool,
+}
+
+/// What a click led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClickOutcome {
+    /// To the variant's page.
+    Redirected,
+    /// To the page, marked sold out: the variant sold out again before the click.
+    SoldOut,
+}
+
+impl ClickOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClickOutcome::Redirected => "redirected",
+            ClickOutcome::SoldOut => "sold_out",
+        }
+    }
 }
 
 /// A delivery report as the provider sent it (Twilio's status callback).
@@ -122,9 +142,12 @@ impl Store {
         let client = self.client().await?;
         let row = query_opt(
             &client,
-            "SELECT m.tenant_id, m.message_id, m.release_id, m.variant_id, m.kind, v.deep_link \
+            "SELECT m.tenant_id, m.message_id, m.release_id, m.variant_id, m.kind, v.deep_link, \
+               COALESCE(vs.available <= 0, false) \
              FROM messages m LEFT JOIN variants v \
                ON v.tenant_id = m.tenant_id AND v.variant_id = m.variant_id \
+             LEFT JOIN variant_stock vs \
+               ON vs.tenant_id = m.tenant_id AND vs.variant_id = m.variant_id \
              WHERE m.link_token = $1",
             &[&token],
         )
@@ -136,32 +159,54 @@ impl Store {
             variant_id: r.get(3),
             kind: r.get(4),
             deep_link: r.get(5),
+            sold_out: r.get(6),
         }))
     }
 
     /// Records a click on a message's link, and the message's first click if it had none.
     /// One statement: the click and the first-click mark are written together or not at all.
     /// A click on a text to an erased phone keeps no user agent: it may be the person's.
+    ///
+    /// A click that found the variant sold out with `rewait` on also puts the text's
+    /// subscription back to waiting (from NOTIFIED), with its place in line: the shopper is
+    /// texted again at the next restock.
     pub async fn record_click(
         &self,
         tenant_id: &str,
         message_id: Uuid,
         user_agent: Option<&str>,
+        outcome: ClickOutcome,
+        rewait: bool,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
+        let rewait = rewait && outcome == ClickOutcome::SoldOut;
         execute(
             &client,
             "WITH click AS ( \
-                 INSERT INTO clicks (tenant_id, click_id, message_id, clicked_at, user_agent) \
+                 INSERT INTO clicks (tenant_id, click_id, message_id, clicked_at, user_agent, outcome) \
                  VALUES ($1, $2, $3, $4, CASE WHEN EXISTS ( \
                    SELECT 1 FROM messages m JOIN contacts c \
                      ON c.tenant_id = m.tenant_id AND c.contact_id = m.contact_id \
                    WHERE m.tenant_id = $1 AND m.message_id = $3 AND c.phone_e164 IS NULL) \
-                 THEN NULL ELSE $5::text END)) \
+                 THEN NULL ELSE $5::text END, $6)), \
+             rewaited AS ( \
+                 UPDATE subscriptions s SET status = 'active', updated_at = $4 \
+                 FROM messages m \
+                 WHERE $7 AND m.tenant_id = $1 AND m.message_id = $3 \
+                   AND s.tenant_id = m.tenant_id AND s.subscription_id = m.subscription_id \
+                   AND s.status = 'notified') \
              UPDATE messages SET first_click_at = $4, updated_at = $4 \
              WHERE tenant_id = $1 AND message_id = $3 AND first_click_at IS NULL",
-            &[&tenant_id, &Uuid::now_v7(), &message_id, &now, &user_agent],
+            &[
+                &tenant_id,
+                &Uuid::now_v7(),
+                &message_id,
+                &now,
+                &user_agent,
+                &outcome.as_str(),
+                &rewait,
+            ],
         )
         .await?;
         Ok(())
