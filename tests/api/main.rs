@@ -10,6 +10,7 @@ mod fences;
 mod helpers;
 mod http;
 mod inventory;
+mod journey;
 mod lifecycle;
 mod link_hosts;
 mod paging;

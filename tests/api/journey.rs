@@ -1,0 +1,93 @@
+//! Steps of the shopper's journey end to end through the public API: what happens to a text
+//! between its plan and its send, and to the subscription behind it.
+
+use std::time::Duration;
+
+use restock::proto::v1 as pb;
+use restock_sms::fake::FakeTwilio;
+
+use crate::dispatch::{db, eventually, phones, set_stock, spawn_sender, texting_hours};
+use crate::helpers::*;
+use crate::replicas::per_phone;
+
+/// Texts deferred past quiet hours whose variant sells out before the morning are not sent:
+/// they are skipped as not in stock, the shoppers stay in line (never marked notified), and
+/// the next restock texts them.
+#[tokio::test]
+async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    // 23:00 in New York.
+    let night = texting_hours() - chrono::Duration::hours(15);
+    app.clock.set(night);
+    let phones = phones(5, 300);
+    let mut ids = Vec::new();
+    for p in &phones {
+        let mut req = subscribe_request("sku-1", p);
+        req.time_zone = "America/New_York".into();
+        let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
+        ids.push(r.subscription.unwrap().subscription_id);
+    }
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 9, 2).await;
+    let db = db(&app).await;
+    eventually(Duration::from_secs(10), "five deferred texts", || async {
+        db.query_one(
+            "SELECT count(*) FROM messages WHERE status = 'deferred'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 5
+    })
+    .await;
+    // Sold out overnight.
+    app.clock.set(night + chrono::Duration::hours(4));
+    set_stock(&app, "sku-1", "loc-1", 0, 3).await;
+    // Eight in the morning: the texts come due and find no stock.
+    app.clock.set(night + chrono::Duration::hours(9));
+    eventually(
+        Duration::from_secs(20),
+        "the deferred texts decided",
+        || async {
+            db.query_one(
+            "SELECT count(*) FROM messages WHERE status = 'skipped' AND reason = 'not_in_stock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 5
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.message_count(),
+        0,
+        "a text went out for a sold-out variant"
+    );
+    for id in &ids {
+        let s = app
+            .waitlist()
+            .get_subscription(pb::GetSubscriptionRequest {
+                tenant_id: "demo".into(),
+                subscription_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription
+            .unwrap();
+        assert_eq!(s.status(), pb::SubscriptionStatus::Active, "{id}");
+    }
+    // Back in stock at noon: the same shoppers are texted, once each.
+    app.clock.set(night + chrono::Duration::hours(13));
+    set_stock(&app, "sku-1", "loc-1", 7, 4).await;
+    assert!(fake.wait_for_messages(5, Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = per_phone(&fake);
+    assert_eq!(sent.len(), 5);
+    assert!(sent.values().all(|&n| n == 1), "{sent:?}");
+}
