@@ -139,6 +139,25 @@ pub struct SmsSettings {
     /// (`RESTOCK__SMS__TWILIO_AUTH_TOKEN`), never in a file in the repository.
     #[serde(default)]
     pub twilio_auth_token: String,
+    /// A second Twilio account that takes texts over when the first rejects our account or
+    /// sender, or cannot be reached (tenants name its sender in `fallback_sender_id`). Unset:
+    /// a tenant's fallback sender is tried on the first account.
+    #[serde(default)]
+    pub fallback_twilio_account_sid: String,
+    /// Through the environment only (`RESTOCK__SMS__FALLBACK_TWILIO_AUTH_TOKEN`); also checks
+    /// the signatures of that account's webhooks.
+    #[serde(default)]
+    pub fallback_twilio_auth_token: String,
+    /// The fallback account's API; empty means `twilio_base_url`.
+    #[serde(default)]
+    pub fallback_twilio_base_url: String,
+    /// How long the first sender rests after it failed, before texts try it again.
+    #[serde(default = "default_fallback_cool_down_seconds")]
+    pub fallback_cool_down_seconds: u64,
+}
+
+fn default_fallback_cool_down_seconds() -> u64 {
+    30
 }
 
 impl std::fmt::Debug for SmsSettings {
@@ -149,6 +168,16 @@ impl std::fmt::Debug for SmsSettings {
             .field("twilio_base_url", &self.twilio_base_url)
             .field("twilio_account_sid", &self.twilio_account_sid)
             .field("twilio_auth_token", &"[redacted]")
+            .field(
+                "fallback_twilio_account_sid",
+                &self.fallback_twilio_account_sid,
+            )
+            .field("fallback_twilio_auth_token", &"[redacted]")
+            .field("fallback_twilio_base_url", &self.fallback_twilio_base_url)
+            .field(
+                "fallback_cool_down_seconds",
+                &self.fallback_cool_down_seconds,
+            )
             .finish()
     }
 }

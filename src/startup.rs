@@ -49,7 +49,9 @@ pub struct AppState {
     /// Tracked-link requests per client address (see `http::links`).
     pub link_limiter: Arc<crate::http::links::LinkLimiter>,
     /// The SMS provider's secret, which also signs its webhooks; empty for the log provider.
-    pub provider_auth_token: String,
+    /// The provider accounts' auth tokens (the first account's, then the fallback's): a
+    /// webhook signed with any of them is the provider's.
+    pub provider_auth_tokens: Vec<String>,
     /// Turns true when the server starts draining: long-lived streams end then.
     pub draining: watch::Sender<bool>,
     /// Signs and opens the page tokens of every list RPC.
@@ -80,14 +82,37 @@ fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider
             )
         }
         ProviderKind::Twilio => {
+            let sms = &settings.sms;
             let mut config = restock_sms::TwilioConfig::new(
-                settings.sms.twilio_account_sid.clone(),
-                settings.sms.twilio_auth_token.clone(),
+                sms.twilio_account_sid.clone(),
+                sms.twilio_auth_token.clone(),
             );
-            config.base_url = settings.sms.twilio_base_url.clone();
-            Arc::new(
+            config.base_url = sms.twilio_base_url.clone();
+            let primary: Arc<dyn restock_sms::Provider> = Arc::new(
                 restock_sms::TwilioClient::new(config).map_err(|e| anyhow::anyhow!("sms: {e}"))?,
-            )
+            );
+            let secondary: Option<Arc<dyn restock_sms::Provider>> =
+                if sms.fallback_twilio_account_sid.is_empty() {
+                    None
+                } else {
+                    let mut config = restock_sms::TwilioConfig::new(
+                        sms.fallback_twilio_account_sid.clone(),
+                        sms.fallback_twilio_auth_token.clone(),
+                    );
+                    config.base_url = if sms.fallback_twilio_base_url.is_empty() {
+                        sms.twilio_base_url.clone()
+                    } else {
+                        sms.fallback_twilio_base_url.clone()
+                    };
+                    Some(Arc::new(restock_sms::TwilioClient::new(config).map_err(
+                        |e| anyhow::anyhow!("sms.fallback_twilio_account_sid: {e}"),
+                    )?))
+                };
+            Arc::new(restock_sms::Failover::new(
+                primary,
+                secondary,
+                Duration::from_secs(sms.fallback_cool_down_seconds),
+            ))
         }
     })
 }
@@ -165,7 +190,14 @@ impl Application {
                 settings.http.link_rate_per_second,
                 settings.http.link_burst,
             )),
-            provider_auth_token: settings.sms.twilio_auth_token.clone(),
+            provider_auth_tokens: [
+                &settings.sms.twilio_auth_token,
+                &settings.sms.fallback_twilio_auth_token,
+            ]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect(),
             draining: watch::channel(false).0,
             page_tokens,
         });

@@ -160,6 +160,13 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
         status_callback: None,
         validity: None,
         not_after: None,
+        // A text the fallback took is looked for there too.
+        fallback_from: engine
+            .state
+            .tenants
+            .get(&m.tenant_id)
+            .and_then(|p| p.fallback_sender_id.as_deref())
+            .map(sender_of),
     };
     // The provider dates texts by the wall clock: the attempt's age on our clock (which tests
     // move) taken back from the wall clock, with a minute of slack for clocks that disagree.

@@ -526,6 +526,12 @@ async fn send(
         validity: None,
         // Checked once more by the provider client right before the request's bytes go out.
         not_after: Some(lease_end),
+        fallback_from: engine
+            .state
+            .tenants
+            .get(&c.tenant_id)
+            .and_then(|p| p.fallback_sender_id.as_deref())
+            .map(sender_of),
     };
     let started = Instant::now();
     let result = engine.provider.send(&sms).await;

@@ -261,7 +261,7 @@ fn inbound_failed(
 /// Whether the request carries the provider's signature of this very request. The URL signed is
 /// the one the provider called: the public base URL and the path and query as received.
 fn signed(state: &AppState, uri: &Uri, headers: &HeaderMap, params: &Params) -> bool {
-    if state.provider_auth_token.is_empty() {
+    if state.provider_auth_tokens.is_empty() {
         tracing::warn!(
             path = uri.path(),
             "webhook refused: no provider auth token is configured to check its signature"
@@ -275,7 +275,10 @@ fn signed(state: &AppState, uri: &Uri, headers: &HeaderMap, params: &Params) -> 
         .path_and_query()
         .map_or_else(|| uri.path(), |pq| pq.as_str());
     let url = format!("{}{}", state.public_base_url, path_and_query);
-    signature::is_valid(&state.provider_auth_token, &url, params, given)
+    state
+        .provider_auth_tokens
+        .iter()
+        .any(|token| signature::is_valid(token, &url, params, given))
 }
 
 fn forbidden(uri: &Uri) -> Response {
@@ -297,14 +300,18 @@ fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
 
 /// Whether a tenant sends from the number or messaging service a text was sent to.
 fn serves(policy: &TenantPolicy, to: &str, service: Option<&str>) -> bool {
-    let sender = policy.sender_id.trim();
-    if sender == to || service == Some(sender) {
-        return true;
-    }
-    match (Phone::parse(sender, ""), Phone::parse(to, "")) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
+    std::iter::once(policy.sender_id.as_str())
+        .chain(policy.fallback_sender_id.as_deref())
+        .any(|sender| {
+            let sender = sender.trim();
+            if sender == to || service == Some(sender) {
+                return true;
+            }
+            match (Phone::parse(sender, ""), Phone::parse(to, "")) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        })
 }
 
 /// The brands' names for a reply: "A", "A and B", "A, B and C".
@@ -513,6 +520,19 @@ mod tests {
             Some("MG0123456789abcdef0123456789abcdef")
         ));
         assert!(!serves(&service, "+15005550006", None));
+        // A STOP to the fallback sender is a STOP to the brand.
+        let with_fallback = TenantPolicy {
+            sender_id: "+15005550006".into(),
+            fallback_sender_id: Some("MGfedcba9876543210fedcba9876543210".into()),
+            ..TenantPolicy::default()
+        };
+        assert!(serves(
+            &with_fallback,
+            "+15005550042",
+            Some("MGfedcba9876543210fedcba9876543210")
+        ));
+        assert!(serves(&with_fallback, "+15005550006", None));
+        assert!(!serves(&with_fallback, "+15005550042", None));
     }
 
     #[test]

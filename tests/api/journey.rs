@@ -91,3 +91,50 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
     assert_eq!(sent.len(), 5);
     assert!(sent.values().all(|&n| n == 1), "{sent:?}");
 }
+
+/// The brand's sender is refused by the provider account (a configuration error that would
+/// fail every text): the fallback account and sender take the release over, and every phone
+/// is texted once.
+#[tokio::test]
+async fn a_refused_sender_hands_the_release_to_the_fallback_account() {
+    let first = FakeTwilio::start().await.unwrap();
+    let second = FakeTwilio::start().await.unwrap();
+    const FALLBACK: &str = "MGfedcba9876543210fedcba9876543210";
+    let app = spawn_sender(&first, |s| {
+        // The first account's token is wrong: 401 to every create.
+        s.sms.twilio_auth_token = "not-the-token".into();
+        let fallback = second.config();
+        s.sms.fallback_twilio_account_sid = fallback.account_sid;
+        s.sms.fallback_twilio_auth_token = fallback.auth_token;
+        s.sms.fallback_twilio_base_url = fallback.base_url;
+        s.tenants.get_mut("demo").unwrap().fallback_sender_id = Some(FALLBACK.into());
+    })
+    .await;
+    let phones = phones(20, 400);
+    crate::dispatch::subscribe_all(&app, "sku-1", &phones).await;
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 8, 2).await;
+    assert!(second.wait_for_messages(20, Duration::from_secs(30)).await);
+    let db = db(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "every text recorded sent",
+        || async {
+            db.query_one("SELECT count(*) FROM messages WHERE status = 'sent'", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 20
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(first.message_count(), 0);
+    let sent = per_phone(&second);
+    assert_eq!(sent.len(), 20);
+    assert!(sent.values().all(|&n| n == 1), "{sent:?}");
+    assert!(second
+        .messages()
+        .iter()
+        .all(|m| m.messaging_service_sid.as_deref() == Some(FALLBACK)));
+}

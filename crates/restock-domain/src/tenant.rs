@@ -68,6 +68,12 @@ pub struct TenantPolicy {
     /// 100+); never exceeded, across replicas.
     #[serde(default = "default_sender_mps")]
     pub sender_mps: u32,
+    /// The sender that takes over when `sender_id` cannot send (the provider rejects it or our
+    /// account, or cannot be reached): a second messaging service or number, of the fallback
+    /// account when one is configured (`sms.fallback_twilio_account_sid`). Replies to it
+    /// (STOP, START, HELP) count as replies to the brand.
+    #[serde(default)]
+    pub fallback_sender_id: Option<String>,
     /// At most this many texts to one phone within `phone_cap_hours` (state laws: 3 per 24 h).
     #[serde(default = "default_phone_cap_texts")]
     pub phone_cap_texts: u32,
@@ -243,6 +249,7 @@ impl Default for TenantPolicy {
             oversubscription_factor: default_oversubscription_factor(),
             sender_id: default_sender_id(),
             sender_mps: default_sender_mps(),
+            fallback_sender_id: None,
             phone_cap_texts: default_phone_cap_texts(),
             phone_cap_hours: default_phone_cap_hours(),
             tenant_cap_texts_per_day: None,

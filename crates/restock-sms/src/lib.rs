@@ -4,6 +4,7 @@
 //! tests (`fake`).
 
 pub mod encoding;
+pub mod failover;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod log;
@@ -12,6 +13,7 @@ pub mod template;
 pub mod twilio;
 
 pub use encoding::{analyze, fit_title, Analysis, Encoding, Fitted, TooLong};
+pub use failover::Failover;
 pub use log::LogProvider;
 pub use provider::{
     MessageReport, MessageStatus, OutboundSms, Provider, SendError, SendReceipt, Sender,

@@ -127,6 +127,7 @@ fn transient(reason: String) -> SendError {
     SendError::Transient {
         retry_after: None,
         reason,
+        outage: true,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct OutboundSms {
     /// for writing, right before the bytes go out), so a process frozen between its own check
     /// and the write wakes up to [`SendError::Late`] instead of a second text.
     pub not_after: Option<Instant>,
+    /// The sender to use when the primary cannot take texts (a second messaging service or
+    /// number, of the fallback account if there is one); see [`crate::failover`].
+    pub fallback_from: Option<Sender>,
 }
 
 impl fmt::Debug for OutboundSms {
@@ -61,6 +64,7 @@ impl fmt::Debug for OutboundSms {
             .field("status_callback", &self.status_callback.is_some())
             .field("validity", &self.validity)
             .field("not_after", &self.not_after)
+            .field("fallback_from", &self.fallback_from)
             .finish()
     }
 }
@@ -175,6 +179,10 @@ pub enum SendError {
     Transient {
         retry_after: Option<Duration>,
         reason: String,
+        /// Not merely this request turned away (a 429): the provider cannot be reached or the
+        /// sender cannot take texts for now (no connection, a queue of over 10 hours). A
+        /// fallback sender may take over.
+        outage: bool,
     },
     /// The provider refused this text for good (invalid number, landline, region not allowed).
     #[error("provider refused the message (code {code:?}): {reason}")]
@@ -200,6 +208,16 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// Whether a fallback sender should take over this text: the provider rejects our
+    /// account or sender, or is unreachable. Never for an unknown outcome (the text may exist)
+    /// nor for a throttle (the caps and backoff handle it).
+    pub fn calls_for_fallback(&self) -> bool {
+        matches!(
+            self,
+            SendError::Config { .. } | SendError::Transient { outage: true, .. }
+        )
+    }
+
     /// The provider's error code, when it gave one.
     pub fn code(&self) -> Option<i64> {
         match self {

@@ -398,6 +398,7 @@ fn transport_error(e: reqwest::Error, op: Op) -> SendError {
         SendError::Transient {
             retry_after: None,
             reason,
+            outage: connect,
         }
     } else {
         // The request went out (at least partly) and no answer came back.
@@ -425,6 +426,7 @@ fn classify_status(
         (429, _) | (_, Some(codes::TOO_MANY_REQUESTS)) => SendError::Transient {
             retry_after,
             reason,
+            outage: false,
         },
         (_, Some(codes::UNSUBSCRIBED)) => SendError::OptedOut {
             code: codes::UNSUBSCRIBED,
@@ -434,6 +436,7 @@ fn classify_status(
         (_, Some(codes::SENDER_QUEUE_FULL)) => SendError::Transient {
             retry_after,
             reason,
+            outage: true,
         },
         (401 | 403, _)
         | (
@@ -452,6 +455,7 @@ fn classify_status(
             Op::Read => SendError::Transient {
                 retry_after,
                 reason,
+                outage: true,
             },
         },
         (400..=499, _) => SendError::Permanent { code, reason },
@@ -474,6 +478,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| SendError::Transient {
         retry_after: None,
         reason: format!("unreadable {status} answer: {e}"),
+        outage: false,
     })
 }
 

@@ -15,6 +15,7 @@ fn sms(i: usize) -> OutboundSms {
         status_callback: None,
         validity: None,
         not_after: None,
+        fallback_from: None,
     }
 }
 

@@ -20,6 +20,7 @@ fn sms(to: &str, body: &str) -> OutboundSms {
         status_callback: Some("https://restock.example/webhooks/twilio/status?m=msg-1".into()),
         validity: Some(Duration::from_secs(3600)),
         not_after: None,
+        fallback_from: None,
     }
 }
 
