@@ -143,7 +143,18 @@ impl Planner for PolicyPlanner {
             false,
             &token,
         ) {
-            Ok(text) => PlanChoice::Text { text, deferred },
+            Ok(mut text) => {
+                // From a sender the phone's country allows (the engine skipped it otherwise).
+                let region = row
+                    .candidate
+                    .phone_e164
+                    .as_deref()
+                    .and_then(super::region_of);
+                if let Some(sender) = policy.sender_for(region.as_deref()) {
+                    text.sender_id = sender.to_string();
+                }
+                PlanChoice::Text { text, deferred }
+            }
             Err(why) => {
                 let n = self.render_failures.entry(release.release_id).or_default();
                 if *n == 0 {

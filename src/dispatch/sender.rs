@@ -492,7 +492,12 @@ fn reminder(
             &link_token(),
         )
         .map_err(|why| tracing::warn!(%why, "the reminder cannot be rendered; none is sent"))
-        .ok()?;
+        .ok()
+        // From the first text's sender: the one the phone's country allows.
+        .map(|mut text| {
+            text.sender_id = c.sender_id.clone();
+            text
+        })?;
     Some((
         c.tenant_id.clone(),
         c.message_id,

@@ -154,6 +154,7 @@ pub mod decision {
             Some(Reason::Holdout) => P::Holdout,
             Some(Reason::ProductExcluded) => P::ProductExcluded,
             Some(Reason::VariantExcluded) => P::VariantExcluded,
+            Some(Reason::NoSenderForCountry) => P::NoSenderForCountry,
         }
     }
 
@@ -169,6 +170,7 @@ pub mod decision {
             Rule::FrequencyCap => P::FrequencyCap,
             Rule::Holdout => P::Holdout,
             Rule::MerchandisingExclusion => P::MerchandisingExclusion,
+            Rule::Sender => P::Sender,
         }
     }
 

@@ -138,3 +138,62 @@ async fn a_refused_sender_hands_the_release_to_the_fallback_account() {
         .iter()
         .all(|m| m.messaging_service_sid.as_deref() == Some(FALLBACK)));
 }
+
+/// A US long code cannot text a UK phone: with a UK sender named for GB, the UK phone is texted
+/// from it; a French phone, with no sender for FR, is skipped with its own reason.
+#[tokio::test]
+async fn each_phone_is_texted_from_a_sender_its_country_allows() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        s.tenants
+            .get_mut("demo")
+            .unwrap()
+            .country_senders
+            .insert("GB".into(), "+447400000009".into());
+    })
+    .await;
+    let phones = ["+14155550150", "+447400123456", "+33612345678"];
+    crate::dispatch::subscribe_all(
+        &app,
+        "sku-1",
+        &phones.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+    )
+    .await;
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 8, 2).await;
+    assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
+    let db = db(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "the French phone skipped",
+        || async {
+            db.query_one(
+                "SELECT count(*) FROM messages WHERE status = 'skipped' \
+             AND reason = 'no_sender_for_country'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut from: Vec<(String, Option<String>)> = fake
+        .messages()
+        .into_iter()
+        .map(|m| (m.to, m.from))
+        .collect();
+    from.sort();
+    assert_eq!(
+        from,
+        [
+            ("+14155550150".to_string(), Some("+15005550006".to_string())),
+            (
+                "+447400123456".to_string(),
+                Some("+447400000009".to_string())
+            ),
+        ]
+    );
+}

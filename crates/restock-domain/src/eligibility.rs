@@ -27,6 +27,7 @@ pub enum Rule {
     FrequencyCap,
     Holdout,
     MerchandisingExclusion,
+    Sender,
 }
 
 str_enum!(Rule {
@@ -39,11 +40,12 @@ str_enum!(Rule {
     FrequencyCap => "frequency_cap",
     Holdout => "holdout",
     MerchandisingExclusion => "merchandising_exclusion",
+    Sender => "sender",
 });
 
 impl Rule {
     /// Every rule, in evaluation order: the order of [`Decision::rules`].
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Rule::Consent,
         Rule::Subscription,
         Rule::Stock,
@@ -53,6 +55,7 @@ impl Rule {
         Rule::FrequencyCap,
         Rule::Holdout,
         Rule::MerchandisingExclusion,
+        Rule::Sender,
     ];
 }
 
@@ -77,6 +80,7 @@ pub enum Reason {
     Holdout,
     ProductExcluded,
     VariantExcluded,
+    NoSenderForCountry,
 }
 
 str_enum!(Reason {
@@ -97,6 +101,7 @@ str_enum!(Reason {
     Holdout => "holdout",
     ProductExcluded => "product_excluded",
     VariantExcluded => "variant_excluded",
+    NoSenderForCountry => "no_sender_for_country",
 });
 
 impl Reason {
@@ -117,6 +122,7 @@ impl Reason {
             Self::FrequencyCapPhone | Self::FrequencyCapTenant => Rule::FrequencyCap,
             Self::Holdout => Rule::Holdout,
             Self::ProductExcluded | Self::VariantExcluded => Rule::MerchandisingExclusion,
+            Self::NoSenderForCountry => Rule::Sender,
         }
     }
 }
@@ -230,6 +236,7 @@ pub fn evaluate(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> D
         frequency_cap(ctx, c),
         holdout_rule(policy, ctx, c),
         merchandising_exclusion(policy, ctx),
+        sender_rule(policy, c),
     ];
     combine(rules, &recipient, &window, c)
 }
@@ -701,6 +708,33 @@ fn holdout_rule(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> R
     }
 }
 
+/// Whether the brand has a sender the phone's country allows (a US long code cannot text a
+/// UK phone): `country_senders` for the country, else `sender_id` where it may text.
+fn sender_rule(policy: &TenantPolicy, c: &Candidate) -> RuleResult {
+    let r = Rule::Sender;
+    let region = c.phone_region.map(|r| r.trim().to_ascii_uppercase());
+    match policy.sender_for(region.as_deref()) {
+        Some(sender) => pass(
+            r,
+            format!(
+                "The text goes from {}, which may text {}.",
+                sender,
+                region.as_deref().unwrap_or("the phone")
+            ),
+        ),
+        None => skip(
+            r,
+            Reason::NoSenderForCountry,
+            format!(
+                "The brand has no sender that may text {}: its sender {} cannot, and \
+                 country_senders names none for it.",
+                region.as_deref().unwrap_or("this phone's country"),
+                policy.sender_id.trim()
+            ),
+        ),
+    }
+}
+
 fn merchandising_exclusion(policy: &TenantPolicy, ctx: &RestockContext) -> RuleResult {
     let r = Rule::MerchandisingExclusion;
     if policy.excluded_products.is_empty() && policy.excluded_variants.is_empty() {
@@ -1158,11 +1192,50 @@ mod tests {
             q.ends_with("(2026-07-01 08:00 HST in Pacific/Honolulu)."),
             "{q}"
         );
+        w.policy
+            .country_senders
+            .insert("GB".into(), "+447700900123".into());
         let d = w.decide(|c| {
             c.time_zone = None;
             c.phone_region = Some("gb");
         });
         assert_eq!(d.outcome, Outcome::SendNow, "14:00 in London");
+    }
+
+    #[test]
+    fn a_phone_is_texted_only_from_a_sender_its_country_allows() {
+        let mut w = World::new();
+        // The default sender is a US long code: it texts the North American plan only.
+        let d = w.decide(|c| c.phone_region = Some("CA"));
+        assert_eq!(d.rule(Rule::Sender).verdict, Verdict::Pass);
+        let d = w.decide(|c| c.phone_region = Some("GB"));
+        assert_eq!(d.outcome, Outcome::Skip);
+        assert_eq!(d.reason, Some(Reason::NoSenderForCountry));
+        let why = &d.rule(Rule::Sender).explanation;
+        assert!(why.contains("GB") && why.contains("+15005550006"), "{why}");
+        // A sender for the country, or a messaging service, may.
+        w.policy
+            .country_senders
+            .insert("GB".into(), "+447700900123".into());
+        assert_eq!(w.policy.sender_for(Some("gb")), Some("+447700900123"));
+        assert_eq!(w.decide(|c| c.phone_region = Some("GB")).reason, None);
+        w.policy.country_senders.clear();
+        w.policy.sender_id = "MG0123456789abcdef0123456789abcdef".into();
+        assert_eq!(w.decide(|c| c.phone_region = Some("GB")).reason, None);
+        // A short code texts only where the brand names it.
+        w.policy.sender_id = "52345".into();
+        assert_eq!(
+            w.decide(|c| c.phone_region = Some("US")).reason,
+            Some(Reason::NoSenderForCountry)
+        );
+        w.policy.country_senders.insert("US".into(), "52345".into());
+        assert_eq!(w.decide(|c| c.phone_region = Some("US")).reason, None);
+        // The holdout is drawn only from phones that could be texted.
+        w.policy.holdout_share = 1.0;
+        assert_eq!(
+            w.decide(|c| c.phone_region = Some("GB")).reason,
+            Some(Reason::NoSenderForCountry)
+        );
     }
 
     #[test]

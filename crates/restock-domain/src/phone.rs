@@ -4,6 +4,30 @@ use std::fmt;
 
 use phonenumber::country;
 
+/// The calling code of a country (ISO 3166-1 alpha-2, upper case): 1 for `US` and `CA`, 44
+/// for `GB`; `None` for a code the numbering plans do not know.
+pub fn calling_code(region: &str) -> Option<u16> {
+    phonenumber::metadata::DATABASE
+        .by_id(region)
+        .map(|m| m.country_code())
+}
+
+/// The calling code an E.164 number starts with (`+447700900123` → 44), without parsing the
+/// whole number: calling codes are prefix-free, so the first of 1 to 3 digits that is one is it.
+pub fn calling_code_of_e164(number: &str) -> Option<u16> {
+    let digits = number.trim().strip_prefix('+')?;
+    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    (1..=3).find_map(|len| {
+        let code: u16 = digits[..len].parse().ok()?;
+        phonenumber::metadata::DATABASE
+            .by_code(&code)
+            .is_some()
+            .then_some(code)
+    })
+}
+
 /// A valid phone number in E.164 form (`+14155550123`). Personal data: its `Debug` and the
 /// value of [`Phone::redacted`] never show the whole number.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -11,6 +35,8 @@ pub struct Phone {
     e164: String,
     /// ISO 3166-1 alpha-2 of the number's country, when the numbering plan says it.
     region: Option<String>,
+    /// The country calling code (1 for the North American plan, 44 for the UK).
+    calling_code: u16,
 }
 
 /// Why a phone number was refused.
@@ -55,7 +81,12 @@ impl Phone {
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
         let region = number.country().id().map(|id| id.as_ref().to_string());
-        Ok(Self { e164, region })
+        let calling_code = number.code().value();
+        Ok(Self {
+            e164,
+            region,
+            calling_code,
+        })
     }
 
     /// The number in E.164 form.
@@ -66,6 +97,11 @@ impl Phone {
     /// ISO 3166-1 alpha-2 of the number's country, if known.
     pub fn region(&self) -> Option<&str> {
         self.region.as_deref()
+    }
+
+    /// The country calling code (1 for the North American plan, 44 for the UK).
+    pub fn calling_code(&self) -> u16 {
+        self.calling_code
     }
 
     /// A form safe for logs and traces: the country prefix and the last two digits.

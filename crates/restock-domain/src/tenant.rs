@@ -2,6 +2,7 @@
 
 use chrono::NaiveTime;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// One brand's policy, read from configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +75,12 @@ pub struct TenantPolicy {
     /// (STOP, START, HELP) count as replies to the brand.
     #[serde(default)]
     pub fallback_sender_id: Option<String>,
+    /// Senders by the phone's country (ISO 3166-1 alpha-2, e.g. `GB = "+447700900123"`):
+    /// a phone number may only text its own numbering plan, so a brand with shoppers abroad
+    /// names a sender per country. A phone whose country has none here and that `sender_id`
+    /// may not text is skipped (`no_sender_for_country`).
+    #[serde(default)]
+    pub country_senders: BTreeMap<String, String>,
     /// At most this many texts to one phone within `phone_cap_hours` (state laws: 3 per 24 h).
     #[serde(default = "default_phone_cap_texts")]
     pub phone_cap_texts: u32,
@@ -250,6 +257,7 @@ impl Default for TenantPolicy {
             sender_id: default_sender_id(),
             sender_mps: default_sender_mps(),
             fallback_sender_id: None,
+            country_senders: BTreeMap::new(),
             phone_cap_texts: default_phone_cap_texts(),
             phone_cap_hours: default_phone_cap_hours(),
             tenant_cap_texts_per_day: None,
@@ -270,6 +278,37 @@ impl Default for TenantPolicy {
 }
 
 impl TenantPolicy {
+    /// The sender a text to a phone of `region` (ISO 3166-1 alpha-2) goes from: the country's
+    /// own in `country_senders`, else `sender_id` if it may text that country. A messaging
+    /// service may (it picks a number of the phone's country from its pool); a phone number
+    /// may text its own numbering plan (a US long code texts +1 phones, not UK ones); a short
+    /// code or alphanumeric id only the countries `country_senders` names it for. `None` when
+    /// no sender may.
+    pub fn sender_for(&self, region: Option<&str>) -> Option<&str> {
+        let region = region.map(|r| r.trim().to_ascii_uppercase());
+        if let Some(sender) = region
+            .as_deref()
+            .and_then(|r| self.country_senders.get(r))
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            return Some(sender);
+        }
+        let sender = self.sender_id.trim();
+        if sender.starts_with("MG") {
+            return Some(sender);
+        }
+        let Some(region) = region else {
+            // A phone of no known country: the brand's sender, as before.
+            return Some(sender);
+        };
+        match crate::phone::calling_code_of_e164(sender) {
+            Some(code) => (crate::phone::calling_code(&region) == Some(code)).then_some(sender),
+            // A short code or an alphanumeric id: only where country_senders names it.
+            None => None,
+        }
+    }
+
     /// The hosts links may lead to: `allowed_link_hosts`, or else the storefront's host (none
     /// when neither is set: then no deep link is allowed).
     pub fn link_hosts(&self) -> Vec<String> {
