@@ -3,6 +3,7 @@
 //! `restock-store`.
 
 pub mod config;
+pub mod confirm;
 pub mod dispatch;
 pub mod error;
 pub mod grpc;

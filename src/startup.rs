@@ -298,9 +298,13 @@ impl Application {
             stop_tx.subscribe(),
         ));
 
-        let dispatch = engine
+        let mut dispatch = engine
+            .clone()
             .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
             .unwrap_or_default();
+        if let Some(e) = engine {
+            dispatch.push(tokio::spawn(crate::confirm::run(e, stop_tx.subscribe())));
+        }
 
         let mut http_stop = stop_tx.subscribe();
         let http_router = crate::http::router(state.clone());

@@ -440,11 +440,7 @@ fn cap_request(policy: &TenantPolicy, c: &Claimed) -> CapRequest {
     // can hold, a token bucket of the same rate. The window is a little longer than a second:
     // tokens are granted here but counted by the provider on arrival, and the guard absorbs the
     // jitter between the two (scheduling, a connection being opened).
-    let sender = if policy.sender_mps <= MAX_WINDOW_CAPACITY {
-        Bucket::window(policy.sender_mps, Duration::from_secs(1) + SENDER_GUARD)
-    } else {
-        Bucket::rate(policy.sender_mps, Duration::from_secs(1))
-    };
+    let sender = sender_bucket(policy);
     let mut request = CapRequest::new(Scope::phone(format!("{}:{}", c.tenant_id, c.contact_id)))
         .own(
             "texts",
@@ -459,6 +455,15 @@ fn cap_request(policy: &TenantPolicy, c: &Claimed) -> CapRequest {
         );
     }
     request
+}
+
+/// The sender's throughput bucket, shared by every text from it (restock and confirmation).
+pub fn sender_bucket(policy: &TenantPolicy) -> Bucket {
+    if policy.sender_mps <= MAX_WINDOW_CAPACITY {
+        Bucket::window(policy.sender_mps, Duration::from_secs(1) + SENDER_GUARD)
+    } else {
+        Bucket::rate(policy.sender_mps, Duration::from_secs(1))
+    }
 }
 
 /// A moment of Redis's (wall) clock on the application's clock, which tests control.

@@ -47,6 +47,7 @@ pub fn status(s: pb::SubscriptionStatus) -> Option<SubscriptionStatus> {
         pb::SubscriptionStatus::Converted => SubscriptionStatus::Converted,
         pb::SubscriptionStatus::Expired => SubscriptionStatus::Expired,
         pb::SubscriptionStatus::Cancelled => SubscriptionStatus::Cancelled,
+        pb::SubscriptionStatus::Lapsed => SubscriptionStatus::Lapsed,
     })
 }
 
@@ -58,6 +59,7 @@ fn status_pb(s: SubscriptionStatus) -> pb::SubscriptionStatus {
         SubscriptionStatus::Converted => pb::SubscriptionStatus::Converted,
         SubscriptionStatus::Expired => pb::SubscriptionStatus::Expired,
         SubscriptionStatus::Cancelled => pb::SubscriptionStatus::Cancelled,
+        SubscriptionStatus::Lapsed => pb::SubscriptionStatus::Lapsed,
     }
 }
 
@@ -142,6 +144,7 @@ pub mod decision {
             Some(Reason::ConsentOptedOut) => P::ConsentOptedOut,
             Some(Reason::SubscriptionCancelled) => P::SubscriptionCancelled,
             Some(Reason::SubscriptionExpired) => P::SubscriptionExpired,
+            Some(Reason::SubscriptionLapsed) => P::SubscriptionLapsed,
             Some(Reason::SubscriptionConverted) => P::SubscriptionConverted,
             Some(Reason::OptionsNotMatched) => P::OptionsNotMatched,
             Some(Reason::NotInStock) => P::NotInStock,

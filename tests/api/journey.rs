@@ -197,3 +197,166 @@ async fn each_phone_is_texted_from_a_sender_its_country_allows() {
         ]
     );
 }
+
+async fn status_of(app: &TestApp, tenant: &str, id: &str) -> pb::SubscriptionStatus {
+    app.waitlist()
+        .get_subscription(pb::GetSubscriptionRequest {
+            tenant_id: tenant.into(),
+            subscription_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscription
+        .unwrap()
+        .status()
+}
+
+async fn subscribe_to(
+    app: &TestApp,
+    tenant: &str,
+    variant: &str,
+    phone: &str,
+    zone: &str,
+) -> String {
+    let mut req = subscribe_request(variant, phone);
+    req.tenant_id = tenant.into();
+    req.time_zone = zone.into();
+    let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
+    r.subscription.unwrap().subscription_id
+}
+
+/// A double opt-in brand: restock sends the confirmation text itself, one per phone per batch
+/// of pending subscriptions, never two in a day, never in quiet hours; YES makes the batch
+/// active; what is never confirmed lapses after the brand's window.
+#[tokio::test]
+async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapses() {
+    const TENANT: &str = "demo-double-opt-in";
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let afternoon = texting_hours();
+    let (ann, bob) = ("+14155550161", "+14155550162");
+    let ann_1 = subscribe_to(&app, TENANT, "sku-1", ann, "America/New_York").await;
+    let ann_2 = subscribe_to(&app, TENANT, "sku-2", ann, "America/New_York").await;
+    // Two pending subscriptions, one text.
+    assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = fake.messages();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].to, ann);
+    assert!(
+        got[0]
+            .body
+            .starts_with("Demo Double Opt-In: reply YES to get a text when")
+            && got[0].body.ends_with("Reply STOP to opt out"),
+        "{}",
+        got[0].body
+    );
+    // Bob signs up at 23:00 his time: his text waits for the morning.
+    app.clock.set(afternoon + chrono::Duration::hours(8));
+    let bob_1 = subscribe_to(&app, TENANT, "sku-1", bob, "America/New_York").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(fake.message_count(), 1, "a confirmation in quiet hours");
+    // Ann signs up again within the day: a new batch, but no second text the same day.
+    let ann_3 = subscribe_to(&app, TENANT, "sku-3", ann, "America/New_York").await;
+    app.clock.set(afternoon + chrono::Duration::hours(18)); // 08:00 in New York
+    assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let to: Vec<String> = fake.messages().iter().map(|m| m.to.clone()).collect();
+    assert_eq!(to, [ann, bob]);
+    // A day after Ann's first text, her second batch is asked about.
+    app.clock
+        .set(afternoon + chrono::Duration::hours(24) + chrono::Duration::minutes(1));
+    assert!(fake.wait_for_messages(3, Duration::from_secs(20)).await);
+    assert_eq!(fake.messages()[2].to, ann);
+    // Ann confirms (as a YES reply does): her whole batch is active.
+    app.waitlist()
+        .confirm_subscription(pb::ConfirmSubscriptionRequest {
+            tenant_id: TENANT.into(),
+            subscription_id: ann_1.clone(),
+            source: pb::ConsentSource::Sms as i32,
+        })
+        .await
+        .unwrap();
+    for id in [&ann_1, &ann_2, &ann_3] {
+        assert_eq!(
+            status_of(&app, TENANT, id).await,
+            pb::SubscriptionStatus::Active
+        );
+    }
+    // Bob never answers: two days on, his subscription has lapsed, and Ann's are untouched.
+    app.clock.set(afternoon + chrono::Duration::hours(8 + 49));
+    eventually(
+        Duration::from_secs(20),
+        "Bob's subscription lapsed",
+        || async { status_of(&app, TENANT, &bob_1).await == pb::SubscriptionStatus::Lapsed },
+    )
+    .await;
+    assert_eq!(
+        status_of(&app, TENANT, &ann_1).await,
+        pb::SubscriptionStatus::Active
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fake.message_count(), 3);
+    let db = db(&app).await;
+    let statuses: Vec<String> = db
+        .query(
+            "SELECT status FROM confirmation_texts ORDER BY created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["sent", "sent", "sent"]);
+}
+
+/// A shopper who opts out while their confirmation waits for the morning is never asked.
+#[tokio::test]
+async fn an_opt_out_before_the_confirmation_goes_out_cancels_it() {
+    const TENANT: &str = "demo-double-opt-in";
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let night = texting_hours() + chrono::Duration::hours(8); // 23:00 in New York
+    app.clock.set(night);
+    let phone = "+14155550171";
+    subscribe_to(&app, TENANT, "sku-1", phone, "America/New_York").await;
+    let db = db(&app).await;
+    eventually(
+        Duration::from_secs(10),
+        "a confirmation planned",
+        || async {
+            db.query_one("SELECT count(*) FROM confirmation_texts", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        },
+    )
+    .await;
+    app.waitlist()
+        .opt_out(pb::OptOutRequest {
+            tenant_id: TENANT.into(),
+            phone_number: phone.into(),
+            source: pb::ConsentSource::Sms as i32,
+            reason: "STOP".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.clock.set(night + chrono::Duration::hours(10));
+    eventually(
+        Duration::from_secs(20),
+        "the confirmation cancelled",
+        || async {
+            db.query_one("SELECT status FROM confirmation_texts", &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+                == "cancelled"
+        },
+    )
+    .await;
+    assert_eq!(fake.message_count(), 0);
+}

@@ -68,6 +68,7 @@ pub enum Reason {
     ConsentOptedOut,
     SubscriptionCancelled,
     SubscriptionExpired,
+    SubscriptionLapsed,
     SubscriptionConverted,
     OptionsNotMatched,
     NotInStock,
@@ -89,6 +90,7 @@ str_enum!(Reason {
     ConsentOptedOut => "consent_opted_out",
     SubscriptionCancelled => "subscription_cancelled",
     SubscriptionExpired => "subscription_expired",
+    SubscriptionLapsed => "subscription_lapsed",
     SubscriptionConverted => "subscription_converted",
     OptionsNotMatched => "options_not_matched",
     NotInStock => "not_in_stock",
@@ -113,6 +115,7 @@ impl Reason {
             }
             Self::SubscriptionCancelled
             | Self::SubscriptionExpired
+            | Self::SubscriptionLapsed
             | Self::SubscriptionConverted
             | Self::OptionsNotMatched => Rule::Subscription,
             Self::NotInStock | Self::BelowDesiredQuantity => Rule::Stock,
@@ -388,6 +391,13 @@ fn subscription(ctx: &RestockContext, c: &Candidate) -> RuleResult {
                 r,
                 Reason::SubscriptionExpired,
                 "The subscription has expired.",
+            )
+        }
+        SubscriptionStatus::Lapsed => {
+            return skip(
+                r,
+                Reason::SubscriptionLapsed,
+                "The subscription lapsed: the shopper never confirmed it.",
             )
         }
         SubscriptionStatus::Converted => {

@@ -13,6 +13,8 @@ pub enum SubscriptionStatus {
     Converted,
     Expired,
     Cancelled,
+    /// Never confirmed (double opt-in) within the tenant's confirmation window.
+    Lapsed,
 }
 
 str_enum!(SubscriptionStatus {
@@ -22,6 +24,7 @@ str_enum!(SubscriptionStatus {
     Converted => "converted",
     Expired => "expired",
     Cancelled => "cancelled",
+    Lapsed => "lapsed",
 });
 
 impl SubscriptionStatus {

@@ -99,6 +99,14 @@ pub struct TenantPolicy {
     /// Appended to every text; empty to leave it out (only where the law allows).
     #[serde(default = "default_opt_out_text")]
     pub opt_out_text: String,
+    /// The confirmation text of a double opt-in tenant (`{brand}` and `{title}` are filled in;
+    /// the opt-out text is appended). One per phone per batch of pending subscriptions, at most
+    /// one a day to a phone, within quiet hours and caps.
+    #[serde(default = "default_confirmation_template")]
+    pub confirmation_template: String,
+    /// How long a subscription may await confirmation before it lapses.
+    #[serde(default = "default_confirmation_window_hours")]
+    pub confirmation_window_hours: u32,
     /// Most SMS segments a text may take; the title is shortened to fit.
     #[serde(default = "default_max_segments")]
     pub max_segments: u32,
@@ -187,6 +195,14 @@ fn default_reminder_template() -> String {
     "{brand}: {title} {options} is still in stock, but not for long. {link}".into()
 }
 
+fn default_confirmation_template() -> String {
+    "{brand}: reply YES to get a text when {title} is back in stock.".into()
+}
+
+fn default_confirmation_window_hours() -> u32 {
+    48
+}
+
 fn default_opt_out_text() -> String {
     "Reply STOP to opt out".into()
 }
@@ -264,6 +280,8 @@ impl Default for TenantPolicy {
             message_template: default_message_template(),
             reminder_template: default_reminder_template(),
             opt_out_text: default_opt_out_text(),
+            confirmation_template: default_confirmation_template(),
+            confirmation_window_hours: default_confirmation_window_hours(),
             max_segments: default_max_segments(),
             delivery_promises: Default::default(),
             reminder_after_minutes: None,

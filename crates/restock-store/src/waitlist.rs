@@ -735,6 +735,7 @@ pub(crate) async fn confirm_in(
         SubscriptionStatus::Notified | SubscriptionStatus::Converted => return Ok(sub),
         SubscriptionStatus::Expired => return Err(StoreError::WrongState("expired")),
         SubscriptionStatus::Cancelled => return Err(StoreError::WrongState("cancelled")),
+        SubscriptionStatus::Lapsed => return Err(StoreError::WrongState("lapsed")),
     }
     if consent_state(tx, tenant_id, contact_id, double_opt_in).await? == ConsentState::OptedOut {
         return Err(StoreError::OptedOut);
