@@ -34,6 +34,26 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcCode {
+    service: String,
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rpc {
+    service: String,
+    method: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 1 ms to about 65 s: most calls take milliseconds, a deadline cuts them at 30 s by default.
+fn rpc_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindOutcome {
     kind: String,
     outcome: String,
@@ -53,6 +73,8 @@ pub struct Metrics {
     link_requests: Family<OutcomeLabel, Counter>,
     clicks: Family<TenantLabel, Counter>,
     webhook_calls: Family<KindOutcome, Counter>,
+    rpc_calls: Family<RpcCode, Counter>,
+    rpc_seconds: HistogramFamily<Rpc>,
 }
 
 impl Default for Metrics {
@@ -128,8 +150,25 @@ impl Metrics {
             "Calls of the SMS provider's webhooks, by kind (status, inbound) and outcome",
             webhook_calls.clone(),
         );
+        let rpc_calls = Family::<RpcCode, Counter>::default();
+        registry.register(
+            "restock_grpc_calls",
+            "gRPC calls finished, by service, method and status code (OK, INVALID_ARGUMENT, \
+             UNAUTHENTICATED, ...; CANCELLED when the client went away)",
+            rpc_calls.clone(),
+        );
+        let rpc_seconds: HistogramFamily<Rpc> = Family::new_with_constructor(rpc_histogram);
+        registry.register_with_unit(
+            "restock_grpc_call_duration",
+            "Time of a gRPC call from its request to the end of its response (streams \
+             included), by service and method",
+            Unit::Seconds,
+            rpc_seconds.clone(),
+        );
         Self {
             registry,
+            rpc_calls,
+            rpc_seconds,
             messages,
             send_seconds,
             restock_to_first_text_seconds,
@@ -212,6 +251,22 @@ impl Metrics {
             .inc();
     }
 
+    /// A gRPC call ended with `code` after `seconds`.
+    pub fn rpc_finished(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {
+        let rpc = Rpc {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        };
+        self.rpc_seconds.get_or_create(&rpc).observe(seconds);
+        self.rpc_calls
+            .get_or_create(&RpcCode {
+                service: rpc.service,
+                method: rpc.method,
+                code: code_name(code).to_owned(),
+            })
+            .inc();
+    }
+
     /// The exposition text (OpenMetrics, see [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -221,6 +276,30 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         out
+    }
+}
+
+/// A status code as gRPC's documents spell it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -237,7 +316,18 @@ mod tests {
         m.send_seconds(0.01);
         m.release_planned("demo", 40);
         m.webhook_call("status", "applied");
+        m.rpc_finished(
+            "restock.v1.WaitlistService",
+            "Subscribe",
+            tonic::Code::PermissionDenied,
+            0.002,
+        );
         let text = m.render();
+        assert!(
+            text.contains("restock_grpc_calls_total{service=\"restock.v1.WaitlistService\",method=\"Subscribe\",code=\"PERMISSION_DENIED\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("restock_grpc_call_duration_seconds_count{service=\"restock.v1.WaitlistService\",method=\"Subscribe\"} 1"));
         assert!(
             text.contains("restock_messages_total{tenant=\"demo\",outcome=\"sent\"} 2"),
             "{text}"

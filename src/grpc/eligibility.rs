@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
 use super::validate::Violations;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::eligibility_service_server::EligibilityService;
@@ -216,7 +217,30 @@ async fn apply_one(
 /// Events of one stream that arrived together, applied in one transaction with one ack each,
 /// in order. A batch the store cannot apply as a whole (a deadlock with another stream, a bad
 /// row) is applied event by event, so one event's failure is that event's alone.
+///
+/// An event for a tenant the caller may not act for ends the stream with PERMISSION_DENIED;
+/// the events before it are applied and acked, nothing from it on is written.
 async fn process_events(
+    state: &AppState,
+    caller: &Caller,
+    batch: &[pb::StreamInventoryRequest],
+) -> Vec<Result<pb::InventoryAck, ApiError>> {
+    // An empty tenant is the event's own fault: answered by its REJECTED ack.
+    let forbidden = batch
+        .iter()
+        .position(|m| !m.tenant_id.is_empty() && !caller.may_act_for(&m.tenant_id));
+    if let Some(at) = forbidden {
+        let mut answers = Box::pin(process_events_allowed(state, &batch[..at])).await;
+        if answers.iter().all(Result::is_ok) {
+            answers.push(Err(ApiError::tenant_denied(caller, &batch[at].tenant_id)));
+        }
+        return answers;
+    }
+    process_events_allowed(state, batch).await
+}
+
+/// [`process_events`] of events whose tenants the caller may act for.
+async fn process_events_allowed(
     state: &AppState,
     batch: &[pb::StreamInventoryRequest],
 ) -> Vec<Result<pb::InventoryAck, ApiError>> {
@@ -437,6 +461,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<Streaming<pb::StreamInventoryRequest>>,
     ) -> Result<Response<AckStream>, Status> {
+        let caller = super::caller(&request)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
@@ -480,7 +505,7 @@ impl EligibilityService for EligibilityApi {
                         None => break,
                     }
                 }
-                for answer in process_events(&state, &batch).await {
+                for answer in process_events(&state, &caller, &batch).await {
                     let answer = answer
                         .map(|ack| pb::StreamInventoryResponse { ack: Some(ack) })
                         .map_err(Status::from);
@@ -498,6 +523,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::ReportInventoryRequest>,
     ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -508,7 +534,7 @@ impl EligibilityService for EligibilityApi {
         }
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let mut acks = Vec::with_capacity(req.events.len());
         for (i, event) in req.events.iter().enumerate() {
             acks.push(
@@ -528,6 +554,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::GetStockResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -543,7 +570,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             variant_id.expect("validated"),
         );
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let stock = self
             .state
             .store
@@ -592,6 +619,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<Streaming<pb::SyncInventoryRequest>>,
     ) -> Result<Response<pb::SyncInventoryResponse>, Status> {
+        let caller = super::caller(&request)?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -609,7 +637,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             snapshot_at.expect("validated"),
         );
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let detection = restock_policy(policy);
         let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());
         let mut session = self
@@ -721,6 +749,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::CreateExclusionRequest>,
     ) -> Result<Response<pb::CreateExclusionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let now = self.state.clock.now();
         let mut v = Violations::default();
@@ -749,7 +778,7 @@ impl EligibilityService for EligibilityApi {
         });
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let (row, created) = self
             .state
             .store
@@ -774,13 +803,14 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::DeleteExclusionRequest>,
     ) -> Result<Response<pb::DeleteExclusionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let id = v.uuid("exclusion_id", &req.exclusion_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         self.state
             .store
             .delete_exclusion(&tenant_id, id.expect("validated"), self.state.clock.now())
@@ -793,6 +823,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::ListExclusionsRequest>,
     ) -> Result<Response<pb::ListExclusionsResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -810,7 +841,7 @@ impl EligibilityService for EligibilityApi {
         let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let size = super::validate::page_size(req.page_size);
         let mut rows = self
             .state
@@ -843,6 +874,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -851,7 +883,7 @@ impl EligibilityService for EligibilityApi {
         let asked_variant = v.id("variant_id", &req.variant_id, false);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let row = store
@@ -968,6 +1000,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::DryRunRequest>,
     ) -> Result<Response<pb::DryRunResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -1009,7 +1042,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             variant_id.expect("validated"),
         );
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let stock = store

@@ -144,6 +144,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     let (_, redis) = base_env();
     let mut child = Command::new(env!("CARGO_BIN_EXE_restock"))
         .arg("serve")
+        .envs(test_credential_env())
         .env("DATABASE_URL", db)
         .env("REDIS_URL", redis)
         .env("RESTOCK__GRPC__PORT", "0")
@@ -153,11 +154,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let (addr, _) = listening_addrs(&mut child).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     restock::proto::v1::waitlist_service_client::WaitlistServiceClient::new(channel)
         .subscribe(subscribe_request("sku-1", "+14155550902"))
         .await
