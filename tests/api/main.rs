@@ -20,5 +20,6 @@ mod releases;
 mod replicas;
 mod reports;
 mod shutdown;
+mod stack;
 mod subscribe;
 mod waitlist;
