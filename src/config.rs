@@ -26,6 +26,8 @@ pub struct Settings {
     /// Who may call the gRPC API.
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// Key of the hash that replaces erased personal data. Unset: a random key per process,
     /// fine for development, but hashes then differ between runs.
     #[serde(default)]
@@ -149,6 +151,16 @@ impl HttpSettings {
 pub struct AuthSettings {
     #[serde(default)]
     pub credentials: BTreeMap<String, crate::auth::CredentialSettings>,
+}
+
+/// Traces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// An OTLP/gRPC collector (`http://collector:4317`) the server sends its traces to.
+    /// Unset: no traces, and nothing of OpenTelemetry runs.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Which SMS provider sends the texts.
@@ -310,6 +322,14 @@ impl Settings {
             }
         }
         self.validate_auth()?;
+        if let Some(e) = &self.telemetry.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return bad(
+                    "telemetry.otlp_endpoint",
+                    "must be an http:// or https:// URL",
+                );
+            }
+        }
         if self.sms.provider == ProviderKind::Twilio
             && (self.sms.twilio_account_sid.is_empty() || self.sms.twilio_auth_token.is_empty())
         {

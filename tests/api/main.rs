@@ -22,4 +22,5 @@ mod reports;
 mod shutdown;
 mod stack;
 mod subscribe;
+mod traces;
 mod waitlist;

@@ -176,6 +176,11 @@ where
             request_id = %id,
             caller = Empty,
         );
+        if let Some(parent) = crate::telemetry::remote_context(req.headers()) {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            // A malformed traceparent leaves the span a root of its own.
+            let _ = span.set_parent(parent);
+        }
         let header = http::HeaderValue::from_str(&id).expect("a checked or generated id");
         req.extensions_mut().insert(RequestId(id));
         let mut call = Call {
