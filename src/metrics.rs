@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -75,7 +76,17 @@ pub struct Metrics {
     webhook_calls: Family<KindOutcome, Counter>,
     rpc_calls: Family<RpcCode, Counter>,
     rpc_seconds: HistogramFamily<Rpc>,
+    outbox: Family<StateLabel, Gauge>,
+    oldest_due_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The states of the outbox's backlog: a message not yet handed over.
+pub const BACKLOG_STATES: [&str; 3] = ["planned", "deferred", "sending"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -165,8 +176,25 @@ impl Metrics {
             Unit::Seconds,
             rpc_seconds.clone(),
         );
+        let outbox = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "restock_outbox_messages",
+            "Messages not yet handed to the provider, by state (planned, deferred, sending), \
+             read at scrape time",
+            outbox.clone(),
+        );
+        let oldest_due_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "restock_outbox_oldest_due_age",
+            "How long the oldest message due to be sent (planned or deferred, in an open wave) \
+             has waited past its due time; 0 when none is late. Read at scrape time",
+            Unit::Seconds,
+            oldest_due_seconds.clone(),
+        );
         Self {
             registry,
+            outbox,
+            oldest_due_seconds,
             rpc_calls,
             rpc_seconds,
             messages,
@@ -265,6 +293,23 @@ impl Metrics {
                 code: code_name(code).to_owned(),
             })
             .inc();
+    }
+
+    /// The outbox's backlog as last read: `by_state` counts (a state not listed has none) and
+    /// the wait of the oldest due message.
+    pub fn outbox_backlog(&self, by_state: &[(String, i64)], oldest_due_age_seconds: f64) {
+        for state in BACKLOG_STATES {
+            let n = by_state
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.outbox
+                .get_or_create(&StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(n);
+        }
+        self.oldest_due_seconds.set(oldest_due_age_seconds.max(0.0));
     }
 
     /// The exposition text (OpenMetrics, see [`CONTENT_TYPE`]).
