@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
@@ -192,7 +193,24 @@ async fn process_event(
         Ok(p) => p,
         Err(rejected) => return Ok(rejected),
     };
-    apply_one(state, tenant_id, &p).await
+    let span = event_span(tenant_id, &p);
+    let traceparent = crate::telemetry::traceparent(&span);
+    apply_one(state, tenant_id, &p, traceparent.as_deref())
+        .instrument(span)
+        .await
+}
+
+/// The span of one inventory event, a child of its call's; its context is stored with a
+/// release the event starts, for the release's send batches to link to.
+fn event_span(tenant_id: &str, p: &Prepared<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "inventory_event",
+        otel.name = "inventory event",
+        tenant_id,
+        event_id = %p.event_id,
+        variant_id = %p.level.variant_id,
+        location_id = %p.level.location_id,
+    )
 }
 
 /// Applies one checked event in a transaction of its own; its ack.
@@ -200,12 +218,14 @@ async fn apply_one(
     state: &AppState,
     tenant_id: &str,
     p: &Prepared<'_>,
+    traceparent: Option<&str>,
 ) -> Result<pb::InventoryAck, ApiError> {
     let outcome = state
         .store
         .apply_inventory_event(
             tenant_id,
             &p.event_id,
+            traceparent,
             &p.level,
             &restock_policy(p.policy),
             state.clock.now(),
@@ -252,15 +272,27 @@ async fn process_events_allowed(
         .iter()
         .map(|p| p.as_ref().ok().map(|p| restock_policy(p.policy)))
         .collect();
-    let work: Vec<(&str, &str, &Level, &RestockPolicy)> = batch
+    let spans: Vec<tracing::Span> = batch
+        .iter()
+        .zip(&prepared)
+        .map(|(m, p)| match p {
+            Ok(p) => event_span(&m.tenant_id, p),
+            Err(_) => tracing::Span::none(),
+        })
+        .collect();
+    let traceparents: Vec<Option<String>> =
+        spans.iter().map(crate::telemetry::traceparent).collect();
+    let work: Vec<(&str, &str, Option<&str>, &Level, &RestockPolicy)> = batch
         .iter()
         .zip(&prepared)
         .zip(&policies)
-        .filter_map(|((m, p), policy)| {
+        .zip(&traceparents)
+        .filter_map(|(((m, p), policy), traceparent)| {
             let p = p.as_ref().ok()?;
             Some((
                 m.tenant_id.as_str(),
                 p.event_id.as_str(),
+                traceparent.as_deref(),
                 &p.level,
                 policy.as_ref()?,
             ))
@@ -274,7 +306,7 @@ async fn process_events_allowed(
     };
     let mut outcomes = together.map(Vec::into_iter);
     let mut answers = Vec::with_capacity(batch.len());
-    for (m, p) in batch.iter().zip(prepared) {
+    for (((m, p), span), traceparent) in batch.iter().zip(prepared).zip(spans).zip(&traceparents) {
         let p = match p {
             Ok(p) => p,
             Err(rejected) => {
@@ -284,7 +316,11 @@ async fn process_events_allowed(
         };
         let answer = match outcomes.as_mut().and_then(Iterator::next) {
             Some(o) => Ok(applied(state, &m.tenant_id, &p, o)),
-            None => apply_one(state, &m.tenant_id, &p).await,
+            None => {
+                apply_one(state, &m.tenant_id, &p, traceparent.as_deref())
+                    .instrument(span)
+                    .await
+            }
         };
         let failed = answer.is_err();
         answers.push(answer);
@@ -466,6 +502,8 @@ impl EligibilityService for EligibilityApi {
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
         let mut draining = state.draining.subscribe();
+        // The events' spans are children of the call's.
+        let call_span = tracing::Span::current();
         tokio::spawn(async move {
             // In order, an ack only once its event is durable; what has already arrived is
             // applied together (one transaction), so the HTTP/2 buffers drain as fast as a
@@ -515,7 +553,7 @@ impl EligibilityService for EligibilityApi {
                     }
                 }
             }
-        });
+        }.instrument(call_span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -159,3 +159,100 @@ async fn a_calls_traceparent_is_the_parent_of_its_server_span() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_restock_is_traced_from_the_inventory_event_to_the_providers_answer() {
+    use restock::proto::v1 as pb;
+    use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
+    use restock_sms::fake::FakeTwilio;
+
+    use crate::inventory::event;
+
+    let (collector, endpoint) = Collector::start().await;
+    let fake = FakeTwilio::start().await.unwrap();
+    let twilio = fake.config();
+    let (mut child, channel) = traced_server(
+        &fresh_database().await,
+        &endpoint,
+        &[
+            ("RESTOCK__SMS__PROVIDER", "twilio"),
+            ("RESTOCK__SMS__TWILIO_BASE_URL", &twilio.base_url),
+            ("RESTOCK__SMS__TWILIO_ACCOUNT_SID", &twilio.account_sid),
+            ("RESTOCK__SMS__TWILIO_AUTH_TOKEN", &twilio.auth_token),
+            ("RESTOCK__DISPATCH__POLL_INTERVAL_MS", "50"),
+            // The real clock runs here: text at any hour.
+            ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_START", "00:00"),
+            ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_END", "00:00"),
+        ],
+    )
+    .await;
+    WaitlistServiceClient::new(channel.clone())
+        .subscribe(subscribe_request("sku-c", "+14155550167"))
+        .await
+        .unwrap();
+    let mut inventory = EligibilityServiceClient::new(channel);
+    inventory
+        .report_inventory(pb::ReportInventoryRequest {
+            tenant_id: "demo".into(),
+            events: vec![event("ev-c-1", "sku-c", "web", 0, 1)],
+        })
+        .await
+        .unwrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(pb::ReportInventoryRequest {
+        tenant_id: "demo".into(),
+        events: vec![event("ev-c-2", "sku-c", "web", 5, 2)],
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    inventory.report_inventory(request).await.unwrap();
+    assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
+    eventually(
+        Duration::from_secs(20),
+        "the provider call's span",
+        || async { !collector.named("provider send").is_empty() },
+    )
+    .await;
+    // The event, in the caller's trace, under the call's span.
+    let rpc = collector
+        .named("restock.v1.EligibilityService/ReportInventory")
+        .into_iter()
+        .find(|s| hex(&s.trace_id) == trace_id)
+        .expect("the call's span");
+    let events = collector.named("inventory event");
+    let event = events
+        .iter()
+        .find(|s| hex(&s.trace_id) == trace_id)
+        .expect("the event's span");
+    assert_eq!(event.parent_span_id, rpc.span_id);
+    // Its release's planning, in the same trace.
+    let plan = &collector.named("plan release")[0];
+    assert_eq!(hex(&plan.trace_id), trace_id);
+    assert_eq!(plan.parent_span_id, event.span_id);
+    // The send batch links to the event; the provider call is its child, and its context went
+    // to the provider as the traceparent header.
+    let batch = collector
+        .named("send batch")
+        .into_iter()
+        .find(|b| {
+            b.links
+                .iter()
+                .any(|l| l.trace_id == event.trace_id && l.span_id == event.span_id)
+        })
+        .expect("a send batch linked to the event");
+    let call = &collector.named("provider send")[0];
+    assert_eq!(call.parent_span_id, batch.span_id);
+    assert_eq!(call.kind, 3, "SPAN_KIND_CLIENT");
+    let sent = &fake.messages()[0];
+    assert_eq!(
+        sent.traceparent.as_deref(),
+        Some(format!("00-{}-{}-01", hex(&call.trace_id), hex(&call.span_id)).as_str())
+    );
+    assert!(!format!("{:?}", collector.spans()).contains("5550167"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

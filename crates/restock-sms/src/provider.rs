@@ -42,6 +42,9 @@ pub struct OutboundSms {
     /// How long the provider may queue the text before dropping it. A back-in-stock alert
     /// that leaves hours late points at stock that is gone, so it is better not sent.
     pub validity: Option<Duration>,
+    /// The W3C trace context of the hand-over, sent as the `traceparent` header where the
+    /// provider speaks HTTP, so the provider's side of the call joins the trace.
+    pub traceparent: Option<String>,
 }
 
 impl fmt::Debug for OutboundSms {

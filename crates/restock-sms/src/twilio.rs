@@ -190,11 +190,15 @@ impl Provider for TwilioClient {
             form.push(("ValidityPeriod", Cow::Owned(secs.to_string())));
         }
 
-        let response = self
+        let mut request = self
             .http
             .post(self.messages_url.clone())
             .basic_auth(&self.account_sid, Some(&self.auth_token))
-            .form(&form)
+            .form(&form);
+        if let Some(traceparent) = &sms.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| transport_error(e, Op::Create))?;

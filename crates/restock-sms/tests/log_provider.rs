@@ -14,6 +14,7 @@ fn sms(i: usize) -> OutboundSms {
         body: format!("Back in stock {i}: Café crème “mug” https://ac.me/r/t{i}"),
         status_callback: None,
         validity: None,
+        traceparent: None,
     }
 }
 
