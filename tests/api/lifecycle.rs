@@ -92,12 +92,24 @@ async fn an_sre_subscribes_with_buf_curl_through_reflection() {
             .output()
             .unwrap();
         let body = r#"{"tenantId":"demo","variantId":"sku-1","phoneNumber":"+14155550901","consent":{"consentText":"Text me","source":"CONSENT_SOURCE_WEB","captureTime":"2026-01-01T00:00:00Z"}}"#;
-        let call = Command::new(&buf)
-            .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--data", body])
-            .arg(format!("http://{addr}/restock.v1.WaitlistService/Subscribe"))
-            .output()
-            .unwrap();
-        (list, call)
+        let call = |token: Option<&str>| {
+            let mut command = Command::new(&buf);
+            command.args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--data", body]);
+            if let Some(token) = token {
+                command.args(["-H", &format!("authorization: Bearer {token}")]);
+            }
+            command
+                .arg(format!("http://{addr}/restock.v1.WaitlistService/Subscribe"))
+                .output()
+                .unwrap()
+        };
+        let anonymous = call(None);
+        assert!(!anonymous.status.success());
+        assert!(
+            String::from_utf8_lossy(&anonymous.stderr).contains("unauthenticated"),
+            "{anonymous:?}"
+        );
+        (list, call(Some(TEST_TOKEN)))
     })
     .await
     .unwrap();
