@@ -101,12 +101,14 @@ impl Drop for Call {
         if code != tonic::Code::Ok {
             self.span.record("otel.status_code", "ERROR");
         }
+        let elapsed_ms = elapsed.as_secs_f64() * 1e3;
         self.span.in_scope(|| {
-            tracing::info!(
-                code = ?code,
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                "rpc finished"
-            );
+            // Load balancers ask health every few seconds: their lines would drown the rest.
+            if self.service.starts_with("grpc.health.") {
+                tracing::debug!(code = ?code, elapsed_ms, "rpc finished");
+            } else {
+                tracing::info!(code = ?code, elapsed_ms, "rpc finished");
+            }
         });
         self.metrics
             .rpc_finished(&self.service, &self.method, code, elapsed.as_secs_f64());
