@@ -8,10 +8,11 @@ export PATH := justfile_directory() + "/target/tools/node_modules/.bin:" + env_v
 default:
     @just --list
 
-# Bring up private Postgres and Redis (unless DATABASE_URL and REDIS_URL are set), migrate, serve.
+# Bring up private Postgres and Redis (unless DATABASE_URL and REDIS_URL are set), migrate, serve
+# with the development credential of config/dev.toml (unless RESTOCK_CONFIG or --config names another).
 run *flags:
     scripts/services.sh up
-    source target/services/env && cargo run --quiet --bin restock -- serve {{flags}}
+    source target/services/env && RESTOCK_CONFIG="${RESTOCK_CONFIG:-config/dev.toml}" cargo run --quiet --bin restock -- serve {{flags}}
 
 # Run the whole test suite against real Postgres and Redis.
 test *flags:

@@ -23,6 +23,11 @@ pub struct Settings {
     pub http: HttpSettings,
     pub sms: SmsSettings,
     pub dispatch: DispatchSettings,
+    /// Who may call the gRPC API.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// Key of the hash that replaces erased personal data. Unset: a random key per process,
     /// fine for development, but hashes then differ between runs.
     #[serde(default)]
@@ -36,6 +41,29 @@ pub struct Settings {
 pub struct GrpcSettings {
     pub host: IpAddr,
     pub port: u16,
+    /// The longest a unary call may run, whatever `grpc-timeout` the caller asked (a shorter
+    /// one is honoured); past it, DEADLINE_EXCEEDED and nothing written. Streaming RPCs are
+    /// bounded by the caller's deadline alone.
+    #[serde(default = "default_max_call_ms")]
+    pub max_call_ms: u64,
+    /// Calls worked on at once (health and reflection aside); past it, RESOURCE_EXHAUSTED
+    /// with a RetryInfo of `shed_retry_after_ms` instead of a queue.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
+    #[serde(default = "default_shed_retry_after_ms")]
+    pub shed_retry_after_ms: u64,
+}
+
+fn default_max_call_ms() -> u64 {
+    30_000
+}
+
+fn default_max_concurrent_calls() -> usize {
+    512
+}
+
+fn default_shed_retry_after_ms() -> u64 {
+    200
 }
 
 impl GrpcSettings {
@@ -115,6 +143,24 @@ impl HttpSettings {
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }
+}
+
+/// Credentials of the gRPC API, by caller name (what logs show).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub credentials: BTreeMap<String, crate::auth::CredentialSettings>,
+}
+
+/// Traces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// An OTLP/gRPC collector (`http://collector:4317`) the server sends its traces to.
+    /// Unset: no traces, and nothing of OpenTelemetry runs.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Which SMS provider sends the texts.
@@ -254,6 +300,12 @@ impl Settings {
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be at least 1");
         }
+        if self.grpc.max_call_ms == 0 {
+            return bad("grpc.max_call_ms", "must be at least 1");
+        }
+        if self.grpc.max_concurrent_calls == 0 {
+            return bad("grpc.max_concurrent_calls", "must be at least 1");
+        }
         if self.http.link_rate_per_second == 0 {
             return bad("http.link_rate_per_second", "must be at least 1");
         }
@@ -298,6 +350,15 @@ impl Settings {
                 );
             }
         }
+        self.validate_auth()?;
+        if let Some(e) = &self.telemetry.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return bad(
+                    "telemetry.otlp_endpoint",
+                    "must be an http:// or https:// URL",
+                );
+            }
+        }
         if self.sms.provider == ProviderKind::Twilio
             && (self.sms.twilio_account_sid.is_empty() || self.sms.twilio_auth_token.is_empty())
         {
@@ -330,6 +391,39 @@ impl Settings {
             .is_some_and(|k| k.len() < 16)
         {
             return bad("server.page_token_key", "must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        crate::auth::Callers::from_settings(&self.auth.credentials).map_err(ConfigError)?;
+        let dev_hash = crate::auth::token_hash(crate::auth::DEV_TOKEN);
+        for (name, c) in &self.auth.credentials {
+            let key = format!("auth.credentials.{name}");
+            for t in c.tenants.0.iter().filter(|t| *t != "*") {
+                if !self.tenants.contains_key(t) {
+                    return Err(ConfigError(format!(
+                        "{key}.tenants: \"{t}\" is not a configured tenant"
+                    )));
+                }
+            }
+            if c.tenants.0.is_empty() || c.scopes.0.is_empty() {
+                return Err(ConfigError(format!(
+                    "{key}: tenants and scopes must each name at least one (or *)"
+                )));
+            }
+            // The development token is public (README): only a server nobody else can reach
+            // may accept it.
+            if c.token_sha256.trim().eq_ignore_ascii_case(&dev_hash)
+                && !self.grpc.host.is_loopback()
+            {
+                return Err(ConfigError(format!(
+                    "{key}.token_sha256: the development token is published in the README and \
+                     is refused while grpc.host ({}) is not a loopback address; configure a \
+                     credential of your own",
+                    self.grpc.host
+                )));
+            }
         }
         Ok(())
     }
@@ -384,5 +478,70 @@ mod tests {
         assert!(e.to_string().contains("tenants.demo.holdout_share"), "{e}");
         let e = Settings::load_from(None, env(&[("REDIS_URL", "nope://x")])).unwrap_err();
         assert!(e.to_string().contains("redis.url"), "{e}");
+    }
+
+    fn credential(name: &str, hash: &str, tenants: &str, scopes: &str) -> Vec<(String, String)> {
+        let key = format!("RESTOCK__AUTH__CREDENTIALS__{name}");
+        env(&[
+            (&format!("{key}__TOKEN_SHA256"), hash),
+            (&format!("{key}__TENANTS"), tenants),
+            (&format!("{key}__SCOPES"), scopes),
+        ])
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_and_bad_ones_name_their_key() {
+        let hash = crate::auth::token_hash("t0ken");
+        let s = Settings::load_from(
+            None,
+            credential("SHOP", &hash, "demo", "read,waitlist.write"),
+        )
+        .unwrap();
+        let c = &s.auth.credentials["shop"];
+        assert_eq!(c.scopes.0, ["read", "waitlist.write"]);
+        let e = Settings::load_from(None, credential("SHOP", &hash, "nope", "read")).unwrap_err();
+        assert!(
+            e.to_string().contains("auth.credentials.shop.tenants"),
+            "{e}"
+        );
+        let e = Settings::load_from(None, credential("SHOP", &hash, "*", "write")).unwrap_err();
+        assert!(
+            e.to_string().contains("auth.credentials.shop.scopes"),
+            "{e}"
+        );
+        let e = Settings::load_from(None, credential("SHOP", "abc", "*", "*")).unwrap_err();
+        assert!(
+            e.to_string().contains("auth.credentials.shop.token_sha256"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_development_credential_is_refused_beyond_loopback() {
+        let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev.toml");
+        let s = Settings::load_from(Some(Path::new(dev)), env(&[])).unwrap();
+        let c = &s.auth.credentials["dev"];
+        assert_eq!(
+            c.token_sha256,
+            crate::auth::token_hash(crate::auth::DEV_TOKEN)
+        );
+        for host in ["0.0.0.0", "10.1.2.3", "::"] {
+            let e =
+                Settings::load_from(Some(Path::new(dev)), env(&[("RESTOCK__GRPC__HOST", host)]))
+                    .unwrap_err();
+            assert!(
+                e.to_string().contains("auth.credentials.dev.token_sha256"),
+                "{e}"
+            );
+        }
+        // The same hash under another name is the same public token.
+        let hash = crate::auth::token_hash(crate::auth::DEV_TOKEN);
+        let mut vars = credential("OPS", &hash, "*", "*");
+        vars.push(("RESTOCK__GRPC__HOST".into(), "0.0.0.0".into()));
+        let e = Settings::load_from(None, vars).unwrap_err();
+        assert!(
+            e.to_string().contains("auth.credentials.ops.token_sha256"),
+            "{e}"
+        );
     }
 }

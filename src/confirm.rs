@@ -175,6 +175,7 @@ async fn send(
         validity: Some(Duration::from_secs(4 * 3600)),
         not_after: Some(lease_end),
         fallback_from: policy.fallback_sender_id.as_deref().map(sender_of),
+        traceparent: None,
     };
     match engine.provider.send(&sms).await {
         Ok(receipt) => {

@@ -13,6 +13,8 @@ pub enum ApiError {
     /// Bad input: one (field, description) per violation.
     InvalidArgument(Vec<(String, String)>),
     NotFound(String),
+    /// The caller may not act for the request's tenant.
+    PermissionDenied(String),
     /// Consent or state forbids the call: (type, subject, description).
     FailedPrecondition {
         kind: &'static str,
@@ -28,6 +30,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A tenant the caller may not act for.
+    pub fn tenant_denied(caller: &crate::auth::Caller, tenant_id: &str) -> Self {
+        ApiError::PermissionDenied(format!(
+            "caller \"{}\" may not act for tenant \"{tenant_id}\"",
+            caller.name
+        ))
+    }
+
     pub fn field(field: &str, description: impl Into<String>) -> Self {
         ApiError::InvalidArgument(vec![(field.to_string(), description.into())])
     }
@@ -49,6 +59,7 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::InvalidArgument, summary, details)
             }
             ApiError::NotFound(what) => Status::not_found(what),
+            ApiError::PermissionDenied(why) => Status::permission_denied(why),
             ApiError::AlreadyExists(what) => Status::already_exists(what),
             ApiError::FailedPrecondition {
                 kind,

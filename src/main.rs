@@ -28,7 +28,6 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    restock::telemetry::init();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -39,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Migrate => {
+            restock::telemetry::init();
             let applied = restock_store::migrate::run(&settings.database.url).await?;
             println!(
                 "migrations applied: {}",
@@ -51,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            // Flushes the spans not yet exported when serving ends.
+            let _traces =
+                restock::telemetry::init_with_otlp(settings.telemetry.otlp_endpoint.as_deref())?;
             // Listening from here, so a SIGTERM during start-up (migrations can take a while)
             // stops the process cleanly instead of killing it.
             let shutdown = restock::shutdown::listen().context("installing signal handlers")?;

@@ -6,6 +6,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -34,6 +35,26 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcCode {
+    service: String,
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rpc {
+    service: String,
+    method: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// 1 ms to about 65 s: most calls take milliseconds, a deadline cuts them at 30 s by default.
+fn rpc_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindOutcome {
     kind: String,
     outcome: String,
@@ -53,7 +74,19 @@ pub struct Metrics {
     link_requests: Family<OutcomeLabel, Counter>,
     clicks: Family<TenantLabel, Counter>,
     webhook_calls: Family<KindOutcome, Counter>,
+    rpc_calls: Family<RpcCode, Counter>,
+    rpc_seconds: HistogramFamily<Rpc>,
+    outbox: Family<StateLabel, Gauge>,
+    oldest_due_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// The states of the outbox's backlog: a message not yet handed over.
+pub const BACKLOG_STATES: [&str; 3] = ["planned", "deferred", "sending"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -128,8 +161,42 @@ impl Metrics {
             "Calls of the SMS provider's webhooks, by kind (status, inbound) and outcome",
             webhook_calls.clone(),
         );
+        let rpc_calls = Family::<RpcCode, Counter>::default();
+        registry.register(
+            "restock_grpc_calls",
+            "gRPC calls finished, by service, method and status code (OK, INVALID_ARGUMENT, \
+             UNAUTHENTICATED, ...; CANCELLED when the client went away)",
+            rpc_calls.clone(),
+        );
+        let rpc_seconds: HistogramFamily<Rpc> = Family::new_with_constructor(rpc_histogram);
+        registry.register_with_unit(
+            "restock_grpc_call_duration",
+            "Time of a gRPC call from its request to the end of its response (streams \
+             included), by service and method",
+            Unit::Seconds,
+            rpc_seconds.clone(),
+        );
+        let outbox = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "restock_outbox_messages",
+            "Messages not yet handed to the provider, by state (planned, deferred, sending), \
+             read at scrape time",
+            outbox.clone(),
+        );
+        let oldest_due_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "restock_outbox_oldest_due_age",
+            "How long the oldest message due to be sent (planned or deferred, in an open wave) \
+             has waited past its due time; 0 when none is late. Read at scrape time",
+            Unit::Seconds,
+            oldest_due_seconds.clone(),
+        );
         Self {
             registry,
+            outbox,
+            oldest_due_seconds,
+            rpc_calls,
+            rpc_seconds,
             messages,
             send_seconds,
             restock_to_first_text_seconds,
@@ -212,6 +279,39 @@ impl Metrics {
             .inc();
     }
 
+    /// A gRPC call ended with `code` after `seconds`.
+    pub fn rpc_finished(&self, service: &str, method: &str, code: tonic::Code, seconds: f64) {
+        let rpc = Rpc {
+            service: service.to_owned(),
+            method: method.to_owned(),
+        };
+        self.rpc_seconds.get_or_create(&rpc).observe(seconds);
+        self.rpc_calls
+            .get_or_create(&RpcCode {
+                service: rpc.service,
+                method: rpc.method,
+                code: code_name(code).to_owned(),
+            })
+            .inc();
+    }
+
+    /// The outbox's backlog as last read: `by_state` counts (a state not listed has none) and
+    /// the wait of the oldest due message.
+    pub fn outbox_backlog(&self, by_state: &[(String, i64)], oldest_due_age_seconds: f64) {
+        for state in BACKLOG_STATES {
+            let n = by_state
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.outbox
+                .get_or_create(&StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(n);
+        }
+        self.oldest_due_seconds.set(oldest_due_age_seconds.max(0.0));
+    }
+
     /// The exposition text (OpenMetrics, see [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -221,6 +321,30 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics");
         }
         out
+    }
+}
+
+/// A status code as gRPC's documents spell it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -237,7 +361,18 @@ mod tests {
         m.send_seconds(0.01);
         m.release_planned("demo", 40);
         m.webhook_call("status", "applied");
+        m.rpc_finished(
+            "restock.v1.WaitlistService",
+            "Subscribe",
+            tonic::Code::PermissionDenied,
+            0.002,
+        );
         let text = m.render();
+        assert!(
+            text.contains("restock_grpc_calls_total{service=\"restock.v1.WaitlistService\",method=\"Subscribe\",code=\"PERMISSION_DENIED\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("restock_grpc_call_duration_seconds_count{service=\"restock.v1.WaitlistService\",method=\"Subscribe\"} 1"));
         assert!(
             text.contains("restock_messages_total{tenant=\"demo\",outcome=\"sent\"} 2"),
             "{text}"

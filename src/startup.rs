@@ -17,6 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::auth::Caller;
 use crate::config::{ProviderKind, Settings};
 use crate::grpc;
 use crate::health::{self, RedisProbe};
@@ -59,8 +60,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// A tenant's policy; an unknown tenant is NOT_FOUND.
-    pub fn tenant(&self, tenant_id: &str) -> Result<&TenantPolicy, crate::error::ApiError> {
+    /// A tenant's policy, for a caller that may act for it: every request's tenant is
+    /// resolved here. A tenant the caller may not act for is PERMISSION_DENIED (whether it
+    /// exists or not, so nothing is learnt from the answer); an unknown one is NOT_FOUND.
+    pub fn tenant(
+        &self,
+        caller: &Caller,
+        tenant_id: &str,
+    ) -> Result<&TenantPolicy, crate::error::ApiError> {
+        if !caller.may_act_for(tenant_id) {
+            return Err(crate::error::ApiError::tenant_denied(caller, tenant_id));
+        }
         self.tenants.get(tenant_id).ok_or_else(|| {
             crate::error::ApiError::NotFound(format!("tenant \"{tenant_id}\" not found"))
         })
@@ -319,6 +329,13 @@ impl Application {
             .await
         });
 
+        let callers = Arc::new(
+            crate::auth::Callers::from_settings(&settings.auth.credentials)
+                .map_err(|e| anyhow::anyhow!("configuration: {e}"))?,
+        );
+        if callers.is_empty() {
+            tracing::warn!("no credentials configured (auth.credentials): every call but health and reflection is UNAUTHENTICATED");
+        }
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         // Turns new calls away once draining, and counts the calls the drain waits for.
         let drain = crate::shutdown::Drain::new(state.draining.subscribe());
@@ -330,8 +347,20 @@ impl Application {
             // of small inventory events are slowed down by flow control, never cut.
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+            .layer(grpc::layers::observe::Observe::new(state.metrics.clone()))
             .layer(drain.clone())
+            .layer(grpc::layers::auth::Authenticate::new(callers))
+            .layer(grpc::layers::limit::Limit::new(
+                settings.grpc.max_concurrent_calls,
+                Duration::from_millis(settings.grpc.shed_retry_after_ms),
+            ))
+            .layer(grpc::layers::deadline::Deadline::new(
+                Duration::from_millis(settings.grpc.max_call_ms),
+                grpc::layers::deadline::streaming_paths(&[
+                    crate::proto::FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                ]),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha)

@@ -57,9 +57,31 @@ async fn tick(
     loop {
         let now = clock.now();
         planner.now = now;
+        let started = std::time::Instant::now();
         let Some(planned) = store.plan_next_release(planner, now).await? else {
             break;
         };
+        // The pass's span, in the trace of the inventory event that started the release. It is
+        // made once a release was found (most passes find none and make no span), so it holds
+        // what follows the planning and carries the planning's own time as an attribute.
+        let span = tracing::info_span!(
+            "plan_release",
+            otel.name = "plan release",
+            tenant_id = %planned.tenant_id,
+            release_id = %planned.release_id,
+            texts = planned.texts,
+            planning_ms = started.elapsed().as_secs_f64() * 1e3,
+        );
+        if let Some(event) = planned
+            .traceparent
+            .as_deref()
+            .and_then(crate::telemetry::parse_traceparent)
+        {
+            use opentelemetry::trace::TraceContextExt;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(event));
+        }
+        let _planning = span.enter();
         tracing::info!(
             tenant_id = %planned.tenant_id,
             release_id = %planned.release_id,
@@ -167,6 +189,7 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
             .get(&m.tenant_id)
             .and_then(|p| p.fallback_sender_id.as_deref())
             .map(sender_of),
+        traceparent: None,
     };
     // The provider dates texts by the wall clock: the attempt's age on our clock (which tests
     // move) taken back from the wall clock, with a minute of slack for clocks that disagree.

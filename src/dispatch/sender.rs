@@ -21,6 +21,7 @@ use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
 use restock_store::handover::Handover;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::planner::{link_token, stock_for, Renderer};
 use super::scheduler::sender_of;
@@ -65,7 +66,8 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
         match claimed {
             Ok(batch) if !batch.is_empty() => {
                 failures = 0;
-                if let Err(e) = process(&engine, batch, claimed_at).await {
+                let span = batch_span(&batch);
+                if let Err(e) = process(&engine, batch, claimed_at).instrument(span).await {
                     tracing::warn!(sender = index, error = %e, "recording a batch failed; its leases will be reconciled");
                 }
                 continue;
@@ -92,6 +94,28 @@ struct Item {
     phone: String,
     stock: Vec<(String, i64)>,
     request: CapRequest,
+}
+
+/// The span of one claimed batch, linked to the trace of each inventory event whose release
+/// it sends (a batch may serve several releases, so links rather than a parent).
+fn batch_span(batch: &[Claimed]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "send_batch",
+        otel.name = "send batch",
+        messages = batch.len()
+    );
+    if crate::telemetry::otlp_enabled() {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let mut seen = std::collections::HashSet::new();
+        for tp in batch.iter().filter_map(|c| c.traceparent.as_deref()) {
+            if seen.insert(tp) {
+                if let Some(linked) = crate::telemetry::parse_traceparent(tp) {
+                    span.add_link(linked);
+                }
+            }
+        }
+    }
+    span
 }
 
 async fn process(
@@ -206,11 +230,14 @@ async fn process(
         if !granted.is_empty() {
             let fence = engine.fences.clone().acquire_owned().await?;
             let engine = engine.clone();
-            slots.spawn(async move {
-                let done = hand_over(&engine, granted, lease_end).await;
-                drop(fence);
-                done
-            });
+            slots.spawn(
+                async move {
+                    let done = hand_over(&engine, granted, lease_end).await;
+                    drop(fence);
+                    done
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
         pending = again;
         if let Some(wake) = wake {
@@ -302,6 +329,8 @@ async fn hand_over(
     };
     let mut outcomes = Vec::with_capacity(items.len());
     let mut sends = JoinSet::new();
+    // The provider calls are spans of the batch's, on whichever task they run.
+    let batch = tracing::Span::current();
     for item in items {
         let c = &item.claimed;
         match verdicts
@@ -315,25 +344,28 @@ async fn hand_over(
                     continue;
                 };
                 let engine = engine.clone();
-                sends.spawn(async move {
-                    // Judged on this process's own clock, right before the request: a sender
-                    // that stalled past its lease never begins a hand-over.
-                    if Instant::now() >= lease_end {
-                        engine
-                            .state
-                            .metrics
-                            .message_outcome(&item.claimed.tenant_id, "late");
-                        return (
-                            Outcome::given_back(&item.claimed, engine.state.clock.now()),
-                            None,
-                            None,
-                        );
+                sends.spawn(
+                    async move {
+                        // Judged on this process's own clock, right before the request: a sender
+                        // that stalled past its lease never begins a hand-over.
+                        if Instant::now() >= lease_end {
+                            engine
+                                .state
+                                .metrics
+                                .message_outcome(&item.claimed.tenant_id, "late");
+                            return (
+                                Outcome::given_back(&item.claimed, engine.state.clock.now()),
+                                None,
+                                None,
+                            );
+                        }
+                        let (outcome, opted_out) = send(&engine, &item, lease_end).await;
+                        drop(permit);
+                        let reminder = reminder(&engine, &item, &outcome);
+                        (outcome, reminder, opted_out)
                     }
-                    let (outcome, opted_out) = send(&engine, &item, lease_end).await;
-                    drop(permit);
-                    let reminder = reminder(&engine, &item, &outcome);
-                    (outcome, reminder, opted_out)
-                });
+                    .instrument(batch.clone()),
+                );
             }
             Handover::OptedOut => {
                 state.metrics.message_outcome(&c.tenant_id, "suppressed");
@@ -519,6 +551,15 @@ async fn send(
     lease_end: Instant,
 ) -> (Outcome, Option<(String, Phone)>) {
     let c = &item.claimed;
+    // The provider's HTTP call, a client span whose context goes with the request.
+    let span = tracing::info_span!(
+        "provider_send",
+        otel.name = "provider send",
+        otel.kind = "client",
+        provider = engine.provider.name(),
+        message_id = %c.message_id,
+        tenant_id = %c.tenant_id,
+    );
     let sms = OutboundSms {
         reference: c.message_id.to_string(),
         to: item.phone.clone(),
@@ -542,9 +583,10 @@ async fn send(
             .get(&c.tenant_id)
             .and_then(|p| p.fallback_sender_id.as_deref())
             .map(sender_of),
+        traceparent: crate::telemetry::traceparent(&span),
     };
     let started = Instant::now();
-    let result = engine.provider.send(&sms).await;
+    let result = engine.provider.send(&sms).instrument(span).await;
     engine
         .state
         .metrics

@@ -482,13 +482,14 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<pb::GetReleaseResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .release(&tenant_id, release_id.expect("validated"))
             .await?;
@@ -501,6 +502,7 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -541,7 +543,7 @@ impl DispatchService for DispatchApi {
         let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let size = page_size(req.page_size);
         let mut rows = self
             .state
@@ -566,6 +568,7 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::WatchReleaseRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -576,7 +579,7 @@ impl DispatchService for DispatchApi {
             tenant_id.expect("validated"),
             release_id.expect("validated"),
         );
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         // An unknown release is NOT_FOUND as the call's status, not as a stream's end.
         let first = self.release(&tenant_id, release_id).await?;
         let (tx, rx) = mpsc::channel(1);
@@ -631,6 +634,7 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::PauseReleaseRequest>,
     ) -> Result<Response<pb::PauseReleaseResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -638,7 +642,7 @@ impl DispatchService for DispatchApi {
         let reason = v.text("reason", &req.reason, MAX_REASON, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .steer(
                 &tenant_id,
@@ -656,13 +660,14 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::ResumeReleaseRequest>,
     ) -> Result<Response<pb::ResumeReleaseResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .steer(
                 &tenant_id,
@@ -680,6 +685,7 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::CancelReleaseRequest>,
     ) -> Result<Response<pb::CancelReleaseResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -687,7 +693,7 @@ impl DispatchService for DispatchApi {
         let reason = v.text("reason", &req.reason, MAX_REASON, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .steer(
                 &tenant_id,
@@ -705,13 +711,14 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::GetMessageRequest>,
     ) -> Result<Response<pb::GetMessageResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let message_id = v.uuid("message_id", &req.message_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let row = self
             .state
             .store
@@ -727,6 +734,7 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -767,7 +775,7 @@ impl DispatchService for DispatchApi {
         });
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let size = page_size(req.page_size);
         let mut rows = self
             .state
@@ -797,8 +805,9 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::RecordPurchaseRequest>,
     ) -> Result<Response<pb::RecordPurchaseResponse>, Status> {
+        let caller = super::caller(&request)?;
         Ok(Response::new(
-            super::purchases::record(&self.state, request.into_inner()).await?,
+            super::purchases::record(&self.state, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -806,8 +815,9 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::GetReleaseReportRequest>,
     ) -> Result<Response<pb::GetReleaseReportResponse>, Status> {
+        let caller = super::caller(&request)?;
         Ok(Response::new(
-            super::reports::release(&self.state, request.into_inner()).await?,
+            super::reports::release(&self.state, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -815,8 +825,9 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::GetVariantReportRequest>,
     ) -> Result<Response<pb::GetVariantReportResponse>, Status> {
+        let caller = super::caller(&request)?;
         Ok(Response::new(
-            super::reports::variant(&self.state, request.into_inner()).await?,
+            super::reports::variant(&self.state, &caller, request.into_inner()).await?,
         ))
     }
 
@@ -824,8 +835,9 @@ impl DispatchService for DispatchApi {
         &self,
         request: Request<pb::GetPeriodReportRequest>,
     ) -> Result<Response<pb::GetPeriodReportResponse>, Status> {
+        let caller = super::caller(&request)?;
         Ok(Response::new(
-            super::reports::period(&self.state, request.into_inner()).await?,
+            super::reports::period(&self.state, &caller, request.into_inner()).await?,
         ))
     }
 }

@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
 use super::validate::Violations;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::eligibility_service_server::EligibilityService;
@@ -191,7 +193,24 @@ async fn process_event(
         Ok(p) => p,
         Err(rejected) => return Ok(rejected),
     };
-    apply_one(state, tenant_id, &p).await
+    let span = event_span(tenant_id, &p);
+    let traceparent = crate::telemetry::traceparent(&span);
+    apply_one(state, tenant_id, &p, traceparent.as_deref())
+        .instrument(span)
+        .await
+}
+
+/// The span of one inventory event, a child of its call's; its context is stored with a
+/// release the event starts, for the release's send batches to link to.
+fn event_span(tenant_id: &str, p: &Prepared<'_>) -> tracing::Span {
+    tracing::info_span!(
+        "inventory_event",
+        otel.name = "inventory event",
+        tenant_id,
+        event_id = %p.event_id,
+        variant_id = %p.level.variant_id,
+        location_id = %p.level.location_id,
+    )
 }
 
 /// Applies one checked event in a transaction of its own; its ack.
@@ -199,12 +218,14 @@ async fn apply_one(
     state: &AppState,
     tenant_id: &str,
     p: &Prepared<'_>,
+    traceparent: Option<&str>,
 ) -> Result<pb::InventoryAck, ApiError> {
     let outcome = state
         .store
         .apply_inventory_event(
             tenant_id,
             &p.event_id,
+            traceparent,
             &p.level,
             &restock_policy(p.policy),
             state.clock.now(),
@@ -216,7 +237,30 @@ async fn apply_one(
 /// Events of one stream that arrived together, applied in one transaction with one ack each,
 /// in order. A batch the store cannot apply as a whole (a deadlock with another stream, a bad
 /// row) is applied event by event, so one event's failure is that event's alone.
+///
+/// An event for a tenant the caller may not act for ends the stream with PERMISSION_DENIED;
+/// the events before it are applied and acked, nothing from it on is written.
 async fn process_events(
+    state: &AppState,
+    caller: &Caller,
+    batch: &[pb::StreamInventoryRequest],
+) -> Vec<Result<pb::InventoryAck, ApiError>> {
+    // An empty tenant is the event's own fault: answered by its REJECTED ack.
+    let forbidden = batch
+        .iter()
+        .position(|m| !m.tenant_id.is_empty() && !caller.may_act_for(&m.tenant_id));
+    if let Some(at) = forbidden {
+        let mut answers = Box::pin(process_events_allowed(state, &batch[..at])).await;
+        if answers.iter().all(Result::is_ok) {
+            answers.push(Err(ApiError::tenant_denied(caller, &batch[at].tenant_id)));
+        }
+        return answers;
+    }
+    process_events_allowed(state, batch).await
+}
+
+/// [`process_events`] of events whose tenants the caller may act for.
+async fn process_events_allowed(
     state: &AppState,
     batch: &[pb::StreamInventoryRequest],
 ) -> Vec<Result<pb::InventoryAck, ApiError>> {
@@ -228,15 +272,27 @@ async fn process_events(
         .iter()
         .map(|p| p.as_ref().ok().map(|p| restock_policy(p.policy)))
         .collect();
-    let work: Vec<(&str, &str, &Level, &RestockPolicy)> = batch
+    let spans: Vec<tracing::Span> = batch
+        .iter()
+        .zip(&prepared)
+        .map(|(m, p)| match p {
+            Ok(p) => event_span(&m.tenant_id, p),
+            Err(_) => tracing::Span::none(),
+        })
+        .collect();
+    let traceparents: Vec<Option<String>> =
+        spans.iter().map(crate::telemetry::traceparent).collect();
+    let work: Vec<(&str, &str, Option<&str>, &Level, &RestockPolicy)> = batch
         .iter()
         .zip(&prepared)
         .zip(&policies)
-        .filter_map(|((m, p), policy)| {
+        .zip(&traceparents)
+        .filter_map(|(((m, p), policy), traceparent)| {
             let p = p.as_ref().ok()?;
             Some((
                 m.tenant_id.as_str(),
                 p.event_id.as_str(),
+                traceparent.as_deref(),
                 &p.level,
                 policy.as_ref()?,
             ))
@@ -250,7 +306,7 @@ async fn process_events(
     };
     let mut outcomes = together.map(Vec::into_iter);
     let mut answers = Vec::with_capacity(batch.len());
-    for (m, p) in batch.iter().zip(prepared) {
+    for (((m, p), span), traceparent) in batch.iter().zip(prepared).zip(spans).zip(&traceparents) {
         let p = match p {
             Ok(p) => p,
             Err(rejected) => {
@@ -260,7 +316,11 @@ async fn process_events(
         };
         let answer = match outcomes.as_mut().and_then(Iterator::next) {
             Some(o) => Ok(applied(state, &m.tenant_id, &p, o)),
-            None => apply_one(state, &m.tenant_id, &p).await,
+            None => {
+                apply_one(state, &m.tenant_id, &p, traceparent.as_deref())
+                    .instrument(span)
+                    .await
+            }
         };
         let failed = answer.is_err();
         answers.push(answer);
@@ -437,10 +497,13 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<Streaming<pb::StreamInventoryRequest>>,
     ) -> Result<Response<AckStream>, Status> {
+        let caller = super::caller(&request)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
         let mut draining = state.draining.subscribe();
+        // The events' spans are children of the call's.
+        let call_span = tracing::Span::current();
         tokio::spawn(async move {
             // In order, an ack only once its event is durable; what has already arrived is
             // applied together (one transaction), so the HTTP/2 buffers drain as fast as a
@@ -480,7 +543,7 @@ impl EligibilityService for EligibilityApi {
                         None => break,
                     }
                 }
-                for answer in process_events(&state, &batch).await {
+                for answer in process_events(&state, &caller, &batch).await {
                     let answer = answer
                         .map(|ack| pb::StreamInventoryResponse { ack: Some(ack) })
                         .map_err(Status::from);
@@ -490,7 +553,7 @@ impl EligibilityService for EligibilityApi {
                     }
                 }
             }
-        });
+        }.instrument(call_span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -498,6 +561,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::ReportInventoryRequest>,
     ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -508,7 +572,7 @@ impl EligibilityService for EligibilityApi {
         }
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let mut acks = Vec::with_capacity(req.events.len());
         for (i, event) in req.events.iter().enumerate() {
             acks.push(
@@ -528,6 +592,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::GetStockResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -543,7 +608,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             variant_id.expect("validated"),
         );
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let stock = self
             .state
             .store
@@ -592,6 +657,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<Streaming<pb::SyncInventoryRequest>>,
     ) -> Result<Response<pb::SyncInventoryResponse>, Status> {
+        let caller = super::caller(&request)?;
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -609,7 +675,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             snapshot_at.expect("validated"),
         );
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let detection = restock_policy(policy);
         let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());
         let mut session = self
@@ -721,6 +787,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::CreateExclusionRequest>,
     ) -> Result<Response<pb::CreateExclusionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let now = self.state.clock.now();
         let mut v = Violations::default();
@@ -749,7 +816,7 @@ impl EligibilityService for EligibilityApi {
         });
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let (row, created) = self
             .state
             .store
@@ -774,13 +841,14 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::DeleteExclusionRequest>,
     ) -> Result<Response<pb::DeleteExclusionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let id = v.uuid("exclusion_id", &req.exclusion_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         self.state
             .store
             .delete_exclusion(&tenant_id, id.expect("validated"), self.state.clock.now())
@@ -793,6 +861,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::ListExclusionsRequest>,
     ) -> Result<Response<pb::ListExclusionsResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -810,7 +879,7 @@ impl EligibilityService for EligibilityApi {
         let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.state.tenant(&tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
         let size = super::validate::page_size(req.page_size);
         let mut rows = self
             .state
@@ -843,6 +912,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -851,7 +921,7 @@ impl EligibilityService for EligibilityApi {
         let asked_variant = v.id("variant_id", &req.variant_id, false);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let row = store
@@ -968,6 +1038,7 @@ impl EligibilityService for EligibilityApi {
         &self,
         request: Request<pb::DryRunRequest>,
     ) -> Result<Response<pb::DryRunResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
@@ -1009,7 +1080,7 @@ impl EligibilityService for EligibilityApi {
             tenant_id.expect("validated"),
             variant_id.expect("validated"),
         );
-        let policy = self.state.tenant(&tenant_id)?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let stock = store

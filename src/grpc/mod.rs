@@ -3,8 +3,21 @@
 pub mod convert;
 pub mod dispatch;
 pub mod eligibility;
+pub mod layers;
 pub mod paging;
 pub mod purchases;
 pub mod reports;
 pub mod validate;
 pub mod waitlist;
+
+/// The caller the auth layer put in the request's extensions. Missing only if the layer is not
+/// in front of the service, which must fail closed.
+pub fn caller<T>(
+    request: &tonic::Request<T>,
+) -> Result<std::sync::Arc<crate::auth::Caller>, tonic::Status> {
+    request
+        .extensions()
+        .get::<std::sync::Arc<crate::auth::Caller>>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no caller: a bearer token is required"))
+}

@@ -9,6 +9,7 @@ use restock_store::purchases::{NewLine, NewPurchase, Recorded, Windows};
 use sha2::{Digest, Sha256};
 
 use super::validate::Violations;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::startup::AppState;
@@ -18,6 +19,7 @@ const MAX_QUANTITY: u32 = 10_000;
 
 pub async fn record(
     state: &AppState,
+    caller: &Caller,
     req: pb::RecordPurchaseRequest,
 ) -> Result<pb::RecordPurchaseResponse, ApiError> {
     let now = state.clock.now();
@@ -96,7 +98,7 @@ pub async fn record(
     }
     v.finish()?;
     let tenant_id = tenant_id.expect("validated");
-    let policy = state.tenant(&tenant_id)?;
+    let policy = state.tenant(caller, &tenant_id)?;
 
     // The content as recorded: the same order sent again digests the same.
     let mut digest = Sha256::new();

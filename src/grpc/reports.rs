@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock_domain::report::{self, NoLift, Ratio};
+use restock_domain::TenantPolicy;
 use restock_store::reports::{Figures, ReportWindows, Scope};
 
 use super::convert::timestamp;
 use super::validate::Violations;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::startup::AppState;
@@ -23,6 +25,7 @@ const MAX_PERIOD_DAYS: i64 = 400;
 
 pub async fn release(
     state: &AppState,
+    caller: &Caller,
     req: pb::GetReleaseReportRequest,
 ) -> Result<pb::GetReleaseReportResponse, ApiError> {
     let mut v = Violations::default();
@@ -32,13 +35,13 @@ pub async fn release(
     let (Some(tenant_id), Some(release_id)) = (tenant_id, release_id) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    state.tenant(&tenant_id)?;
+    let policy = state.tenant(caller, &tenant_id)?;
     if !state.store.release_exists(&tenant_id, release_id).await? {
         return Err(ApiError::NotFound(format!(
             "release \"{release_id}\" not found"
         )));
     }
-    let report = build(state, &tenant_id, &Scope::Release(release_id)).await?;
+    let report = build(state, policy, &tenant_id, &Scope::Release(release_id)).await?;
     Ok(pb::GetReleaseReportResponse {
         report: Some(report),
     })
@@ -46,6 +49,7 @@ pub async fn release(
 
 pub async fn variant(
     state: &AppState,
+    caller: &Caller,
     req: pb::GetVariantReportRequest,
 ) -> Result<pb::GetVariantReportResponse, ApiError> {
     let mut v = Violations::default();
@@ -68,19 +72,20 @@ pub async fn variant(
     let (Some(tenant_id), Some(variant_id)) = (tenant_id, variant_id) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    state.tenant(&tenant_id)?;
+    let policy = state.tenant(caller, &tenant_id)?;
     let scope = Scope::Variant {
         variant_id,
         from,
         before,
     };
     Ok(pb::GetVariantReportResponse {
-        report: Some(build(state, &tenant_id, &scope).await?),
+        report: Some(build(state, policy, &tenant_id, &scope).await?),
     })
 }
 
 pub async fn period(
     state: &AppState,
+    caller: &Caller,
     req: pb::GetPeriodReportRequest,
 ) -> Result<pb::GetPeriodReportResponse, ApiError> {
     let mut v = Violations::default();
@@ -108,19 +113,19 @@ pub async fn period(
     let (Some(tenant_id), Some(from), Some(before)) = (tenant_id, from, before) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    state.tenant(&tenant_id)?;
+    let policy = state.tenant(caller, &tenant_id)?;
     Ok(pb::GetPeriodReportResponse {
-        report: Some(build(state, &tenant_id, &Scope::Period { from, before }).await?),
+        report: Some(build(state, policy, &tenant_id, &Scope::Period { from, before }).await?),
     })
 }
 
 /// Reads the figures of `scope` and shapes them into a report.
 async fn build(
     state: &AppState,
+    policy: &TenantPolicy,
     tenant_id: &str,
     scope: &Scope,
 ) -> Result<pb::AttributionReport, ApiError> {
-    let policy = state.tenant(tenant_id)?;
     let text_window = Duration::from_secs(u64::from(policy.text_attribution_hours) * 3600);
     let click_window = Duration::from_secs(u64::from(policy.click_attribution_days) * 86_400);
     let windows = ReportWindows {

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::paging::Scope;
 use super::validate::Violations;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::waitlist_service_server::WaitlistService;
@@ -37,8 +38,8 @@ impl WaitlistApi {
         v.id("tenant_id", tenant_id, true)
     }
 
-    fn policy(&self, tenant_id: &str) -> Result<&TenantPolicy, ApiError> {
-        self.state.tenant(tenant_id)
+    fn policy(&self, caller: &Caller, tenant_id: &str) -> Result<&TenantPolicy, ApiError> {
+        self.state.tenant(caller, tenant_id)
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -104,6 +105,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let now = self.now();
         let mut v = Violations::default();
@@ -184,7 +186,7 @@ impl WaitlistService for WaitlistApi {
             .flatten();
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.policy(&tenant_id)?;
+        let policy = self.policy(&caller, &tenant_id)?;
         let (phone, consent) = (phone.expect("validated"), consent.expect("validated"));
         let target = match &variant_id {
             Some(variant_id) => Target::Variant {
@@ -237,6 +239,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::ConfirmSubscriptionRequest>,
     ) -> Result<Response<pb::ConfirmSubscriptionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
@@ -246,7 +249,7 @@ impl WaitlistService for WaitlistApi {
             .and_then(convert::consent_source);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.policy(&tenant_id)?;
+        let policy = self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let row = self
             .state
@@ -269,13 +272,14 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::UnsubscribeRequest>,
     ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
         let id = v.uuid("subscription_id", &req.subscription_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.policy(&tenant_id)?;
+        self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let row = self
             .state
@@ -292,13 +296,14 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
         let id = v.uuid("subscription_id", &req.subscription_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.policy(&tenant_id)?;
+        self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let (row, _) = self
             .state
@@ -315,6 +320,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
@@ -358,7 +364,7 @@ impl WaitlistService for WaitlistApi {
             .unwrap_or(0);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.policy(&tenant_id)?;
+        self.policy(&caller, &tenant_id)?;
         let size = super::validate::page_size(req.page_size);
         let now = self.now();
         let mut rows = self
@@ -386,13 +392,14 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::GetWaitlistPositionRequest>,
     ) -> Result<Response<pb::GetWaitlistPositionResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
         let id = v.uuid("subscription_id", &req.subscription_id, true);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.policy(&tenant_id)?;
+        self.policy(&caller, &tenant_id)?;
         let pos = self
             .state
             .store
@@ -409,6 +416,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::OptOutRequest>,
     ) -> Result<Response<pb::OptOutResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
@@ -424,7 +432,7 @@ impl WaitlistService for WaitlistApi {
         let reason = v.text("reason", &req.reason, 500, false);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.policy(&tenant_id)?;
+        self.policy(&caller, &tenant_id)?;
         let phone = phone.expect("validated");
         let cancelled = self
             .state
@@ -449,6 +457,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::OptInRequest>,
     ) -> Result<Response<pb::OptInResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let now = self.now();
         let mut v = Violations::default();
@@ -462,7 +471,7 @@ impl WaitlistService for WaitlistApi {
         let consent = consent(&mut v, "consent", req.consent.as_ref(), now);
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.policy(&tenant_id)?;
+        let policy = self.policy(&caller, &tenant_id)?;
         let phone = phone.expect("validated");
         let state = self
             .state
@@ -486,6 +495,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
@@ -497,7 +507,7 @@ impl WaitlistService for WaitlistApi {
         );
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        let policy = self.policy(&tenant_id)?;
+        let policy = self.policy(&caller, &tenant_id)?;
         let history = self
             .state
             .store
@@ -515,6 +525,7 @@ impl WaitlistService for WaitlistApi {
         &self,
         request: Request<pb::ErasePhoneRequest>,
     ) -> Result<Response<pb::ErasePhoneResponse>, Status> {
+        let caller = super::caller(&request)?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let tenant_id = self.tenant(&mut v, &req.tenant_id);
@@ -526,7 +537,7 @@ impl WaitlistService for WaitlistApi {
         );
         v.finish()?;
         let tenant_id = tenant_id.expect("validated");
-        self.policy(&tenant_id)?;
+        self.policy(&caller, &tenant_id)?;
         let phone = phone.expect("validated");
         let key = self.state.erasure_key.clone();
         let outcome = self

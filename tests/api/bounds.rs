@@ -5,7 +5,6 @@ use restock::proto::v1 as pb;
 use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::inventory::event;

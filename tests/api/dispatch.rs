@@ -10,7 +10,6 @@ use restock::proto::v1 as pb;
 use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use restock_sms::fake::FakeTwilio;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 use crate::inventory::event;

@@ -3,7 +3,6 @@
 use chrono::TimeZone;
 use restock::proto::v1 as pb;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 

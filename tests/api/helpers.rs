@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use restock::auth::{token_hash, Bearer, CredentialSettings, Names};
 use restock::config::Settings;
 use restock::proto::v1 as pb;
 use restock::proto::v1::waitlist_service_client::WaitlistServiceClient;
@@ -12,7 +13,51 @@ use restock_domain::clock::{Clock, ManualClock};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, OnceCell};
 use tokio_postgres::NoTls;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+
+/// The bearer token of the test caller that every test channel carries: every tenant, every
+/// scope (tests of auth itself add callers of their own, see `auth.rs`).
+pub const TEST_TOKEN: &str = "test-token-with-full-access";
+
+/// A channel to a test server that presents [`TEST_TOKEN`] on every call.
+pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// `channel` presenting `token`.
+pub fn with_token(channel: tonic::transport::Channel, token: &str) -> Channel {
+    InterceptedService::new(channel, Bearer::new(token))
+}
+
+/// Connects to `addr` (host:port) as the test caller.
+pub async fn connect(addr: impl std::fmt::Display) -> Channel {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    with_token(channel, TEST_TOKEN)
+}
+
+/// A credential allowed `tenants` and `scopes` (a list each, `*` for all).
+pub fn credential(token: &str, tenants: &[&str], scopes: &[&str]) -> CredentialSettings {
+    let names = |v: &[&str]| Names(v.iter().map(|s| s.to_string()).collect());
+    CredentialSettings {
+        token_sha256: token_hash(token),
+        tenants: names(tenants),
+        scopes: names(scopes),
+    }
+}
+
+/// The environment that gives a `restock serve` child the test caller.
+pub fn test_credential_env() -> Vec<(String, String)> {
+    [
+        ("TOKEN_SHA256", token_hash(TEST_TOKEN)),
+        ("TENANTS", "*".to_string()),
+        ("SCOPES", "*".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("RESTOCK__AUTH__CREDENTIALS__TEST__{k}"), v))
+    .collect()
+}
 
 /// The URL of the Postgres and Redis that `just test` started.
 pub fn base_env() -> (String, String) {
@@ -244,6 +289,10 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
     settings.server.shutdown_grace_seconds = 5;
     settings.erasure_key = Some("test-erasure-key-0123456789".into());
     settings.http.port = 0;
+    settings
+        .auth
+        .credentials
+        .insert("test".into(), credential(TEST_TOKEN, &["*"], &["*"]));
     // Replicas of one test share their database, so they share caps too; tests do not.
     settings.redis.key_prefix = format!("t:{}", db_url.rsplit('/').next().unwrap_or("db"));
     settings.sms.log_path = std::env::temp_dir()
@@ -263,11 +312,7 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     TestApp {
         addr,
         http_addr,

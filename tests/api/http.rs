@@ -1303,6 +1303,83 @@ async fn metrics_are_exposed_for_prometheus() {
         .contains("# TYPE restock_provider_send_seconds histogram"));
 }
 
+/// The value of the sample `name` (with its labels) in an exposition.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
+    use crate::dispatch::{eventually, phones, set_stock, spawn_sender, texting_hours};
+    let fake = restock_sms::fake::FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    // 23:00 in New York: the texts wait for 08:00.
+    let night = texting_hours() - chrono::Duration::hours(15);
+    app.clock.set(night);
+    for p in phones(5, 300) {
+        let mut req = subscribe_request("sku-1", &p);
+        req.time_zone = "America/New_York".into();
+        app.waitlist().subscribe(req).await.unwrap();
+    }
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 9, 2).await;
+    let db = app.db().await;
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the texts to be deferred",
+        || async {
+            db.query_one(
+                "SELECT count(*) FROM messages WHERE status = 'deferred'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+                == 5
+        },
+    )
+    .await;
+    let metrics = get(&app, "/metrics", &[]).await.body;
+    assert_eq!(
+        sample(&metrics, "restock_outbox_messages{state=\"deferred\"}"),
+        Some(5.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "restock_outbox_messages{state=\"planned\"}"),
+        Some(0.0)
+    );
+    // None is due yet.
+    assert_eq!(
+        sample(&metrics, "restock_outbox_oldest_due_age_seconds"),
+        Some(0.0)
+    );
+    // A replica that sends nothing, its clock two hours past 08:00, sees them late by that.
+    let replica = spawn_app_on(app.db_url.clone(), |s| s.dispatch.enabled = false).await;
+    replica
+        .clock
+        .set(night + chrono::Duration::hours(9) + chrono::Duration::hours(2));
+    let metrics = get(&replica, "/metrics", &[]).await.body;
+    assert_eq!(
+        sample(&metrics, "restock_outbox_oldest_due_age_seconds"),
+        Some(7200.0),
+        "{metrics}"
+    );
+    // And every RPC so far is counted by method and code.
+    assert_eq!(
+        sample(&metrics, "restock_grpc_calls_total{service=\"restock.v1.WaitlistService\",method=\"Subscribe\",code=\"OK\"}"),
+        None,
+        "the replica served no Subscribe"
+    );
+    let metrics = get(&app, "/metrics", &[]).await.body;
+    assert_eq!(
+        sample(&metrics, "restock_grpc_calls_total{service=\"restock.v1.WaitlistService\",method=\"Subscribe\",code=\"OK\"}"),
+        Some(5.0),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn tracked_links_are_rate_limited_per_client_address() {
     let app = spawn_app_with(|s| {

@@ -5,7 +5,6 @@ use std::time::Duration;
 use restock::proto::v1 as pb;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -422,7 +421,7 @@ async fn a_producer_that_reads_no_acks_is_held_back() {
         .connect()
         .await
         .unwrap();
-    let mut acks = EligibilityServiceClient::new(channel)
+    let mut acks = EligibilityServiceClient::new(with_token(channel, TEST_TOKEN))
         .stream_inventory(tokio_stream::iter(events))
         .await
         .unwrap()

@@ -92,12 +92,24 @@ async fn an_sre_subscribes_with_buf_curl_through_reflection() {
             .output()
             .unwrap();
         let body = r#"{"tenantId":"demo","variantId":"sku-1","phoneNumber":"+14155550901","consent":{"consentText":"Text me","source":"CONSENT_SOURCE_WEB","captureTime":"2026-01-01T00:00:00Z"}}"#;
-        let call = Command::new(&buf)
-            .args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--data", body])
-            .arg(format!("http://{addr}/restock.v1.WaitlistService/Subscribe"))
-            .output()
-            .unwrap();
-        (list, call)
+        let call = |token: Option<&str>| {
+            let mut command = Command::new(&buf);
+            command.args(["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--data", body]);
+            if let Some(token) = token {
+                command.args(["-H", &format!("authorization: Bearer {token}")]);
+            }
+            command
+                .arg(format!("http://{addr}/restock.v1.WaitlistService/Subscribe"))
+                .output()
+                .unwrap()
+        };
+        let anonymous = call(None);
+        assert!(!anonymous.status.success());
+        assert!(
+            String::from_utf8_lossy(&anonymous.stderr).contains("unauthenticated"),
+            "{anonymous:?}"
+        );
+        (list, call(Some(TEST_TOKEN)))
     })
     .await
     .unwrap();
@@ -144,6 +156,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
     let (_, redis) = base_env();
     let mut child = Command::new(env!("CARGO_BIN_EXE_restock"))
         .arg("serve")
+        .envs(test_credential_env())
         .env("DATABASE_URL", db)
         .env("REDIS_URL", redis)
         .env("RESTOCK__GRPC__PORT", "0")
@@ -153,11 +166,7 @@ async fn the_binary_serves_and_exits_zero_on_sigterm() {
         .spawn()
         .unwrap();
     let (addr, _) = listening_addrs(&mut child).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     restock::proto::v1::waitlist_service_client::WaitlistServiceClient::new(channel)
         .subscribe(subscribe_request("sku-1", "+14155550902"))
         .await

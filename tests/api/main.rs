@@ -1,6 +1,7 @@
 //! The one integration-test binary: real servers on free ports against the real Postgres and
 //! Redis that `just test` brings up, driven through the generated client.
 
+mod auth;
 mod bounds;
 mod dispatch;
 mod eligibility;
@@ -20,5 +21,7 @@ mod releases;
 mod replicas;
 mod reports;
 mod shutdown;
+mod stack;
 mod subscribe;
+mod traces;
 mod waitlist;

@@ -9,7 +9,6 @@ use base64::Engine;
 use restock::proto::v1 as pb;
 use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
-use tonic::transport::Channel;
 
 use crate::dispatch::{eventually, phones, set_stock, subscribe_all};
 use crate::helpers::*;

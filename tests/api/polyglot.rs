@@ -13,12 +13,18 @@ from restock.v1 import waitlist_pb2, waitlist_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 channel = grpc.insecure_channel(sys.argv[2])
 stub = waitlist_pb2_grpc.WaitlistServiceStub(channel)
+auth = [("authorization", "Bearer " + sys.argv[3])]
 captured = Timestamp(); captured.GetCurrentTime(); captured.seconds -= 60
 resp = stub.Subscribe(waitlist_pb2.SubscribeRequest(
     tenant_id="demo", variant_id="sku-py", phone_number="020 7946 0958", default_region="GB",
-    consent=waitlist_pb2.Consent(consent_text="Text me when it is back", source=waitlist_pb2.CONSENT_SOURCE_APP, capture_time=captured)))
+    consent=waitlist_pb2.Consent(consent_text="Text me when it is back", source=waitlist_pb2.CONSENT_SOURCE_APP, capture_time=captured)),
+    metadata=auth)
 assert resp.created, resp
 print(resp.subscription.phone_number, waitlist_pb2.SubscriptionStatus.Name(resp.subscription.status))
+try:
+    stub.Subscribe(waitlist_pb2.SubscribeRequest(tenant_id="demo"), metadata=auth)
+except grpc.RpcError as e:
+    print(e.code().name)
 try:
     stub.Subscribe(waitlist_pb2.SubscribeRequest(tenant_id="demo"))
 except grpc.RpcError as e:
@@ -50,7 +56,7 @@ async fn a_python_client_generated_from_the_proto_subscribes() {
             .output()
             .unwrap();
         assert!(gen.status.success(), "protoc: {}", String::from_utf8_lossy(&gen.stderr));
-        let run = Command::new(&python).args(["-c", CLIENT]).arg(&out_dir).arg(&addr).output().unwrap();
+        let run = Command::new(&python).args(["-c", CLIENT]).arg(&out_dir).arg(&addr).arg(TEST_TOKEN).output().unwrap();
         let _ = std::fs::remove_dir_all(&out_dir);
         run
     })
@@ -66,7 +72,8 @@ async fn a_python_client_generated_from_the_proto_subscribes() {
         stdout.lines().collect::<Vec<_>>(),
         [
             "+442079460958 SUBSCRIPTION_STATUS_ACTIVE",
-            "INVALID_ARGUMENT"
+            "INVALID_ARGUMENT",
+            "UNAUTHENTICATED"
         ]
     );
 }

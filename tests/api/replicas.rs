@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use restock_sms::fake::FakeTwilio;
-use tonic::transport::Channel;
 
 use crate::dispatch::{eventually, phones};
 use crate::helpers::*;
@@ -31,6 +30,7 @@ impl Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_restock"));
         command
             .arg("serve")
+            .envs(test_credential_env())
             .env("DATABASE_URL", db_url)
             .env("REDIS_URL", redis)
             .env("RESTOCK__GRPC__PORT", "0")
@@ -58,11 +58,7 @@ impl Server {
         }
         let mut child = command.spawn().unwrap();
         let (grpc, http) = listening_addrs(&mut child).await;
-        let channel = Channel::from_shared(format!("http://{grpc}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = connect(grpc).await;
         Self {
             child,
             channel,

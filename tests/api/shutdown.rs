@@ -11,7 +11,6 @@ use restock::proto::v1 as pb;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::ServingStatus;
@@ -33,6 +32,7 @@ impl Process {
         let (_, redis) = base_env();
         Command::new(env!("CARGO_BIN_EXE_restock"))
             .arg("serve")
+            .envs(test_credential_env())
             .env("DATABASE_URL", db_url)
             .env("REDIS_URL", redis)
             .env("RESTOCK__GRPC__PORT", "0")
@@ -64,11 +64,7 @@ impl Process {
     }
 
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        connect(&self.grpc).await
     }
 
     fn terminate(&self) {

@@ -237,6 +237,7 @@ fn server_env(cx: &Setup<'_>, url: &str, label: &str, fake: &FakeTwilio) -> Vec<
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(crate::server::credential_env())
     .collect()
 }
 
@@ -247,20 +248,18 @@ async fn start_server(
     fake: &FakeTwilio,
 ) -> anyhow::Result<(
     ServerProcess,
-    EligibilityServiceClient<tonic::transport::Channel>,
+    EligibilityServiceClient<crate::server::Channel>,
 )> {
     let log = cx.out.join(format!("server-{label}.log"));
     let server = ServerProcess::start(cx.bin, &server_env(cx, url, label, fake), &log).await?;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))?
-        .connect()
-        .await?;
+    let channel = crate::server::connect(&server.grpc).await?;
     Ok((server, EligibilityServiceClient::new(channel)))
 }
 
 /// Reports `variant` back in stock (its first event: a level never seen is armed, so this is
 /// a restock); fails unless the server says a restock started.
 async fn restock(
-    client: &mut EligibilityServiceClient<tonic::transport::Channel>,
+    client: &mut EligibilityServiceClient<crate::server::Channel>,
     variant: &str,
 ) -> anyhow::Result<()> {
     let acks = client

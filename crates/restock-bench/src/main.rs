@@ -118,7 +118,7 @@ fn pgbench_for(url: &str, script: &str, clients: usize, run: Duration) -> anyhow
 }
 
 async fn subscribe_rate(
-    client: WaitlistServiceClient<tonic::transport::Channel>,
+    client: WaitlistServiceClient<server::Channel>,
 ) -> anyhow::Result<(f64, usize)> {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -184,10 +184,7 @@ const IN_FLIGHT: usize = 256;
 
 /// Streams inventory events on `streams` concurrent streams for [`RUN`]; answers events
 /// applied per second (acks received) and how many started a restock.
-async fn inventory_rate(
-    channel: tonic::transport::Channel,
-    streams: usize,
-) -> anyhow::Result<(f64, u64)> {
+async fn inventory_rate(channel: server::Channel, streams: usize) -> anyhow::Result<(f64, u64)> {
     use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
     use tokio_stream::StreamExt;
     let deadline = Instant::now() + RUN;
@@ -405,6 +402,10 @@ async fn waitlist_figures(
     // measurement and for a minute and a half after it (it looks at the stop signal only
     // between passes). The engine has its own figures (`dispatch.rs`).
     settings.dispatch.enabled = false;
+    settings
+        .auth
+        .credentials
+        .insert("bench".into(), server::credential());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let app = Application::build(settings, listener).await?;
     let state = app.state();
@@ -413,9 +414,7 @@ async fn waitlist_figures(
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = server::connect(addr).await?;
     eprintln!(
         "restock: Subscribe over gRPC, {CONCURRENCY} callers, {}s",
         RUN.as_secs()

@@ -139,3 +139,41 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The bench's bearer token: its own server processes accept it (every tenant, every scope).
+const TOKEN: &str = "bench-token-full-access";
+
+/// A channel that presents the bench's token on every call.
+pub type Channel = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    restock::auth::Bearer,
+>;
+
+/// Connects to `addr` (host:port) as the bench caller.
+pub async fn connect(addr: impl std::fmt::Display) -> anyhow::Result<Channel> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(Channel::new(channel, restock::auth::Bearer::new(TOKEN)))
+}
+
+/// The bench caller's credential, for a server built in process.
+pub fn credential() -> restock::auth::CredentialSettings {
+    restock::auth::CredentialSettings {
+        token_sha256: restock::auth::token_hash(TOKEN),
+        tenants: restock::auth::Names(vec!["*".into()]),
+        scopes: restock::auth::Names(vec!["*".into()]),
+    }
+}
+
+/// The same credential for a `restock serve` process, as environment variables.
+pub fn credential_env() -> Vec<(String, String)> {
+    [
+        ("TOKEN_SHA256", restock::auth::token_hash(TOKEN)),
+        ("TENANTS", "*".to_string()),
+        ("SCOPES", "*".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("RESTOCK__AUTH__CREDENTIALS__BENCH__{k}"), v))
+    .collect()
+}

@@ -44,6 +44,8 @@ pub struct ReceivedMessage {
     pub body: String,
     pub status_callback: Option<String>,
     pub validity_period: Option<u32>,
+    /// The `traceparent` header of the request, if it had one.
+    pub traceparent: Option<String>,
     /// When the request arrived, for rates: messages per second over a window.
     pub received_at: Instant,
     /// `date_created` of the resource.
@@ -381,8 +383,13 @@ async fn create_message(
     State(shared): State<Arc<Shared>>,
     _: Authenticated,
     Path(account): Path<String>,
+    headers: axum::http::HeaderMap,
     Form(form): Form<CreateForm>,
 ) -> Response {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let received_at = Instant::now();
     if account != shared.account_sid {
         return unauthorized();
@@ -487,6 +494,7 @@ async fn create_message(
         body,
         status_callback,
         validity_period,
+        traceparent,
         received_at,
         created_at: Utc::now(),
         status: "queued".to_owned(),

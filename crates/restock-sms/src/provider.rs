@@ -51,6 +51,9 @@ pub struct OutboundSms {
     /// The sender to use when the primary cannot take texts (a second messaging service or
     /// number, of the fallback account if there is one); see [`crate::failover`].
     pub fallback_from: Option<Sender>,
+    /// The W3C trace context of the hand-over, sent as the `traceparent` header where the
+    /// provider speaks HTTP, so the provider's side of the call joins the trace.
+    pub traceparent: Option<String>,
 }
 
 impl fmt::Debug for OutboundSms {

@@ -199,7 +199,11 @@ impl Provider for TwilioClient {
             .http
             .post(self.messages_url.clone())
             .basic_auth(&self.account_sid, Some(&self.auth_token))
-            .form(&form)
+            .form(&form);
+        if let Some(traceparent) = &sms.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let mut request = request
             .build()
             .map_err(|e| transport_error(e, Op::Create))?;
         let refused = Arc::new(AtomicBool::new(false));

@@ -23,6 +23,7 @@ fn text(body: &str) -> OutboundSms {
         validity: None,
         not_after: Some(Instant::now() + Duration::from_secs(60)),
         fallback_from: Some(Sender::MessagingService(FALLBACK_FROM.into())),
+        traceparent: None,
     }
 }
 

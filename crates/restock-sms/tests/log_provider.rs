@@ -16,6 +16,7 @@ fn sms(i: usize) -> OutboundSms {
         validity: None,
         not_after: None,
         fallback_from: None,
+        traceparent: None,
     }
 }
 

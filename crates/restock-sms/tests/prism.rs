@@ -110,6 +110,7 @@ fn text(from: Sender) -> OutboundSms {
         validity: Some(Duration::from_secs(4 * 3600)),
         not_after: Some(Instant::now() + Duration::from_secs(60)),
         fallback_from: None,
+        traceparent: None,
     }
 }
 

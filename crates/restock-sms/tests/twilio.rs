@@ -21,6 +21,7 @@ fn sms(to: &str, body: &str) -> OutboundSms {
         validity: Some(Duration::from_secs(3600)),
         not_after: None,
         fallback_from: None,
+        traceparent: None,
     }
 }
 
@@ -53,6 +54,17 @@ async fn a_created_message_returns_its_sid_status_and_segments() {
         Some("https://restock.example/webhooks/twilio/status?m=msg-1")
     );
     assert_eq!(m.validity_period, Some(3600));
+    assert_eq!(m.traceparent, None);
+}
+
+#[tokio::test]
+async fn the_trace_context_goes_as_the_traceparent_header() {
+    let (fake, client) = setup().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut text = sms(PHONE, "Back in stock");
+    text.traceparent = Some(traceparent.into());
+    client.send(&text).await.unwrap();
+    assert_eq!(fake.messages()[0].traceparent.as_deref(), Some(traceparent));
 }
 
 #[tokio::test]

@@ -99,6 +99,8 @@ pub struct Planned {
     pub skipped: u32,
     /// Whether a wave opened (false when sold out or cancelled at once).
     pub opened: bool,
+    /// The trace context of the inventory event that started the release (tracing on).
+    pub traceparent: Option<String>,
 }
 
 /// The latest purchase of the variant (`$4`) by the subscription's phone or customer.
@@ -268,6 +270,8 @@ pub struct Claimed {
     pub last_purchase_at: Option<DateTime<Utc>>,
     pub title: Option<String>,
     pub variant_options: BTreeMap<String, String>,
+    /// The trace context of the inventory event that started the release (tracing on).
+    pub traceparent: Option<String>,
 }
 
 /// The outcome of one claimed message, written if the lease is still the writer's.
@@ -370,7 +374,8 @@ impl Store {
         let Some(row) = query_opt(
             &tx,
             "SELECT r.tenant_id, r.release_id, r.restock_id, r.variant_id, r.product_id, r.location_id, \
-               r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb) \
+               r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb), \
+               r.traceparent \
              FROM releases r LEFT JOIN variants v ON v.tenant_id = r.tenant_id AND v.variant_id = r.variant_id \
              WHERE r.state = 'planning' ORDER BY r.created_at LIMIT 1 FOR UPDATE OF r SKIP LOCKED",
             &[],
@@ -406,6 +411,7 @@ impl Store {
             held_out: 0,
             skipped: 0,
             opened: false,
+            traceparent: row.get(10),
         };
         let Some(settings) = planner.settings(&release) else {
             execute(
@@ -633,7 +639,7 @@ impl Store {
                (SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = k.tenant_id \
                   AND p.variant_id = k.variant_id AND (p.contact_id = k.contact_id \
                   OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id))), \
-               v.title \
+               v.title, r.traceparent \
              FROM claimed k \
              JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
              JOIN contacts c ON c.tenant_id = k.tenant_id AND c.contact_id = k.contact_id \
@@ -665,6 +671,7 @@ impl Store {
                     product_id: r.get(28),
                     last_purchase_at: r.get(29),
                     title: r.get(30),
+                    traceparent: r.get(31),
                     attempted_at: now,
                 })
             })

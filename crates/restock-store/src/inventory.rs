@@ -169,6 +169,7 @@ async fn apply_level(
     tenant_id: &str,
     level: &Level,
     event_id: Option<&str>,
+    traceparent: Option<&str>,
     policy: &RestockPolicy<'_>,
     now: DateTime<Utc>,
 ) -> Result<LevelOutcome, StoreError> {
@@ -291,9 +292,9 @@ async fn apply_level(
         execute(
             tx,
             "INSERT INTO releases (tenant_id, release_id, restock_id, variant_id, product_id, location_id, \
-               state, available_at_restock, available_now, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'planning', $7, $7, $8, $8)",
-            &[&tenant_id, &Uuid::now_v7(), &restock_id, &level.variant_id, &product_id, &location, &available, &now],
+               state, available_at_restock, available_now, created_at, updated_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'planning', $7, $7, $8, $8, $9)",
+            &[&tenant_id, &Uuid::now_v7(), &restock_id, &level.variant_id, &product_id, &location, &available, &now, &traceparent],
         )
         .await?;
     }
@@ -356,13 +357,14 @@ impl Store {
         &self,
         tenant_id: &str,
         event_id: &str,
+        traceparent: Option<&str>,
         level: &Level,
         policy: &RestockPolicy<'_>,
         now: DateTime<Utc>,
     ) -> Result<EventOutcome, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let answer = apply_event(&tx, tenant_id, event_id, level, policy, now).await?;
+        let answer = apply_event(&tx, tenant_id, event_id, traceparent, level, policy, now).await?;
         tx.commit().await?;
         Ok(answer)
     }
@@ -372,14 +374,16 @@ impl Store {
     /// rolls all of them back: the caller applies them one by one then.
     pub async fn apply_inventory_events(
         &self,
-        events: &[(&str, &str, &Level, &RestockPolicy<'_>)],
+        events: &[(&str, &str, Option<&str>, &Level, &RestockPolicy<'_>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<EventOutcome>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut answers = Vec::with_capacity(events.len());
-        for (tenant_id, event_id, level, policy) in events {
-            answers.push(apply_event(&tx, tenant_id, event_id, level, policy, now).await?);
+        for (tenant_id, event_id, traceparent, level, policy) in events {
+            answers.push(
+                apply_event(&tx, tenant_id, event_id, *traceparent, level, policy, now).await?,
+            );
         }
         tx.commit().await?;
         Ok(answers)
@@ -630,7 +634,7 @@ impl SyncSession {
                     level.location_id.clone(),
                 ));
             }
-            match apply_level(client, &self.tenant_id, level, None, policy, now).await? {
+            match apply_level(client, &self.tenant_id, level, None, None, policy, now).await? {
                 LevelOutcome::Stale => self.counts.stale += 1,
                 LevelOutcome::Applied {
                     changed, started, ..
@@ -678,8 +682,16 @@ impl SyncSession {
                     product_id: None,
                     details: None,
                 };
-                if let LevelOutcome::Applied { .. } =
-                    apply_level(self.client(), &self.tenant_id, &level, None, policy, now).await?
+                if let LevelOutcome::Applied { .. } = apply_level(
+                    self.client(),
+                    &self.tenant_id,
+                    &level,
+                    None,
+                    None,
+                    policy,
+                    now,
+                )
+                .await?
                 {
                     self.counts.zeroed += 1;
                 }
@@ -723,6 +735,7 @@ async fn apply_event(
     tx: &impl GenericClient,
     tenant_id: &str,
     event_id: &str,
+    traceparent: Option<&str>,
     level: &Level,
     policy: &RestockPolicy<'_>,
     now: DateTime<Utc>,
@@ -746,7 +759,16 @@ async fn apply_event(
             restock: first.get(0),
         });
     }
-    let outcome = apply_level(tx, tenant_id, level, Some(event_id), policy, now).await?;
+    let outcome = apply_level(
+        tx,
+        tenant_id,
+        level,
+        Some(event_id),
+        traceparent,
+        policy,
+        now,
+    )
+    .await?;
     let answer = match outcome {
         LevelOutcome::Stale => {
             execute(

@@ -1,6 +1,7 @@
 //! Postgres store of restock: the connection pool, migrations, and one module per table group.
 //! Plain SQL with bound parameters; one transaction per use case.
 
+pub mod backlog;
 pub mod confirmations;
 pub mod dispatch;
 pub mod eligibility;

@@ -1,0 +1,258 @@
+//! Traces over OTLP, received by a collector of the test's own (the collector's TraceService,
+//! from opentelemetry-proto): a call's W3C `traceparent` is the parent of its server span.
+//! The server runs as a process of its own, as tracing is set up once per process.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use restock::proto::v1::waitlist_service_client::WaitlistServiceClient;
+
+use crate::dispatch::eventually;
+use crate::helpers::*;
+
+/// Every span exported to it.
+#[derive(Clone, Default)]
+pub struct Collector(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    /// Starts one on a free port; answers its endpoint.
+    pub async fn start() -> (Self, String) {
+        let collector = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(collector.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (collector, format!("http://{addr}"))
+    }
+
+    pub fn spans(&self) -> Vec<Span> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The spans named `name`.
+    pub fn named(&self, name: &str) -> Vec<Span> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.name == name)
+            .collect()
+    }
+}
+
+/// A `restock serve` process tracing to `endpoint`.
+pub async fn traced_server(
+    db_url: &str,
+    endpoint: &str,
+    extra: &[(&str, &str)],
+) -> (Child, Channel) {
+    let (_, redis) = base_env();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_restock"));
+    command
+        .arg("serve")
+        .envs(test_credential_env())
+        .env("DATABASE_URL", db_url)
+        .env("REDIS_URL", redis)
+        .env("RESTOCK__GRPC__PORT", "0")
+        .env("RESTOCK__HTTP__PORT", "0")
+        .env("RESTOCK__DATABASE__POOL_SIZE", "8")
+        .env("RESTOCK__TELEMETRY__OTLP_ENDPOINT", endpoint)
+        .env(
+            "RESTOCK__REDIS__KEY_PREFIX",
+            format!("traces-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .env(
+            "RESTOCK__SMS__LOG_PATH",
+            std::env::temp_dir()
+                .join(format!("restock-{}-outbox.jsonl", uuid::Uuid::new_v4()))
+                .display()
+                .to_string(),
+        )
+        // Export every 100 ms rather than every 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    for (k, v) in extra {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let (grpc, _) = listening_addrs(&mut child).await;
+    let channel = connect(grpc).await;
+    (child, channel)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_calls_traceparent_is_the_parent_of_its_server_span() {
+    let (collector, endpoint) = Collector::start().await;
+    let (mut child, channel) = traced_server(&fresh_database().await, &endpoint, &[]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let mut request = tonic::Request::new(subscribe_request("sku-t", "+14155550166"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
+    );
+    WaitlistServiceClient::new(channel)
+        .subscribe(request)
+        .await
+        .unwrap();
+    let name = "restock.v1.WaitlistService/Subscribe";
+    eventually(Duration::from_secs(20), "the Subscribe span", || async {
+        !collector.named(name).is_empty()
+    })
+    .await;
+    let span = &collector.named(name)[0];
+    assert_eq!(hex(&span.trace_id), trace_id);
+    assert_eq!(hex(&span.parent_span_id), parent_id);
+    // SPAN_KIND_SERVER, with the RPC conventions' attributes.
+    assert_eq!(span.kind, 2);
+    let attr = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default()
+    };
+    assert!(attr("rpc.system").contains("grpc"), "{span:?}");
+    assert!(attr("rpc.method").contains("Subscribe"), "{span:?}");
+    assert!(attr("rpc.grpc.status_code").contains('0'), "{span:?}");
+    assert!(attr("caller").contains("test"), "{span:?}");
+    // No phone number in any span.
+    assert!(!format!("{:?}", collector.spans()).contains("5550166"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn a_restock_is_traced_from_the_inventory_event_to_the_providers_answer() {
+    use restock::proto::v1 as pb;
+    use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
+    use restock_sms::fake::FakeTwilio;
+
+    use crate::inventory::event;
+
+    let (collector, endpoint) = Collector::start().await;
+    let fake = FakeTwilio::start().await.unwrap();
+    let twilio = fake.config();
+    let (mut child, channel) = traced_server(
+        &fresh_database().await,
+        &endpoint,
+        &[
+            ("RESTOCK__SMS__PROVIDER", "twilio"),
+            ("RESTOCK__SMS__TWILIO_BASE_URL", &twilio.base_url),
+            ("RESTOCK__SMS__TWILIO_ACCOUNT_SID", &twilio.account_sid),
+            ("RESTOCK__SMS__TWILIO_AUTH_TOKEN", &twilio.auth_token),
+            ("RESTOCK__DISPATCH__POLL_INTERVAL_MS", "50"),
+            // The real clock runs here: text at any hour.
+            ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_START", "00:00"),
+            ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_END", "00:00"),
+        ],
+    )
+    .await;
+    WaitlistServiceClient::new(channel.clone())
+        .subscribe(subscribe_request("sku-c", "+14155550167"))
+        .await
+        .unwrap();
+    let mut inventory = EligibilityServiceClient::new(channel);
+    inventory
+        .report_inventory(pb::ReportInventoryRequest {
+            tenant_id: "demo".into(),
+            events: vec![event("ev-c-1", "sku-c", "web", 0, 1)],
+        })
+        .await
+        .unwrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(pb::ReportInventoryRequest {
+        tenant_id: "demo".into(),
+        events: vec![event("ev-c-2", "sku-c", "web", 5, 2)],
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    inventory.report_inventory(request).await.unwrap();
+    assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
+    eventually(
+        Duration::from_secs(20),
+        "the provider call's span",
+        || async { !collector.named("provider send").is_empty() },
+    )
+    .await;
+    // The event, in the caller's trace, under the call's span.
+    let rpc = collector
+        .named("restock.v1.EligibilityService/ReportInventory")
+        .into_iter()
+        .find(|s| hex(&s.trace_id) == trace_id)
+        .expect("the call's span");
+    let events = collector.named("inventory event");
+    let event = events
+        .iter()
+        .find(|s| hex(&s.trace_id) == trace_id)
+        .expect("the event's span");
+    assert_eq!(event.parent_span_id, rpc.span_id);
+    // Its release's planning, in the same trace.
+    let plan = &collector.named("plan release")[0];
+    assert_eq!(hex(&plan.trace_id), trace_id);
+    assert_eq!(plan.parent_span_id, event.span_id);
+    // The send batch links to the event; the provider call is its child, and its context went
+    // to the provider as the traceparent header.
+    let batch = collector
+        .named("send batch")
+        .into_iter()
+        .find(|b| {
+            b.links
+                .iter()
+                .any(|l| l.trace_id == event.trace_id && l.span_id == event.span_id)
+        })
+        .expect("a send batch linked to the event");
+    let call = &collector.named("provider send")[0];
+    assert_eq!(call.parent_span_id, batch.span_id);
+    assert_eq!(call.kind, 3, "SPAN_KIND_CLIENT");
+    let sent = &fake.messages()[0];
+    assert_eq!(
+        sent.traceparent.as_deref(),
+        Some(format!("00-{}-{}-01", hex(&call.trace_id), hex(&call.span_id)).as_str())
+    );
+    assert!(!format!("{:?}", collector.spans()).contains("5550167"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
