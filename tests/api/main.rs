@@ -2,6 +2,7 @@
 //! Redis that `just test` brings up, driven through the generated client.
 
 mod bounds;
+mod counters;
 mod dispatch;
 mod eligibility;
 mod erasure;
