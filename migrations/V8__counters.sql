@@ -1,5 +1,6 @@
 -- Counters kept in the transactions that change what they count, so hot reads are O(1): the
--- place in line of a new subscription. Keyed by tenant first, like every table (see V1).
+-- place in line of a new subscription, and a release's message tallies. Keyed by tenant first,
+-- like every table (see V1).
 
 -- Live subscriptions (pending confirmation, active, notified) per waitlist and priority tier.
 -- Kept by statement triggers on `subscriptions`, whatever statement changes a status, so no
@@ -86,3 +87,110 @@ DROP INDEX subscriptions_by_variant;
 DROP INDEX subscriptions_by_product;
 DROP INDEX subscriptions_by_customer;
 
+-- Message tallies of releases, per (release, wave, status, reason): what GetRelease and
+-- WatchRelease show and what completes a wave, without counting the outbox. A statement that
+-- moves messages appends its net change to `release_tally_deltas` (insert only: concurrent
+-- senders never wait on one another's counters); the scheduler folds the deltas into
+-- `release_tallies` (`release_tallies_fold`). A reader sums both, so a release is always
+-- read exactly, whatever the fold has reached. Wave 0 is "in no wave", reason '' "none".
+CREATE TABLE release_tallies (
+    tenant_id  text        NOT NULL,
+    release_id uuid        NOT NULL,
+    wave       integer     NOT NULL,
+    status     text        NOT NULL,
+    reason     text        NOT NULL,
+    messages   bigint      NOT NULL,
+    segments   bigint      NOT NULL,
+    -- The latest change that brought a message into the tally.
+    updated_at timestamptz,
+    PRIMARY KEY (tenant_id, release_id, wave, status, reason)
+);
+CREATE TABLE release_tally_deltas (
+    tenant_id  text        NOT NULL,
+    release_id uuid        NOT NULL,
+    wave       integer     NOT NULL,
+    status     text        NOT NULL,
+    reason     text        NOT NULL,
+    messages   bigint      NOT NULL,
+    segments   bigint      NOT NULL,
+    updated_at timestamptz
+);
+CREATE INDEX release_tally_deltas_by_release ON release_tally_deltas (tenant_id, release_id);
+
+CREATE FUNCTION release_tallies_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO release_tally_deltas
+        SELECT n.tenant_id, n.release_id, COALESCE(n.wave, 0), n.status, COALESCE(n.reason, ''),
+               count(*), sum(n.segments), max(n.updated_at)
+        FROM new_rows n GROUP BY 1, 2, 3, 4, 5;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO release_tally_deltas
+        SELECT x.tenant_id, x.release_id, x.wave, x.status, x.reason, sum(x.d), sum(x.s), max(x.at)
+        FROM (
+            SELECT n.tenant_id, n.release_id, COALESCE(n.wave, 0) AS wave, n.status,
+                   COALESCE(n.reason, '') AS reason, 1 AS d, n.segments AS s, n.updated_at AS at
+            FROM new_rows n
+            UNION ALL
+            SELECT o.tenant_id, o.release_id, COALESCE(o.wave, 0), o.status, COALESCE(o.reason, ''),
+                   -1, -o.segments, NULL
+            FROM old_rows o) x
+        GROUP BY 1, 2, 3, 4, 5 HAVING sum(x.d) <> 0 OR sum(x.s) <> 0;
+    ELSE
+        INSERT INTO release_tally_deltas
+        SELECT o.tenant_id, o.release_id, COALESCE(o.wave, 0), o.status, COALESCE(o.reason, ''),
+               -count(*), -sum(o.segments), NULL
+        FROM old_rows o GROUP BY 1, 2, 3, 4, 5;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER release_tallies_on_insert AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION release_tallies_apply();
+CREATE TRIGGER release_tallies_on_update AFTER UPDATE ON messages
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION release_tallies_apply();
+CREATE TRIGGER release_tallies_on_delete AFTER DELETE ON messages
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION release_tallies_apply();
+
+-- Moves the deltas committed so far into the tallies, in one statement (a delta is either
+-- still a delta or already folded, never both). Concurrent folds each take the rows they
+-- deleted; tallies are upserted in key order.
+CREATE FUNCTION release_tallies_fold() RETURNS bigint LANGUAGE sql AS $$
+    WITH d AS (DELETE FROM release_tally_deltas RETURNING *),
+    f AS (
+        INSERT INTO release_tallies AS t
+        SELECT tenant_id, release_id, wave, status, reason, sum(messages), sum(segments), max(updated_at)
+        FROM d GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT (tenant_id, release_id, wave, status, reason) DO UPDATE
+        SET messages = t.messages + EXCLUDED.messages, segments = t.segments + EXCLUDED.segments,
+            updated_at = GREATEST(t.updated_at, EXCLUDED.updated_at)
+        RETURNING 1)
+    SELECT count(*) FROM f
+$$;
+
+INSERT INTO release_tallies
+SELECT tenant_id, release_id, COALESCE(wave, 0), status, COALESCE(reason, ''), count(*),
+       sum(segments), max(updated_at)
+FROM messages GROUP BY 1, 2, 3, 4, 5;
+
+-- Whether a wave or a release still has messages to send is read from the tallies now; every
+-- message paid for this index twice (planned, then sending).
+DROP INDEX messages_open;
+
+-- Where the planning of a release got to: its messages are written in committed chunks, and
+-- this row, written with each chunk, says after which subscription (in plan order: tier
+-- descending, then seq) planning goes on if it is cut short. Deleted when planning ends.
+CREATE TABLE release_plans (
+    tenant_id  text        NOT NULL,
+    release_id uuid        NOT NULL,
+    after_tier integer     NOT NULL,
+    after_seq  bigint      NOT NULL,
+    -- The last plan position given, and the tallies of the decisions so far.
+    position   integer     NOT NULL,
+    texts      integer     NOT NULL,
+    held_out   integer     NOT NULL,
+    skipped    integer     NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, release_id)
+);

@@ -14,6 +14,7 @@ mod inventory;
 mod lifecycle;
 mod link_hosts;
 mod paging;
+mod planning;
 mod polyglot;
 mod purchases;
 mod releases;

@@ -1,8 +1,9 @@
 //! The dispatch outbox: planning a release into messages, opening its waves, claiming due
 //! messages under a lease, recording outcomes, and taking back the leases of crashed senders.
 //!
-//! Exactly once rests on three things here: a release is planned in one transaction holding its
-//! row lock (a crash plans nothing, a second replica skips it); at most one message per
+//! Exactly once rests on three things here: a release is planned by one planner holding its
+//! row lock (a second replica skips it), in committed chunks each with a checkpoint (a crash
+//! resumes after the last chunk); at most one message per
 //! (release, phone, kind) by a unique index; and a message is only ever sent by whoever holds
 //! its lease, with the outcome written only if the lease is still theirs.
 
@@ -87,6 +88,9 @@ pub struct ReleaseSettings {
 pub trait Planner: Send {
     fn settings(&mut self, release: &PlanContext) -> Option<ReleaseSettings>;
     fn decide(&mut self, release: &PlanContext, row: &PlanRow) -> PlanChoice;
+    /// A chunk of the plan is committed; `claimable` when its texts can be sent already (an
+    /// IMMEDIATE release), so senders may be woken.
+    fn written(&mut self, _release: &PlanContext, _claimable: bool) {}
 }
 
 /// What planning one release did.
@@ -110,6 +114,8 @@ const LAST_PURCHASE: &str =
 /// Rows are fetched from the candidates' cursor and written in chunks of this many, so a
 /// waitlist of any length plans in flat memory.
 const PLAN_CHUNK: i32 = 2_000;
+/// The first chunk is smaller: its texts go out while the rest is planned.
+const FIRST_PLAN_CHUNK: i32 = 250;
 
 #[derive(Default)]
 struct Chunk {
@@ -358,8 +364,11 @@ pub struct FirstText {
 }
 
 impl Store {
-    /// Plans the oldest release waiting to be planned, if any, and opens its first wave, in one
-    /// transaction. `None`: nothing to plan (or every candidate is being planned elsewhere).
+    /// Plans the oldest release waiting to be planned, if any, and opens its first wave. The
+    /// release stays locked by one transaction throughout; its messages are written in
+    /// committed chunks, each with a checkpoint (`release_plans`), so a planning cut short
+    /// resumes after its last chunk, with neither a duplicate nor a gap. `None`: nothing to
+    /// plan (or every candidate is being planned elsewhere).
     pub async fn plan_next_release(
         &self,
         planner: &mut dyn Planner,
@@ -419,35 +428,67 @@ impl Store {
             return Ok(Some(planned));
         };
 
+        // Where an earlier, interrupted planning of this release got to: its chunks are
+        // committed, so planning goes on after the last subscription they hold.
+        let checkpoint = query_opt(
+            &tx,
+            "SELECT after_tier, after_seq, position, texts, held_out, skipped FROM release_plans \
+             WHERE tenant_id = $1 AND release_id = $2",
+            &[&release.tenant_id, &release.release_id],
+        )
+        .await?;
+        let mut position = 0i32;
+        let mut after: Option<(i32, i64)> = None;
+        if let Some(c) = &checkpoint {
+            after = Some((c.get(0), c.get(1)));
+            position = c.get(2);
+            planned.texts = c.get::<_, i32>(3) as u32;
+            planned.held_out = c.get::<_, i32>(4) as u32;
+            planned.skipped = c.get::<_, i32>(5) as u32;
+        }
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
                (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
                   AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
-               {LAST_PURCHASE} \
+               {LAST_PURCHASE}, s.seq \
              FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
              WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
-               AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
-             ORDER BY s.priority_tier DESC, s.seq"
+               AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) {} \
+             ORDER BY s.priority_tier DESC, s.seq",
+            if after.is_some() {
+                "AND (s.priority_tier < $5 OR (s.priority_tier = $5 AND s.seq > $6))"
+            } else {
+                ""
+            }
         );
         let statement = tx.prepare_cached(&sql).await?;
         let target_key = format!("v:{}", release.variant_id);
-        let portal = tx
-            .bind(
-                &statement,
-                &[
-                    &release.tenant_id,
-                    &target_key,
-                    &release.product_id,
-                    &release.variant_id,
-                ],
-            )
-            .await?;
-        let mut position = 0i32;
+        let (after_tier, after_seq) = after.unwrap_or_default();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &release.tenant_id,
+            &target_key,
+            &release.product_id,
+            &release.variant_id,
+        ];
+        if after.is_some() {
+            params.extend([
+                &after_tier as &(dyn tokio_postgres::types::ToSql + Sync),
+                &after_seq,
+            ]);
+        }
+        let portal = tx.bind(&statement, &params).await?;
+        // Chunks are written and committed on a second connection, each with the checkpoint
+        // after it, while this transaction keeps the release locked and the candidates
+        // streaming: the texts of an IMMEDIATE release are claimable from the first chunk on,
+        // and a crash loses at most the chunk in hand.
+        let mut writer = self.client().await?;
         let mut chunk = Chunk::default();
         let immediate = settings.strategy == Strategy::Immediate;
+        let mut size = FIRST_PLAN_CHUNK;
         loop {
-            let rows = tx.query_portal(&portal, PLAN_CHUNK).await?;
-            let done = (rows.len() as i32) < PLAN_CHUNK;
+            let rows = tx.query_portal(&portal, size).await?;
+            let done = (rows.len() as i32) < size;
+            size = PLAN_CHUNK;
             for r in &rows {
                 let plan_row = PlanRow {
                     candidate: candidate(r)?,
@@ -463,11 +504,44 @@ impl Store {
                 }
                 chunk.push(&plan_row, choice, &mut position);
             }
-            chunk.write(&tx, &release, immediate, now).await?;
+            if let Some(last) = rows.last() {
+                let wtx = writer.transaction().await?;
+                chunk.write(&wtx, &release, immediate, now).await?;
+                let (tier, seq): (i32, i64) = (last.get(11), last.get(16));
+                execute(
+                    &wtx,
+                    "INSERT INTO release_plans (tenant_id, release_id, after_tier, after_seq, position, \
+                       texts, held_out, skipped, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (tenant_id, release_id) DO UPDATE SET after_tier = $3, after_seq = $4, \
+                       position = $5, texts = $6, held_out = $7, skipped = $8, updated_at = $9",
+                    &[
+                        &release.tenant_id,
+                        &release.release_id,
+                        &tier,
+                        &seq,
+                        &position,
+                        &(planned.texts as i32),
+                        &(planned.held_out as i32),
+                        &(planned.skipped as i32),
+                        &now,
+                    ],
+                )
+                .await?;
+                wtx.commit().await?;
+                planner.written(&release, immediate);
+            }
             if done {
                 break;
             }
         }
+        drop(writer);
+        execute(
+            &tx,
+            "DELETE FROM release_plans WHERE tenant_id = $1 AND release_id = $2",
+            &[&release.tenant_id, &release.release_id],
+        )
+        .await?;
 
         let (strategy, shares, interval_ms, factor) = match &settings.strategy {
             Strategy::Immediate => ("immediate", Vec::new(), 0i64, None),
@@ -565,15 +639,18 @@ impl Store {
     }
 
     /// Marks waves whose messages all reached an outcome done, and releases with every wave
-    /// open and nothing left to send completed.
+    /// open and nothing left to send completed. Judged from the release tallies (folded here
+    /// first, so the deltas stay few), not by looking through the outbox.
     pub async fn complete_finished(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        query_one(&client, "SELECT release_tallies_fold()", &[]).await?;
         execute(
             &client,
-            "UPDATE release_waves w SET state = 'done', ended_at = $1 \
-             WHERE w.state = 'sending' AND NOT EXISTS (SELECT 1 FROM messages m \
-               WHERE m.tenant_id = w.tenant_id AND m.release_id = w.release_id AND m.wave = w.number \
-               AND m.status IN ('planned', 'deferred', 'sending'))",
+            &format!(
+                "UPDATE release_waves w SET state = 'done', ended_at = $1 \
+                 WHERE w.state = 'sending' AND {} = 0",
+                open_messages("w.tenant_id", "w.release_id", "AND wave = w.number")
+            ),
             &[&now],
         )
         .await?;
@@ -581,15 +658,16 @@ impl Store {
         // completed release with a wave still sending.
         execute(
             &client,
-            "WITH done AS ( \
-               UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
-                 ended_at = $1, updated_at = $1 \
-               WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages m \
-                 WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
-                 AND m.status IN ('planned', 'deferred', 'sending')) \
-               RETURNING r.tenant_id, r.release_id) \
-             UPDATE release_waves w SET state = 'done', ended_at = $1 FROM done \
-             WHERE w.tenant_id = done.tenant_id AND w.release_id = done.release_id AND w.state = 'sending'",
+            &format!(
+                "WITH done AS ( \
+                   UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
+                     ended_at = $1, updated_at = $1 \
+                   WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND {} = 0 \
+                   RETURNING r.tenant_id, r.release_id) \
+                 UPDATE release_waves w SET state = 'done', ended_at = $1 FROM done \
+                 WHERE w.tenant_id = done.tenant_id AND w.release_id = done.release_id AND w.state = 'sending'",
+                open_messages("r.tenant_id", "r.release_id", "")
+            ),
             &[&now],
         )
         .await
@@ -615,7 +693,7 @@ impl Store {
                SELECT m.tenant_id, m.message_id, m.status AS previous_status, m.reason AS previous_reason \
                FROM messages m JOIN releases r ON r.tenant_id = m.tenant_id AND r.release_id = m.release_id \
                WHERE m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL AND m.due_at <= $1 \
-                 AND r.state = 'sending' \
+                 AND r.state IN ('sending', 'planning') \
                ORDER BY m.due_at, m.position LIMIT $4 FOR UPDATE OF m SKIP LOCKED), \
              claimed AS ( \
                UPDATE messages m SET status = 'sending', lease_owner = $2, lease_until = $3, \
@@ -916,6 +994,22 @@ fn strategy_of(r: &Row) -> Strategy {
         },
         _ => Strategy::Immediate,
     }
+}
+
+/// How many messages of a release (and `wave_filter`, e.g. `AND wave = w.number`) are still
+/// to reach an outcome, from its tallies and their unfolded deltas.
+fn open_messages(tenant: &str, release: &str, wave_filter: &str) -> String {
+    let part = |table: &str| {
+        format!(
+            "SELECT messages FROM {table} WHERE tenant_id = {tenant} AND release_id = {release} {wave_filter} \
+             AND status IN ('planned', 'deferred', 'sending')"
+        )
+    };
+    format!(
+        "(SELECT COALESCE(sum(x.messages), 0) FROM ({} UNION ALL {}) x)",
+        part("release_tallies"),
+        part("release_tally_deltas")
+    )
 }
 
 /// Opens the release's next wave (its row locked by the caller's transaction): reads the live
