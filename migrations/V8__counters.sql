@@ -67,9 +67,10 @@ CREATE INDEX subscriptions_lapsing ON subscriptions (tenant_id, target_key, expi
 -- `later` subscriptions of its tier added after it in the same transaction, less those past
 -- their expiry. 1-based; `waiting` is everyone live and unexpired.
 CREATE FUNCTION waitlist_place(
-    p_tenant text, p_target text, p_tier integer, p_seq bigint, p_later bigint, p_now timestamptz,
-    OUT place bigint, OUT waiting bigint)
-LANGUAGE sql STABLE AS $$
+    p_tenant text, p_target text, p_tier integer, p_seq bigint, p_later bigint, p_now timestamptz)
+RETURNS TABLE (place bigint, waiting bigint)
+-- A set-returning SQL function: Postgres inlines it into the calling query (no call overhead).
+LANGUAGE sql STABLE ROWS 1 AS $$
     SELECT c.through_tier - p_later - l.ahead, c.live - l.lapsed
     FROM (SELECT COALESCE(sum(w.live) FILTER (WHERE w.priority_tier >= p_tier), 0)::bigint AS through_tier,
                  COALESCE(sum(w.live), 0)::bigint AS live
@@ -80,7 +81,6 @@ LANGUAGE sql STABLE AS $$
           FROM subscriptions o WHERE o.tenant_id = p_tenant AND o.target_key = p_target
             AND o.status IN ('pending_confirmation', 'active', 'notified') AND o.expires_at <= p_now) l
 $$;
-
 -- Subscribe pays for every index of `subscriptions`. These served only filters of
 -- ListSubscriptions, which pages through `subscriptions_list_page` and filters on the way.
 DROP INDEX subscriptions_by_variant;
