@@ -681,12 +681,7 @@ impl Store {
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let mut client = self.client().await?;
-        let client = client.transaction().await?;
-        // Index look-ups per claimed message whatever the statistics say (see planning).
-        client
-            .batch_execute("SET LOCAL enable_seqscan = off")
-            .await?;
+        let client = self.client().await?;
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
         let sql = format!(
             "WITH due AS ( \
@@ -718,8 +713,17 @@ impl Store {
              JOIN releases r ON r.tenant_id = k.tenant_id AND r.release_id = k.release_id \
              LEFT JOIN variants v ON v.tenant_id = k.tenant_id AND v.variant_id = r.variant_id"
         );
-        let rows = query(&client, &sql, &[&now, &owner, &lease_until, &limit]).await?;
-        client.commit().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        // One round trip: the transaction (index look-ups per claimed message whatever the
+        // statistics say, see planning), the claim and the commit are pipelined. A failed
+        // claim aborts the transaction, and its COMMIT then rolls back.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&now, &owner, &lease_until, &limit];
+        let (_, rows, _) = tokio::try_join!(
+            client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+            client.query(&statement, &params),
+            client.batch_execute("COMMIT"),
+        )?;
         rows.iter()
             .map(|r| {
                 let options: serde_json::Value = r.get(25);
@@ -774,7 +778,6 @@ impl Store {
             return Ok((0, Vec::new()));
         }
         let mut client = self.client().await?;
-        let client = client.transaction().await?;
         let col =
             |f: &dyn Fn(&Outcome) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
         let tenant: Vec<&str> = outcomes.iter().map(|o| o.tenant_id.as_str()).collect();
@@ -794,9 +797,11 @@ impl Store {
             .map(|o| o.error.as_ref().map(|e| e.permanent))
             .collect();
         let lease: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.lease_until).collect();
-        let written = execute(
-            &client,
-            "UPDATE messages m SET status = u.status, reason = u.reason, due_at = u.due_at, \
+        // One statement, so one round trip and atomic without a transaction: the outcomes,
+        // then, for texts just sent, their subscriptions (NOTIFIED) and the first text of
+        // their releases.
+        let sql = "WITH m AS ( \
+               UPDATE messages m SET status = u.status, reason = u.reason, due_at = u.due_at, \
                provider_message_id = COALESCE(u.pid, m.provider_message_id), \
                provider_status = COALESCE(u.pstatus, m.provider_status), \
                segments = COALESCE(u.segments, m.segments), sent_at = COALESCE(u.sent_at, m.sent_at), \
@@ -813,61 +818,43 @@ impl Store {
                AS u(tenant_id, message_id, status, reason, due_at, pid, pstatus, segments, sent_at, \
                     attempted, ecode, edesc, eperm, lease) \
              WHERE m.tenant_id = u.tenant_id AND m.message_id = u.message_id \
-               AND m.status = 'sending' AND m.lease_owner = $1",
-            &[
-                &owner, &now, &tenant, &id, &status, &reason, &due, &pid, &pstatus, &segments,
-                &sent, &attempted, &ecode, &edesc, &eperm, &lease,
-            ],
-        )
-        .await?;
-        let texted: Vec<Uuid> = outcomes
+               AND m.status = 'sending' AND m.lease_owner = $1 \
+               RETURNING m.tenant_id, m.message_id, m.release_id, m.subscription_id, u.sent_at AS texted), \
+             t AS (SELECT * FROM m WHERE m.texted IS NOT NULL), \
+             s AS (UPDATE subscriptions s SET status = 'notified', updated_at = $2 FROM t \
+               WHERE s.tenant_id = t.tenant_id AND s.subscription_id = t.subscription_id \
+                 AND s.status = 'active' RETURNING 1), \
+             r AS (UPDATE releases r SET started_at = $2, updated_at = $2 \
+               FROM (SELECT DISTINCT tenant_id, release_id FROM t) x \
+               WHERE r.tenant_id = x.tenant_id AND r.release_id = x.release_id AND r.started_at IS NULL \
+               RETURNING r.tenant_id, r.release_id, r.created_at) \
+             SELECT (SELECT count(*) FROM m), r.tenant_id, r.release_id, r.created_at \
+             FROM (SELECT 1) AS one LEFT JOIN r ON true";
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
+            &owner, &now, &tenant, &id, &status, &reason, &due, &pid, &pstatus, &segments, &sent,
+            &attempted, &ecode, &edesc, &eperm, &lease,
+        ];
+        // A reminder is added in the same transaction as its first text's outcome.
+        let rows = if reminders.is_empty() {
+            query(&client, sql, params).await?
+        } else {
+            let tx = client.transaction().await?;
+            let rows = query(&tx, sql, params).await?;
+            add_reminders(&tx, reminders, now).await?;
+            tx.commit().await?;
+            rows
+        };
+        let written = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
+        let first = rows
             .iter()
-            .filter(|o| o.sent_at.is_some())
-            .map(|o| o.message_id)
-            .collect();
-        // With the tenants, messages are found by primary key (a bare `message_id = ANY`
-        // scans the outbox).
-        let mut texted_tenants: Vec<&str> = outcomes
-            .iter()
-            .filter(|o| o.sent_at.is_some())
-            .map(|o| o.tenant_id.as_str())
-            .collect();
-        texted_tenants.sort_unstable();
-        texted_tenants.dedup();
-        let mut first = Vec::new();
-        if !texted.is_empty() {
-            // Texted about a restock: the subscription says so (and stays in line).
-            execute(
-                &client,
-                "UPDATE subscriptions s SET status = 'notified', updated_at = $1 \
-                 FROM messages m WHERE m.tenant_id = ANY($3) AND m.message_id = ANY($2) \
-                   AND m.sent_at IS NOT NULL \
-                   AND s.tenant_id = m.tenant_id AND s.subscription_id = m.subscription_id \
-                   AND s.status = 'active'",
-                &[&now, &texted, &texted_tenants],
-            )
-            .await?;
-            let rows = query(
-                &client,
-                "UPDATE releases r SET started_at = $1, updated_at = $1 \
-                 FROM (SELECT DISTINCT tenant_id, release_id FROM messages \
-                       WHERE tenant_id = ANY($3) AND message_id = ANY($2) AND sent_at IS NOT NULL) x \
-                 WHERE r.tenant_id = x.tenant_id AND r.release_id = x.release_id AND r.started_at IS NULL \
-                 RETURNING r.tenant_id, r.release_id, r.created_at",
-                &[&now, &texted, &texted_tenants],
-            )
-            .await?;
-            first = rows
-                .iter()
-                .map(|r| FirstText {
-                    tenant_id: r.get(0),
-                    release_id: r.get(1),
-                    restock_at: r.get(2),
+            .filter_map(|r| {
+                Some(FirstText {
+                    tenant_id: r.get::<_, Option<String>>(1)?,
+                    release_id: r.get::<_, Option<Uuid>>(2)?,
+                    restock_at: r.get::<_, Option<DateTime<Utc>>>(3)?,
                 })
-                .collect();
-        }
-        add_reminders(&client, reminders, now).await?;
-        client.commit().await?;
+            })
+            .collect();
         Ok((written, first))
     }
 
