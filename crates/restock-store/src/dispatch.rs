@@ -374,18 +374,53 @@ impl Store {
         planner: &mut dyn Planner,
         now: DateTime<Utc>,
     ) -> Result<Option<Planned>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(row) = query_opt(
-            &tx,
-            "SELECT r.tenant_id, r.release_id, r.restock_id, r.variant_id, r.product_id, r.location_id, \
-               r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb) \
-             FROM releases r LEFT JOIN variants v ON v.tenant_id = r.tenant_id AND v.variant_id = r.variant_id \
-             WHERE r.state = 'planning' ORDER BY r.created_at LIMIT 1 FOR UPDATE OF r SKIP LOCKED",
+        // The planner's own connection, out of the pool: the release is held by a session
+        // advisory lock on it, so no transaction stays open while planning goes on (an open
+        // transaction would keep every message version the senders replace meanwhile, and
+        // their claims would wade through them). Dropped, the connection closes and the lock
+        // goes with it, whatever happened, exactly as when the process dies.
+        let candidates: Vec<Uuid> = query(
+            &self.client().await?,
+            "SELECT release_id FROM releases WHERE state = 'planning' ORDER BY created_at LIMIT 8",
             &[],
         )
         .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let mut guard = OwnConnection(Some(self.client().await?));
+        let client = guard.0.as_mut().expect("set above");
+        let mut locked = None;
+        for id in candidates {
+            let got: bool = query_one(
+                &*client,
+                "SELECT pg_try_advisory_lock(hashtextextended('plan:' || $1::uuid::text, 0))",
+                &[&id],
+            )
+            .await?
+            .get(0);
+            if got {
+                locked = Some(id);
+                break;
+            }
+        }
+        let Some(release_id) = locked else {
+            return Ok(None);
+        };
+        let Some(row) = query_opt(
+            &*client,
+            "SELECT r.tenant_id, r.release_id, r.restock_id, r.variant_id, r.product_id, r.location_id, \
+               r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb) \
+             FROM releases r LEFT JOIN variants v ON v.tenant_id = r.tenant_id AND v.variant_id = r.variant_id \
+             WHERE r.release_id = $1 AND r.state = 'planning'",
+            &[&release_id],
+        )
+        .await?
         else {
+            // Planned (or steered) by someone else meanwhile.
             return Ok(None);
         };
         let options: serde_json::Value = row.get(9);
@@ -402,12 +437,7 @@ impl Store {
             options: serde_json::from_value(options).unwrap_or_default(),
             stock: Vec::new(),
         };
-        release.stock = stock_levels(&tx, &release.tenant_id, &release.variant_id).await?;
-        // The per-subscriber look-ups below (the phone's last text, its last purchase) must go
-        // through their indexes whatever the statistics say: a table still small when planned
-        // (a fresh outbox) would be scanned whole for every subscriber while this very
-        // transaction fills it, which is quadratic in the waitlist.
-        tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
+        release.stock = stock_levels(&*client, &release.tenant_id, &release.variant_id).await?;
         let mut planned = Planned {
             tenant_id: release.tenant_id.clone(),
             release_id: release.release_id,
@@ -418,75 +448,90 @@ impl Store {
         };
         let Some(settings) = planner.settings(&release) else {
             execute(
-                &tx,
+                &*client,
                 "UPDATE releases SET state = 'cancelled', state_reason = 'the tenant is not configured', \
-                   ended_at = $3, updated_at = $3 WHERE tenant_id = $1 AND release_id = $2",
+                   ended_at = $3, updated_at = $3 WHERE tenant_id = $1 AND release_id = $2 AND state = 'planning'",
                 &[&release.tenant_id, &release.release_id, &now],
             )
             .await?;
-            tx.commit().await?;
             return Ok(Some(planned));
         };
 
         // Where an earlier, interrupted planning of this release got to: its chunks are
         // committed, so planning goes on after the last subscription they hold.
         let checkpoint = query_opt(
-            &tx,
+            &*client,
             "SELECT after_tier, after_seq, position, texts, held_out, skipped FROM release_plans \
              WHERE tenant_id = $1 AND release_id = $2",
             &[&release.tenant_id, &release.release_id],
         )
         .await?;
         let mut position = 0i32;
-        let mut after: Option<(i32, i64)> = None;
+        // Plan order is tier descending, then seq: start above every tier.
+        let (mut after_tier, mut after_seq) = (i32::MAX, 0i64);
         if let Some(c) = &checkpoint {
-            after = Some((c.get(0), c.get(1)));
+            (after_tier, after_seq) = (c.get(0), c.get(1));
             position = c.get(2);
             planned.texts = c.get::<_, i32>(3) as u32;
             planned.held_out = c.get::<_, i32>(4) as u32;
             planned.skipped = c.get::<_, i32>(5) as u32;
         }
+        // The next chunk after (tier $5, seq $6), by keyset: within the tier, then the lower
+        // tiers, from the variant's waitlist and from its product's, each branch one range of
+        // its index; the look-ups per subscriber only for the chunk.
+        let branch = |line: &str, rest: &str, order: &str| {
+            format!(
+                "(SELECT s.tenant_id, s.subscription_id, s.priority_tier, s.seq FROM subscriptions s \
+                  WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
+                  AND {line} AND {rest} ORDER BY {order} LIMIT $7)"
+            )
+        };
+        let variant_line = "s.target_key = $2";
+        let product_line = "$3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3";
+        let same_tier = "s.priority_tier = $5 AND s.seq > $6";
+        let lower_tiers = "s.priority_tier < $5";
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
                (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
                   AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
                {LAST_PURCHASE}, s.seq \
-             FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
-             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
-               AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) {} \
-             ORDER BY s.priority_tier DESC, s.seq",
-            if after.is_some() {
-                "AND (s.priority_tier < $5 OR (s.priority_tier = $5 AND s.seq > $6))"
-            } else {
-                ""
-            }
+             FROM ({} UNION ALL {} UNION ALL {} UNION ALL {}) k \
+             JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
+             JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+             ORDER BY k.priority_tier DESC, k.seq LIMIT $7",
+            branch(variant_line, same_tier, "s.seq"),
+            branch(variant_line, lower_tiers, "s.priority_tier DESC, s.seq"),
+            branch(product_line, same_tier, "s.seq"),
+            branch(product_line, lower_tiers, "s.priority_tier DESC, s.seq"),
         );
-        let statement = tx.prepare_cached(&sql).await?;
+        let statement = client.prepare_cached(&sql).await?;
         let target_key = format!("v:{}", release.variant_id);
-        let (after_tier, after_seq) = after.unwrap_or_default();
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-            &release.tenant_id,
-            &target_key,
-            &release.product_id,
-            &release.variant_id,
-        ];
-        if after.is_some() {
-            params.extend([
-                &after_tier as &(dyn tokio_postgres::types::ToSql + Sync),
-                &after_seq,
-            ]);
-        }
-        let portal = tx.bind(&statement, &params).await?;
-        // Chunks are written and committed on a second connection, each with the checkpoint
-        // after it, while this transaction keeps the release locked and the candidates
-        // streaming: the texts of an IMMEDIATE release are claimable from the first chunk on,
-        // and a crash loses at most the chunk in hand.
-        let mut writer = self.client().await?;
+        // Chunks are committed one by one, each with the checkpoint after it: the texts of an
+        // IMMEDIATE release are claimable from the first chunk on, and a crash loses at most
+        // the chunk in hand.
         let mut chunk = Chunk::default();
         let immediate = settings.strategy == Strategy::Immediate;
         let mut size = FIRST_PLAN_CHUNK;
         loop {
-            let rows = tx.query_portal(&portal, size).await?;
+            let limit = i64::from(size);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                &release.tenant_id,
+                &target_key,
+                &release.product_id,
+                &release.variant_id,
+                &after_tier,
+                &after_seq,
+                &limit,
+            ];
+            // The per-subscriber look-ups (the phone's last text, its last purchase) must go
+            // through their indexes whatever the statistics say: a table still small when
+            // planned (a fresh outbox) would be scanned whole for every subscriber while
+            // planning fills it, which is quadratic in the waitlist. One round trip.
+            let (_, rows, _) = tokio::try_join!(
+                client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+                client.query(&statement, &params),
+                client.batch_execute("COMMIT"),
+            )?;
             let done = (rows.len() as i32) < size;
             size = PLAN_CHUNK;
             for r in &rows {
@@ -505,11 +550,16 @@ impl Store {
                 chunk.push(&plan_row, choice, &mut position);
             }
             if let Some(last) = rows.last() {
-                let wtx = writer.transaction().await?;
-                chunk.write(&wtx, &release, immediate, now).await?;
-                let (tier, seq): (i32, i64) = (last.get(11), last.get(16));
+                (after_tier, after_seq) = (last.get(11), last.get(16));
+                let tx = client.transaction().await?;
+                // A release paused or cancelled meanwhile gets no more messages: the steering
+                // call holds the row while it ends the messages already written.
+                if !still_planning(&tx, &release).await? {
+                    return Ok(None);
+                }
+                chunk.write(&tx, &release, immediate, now).await?;
                 execute(
-                    &wtx,
+                    &tx,
                     "INSERT INTO release_plans (tenant_id, release_id, after_tier, after_seq, position, \
                        texts, held_out, skipped, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -518,8 +568,8 @@ impl Store {
                     &[
                         &release.tenant_id,
                         &release.release_id,
-                        &tier,
-                        &seq,
+                        &after_tier,
+                        &after_seq,
                         &position,
                         &(planned.texts as i32),
                         &(planned.held_out as i32),
@@ -528,14 +578,18 @@ impl Store {
                     ],
                 )
                 .await?;
-                wtx.commit().await?;
+                tx.commit().await?;
                 planner.written(&release, immediate);
             }
             if done {
                 break;
             }
         }
-        drop(writer);
+
+        let tx = client.transaction().await?;
+        if !still_planning(&tx, &release).await? {
+            return Ok(None);
+        }
         execute(
             &tx,
             "DELETE FROM release_plans WHERE tenant_id = $1 AND release_id = $2",
@@ -981,6 +1035,33 @@ fn strategy_of(r: &Row) -> Strategy {
         },
         _ => Strategy::Immediate,
     }
+}
+
+/// A pooled connection that never goes back to the pool: dropped, it closes, and the session
+/// advisory locks it holds are released with it.
+struct OwnConnection(Option<deadpool_postgres::Object>);
+
+impl Drop for OwnConnection {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+/// Locks the release row (shared: senders' first texts may update it meanwhile, steering waits)
+/// and answers whether it is still being planned.
+async fn still_planning(
+    tx: &impl GenericClient,
+    release: &PlanContext,
+) -> Result<bool, StoreError> {
+    Ok(query_opt(
+        tx,
+        "SELECT 1 FROM releases WHERE tenant_id = $1 AND release_id = $2 AND state = 'planning' FOR UPDATE",
+        &[&release.tenant_id, &release.release_id],
+    )
+    .await?
+    .is_some())
 }
 
 /// How many messages of a release (and `wave_filter`, e.g. `AND wave = w.number`) are still
