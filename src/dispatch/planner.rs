@@ -83,9 +83,17 @@ pub struct PolicyPlanner {
     /// Rendering failures per release (a template the title cannot be fitted into): logged
     /// once per release, not per message.
     pub render_failures: HashMap<uuid::Uuid, u32>,
+    /// Called when a committed chunk of the plan holds texts senders may claim (wakes them).
+    pub on_claimable: Option<Box<dyn Fn() + Send>>,
 }
 
 impl Planner for PolicyPlanner {
+    fn written(&mut self, _release: &PlanContext, claimable: bool) {
+        if let (true, Some(wake)) = (claimable, &self.on_claimable) {
+            wake();
+        }
+    }
+
     fn settings(&mut self, release: &PlanContext) -> Option<ReleaseSettings> {
         let policy = self.tenants.get(&release.tenant_id)?;
         Some(ReleaseSettings {

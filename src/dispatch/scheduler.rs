@@ -25,6 +25,10 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         public_base_url: engine.state.public_base_url.clone(),
         now: engine.state.clock.now(),
         render_failures: HashMap::new(),
+        on_claimable: Some(Box::new({
+            let engine = engine.clone();
+            move || engine.work.notify_waiters()
+        })),
     };
     let mut failures = 0u32;
     loop {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bounds;
+mod counters;
 mod dispatch;
 mod eligibility;
 mod erasure;
@@ -15,6 +16,7 @@ mod journey;
 mod lifecycle;
 mod link_hosts;
 mod paging;
+mod planning;
 mod polyglot;
 mod purchases;
 mod releases;

@@ -117,8 +117,12 @@ fn pgbench_for(url: &str, script: &str, clients: usize, run: Duration) -> anyhow
         .with_context(|| format!("no tps in pgbench output: {text}"))
 }
 
+/// Subscribes new phones from [`CONCURRENCY`] callers for [`RUN`]: to 200 variants in turn, or
+/// all to `hot`. Phones are numbered from `first`.
 async fn subscribe_rate(
     client: WaitlistServiceClient<server::Channel>,
+    hot: Option<&str>,
+    first: usize,
 ) -> anyhow::Result<(f64, usize)> {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -127,6 +131,7 @@ async fn subscribe_rate(
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
         let (mut client, next, errors) = (client.clone(), next.clone(), errors.clone());
+        let hot = hot.map(str::to_string);
         tasks.push(tokio::spawn(async move {
             let captured = prost_types::Timestamp {
                 seconds: chrono::Utc::now().timestamp() - 60,
@@ -136,8 +141,8 @@ async fn subscribe_rate(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let req = pb::SubscribeRequest {
                     tenant_id: "demo".into(),
-                    variant_id: format!("sku-{}", i % 200),
-                    phone_number: format!("+1415{:07}", 5_000_000 + i),
+                    variant_id: hot.clone().unwrap_or_else(|| format!("sku-{}", i % 200)),
+                    phone_number: format!("+1415{:07}", first + i),
                     consent: Some(pb::Consent {
                         consent_text: "Text me when it's back. Reply STOP to opt out.".into(),
                         source: pb::ConsentSource::Web as i32,
@@ -161,6 +166,26 @@ async fn subscribe_rate(
         done as f64 / started.elapsed().as_secs_f64(),
         errors.load(Ordering::Relaxed),
     ))
+}
+
+/// Subscriptions already waiting on the hot variant of the Subscribe figure.
+const HOT_WAITING: usize = 100_000;
+
+/// Puts `n` active subscriptions (and their contacts) on variant `sku-hot`, straight in SQL.
+async fn hot_waitlist(url: &str, n: usize) -> anyhow::Result<()> {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    c.batch_execute(&format!(
+        "INSERT INTO contacts (tenant_id, contact_id, phone_e164, created_at) \
+         SELECT 'demo', gen_random_uuid(), '+1212' || lpad(g::text, 7, '0'), now() FROM generate_series(1, {n}) g; \
+         INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, status, \
+           created_at, updated_at, expires_at) \
+         SELECT tenant_id, gen_random_uuid(), contact_id, 'v:sku-hot', 'sku-hot', 'active', now(), now(), \
+           now() + interval '90 days' FROM contacts WHERE tenant_id = 'demo' AND phone_e164 LIKE '+1212%'; \
+         ANALYZE contacts; ANALYZE subscriptions;"
+    ))
+    .await?;
+    Ok(())
 }
 
 /// The row work of one inventory event, as plain SQL: remember the event id, lock and update the
@@ -277,6 +302,47 @@ fn redis_evalsha_rate(redis_url: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no rate in redis-benchmark output: {text}"))
 }
 
+/// `redis-benchmark`'s rate of the caps' own TAKE script on one phone bucket per call, random
+/// phones, pipelined 16 deep: the raw limit of cap checks (one such script per text is the
+/// least a check can cost).
+fn redis_take_rate(redis_url: &str, prefix: &str) -> anyhow::Result<f64> {
+    let port = redis_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .context("REDIS_URL has no port")?;
+    let (script, args) = restock_caps::raw_phone_take(prefix);
+    let sha = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "SCRIPT", "LOAD", script])
+        .output()
+        .context("redis-cli (Debian package redis-tools) is needed")?;
+    let sha = String::from_utf8_lossy(&sha.stdout).trim().to_string();
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-n",
+            "200000",
+            "-r",
+            "100000000",
+            "-P",
+            "16",
+            "-q",
+            "EVALSHA",
+            &sha,
+        ])
+        .args(&args)
+        .output()
+        .context("redis-benchmark (Debian package redis-tools) is needed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("requests per second")
+        .next()
+        .and_then(|head| head.rsplit(' ').find(|w| !w.is_empty()))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no rate in redis-benchmark output: {text}"))
+}
+
 /// Every database the bench creates; all dropped at the end, whatever happened.
 const DATABASES: &[&str] = &[
     "restock_bench_raw",
@@ -292,6 +358,10 @@ const DATABASES: &[&str] = &[
 /// dispatch` for one group.
 struct Sections {
     waitlist: bool,
+    /// `subscribe`: only the Subscribe figures of the waitlist group (and their pgbench).
+    subscribe: bool,
+    /// `caps`: only the cap-check figures.
+    caps: bool,
     dispatch: bool,
 }
 
@@ -301,18 +371,26 @@ impl Sections {
         if args.is_empty() {
             return Ok(Self {
                 waitlist: true,
+                subscribe: false,
+                caps: false,
                 dispatch: true,
             });
         }
         let mut sections = Self {
             waitlist: false,
+            subscribe: false,
+            caps: false,
             dispatch: false,
         };
         for arg in &args {
             match arg.as_str() {
                 "waitlist" => sections.waitlist = true,
+                "subscribe" => sections.subscribe = true,
+                "caps" => sections.caps = true,
                 "dispatch" => sections.dispatch = true,
-                other => bail!("unknown argument {other:?}: expected `waitlist` and/or `dispatch`"),
+                other => bail!(
+                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps` and/or `dispatch`"
+                ),
             }
         }
         Ok(sections)
@@ -328,7 +406,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 /// Fails before minutes of work, naming the package, when a tool a figure needs is missing.
 fn require_tools(sections: &Sections) -> anyhow::Result<()> {
     find_pgbench()?;
-    if sections.waitlist {
+    if sections.waitlist || sections.caps {
         for tool in ["redis-cli", "redis-benchmark"] {
             on_path(tool)
                 .with_context(|| format!("{tool} not found (Debian package redis-tools)"))?;
@@ -349,6 +427,7 @@ async fn waitlist_figures(
     db: &str,
     redis_url: &str,
     admin: &str,
+    only_subscribe: bool,
     figures: &mut Figures,
 ) -> anyhow::Result<()> {
     // Raw ceiling: pgbench inserting one row per transaction into a table shaped like ours.
@@ -372,17 +451,6 @@ async fn waitlist_figures(
         &raw_url,
         "\\set n random(1, 1000000000)\nINSERT INTO rows (tenant_id, phone, status) VALUES ('demo', :n, 'active');\n",
     )?;
-
-    // restock's own schema, for the pgbench equivalent of an inventory event.
-    recreate(admin, "restock_bench_sql").await?;
-    let sql_url = with_database(db, "restock_bench_sql");
-    restock_store::migrate::run(&sql_url).await?;
-    eprintln!(
-        "pgbench: the row work of one inventory event, 1 and 4 clients, {}s each",
-        RUN.as_secs()
-    );
-    let raw_event_1 = pgbench_at(&sql_url, EVENT_SCRIPT, 1)?;
-    let raw_event_4 = pgbench_at(&sql_url, EVENT_SCRIPT, 4)?;
 
     // restock: Subscribe over gRPC through the whole stack.
     recreate(admin, "restock_bench").await?;
@@ -419,12 +487,55 @@ async fn waitlist_figures(
         "restock: Subscribe over gRPC, {CONCURRENCY} callers, {}s",
         RUN.as_secs()
     );
-    let (subscribe, errors) = subscribe_rate(WaitlistServiceClient::new(channel.clone())).await?;
+    let (subscribe, errors) =
+        subscribe_rate(WaitlistServiceClient::new(channel.clone()), None, 5_000_000).await?;
+    eprintln!("restock: {HOT_WAITING} waiting on one variant, then Subscribe to it, {CONCURRENCY} callers");
+    hot_waitlist(&with_database(db, "restock_bench"), HOT_WAITING).await?;
+    let (subscribe_hot, errors_hot) = subscribe_rate(
+        WaitlistServiceClient::new(channel.clone()),
+        Some("sku-hot"),
+        6_000_000,
+    )
+    .await?;
+    let errors = errors + errors_hot;
     let stats = state.subscriber.stats();
     eprintln!(
         "subscribe batching: {} batches, {} batched, {} alone, {} failed batches",
         stats.batches, stats.batched, stats.alone, stats.failed_batches
     );
+    let ratio = subscribe / raw_insert;
+    figures.rows.extend([
+        format!(
+            "| Subscribe throughput, {CONCURRENCY} concurrent | {subscribe:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50% |",
+            ratio * 100.0
+        ),
+        format!(
+            "| Subscribe throughput, {CONCURRENCY} concurrent, one variant with {HOT_WAITING} waiting | {subscribe_hot:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50%, as the row above |",
+            subscribe_hot / raw_insert * 100.0
+        ),
+    ]);
+    let json = serde_json::json!({
+        "concurrency": CONCURRENCY,
+        "seconds": RUN.as_secs(),
+        "subscribe_per_second": subscribe,
+        "subscribe_hot_per_second": subscribe_hot,
+        "subscribe_hot_waiting": HOT_WAITING,
+        "ratio_hot": subscribe_hot / raw_insert,
+        "pgbench_single_row_insert_per_second": raw_insert,
+        "ratio": ratio,
+        "target_ratio": 0.5,
+    });
+    if let serde_json::Value::Object(map) = json {
+        figures.json.extend(map);
+    }
+    if errors > 0 {
+        bail!("{errors} Subscribe calls failed");
+    }
+    if only_subscribe {
+        let _ = stop.send(());
+        server.await??;
+        return Ok(());
+    }
     eprintln!(
         "restock: StreamInventory, 1 and 4 streams, {}s each",
         RUN.as_secs()
@@ -433,21 +544,21 @@ async fn waitlist_figures(
     let (events_4, restocks_4) = inventory_rate(channel, 4).await?;
     let _ = stop.send(());
     server.await??;
-    if errors > 0 {
-        bail!("{errors} Subscribe calls failed");
-    }
 
-    eprintln!("redis-benchmark: EVALSHA of a trivial script; restock-caps: batched cap checks");
-    let raw_evalsha = redis_evalsha_rate(redis_url)?;
-    let caps = restock_caps::Caps::connect(redis_url, &format!("bench-{}", std::process::id()))?;
-    let cap_checks = restock_caps::bench_checks(&caps, 50, 1_000).await?;
+    // restock's own schema, for the pgbench equivalent of an inventory event.
+    recreate(admin, "restock_bench_sql").await?;
+    let sql_url = with_database(db, "restock_bench_sql");
+    restock_store::migrate::run(&sql_url).await?;
+    eprintln!(
+        "pgbench: the row work of one inventory event, 1 and 4 clients, {}s each",
+        RUN.as_secs()
+    );
+    let raw_event_1 = pgbench_at(&sql_url, EVENT_SCRIPT, 1)?;
+    let raw_event_4 = pgbench_at(&sql_url, EVENT_SCRIPT, 4)?;
 
-    let ratio = subscribe / raw_insert;
+    let (raw_evalsha, raw_take, cap_checks) = cap_figures(redis_url).await?;
+
     figures.rows.extend([
-        format!(
-            "| Subscribe throughput, {CONCURRENCY} concurrent | {subscribe:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50% |",
-            ratio * 100.0
-        ),
         format!(
             "| Inventory events applied, 1 stream ({restocks_1} restocks) | {events_1:.0}/s | pgbench event row work, 1 client {raw_event_1:.0}/s | {:.0}% | |",
             events_1 / raw_event_1 * 100.0
@@ -456,23 +567,9 @@ async fn waitlist_figures(
             "| Inventory events applied, 4 streams ({restocks_4} restocks) | {events_4:.0}/s | pgbench event row work, 4 clients {raw_event_4:.0}/s | {:.0}% | |",
             events_4 / raw_event_4 * 100.0
         ),
-        format!(
-            "| Cap checks (phone + sender + tenant), batches of 1,000 | {cap_checks:.0}/s | redis-benchmark EVALSHA `return 1` {raw_evalsha:.0}/s | {:.0}% | ≥ 50% |",
-            cap_checks / raw_evalsha * 100.0
-        ),
     ]);
+    cap_rows(raw_evalsha, raw_take, cap_checks, figures);
     let json = serde_json::json!({
-        "concurrency": CONCURRENCY,
-        "seconds": RUN.as_secs(),
-        "subscribe_per_second": subscribe,
-        "pgbench_single_row_insert_per_second": raw_insert,
-        "ratio": ratio,
-        "target_ratio": 0.5,
-        "caps": {
-            "checks_per_second": cap_checks,
-            "redis_benchmark_evalsha_per_second": raw_evalsha,
-            "ratio": cap_checks / raw_evalsha,
-        },
         "inventory": {
             "events_per_second_1_stream": events_1,
             "events_per_second_4_streams": events_4,
@@ -486,6 +583,35 @@ async fn waitlist_figures(
         figures.json.extend(map);
     }
     Ok(())
+}
+
+/// The caps' raw limits (EVALSHA of `return 1`, of the caps' own phone TAKE) and their
+/// batched checks, all on the same Redis.
+async fn cap_figures(redis_url: &str) -> anyhow::Result<(f64, f64, f64)> {
+    eprintln!("redis-benchmark: EVALSHA of `return 1`, and of the caps' phone TAKE script; restock-caps: batched cap checks");
+    let prefix = format!("bench-{}", std::process::id());
+    let raw_evalsha = redis_evalsha_rate(redis_url)?;
+    let raw_take = redis_take_rate(redis_url, &prefix)?;
+    let caps = restock_caps::Caps::connect(redis_url, &prefix)?;
+    let cap_checks = restock_caps::bench_checks(&caps, 50, 1_000).await?;
+    Ok((raw_evalsha, raw_take, cap_checks))
+}
+
+fn cap_rows(raw_evalsha: f64, raw_take: f64, cap_checks: f64, figures: &mut Figures) {
+    figures.rows.push(format!(
+        "| Cap checks (phone + sender + tenant), batches of 1,000 | {cap_checks:.0}/s | redis-benchmark EVALSHA of the caps' phone TAKE, pipelined, random phones {raw_take:.0}/s (`return 1`: {raw_evalsha:.0}/s) | {:.0}% | ≥ 50% |",
+        cap_checks / raw_take * 100.0
+    ));
+    figures.json.insert(
+        "caps".into(),
+        serde_json::json!({
+            "checks_per_second": cap_checks,
+            "redis_benchmark_take_per_second": raw_take,
+            "redis_benchmark_evalsha_per_second": raw_evalsha,
+            "ratio": cap_checks / raw_take,
+            "ratio_to_return_1": cap_checks / raw_evalsha,
+        }),
+    );
 }
 
 fn mib(kib: u64) -> f64 {
@@ -709,8 +835,13 @@ async fn main() -> anyhow::Result<()> {
     let mut figures = Figures::default();
     let mut notes = Vec::new();
     let measure = async {
-        if sections.waitlist {
-            waitlist_figures(&db, &redis_url, &admin, &mut figures).await?;
+        if sections.waitlist || sections.subscribe {
+            let only_subscribe = !sections.waitlist;
+            waitlist_figures(&db, &redis_url, &admin, only_subscribe, &mut figures).await?;
+        }
+        if sections.caps && !sections.waitlist {
+            let (raw_evalsha, raw_take, cap_checks) = cap_figures(&redis_url).await?;
+            cap_rows(raw_evalsha, raw_take, cap_checks, &mut figures);
         }
         if sections.dispatch {
             notes = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures).await?;

@@ -59,3 +59,23 @@ pub async fn bench_checks(
     }
     Ok(checked as f64 / start.elapsed().as_secs_f64().max(f64::EPSILON))
 }
+
+/// The raw limit `bench_checks` is set against: the crate's own TAKE script on one phone's
+/// bucket, keyed as `bench_checks` keys them, for `redis-benchmark` to run pipelined
+/// (`__rand_int__` stands for the phone). Answers the script and the EVALSHA arguments after
+/// the SHA (the key count, the key, the script's arguments).
+pub fn raw_phone_take(prefix: &str) -> (&'static str, Vec<String>) {
+    let key = crate::key::bucket_key(
+        prefix,
+        &Scope::phone("+1__rand_int__"),
+        "texts",
+        crate::Shape::Window,
+    );
+    let minute_us = Duration::from_secs(60).as_micros().to_string();
+    // n = 1, quiet (never refunded), one window bucket of 3 per minute.
+    let args = ["1", &key, "1", "1", "w", "3", &minute_us];
+    (
+        crate::script::TAKE,
+        args.iter().map(|a| a.to_string()).collect(),
+    )
+}

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use bench::bench_checks;
+pub use bench::{bench_checks, raw_phone_take};
 pub use bucket::{Bucket, Shape, MAX_PERIOD, MAX_WINDOW_CAPACITY};
 pub use check::{CapAnswer, CapRequest, Limit};
 pub use error::CapsError;

@@ -29,7 +29,7 @@ use crate::CapsError;
 /// first, not a list needing LPUSH, LTRIM and PEXPIRE); replies are flat; numbers given to Redis
 /// are integers below 2^53, which Redis writes exactly (`%.17g`); times written into a log are
 /// the strings `TIME` gave, never a number printed by Lua (`%.14g` would round them).
-const TAKE: &str = r#"
+pub(crate) const TAKE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_s = t[1] .. string.sub('00000' .. t[2], -6)

@@ -1,8 +1,9 @@
 //! The dispatch outbox: planning a release into messages, opening its waves, claiming due
 //! messages under a lease, recording outcomes, and taking back the leases of crashed senders.
 //!
-//! Exactly once rests on three things here: a release is planned in one transaction holding its
-//! row lock (a crash plans nothing, a second replica skips it); at most one message per
+//! Exactly once rests on three things here: a release is planned by one planner holding its
+//! row lock (a second replica skips it), in committed chunks each with a checkpoint (a crash
+//! resumes after the last chunk); at most one message per
 //! (release, phone, kind) by a unique index; and a message is only ever sent by whoever holds
 //! its lease, with the outcome written only if the lease is still theirs.
 
@@ -87,6 +88,9 @@ pub struct ReleaseSettings {
 pub trait Planner: Send {
     fn settings(&mut self, release: &PlanContext) -> Option<ReleaseSettings>;
     fn decide(&mut self, release: &PlanContext, row: &PlanRow) -> PlanChoice;
+    /// A chunk of the plan is committed; `claimable` when its texts can be sent already (an
+    /// IMMEDIATE release), so senders may be woken.
+    fn written(&mut self, _release: &PlanContext, _claimable: bool) {}
 }
 
 /// What planning one release did.
@@ -112,6 +116,8 @@ const LAST_PURCHASE: &str =
 /// Rows are fetched from the candidates' cursor and written in chunks of this many, so a
 /// waitlist of any length plans in flat memory.
 const PLAN_CHUNK: i32 = 2_000;
+/// The first chunk is smaller: its texts go out while the rest is planned.
+const FIRST_PLAN_CHUNK: i32 = 250;
 
 #[derive(Default)]
 struct Chunk {
@@ -362,26 +368,64 @@ pub struct FirstText {
 }
 
 impl Store {
-    /// Plans the oldest release waiting to be planned, if any, and opens its first wave, in one
-    /// transaction. `None`: nothing to plan (or every candidate is being planned elsewhere).
+    /// Plans the oldest release waiting to be planned, if any, and opens its first wave. The
+    /// release stays locked by one transaction throughout; its messages are written in
+    /// committed chunks, each with a checkpoint (`release_plans`), so a planning cut short
+    /// resumes after its last chunk, with neither a duplicate nor a gap. `None`: nothing to
+    /// plan (or every candidate is being planned elsewhere).
     pub async fn plan_next_release(
         &self,
         planner: &mut dyn Planner,
         now: DateTime<Utc>,
     ) -> Result<Option<Planned>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
+        // The planner's own connection, out of the pool: the release is held by a session
+        // advisory lock on it, so no transaction stays open while planning goes on (an open
+        // transaction would keep every message version the senders replace meanwhile, and
+        // their claims would wade through them). Dropped, the connection closes and the lock
+        // goes with it, whatever happened, exactly as when the process dies.
+        let candidates: Vec<Uuid> = query(
+            &self.client().await?,
+            "SELECT release_id FROM releases WHERE state = 'planning' ORDER BY created_at LIMIT 8",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let mut guard = OwnConnection(Some(self.client().await?));
+        let client = guard.0.as_mut().expect("set above");
+        let mut locked = None;
+        for id in candidates {
+            let got: bool = query_one(
+                &*client,
+                "SELECT pg_try_advisory_lock(hashtextextended('plan:' || $1::uuid::text, 0))",
+                &[&id],
+            )
+            .await?
+            .get(0);
+            if got {
+                locked = Some(id);
+                break;
+            }
+        }
+        let Some(release_id) = locked else {
+            return Ok(None);
+        };
         let Some(row) = query_opt(
-            &tx,
+            &*client,
             "SELECT r.tenant_id, r.release_id, r.restock_id, r.variant_id, r.product_id, r.location_id, \
                r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb), \
                r.traceparent \
              FROM releases r LEFT JOIN variants v ON v.tenant_id = r.tenant_id AND v.variant_id = r.variant_id \
-             WHERE r.state = 'planning' ORDER BY r.created_at LIMIT 1 FOR UPDATE OF r SKIP LOCKED",
-            &[],
+             WHERE r.release_id = $1 AND r.state = 'planning'",
+            &[&release_id],
         )
         .await?
         else {
+            // Planned (or steered) by someone else meanwhile.
             return Ok(None);
         };
         let options: serde_json::Value = row.get(9);
@@ -398,12 +442,7 @@ impl Store {
             options: serde_json::from_value(options).unwrap_or_default(),
             stock: Vec::new(),
         };
-        release.stock = stock_levels(&tx, &release.tenant_id, &release.variant_id).await?;
-        // The per-subscriber look-ups below (the phone's last text, its last purchase) must go
-        // through their indexes whatever the statistics say: a table still small when planned
-        // (a fresh outbox) would be scanned whole for every subscriber while this very
-        // transaction fills it, which is quadratic in the waitlist.
-        tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
+        release.stock = stock_levels(&*client, &release.tenant_id, &release.variant_id).await?;
         let mut planned = Planned {
             tenant_id: release.tenant_id.clone(),
             release_id: release.release_id,
@@ -415,45 +454,92 @@ impl Store {
         };
         let Some(settings) = planner.settings(&release) else {
             execute(
-                &tx,
+                &*client,
                 "UPDATE releases SET state = 'cancelled', state_reason = 'the tenant is not configured', \
-                   ended_at = $3, updated_at = $3 WHERE tenant_id = $1 AND release_id = $2",
+                   ended_at = $3, updated_at = $3 WHERE tenant_id = $1 AND release_id = $2 AND state = 'planning'",
                 &[&release.tenant_id, &release.release_id, &now],
             )
             .await?;
-            tx.commit().await?;
             return Ok(Some(planned));
         };
 
+        // Where an earlier, interrupted planning of this release got to: its chunks are
+        // committed, so planning goes on after the last subscription they hold.
+        let checkpoint = query_opt(
+            &*client,
+            "SELECT after_tier, after_seq, position, texts, held_out, skipped FROM release_plans \
+             WHERE tenant_id = $1 AND release_id = $2",
+            &[&release.tenant_id, &release.release_id],
+        )
+        .await?;
+        let mut position = 0i32;
+        // Plan order is tier descending, then seq: start above every tier.
+        let (mut after_tier, mut after_seq) = (i32::MAX, 0i64);
+        if let Some(c) = &checkpoint {
+            (after_tier, after_seq) = (c.get(0), c.get(1));
+            position = c.get(2);
+            planned.texts = c.get::<_, i32>(3) as u32;
+            planned.held_out = c.get::<_, i32>(4) as u32;
+            planned.skipped = c.get::<_, i32>(5) as u32;
+        }
+        // The next chunk after (tier $5, seq $6), by keyset: within the tier, then the lower
+        // tiers, from the variant's waitlist and from its product's, each branch one range of
+        // its index; the look-ups per subscriber only for the chunk.
+        let branch = |line: &str, rest: &str, order: &str| {
+            format!(
+                "(SELECT s.tenant_id, s.subscription_id, s.priority_tier, s.seq FROM subscriptions s \
+                  WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
+                  AND {line} AND {rest} ORDER BY {order} LIMIT $7)"
+            )
+        };
+        let variant_line = "s.target_key = $2";
+        let product_line = "$3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3";
+        let same_tier = "s.priority_tier = $5 AND s.seq > $6";
+        let lower_tiers = "s.priority_tier < $5";
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
                (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
                   AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
-               {LAST_PURCHASE} \
-             FROM subscriptions s JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
-             WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
-               AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
-             ORDER BY s.priority_tier DESC, s.seq"
+               {LAST_PURCHASE}, s.seq \
+             FROM ({} UNION ALL {} UNION ALL {} UNION ALL {}) k \
+             JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
+             JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+             ORDER BY k.priority_tier DESC, k.seq LIMIT $7",
+            branch(variant_line, same_tier, "s.seq"),
+            branch(variant_line, lower_tiers, "s.priority_tier DESC, s.seq"),
+            branch(product_line, same_tier, "s.seq"),
+            branch(product_line, lower_tiers, "s.priority_tier DESC, s.seq"),
         );
-        let statement = tx.prepare_cached(&sql).await?;
+        let statement = client.prepare_cached(&sql).await?;
         let target_key = format!("v:{}", release.variant_id);
-        let portal = tx
-            .bind(
-                &statement,
-                &[
-                    &release.tenant_id,
-                    &target_key,
-                    &release.product_id,
-                    &release.variant_id,
-                ],
-            )
-            .await?;
-        let mut position = 0i32;
+        // Chunks are committed one by one, each with the checkpoint after it: the texts of an
+        // IMMEDIATE release are claimable from the first chunk on, and a crash loses at most
+        // the chunk in hand.
         let mut chunk = Chunk::default();
         let immediate = settings.strategy == Strategy::Immediate;
+        let mut size = FIRST_PLAN_CHUNK;
         loop {
-            let rows = tx.query_portal(&portal, PLAN_CHUNK).await?;
-            let done = (rows.len() as i32) < PLAN_CHUNK;
+            let limit = i64::from(size);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                &release.tenant_id,
+                &target_key,
+                &release.product_id,
+                &release.variant_id,
+                &after_tier,
+                &after_seq,
+                &limit,
+            ];
+            // The per-subscriber look-ups (the phone's last text, its last purchase) must go
+            // through their indexes whatever the statistics say: a table still small when
+            // planned (a fresh outbox) would be scanned whole for every subscriber while
+            // planning fills it, which is quadratic in the waitlist. One round trip.
+            let (_, rows, _) = tokio::try_join!(
+                client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+                client.query(&statement, &params),
+                client.batch_execute("COMMIT"),
+            )?;
+            let done = (rows.len() as i32) < size;
+            size = PLAN_CHUNK;
             for r in &rows {
                 let plan_row = PlanRow {
                     candidate: candidate(r)?,
@@ -469,11 +555,53 @@ impl Store {
                 }
                 chunk.push(&plan_row, choice, &mut position);
             }
-            chunk.write(&tx, &release, immediate, now).await?;
+            if let Some(last) = rows.last() {
+                (after_tier, after_seq) = (last.get(11), last.get(16));
+                let tx = client.transaction().await?;
+                // A release paused or cancelled meanwhile gets no more messages: the steering
+                // call holds the row while it ends the messages already written.
+                if !still_planning(&tx, &release).await? {
+                    return Ok(None);
+                }
+                chunk.write(&tx, &release, immediate, now).await?;
+                execute(
+                    &tx,
+                    "INSERT INTO release_plans (tenant_id, release_id, after_tier, after_seq, position, \
+                       texts, held_out, skipped, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (tenant_id, release_id) DO UPDATE SET after_tier = $3, after_seq = $4, \
+                       position = $5, texts = $6, held_out = $7, skipped = $8, updated_at = $9",
+                    &[
+                        &release.tenant_id,
+                        &release.release_id,
+                        &after_tier,
+                        &after_seq,
+                        &position,
+                        &(planned.texts as i32),
+                        &(planned.held_out as i32),
+                        &(planned.skipped as i32),
+                        &now,
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
+                planner.written(&release, immediate);
+            }
             if done {
                 break;
             }
         }
+
+        let tx = client.transaction().await?;
+        if !still_planning(&tx, &release).await? {
+            return Ok(None);
+        }
+        execute(
+            &tx,
+            "DELETE FROM release_plans WHERE tenant_id = $1 AND release_id = $2",
+            &[&release.tenant_id, &release.release_id],
+        )
+        .await?;
 
         let (strategy, shares, interval_ms, factor) = match &settings.strategy {
             Strategy::Immediate => ("immediate", Vec::new(), 0i64, None),
@@ -571,15 +699,18 @@ impl Store {
     }
 
     /// Marks waves whose messages all reached an outcome done, and releases with every wave
-    /// open and nothing left to send completed.
+    /// open and nothing left to send completed. Judged from the release tallies (folded here
+    /// first, so the deltas stay few), not by looking through the outbox.
     pub async fn complete_finished(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        query_one(&client, "SELECT release_tallies_fold()", &[]).await?;
         execute(
             &client,
-            "UPDATE release_waves w SET state = 'done', ended_at = $1 \
-             WHERE w.state = 'sending' AND NOT EXISTS (SELECT 1 FROM messages m \
-               WHERE m.tenant_id = w.tenant_id AND m.release_id = w.release_id AND m.wave = w.number \
-               AND m.status IN ('planned', 'deferred', 'sending'))",
+            &format!(
+                "UPDATE release_waves w SET state = 'done', ended_at = $1 \
+                 WHERE w.state = 'sending' AND {} = 0",
+                open_messages("w.tenant_id", "w.release_id", "AND wave = w.number")
+            ),
             &[&now],
         )
         .await?;
@@ -587,15 +718,16 @@ impl Store {
         // completed release with a wave still sending.
         execute(
             &client,
-            "WITH done AS ( \
-               UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
-                 ended_at = $1, updated_at = $1 \
-               WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND NOT EXISTS (SELECT 1 FROM messages m \
-                 WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
-                 AND m.status IN ('planned', 'deferred', 'sending')) \
-               RETURNING r.tenant_id, r.release_id) \
-             UPDATE release_waves w SET state = 'done', ended_at = $1 FROM done \
-             WHERE w.tenant_id = done.tenant_id AND w.release_id = done.release_id AND w.state = 'sending'",
+            &format!(
+                "WITH done AS ( \
+                   UPDATE releases r SET state = 'completed', state_reason = 'every message reached an outcome', \
+                     ended_at = $1, updated_at = $1 \
+                   WHERE r.state = 'sending' AND r.next_wave_at IS NULL AND {} = 0 \
+                   RETURNING r.tenant_id, r.release_id) \
+                 UPDATE release_waves w SET state = 'done', ended_at = $1 FROM done \
+                 WHERE w.tenant_id = done.tenant_id AND w.release_id = done.release_id AND w.state = 'sending'",
+                open_messages("r.tenant_id", "r.release_id", "")
+            ),
             &[&now],
         )
         .await
@@ -609,19 +741,14 @@ impl Store {
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let mut client = self.client().await?;
-        let client = client.transaction().await?;
-        // Index look-ups per claimed message whatever the statistics say (see planning).
-        client
-            .batch_execute("SET LOCAL enable_seqscan = off")
-            .await?;
+        let client = self.client().await?;
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
         let sql = format!(
             "WITH due AS ( \
                SELECT m.tenant_id, m.message_id, m.status AS previous_status, m.reason AS previous_reason \
                FROM messages m JOIN releases r ON r.tenant_id = m.tenant_id AND r.release_id = m.release_id \
                WHERE m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL AND m.due_at <= $1 \
-                 AND r.state = 'sending' \
+                 AND r.state IN ('sending', 'planning') \
                ORDER BY m.due_at, m.position LIMIT $4 FOR UPDATE OF m SKIP LOCKED), \
              claimed AS ( \
                UPDATE messages m SET status = 'sending', lease_owner = $2, lease_until = $3, \
@@ -646,8 +773,17 @@ impl Store {
              JOIN releases r ON r.tenant_id = k.tenant_id AND r.release_id = k.release_id \
              LEFT JOIN variants v ON v.tenant_id = k.tenant_id AND v.variant_id = r.variant_id"
         );
-        let rows = query(&client, &sql, &[&now, &owner, &lease_until, &limit]).await?;
-        client.commit().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        // One round trip: the transaction (index look-ups per claimed message whatever the
+        // statistics say, see planning), the claim and the commit are pipelined. A failed
+        // claim aborts the transaction, and its COMMIT then rolls back.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&now, &owner, &lease_until, &limit];
+        let (_, rows, _) = tokio::try_join!(
+            client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+            client.query(&statement, &params),
+            client.batch_execute("COMMIT"),
+        )?;
         rows.iter()
             .map(|r| {
                 let options: serde_json::Value = r.get(25);
@@ -703,7 +839,6 @@ impl Store {
             return Ok((0, Vec::new()));
         }
         let mut client = self.client().await?;
-        let client = client.transaction().await?;
         let col =
             |f: &dyn Fn(&Outcome) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
         let tenant: Vec<&str> = outcomes.iter().map(|o| o.tenant_id.as_str()).collect();
@@ -723,9 +858,11 @@ impl Store {
             .map(|o| o.error.as_ref().map(|e| e.permanent))
             .collect();
         let lease: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.lease_until).collect();
-        let written = execute(
-            &client,
-            "UPDATE messages m SET status = u.status, reason = u.reason, due_at = u.due_at, \
+        // One statement, so one round trip and atomic without a transaction: the outcomes,
+        // then, for texts just sent, their subscriptions (NOTIFIED) and the first text of
+        // their releases.
+        let sql = "WITH m AS ( \
+               UPDATE messages m SET status = u.status, reason = u.reason, due_at = u.due_at, \
                provider_message_id = COALESCE(u.pid, m.provider_message_id), \
                provider_status = COALESCE(u.pstatus, m.provider_status), \
                segments = COALESCE(u.segments, m.segments), sent_at = COALESCE(u.sent_at, m.sent_at), \
@@ -742,61 +879,43 @@ impl Store {
                AS u(tenant_id, message_id, status, reason, due_at, pid, pstatus, segments, sent_at, \
                     attempted, ecode, edesc, eperm, lease) \
              WHERE m.tenant_id = u.tenant_id AND m.message_id = u.message_id \
-               AND m.status = 'sending' AND m.lease_owner = $1",
-            &[
-                &owner, &now, &tenant, &id, &status, &reason, &due, &pid, &pstatus, &segments,
-                &sent, &attempted, &ecode, &edesc, &eperm, &lease,
-            ],
-        )
-        .await?;
-        let texted: Vec<Uuid> = outcomes
+               AND m.status = 'sending' AND m.lease_owner = $1 \
+               RETURNING m.tenant_id, m.message_id, m.release_id, m.subscription_id, u.sent_at AS texted), \
+             t AS (SELECT * FROM m WHERE m.texted IS NOT NULL), \
+             s AS (UPDATE subscriptions s SET status = 'notified', updated_at = $2 FROM t \
+               WHERE s.tenant_id = t.tenant_id AND s.subscription_id = t.subscription_id \
+                 AND s.status = 'active' RETURNING 1), \
+             r AS (UPDATE releases r SET started_at = $2, updated_at = $2 \
+               FROM (SELECT DISTINCT tenant_id, release_id FROM t) x \
+               WHERE r.tenant_id = x.tenant_id AND r.release_id = x.release_id AND r.started_at IS NULL \
+               RETURNING r.tenant_id, r.release_id, r.created_at) \
+             SELECT (SELECT count(*) FROM m), r.tenant_id, r.release_id, r.created_at \
+             FROM (SELECT 1) AS one LEFT JOIN r ON true";
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[
+            &owner, &now, &tenant, &id, &status, &reason, &due, &pid, &pstatus, &segments, &sent,
+            &attempted, &ecode, &edesc, &eperm, &lease,
+        ];
+        // A reminder is added in the same transaction as its first text's outcome.
+        let rows = if reminders.is_empty() {
+            query(&client, sql, params).await?
+        } else {
+            let tx = client.transaction().await?;
+            let rows = query(&tx, sql, params).await?;
+            add_reminders(&tx, reminders, now).await?;
+            tx.commit().await?;
+            rows
+        };
+        let written = rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
+        let first = rows
             .iter()
-            .filter(|o| o.sent_at.is_some())
-            .map(|o| o.message_id)
-            .collect();
-        // With the tenants, messages are found by primary key (a bare `message_id = ANY`
-        // scans the outbox).
-        let mut texted_tenants: Vec<&str> = outcomes
-            .iter()
-            .filter(|o| o.sent_at.is_some())
-            .map(|o| o.tenant_id.as_str())
-            .collect();
-        texted_tenants.sort_unstable();
-        texted_tenants.dedup();
-        let mut first = Vec::new();
-        if !texted.is_empty() {
-            // Texted about a restock: the subscription says so (and stays in line).
-            execute(
-                &client,
-                "UPDATE subscriptions s SET status = 'notified', updated_at = $1 \
-                 FROM messages m WHERE m.tenant_id = ANY($3) AND m.message_id = ANY($2) \
-                   AND m.sent_at IS NOT NULL \
-                   AND s.tenant_id = m.tenant_id AND s.subscription_id = m.subscription_id \
-                   AND s.status = 'active'",
-                &[&now, &texted, &texted_tenants],
-            )
-            .await?;
-            let rows = query(
-                &client,
-                "UPDATE releases r SET started_at = $1, updated_at = $1 \
-                 FROM (SELECT DISTINCT tenant_id, release_id FROM messages \
-                       WHERE tenant_id = ANY($3) AND message_id = ANY($2) AND sent_at IS NOT NULL) x \
-                 WHERE r.tenant_id = x.tenant_id AND r.release_id = x.release_id AND r.started_at IS NULL \
-                 RETURNING r.tenant_id, r.release_id, r.created_at",
-                &[&now, &texted, &texted_tenants],
-            )
-            .await?;
-            first = rows
-                .iter()
-                .map(|r| FirstText {
-                    tenant_id: r.get(0),
-                    release_id: r.get(1),
-                    restock_at: r.get(2),
+            .filter_map(|r| {
+                Some(FirstText {
+                    tenant_id: r.get::<_, Option<String>>(1)?,
+                    release_id: r.get::<_, Option<Uuid>>(2)?,
+                    restock_at: r.get::<_, Option<DateTime<Utc>>>(3)?,
                 })
-                .collect();
-        }
-        add_reminders(&client, reminders, now).await?;
-        client.commit().await?;
+            })
+            .collect();
         Ok((written, first))
     }
 
@@ -923,6 +1042,49 @@ fn strategy_of(r: &Row) -> Strategy {
         },
         _ => Strategy::Immediate,
     }
+}
+
+/// A pooled connection that never goes back to the pool: dropped, it closes, and the session
+/// advisory locks it holds are released with it.
+struct OwnConnection(Option<deadpool_postgres::Object>);
+
+impl Drop for OwnConnection {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
+
+/// Locks the release row (shared: senders' first texts may update it meanwhile, steering waits)
+/// and answers whether it is still being planned.
+async fn still_planning(
+    tx: &impl GenericClient,
+    release: &PlanContext,
+) -> Result<bool, StoreError> {
+    Ok(query_opt(
+        tx,
+        "SELECT 1 FROM releases WHERE tenant_id = $1 AND release_id = $2 AND state = 'planning' FOR UPDATE",
+        &[&release.tenant_id, &release.release_id],
+    )
+    .await?
+    .is_some())
+}
+
+/// How many messages of a release (and `wave_filter`, e.g. `AND wave = w.number`) are still
+/// to reach an outcome, from its tallies and their unfolded deltas.
+fn open_messages(tenant: &str, release: &str, wave_filter: &str) -> String {
+    let part = |table: &str| {
+        format!(
+            "SELECT messages FROM {table} WHERE tenant_id = {tenant} AND release_id = {release} {wave_filter} \
+             AND status IN ('planned', 'deferred', 'sending')"
+        )
+    };
+    format!(
+        "(SELECT COALESCE(sum(x.messages), 0) FROM ({} UNION ALL {}) x)",
+        part("release_tallies"),
+        part("release_tally_deltas")
+    )
 }
 
 /// Opens the release's next wave (its row locked by the caller's transaction): reads the live

@@ -291,13 +291,17 @@ async fn attach_details(
         &[&tenant_id, &ids],
     )
     .await?;
-    // One pass over the releases' messages counts them all, per wave, status and reason.
+    // The kept tallies with the deltas not folded in yet: O(waves x statuses), not O(messages).
     let tallies = query(
         c,
-        "SELECT release_id, wave, status, reason, count(*), COALESCE(sum(segments), 0)::bigint, \
-           max(updated_at) \
-         FROM messages WHERE tenant_id = $1 AND release_id = ANY($2) \
-         GROUP BY release_id, wave, status, reason",
+        "SELECT release_id, NULLIF(wave, 0), status, NULLIF(reason, ''), sum(messages)::bigint, \
+           sum(segments)::bigint, max(updated_at) \
+         FROM (SELECT release_id, wave, status, reason, messages, segments, updated_at FROM release_tallies \
+               WHERE tenant_id = $1 AND release_id = ANY($2) \
+               UNION ALL \
+               SELECT release_id, wave, status, reason, messages, segments, updated_at FROM release_tally_deltas \
+               WHERE tenant_id = $1 AND release_id = ANY($2)) t \
+         GROUP BY 1, 2, 3, 4 HAVING sum(messages) <> 0",
         &[&tenant_id, &ids],
     )
     .await?;

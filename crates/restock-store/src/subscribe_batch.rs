@@ -297,6 +297,9 @@ async fn subscribe_batch(
 
     // 5. The new subscriptions and their consent events, in one statement.
     let mut ids = Vec::new();
+    // Per new subscription: how many of the batch joined its line and tier after it (the
+    // counters already include them; see `waitlist_place`).
+    let mut later: HashMap<Uuid, i64> = HashMap::new();
     if !inserts.is_empty() {
         let n = inserts.len();
         let (
@@ -408,7 +411,7 @@ async fn subscribe_batch(
             }
         }
         debug_assert_eq!(ids.len(), n);
-        query(
+        let seqs = query(
             &tx,
             "WITH s AS ( \
                INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, product_id, \
@@ -419,24 +422,44 @@ async fn subscribe_batch(
                FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], \
                  $8::text[], $9::text[], $10::jsonb[], $11::int[], $12::int[], $13::text[], $14::text[], $15::timestamptz[]) \
                  WITH ORDINALITY AS u(t, sid, cid, k, v, p, w, cu, se, l, q, tier, st, tz, ex, ord) ORDER BY u.ord \
-               RETURNING 1) \
-             INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, ip_address, \
+               RETURNING subscription_id, seq), \
+             e AS (INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, ip_address, \
                user_agent, subscription_id, occurred_at, recorded_at) \
              SELECT e.t, e.c, e.id, e.k, e.s, e.tx, e.ip, e.ua, e.sub, e.at, $16 \
              FROM unnest($17::text[], $18::uuid[], $19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[], \
                $24::text[], $25::uuid[], $26::timestamptz[]) WITH ORDINALITY AS e(t, c, id, k, s, tx, ip, ua, sub, at, ord) \
-             ORDER BY e.ord",
+             ORDER BY e.ord RETURNING 1) \
+             SELECT subscription_id, seq FROM s",
             &[
                 &t, &sid, &cid, &key, &vid, &pid, &wanted, &cust, &sess, &locs, &qty, &tier, &status, &tz, &exp, &now,
                 &e_t, &e_c, &e_id, &e_kind, &e_src, &e_text, &e_ip, &e_ua, &e_sub, &e_at,
             ],
         )
         .await?;
+        let seq_of: HashMap<Uuid, i64> = seqs.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let line = |k: usize| {
+            let r = reqs[inserts[k].0];
+            (
+                r.tenant_id.as_str(),
+                targets[inserts[k].0].as_str(),
+                r.priority_tier,
+            )
+        };
+        let mut lines: HashMap<(&str, &str, i32), Vec<i64>> = HashMap::new();
+        for (k, id) in ids.iter().enumerate() {
+            lines.entry(line(k)).or_default().push(seq_of[id]);
+        }
+        for (k, id) in ids.iter().enumerate() {
+            let after = lines[&line(k)].iter().filter(|&&s| s > seq_of[id]).count();
+            later.insert(*id, after as i64);
+        }
     }
 
-    // 6. Every answered subscription with its place in line, in one statement.
+    // 6. Every answered subscription with its place in line, in one statement: a new one's
+    //    from the counters, an existing one's by counting who is ahead.
     let mut wanted_ids: Vec<Uuid> = Vec::new();
     let mut wanted_tenants: Vec<&str> = Vec::new();
+    let mut wanted_later: Vec<Option<i64>> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         let id = match plan {
             Plan::Insert(k) => Some(ids[*k]),
@@ -446,30 +469,35 @@ async fn subscribe_batch(
         if let Some(id) = id {
             wanted_ids.push(id);
             wanted_tenants.push(reqs[i].tenant_id.as_str());
+            wanted_later.push(later.get(&id).copied());
         }
     }
     let mut rows: HashMap<Uuid, (crate::waitlist::SubscriptionRow, Position)> = HashMap::new();
     for row in query(
         &tx,
         &format!(
-            "SELECT {SUB_COLUMNS}, p.ahead, p.waiting \
-             FROM unnest($1::text[], $2::uuid[]) AS u(t, id) JOIN {SUB_FROM} ON s.tenant_id = u.t AND s.subscription_id = u.id \
+            "SELECT {SUB_COLUMNS}, p.place, p.waiting \
+             FROM unnest($1::text[], $2::uuid[], $4::bigint[]) AS u(t, id, later) \
+             JOIN {SUB_FROM} ON s.tenant_id = u.t AND s.subscription_id = u.id \
              CROSS JOIN LATERAL ( \
-               SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) AS ahead, \
-                 count(*) AS waiting \
-               FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
-               AND o.status IN {LIVE} AND o.expires_at > $3) p"
+               SELECT f.place, f.waiting \
+               FROM waitlist_place(s.tenant_id, s.target_key, s.priority_tier, s.seq, u.later, $3) f \
+               WHERE u.later IS NOT NULL \
+               UNION ALL \
+               SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) + 1, \
+                 count(*) \
+               FROM subscriptions o WHERE u.later IS NULL AND o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
+               AND o.status IN {LIVE} AND o.expires_at > $3 HAVING u.later IS NULL) p"
         ),
-        &[&wanted_tenants, &wanted_ids, &now],
+        &[&wanted_tenants, &wanted_ids, &now, &wanted_later],
     )
     .await?
     {
         let sub = sub_from_row(&row)?;
-        let (ahead, waiting): (i64, i64) = (row.get("ahead"), row.get("waiting"));
-        let position = if sub.status_at(now).is_live() {
-            Position { position: ahead as u64 + 1, waiting: waiting as u64 }
-        } else {
-            Position { position: 0, waiting: waiting as u64 }
+        let (position, waiting): (i64, i64) = (row.get("place"), row.get("waiting"));
+        let position = Position {
+            position: if sub.status_at(now).is_live() { position as u64 } else { 0 },
+            waiting: waiting as u64,
         };
         rows.insert(sub.subscription_id, (sub, position));
     }

@@ -1057,35 +1057,28 @@ async fn insert_subscription(
         kinds.push(ConsentEventKind::Confirm.as_str());
     }
     let event_ids: Vec<Uuid> = kinds.iter().map(|_| Uuid::now_v7()).collect();
-    // One statement, one round trip: the subscription, its consent events, and its place in
-    // line (rows of this statement are invisible to its subqueries, so they count the others).
+    // One statement: the subscription and its consent events. Its place in line comes after,
+    // from the counters its insert just moved (see `waitlist_place`).
     let row = query_one(
         tx,
-        &format!(
-            "WITH s AS ( \
-               INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
-                 product_id, wanted_options, customer_id, session_id, location_ids, desired_quantity, \
-                 priority_tier, status, time_zone, created_at, updated_at, expires_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) \
-               RETURNING *), \
-             e AS ( \
-               INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, \
-                 ip_address, user_agent, subscription_id, occurred_at, recorded_at) \
-               SELECT $1, $3, k.event_id, k.kind, $17, \
-                 CASE WHEN k.kind = 'opt_in' THEN $18 END, CASE WHEN k.kind = 'opt_in' THEN $19 END, \
-                 CASE WHEN k.kind = 'opt_in' THEN $20 END, $2, \
-                 CASE WHEN k.kind = 'opt_in' THEN $21 ELSE $15 END, $15 \
-               FROM unnest($22::uuid[], $23::text[]) WITH ORDINALITY AS k(event_id, kind, ord) ORDER BY k.ord) \
-             SELECT s.tenant_id, s.subscription_id, s.seq, s.target_key, $24::text AS phone_e164, s.variant_id, \
-               s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, s.desired_quantity, \
-               s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, s.updated_at, s.expires_at, \
-               p.ahead, p.others \
-             FROM s CROSS JOIN LATERAL ( \
-               SELECT count(*) FILTER (WHERE o.priority_tier > s.priority_tier OR o.priority_tier = s.priority_tier AND o.seq < s.seq) AS ahead, \
-                 count(*) AS others \
-               FROM subscriptions o WHERE o.tenant_id = s.tenant_id AND o.target_key = s.target_key \
-               AND o.status IN {LIVE} AND o.expires_at > $15) p"
-        ),
+        "WITH s AS ( \
+           INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
+             product_id, wanted_options, customer_id, session_id, location_ids, desired_quantity, \
+             priority_tier, status, time_zone, created_at, updated_at, expires_at) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) \
+           RETURNING *), \
+         e AS ( \
+           INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, consent_text, \
+             ip_address, user_agent, subscription_id, occurred_at, recorded_at) \
+           SELECT $1, $3, k.event_id, k.kind, $17, \
+             CASE WHEN k.kind = 'opt_in' THEN $18 END, CASE WHEN k.kind = 'opt_in' THEN $19 END, \
+             CASE WHEN k.kind = 'opt_in' THEN $20 END, $2, \
+             CASE WHEN k.kind = 'opt_in' THEN $21 ELSE $15 END, $15 \
+           FROM unnest($22::uuid[], $23::text[]) WITH ORDINALITY AS k(event_id, kind, ord) ORDER BY k.ord) \
+         SELECT s.tenant_id, s.subscription_id, s.seq, s.target_key, $24::text AS phone_e164, s.variant_id, \
+           s.product_id, s.wanted_options, s.customer_id, s.session_id, s.location_ids, s.desired_quantity, \
+           s.priority_tier, s.status, s.cancel_reason, s.time_zone, s.created_at, s.updated_at, s.expires_at \
+         FROM s",
         &[
             &tenant,
             &subscription_id,
@@ -1114,13 +1107,25 @@ async fn insert_subscription(
         ],
     )
     .await?;
-    let ahead: i64 = row.get("ahead");
-    let others: i64 = row.get("others");
+    let sub = sub_from_row(&row)?;
+    let place = query_one(
+        tx,
+        "SELECT place, waiting FROM waitlist_place($1, $2, $3, $4, 0, $5)",
+        &[
+            &sub.tenant_id,
+            &sub.target_key,
+            &sub.priority_tier,
+            &sub.seq,
+            &now,
+        ],
+    )
+    .await?;
+    let (position, waiting): (i64, i64) = (place.get(0), place.get(1));
     Ok((
-        sub_from_row(&row)?,
+        sub,
         Position {
-            position: ahead as u64 + 1,
-            waiting: others as u64 + 1,
+            position: position as u64,
+            waiting: waiting as u64,
         },
     ))
 }
