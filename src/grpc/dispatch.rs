@@ -802,6 +802,15 @@ impl DispatchService for DispatchApi {
         ))
     }
 
+    async fn record_product_views(
+        &self,
+        request: Request<pb::RecordProductViewsRequest>,
+    ) -> Result<Response<pb::RecordProductViewsResponse>, Status> {
+        Ok(Response::new(
+            super::views::record(&self.state, request.into_inner()).await?,
+        ))
+    }
+
     async fn get_release_report(
         &self,
         request: Request<pb::GetReleaseReportRequest>,

@@ -7,4 +7,5 @@ pub mod paging;
 pub mod purchases;
 pub mod reports;
 pub mod validate;
+pub mod views;
 pub mod waitlist;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock_domain::report::{self, NoLift, Ratio};
-use restock_store::reports::{Figures, ReportWindows, Scope};
+use restock_store::reports::{Figures, ReportWindows, Scope, SignupFigures};
 
 use super::convert::timestamp;
 use super::validate::Violations;
@@ -126,6 +126,11 @@ async fn build(
     let windows = ReportWindows {
         opt_out: chrono::Duration::from_std(OPT_OUT_WINDOW).expect("a small duration"),
         lift: chrono::Duration::from_std(text_window).expect("a small duration"),
+        complaint_codes: report::COMPLAINT_ERROR_CODES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        time_zone: policy.time_zone.clone(),
     };
     let figures = state
         .store
@@ -165,6 +170,8 @@ fn shape(
                 conversion_count: c.orders,
                 units: c.units,
                 revenue: Some(money(c.revenue_minor)),
+                last_click_conversion_count: c.last_click_orders,
+                last_click_revenue: Some(money(c.last_click_revenue_minor)),
                 revenue_per_text: per(f.sent_count),
                 revenue_per_subscriber: per(f.recipient_count),
                 incremental_revenue: lift.as_ref().ok().and_then(|l| {
@@ -212,6 +219,34 @@ fn shape(
         time_to_purchase_median: report::median(&f.times_to_purchase).map(duration),
         time_to_purchase_p90: report::p90(&f.times_to_purchase).map(duration),
         lift: Some(conversion_lift(f, &lift, text_window)),
+        complaint_rate: Some(ratio(f.complaint_count, f.sent_count)),
+        complaints_per_thousand_texts: report::per_thousand(Ratio::new(
+            f.complaint_count,
+            f.sent_count,
+        )),
+        opt_outs_per_thousand_texts: report::per_thousand(Ratio::new(
+            f.opt_out_count,
+            f.sent_count,
+        )),
+        signups: Some(signups(&f.signups)),
+    }
+}
+
+fn signups(s: &SignupFigures) -> pb::SignupFigures {
+    let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
+    pb::SignupFigures {
+        first_day: day(s.first_day),
+        last_day: day(s.last_day),
+        signup_count: s.signups,
+        views_reported: s.views_reported,
+        product_view_count: s.views,
+        // Without a view count the rate is not reported at all, not a ratio over zero views.
+        signup_rate: s
+            .views_reported
+            .then(|| ratio(s.signups_on_viewed_days, s.views)),
+        variant_specificity: Some(ratio(s.variant_signups, s.signups)),
+        confirmation_rate: Some(ratio(s.confirmed, s.confirmation_requested)),
+        time_to_confirm_median: s.time_to_confirm_median.map(duration),
     }
 }
 
@@ -305,6 +340,8 @@ mod tests {
                 orders: 2,
                 units: 2,
                 revenue_minor: 5_000,
+                last_click_orders: 0,
+                last_click_revenue_minor: 0,
             }],
             ..Figures::default()
         };

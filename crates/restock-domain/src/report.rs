@@ -11,6 +11,36 @@ pub const Z_95: f64 = 1.959_963_984_540_054;
 /// approximations behind any interval are too rough to act on, whatever the interval says.
 pub const MIN_GROUP_SIZE: u64 = 30;
 
+/// Provider error codes on an undelivered text that mean the carrier or the recipient refused
+/// it as unwanted: Twilio 30004 (message blocked) and 30007 (filtered by the carrier, as spam).
+/// Counted as complaints against the text.
+pub const COMPLAINT_ERROR_CODES: [&str; 2] = ["30004", "30007"];
+
+/// Where an order was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PurchaseChannel {
+    /// In a session a text's tracked link opened: the text had the last click.
+    SmsLink,
+    Web,
+    Store,
+    App,
+    #[default]
+    Unknown,
+}
+
+crate::consent::str_enum!(PurchaseChannel {
+    SmsLink => "sms_link",
+    Web => "web",
+    Store => "store",
+    App => "app",
+    Unknown => "unknown",
+});
+
+/// `part / whole × 1,000`: a rate per thousand (texts); `None` over nothing.
+pub fn per_thousand(r: Ratio) -> Option<f64> {
+    r.value().map(|v| v * 1_000.0)
+}
+
 /// A proportion with its parts, so a caller can add ratios up across reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ratio {

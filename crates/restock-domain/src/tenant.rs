@@ -115,6 +115,10 @@ pub struct TenantPolicy {
     /// The answer to HELP or INFO.
     #[serde(default = "default_help_text")]
     pub help_text: String,
+    /// The brand's IANA time zone (`Europe/Paris`): what a "day" means in reports and in the
+    /// product views the storefront counts per day.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
 }
 
 /// How a release spreads its texts over time.
@@ -189,6 +193,10 @@ fn default_help_text() -> String {
     "Back-in-stock alerts. Reply STOP to opt out. Msg&data rates may apply.".into()
 }
 
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
 fn default_subscription_ttl_days() -> u32 {
     90
 }
@@ -248,6 +256,7 @@ impl Default for TenantPolicy {
             text_attribution_hours: default_text_attribution_hours(),
             click_attribution_days: default_click_attribution_days(),
             help_text: default_help_text(),
+            time_zone: default_time_zone(),
         }
     }
 }
@@ -266,6 +275,16 @@ impl TenantPolicy {
             .collect()
     }
 
+    /// The brand's time zone.
+    pub fn zone(&self) -> Result<chrono_tz::Tz, String> {
+        self.time_zone.parse().map_err(|_| {
+            format!(
+                "time_zone: must be an IANA time zone such as Europe/Paris, got {:?}",
+                self.time_zone
+            )
+        })
+    }
+
     /// The texting window `[start, end)` in the shopper's local time.
     pub fn quiet_window(&self) -> Result<(NaiveTime, NaiveTime), String> {
         Ok((
@@ -278,6 +297,7 @@ impl TenantPolicy {
     /// server can refuse a bad configuration at start rather than misbehave at the first restock.
     pub fn validate(&self) -> Result<(), String> {
         self.quiet_window()?;
+        self.zone()?;
         if !(0.0..=0.5).contains(&self.holdout_share) {
             return Err(format!(
                 "holdout_share: must be within 0 and 0.5, got {}",
@@ -397,6 +417,7 @@ mod tests {
         assert!(bad(|p| p.quiet_hours_start = "8am".into()).starts_with("quiet_hours_start:"));
         assert!(bad(|p| p.quiet_hours_end = "25:00".into()).starts_with("quiet_hours_end:"));
         assert!(bad(|p| p.holdout_share = 0.6).starts_with("holdout_share:"));
+        assert!(bad(|p| p.time_zone = "Mars/Olympus".into()).starts_with("time_zone:"));
         assert!(bad(|p| p.holdout_share = -0.1).starts_with("holdout_share:"));
         assert!(bad(|p| p.holdout_share = f64::NAN).starts_with("holdout_share:"));
         assert!(bad(|p| p.restock_threshold = 0).starts_with("restock_threshold:"));

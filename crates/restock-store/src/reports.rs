@@ -2,7 +2,7 @@
 //! set-based statements. Read-only and lock-free (plain SELECTs in one repeatable-read,
 //! read-only transaction), so they may later be served from a replica.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
@@ -28,14 +28,18 @@ pub enum Scope {
     },
 }
 
-/// The windows the figures are measured with.
-#[derive(Debug, Clone, Copy)]
+/// The windows and codes the figures are measured with.
+#[derive(Debug, Clone)]
 pub struct ReportWindows {
     /// An opt-out of a texted phone within this long after the text counts against the text.
     pub opt_out: Duration,
     /// The conversion window of both lift groups, measured from the restock (the release's
     /// creation), so the texted group and the holdout are measured alike.
     pub lift: Duration,
+    /// Provider error codes of an undelivered text that count as a carrier complaint.
+    pub complaint_codes: Vec<String>,
+    /// The tenant's IANA time zone: what a day is for signups and product views.
+    pub time_zone: String,
 }
 
 /// Error codes of failed or undelivered texts, counted.
@@ -54,6 +58,31 @@ pub struct CurrencyFigures {
     pub orders: u64,
     pub units: u64,
     pub revenue_minor: i64,
+    /// Of `orders`, those placed through a text's link (channel `sms_link`).
+    pub last_click_orders: u64,
+    /// Revenue of their attributed lines.
+    pub last_click_revenue_minor: i64,
+}
+
+/// Signups and product views over whole days in the tenant's time zone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignupFigures {
+    /// First and last day covered; `None` when unbounded.
+    pub first_day: Option<NaiveDate>,
+    pub last_day: Option<NaiveDate>,
+    pub signups: u64,
+    /// Whether any view count was reported for the scope on those days.
+    pub views_reported: bool,
+    pub views: u64,
+    /// Signups on the days with a view count reported.
+    pub signups_on_viewed_days: u64,
+    /// Signups naming a variant.
+    pub variant_signups: u64,
+    /// Signups created waiting for a double opt-in confirmation, and those confirmed.
+    pub confirmation_requested: u64,
+    pub confirmed: u64,
+    /// Median time from signup to confirmation (nearest rank).
+    pub time_to_confirm_median: Option<std::time::Duration>,
 }
 
 /// The raw figures of a report; ratios and intervals are the domain's to compute.
@@ -71,10 +100,13 @@ pub struct Figures {
     pub segment_count: u64,
     /// FAILED and UNDELIVERED messages by their last error code, most frequent first.
     pub failures: Vec<FailureCount>,
+    /// Undelivered texts whose error code is a carrier complaint (filtered, blocked).
+    pub complaint_count: u64,
     pub click_count: u64,
     /// Sent messages whose link was clicked at least once.
     pub clicked_count: u64,
-    /// Sent messages whose phone opted out within the opt-out window after the text.
+    /// Sent messages blamed for an opt-out: each opt-out counts against the latest text to its
+    /// phone before it, when that text is within the opt-out window.
     pub opt_out_count: u64,
     /// Distinct orders with a line attributed (TEXT or CLICK) to one of the releases' texts.
     pub conversion_count: u64,
@@ -90,6 +122,7 @@ pub struct Figures {
     pub holdout_conversions: u64,
     /// The latest text of the releases, to tell whether the windows have closed.
     pub last_sent_at: Option<DateTime<Utc>>,
+    pub signups: SignupFigures,
 }
 
 /// The releases in scope: `$1` tenant, `$2` release, `$3` variant, `$4` from, `$5` before.
@@ -148,10 +181,11 @@ impl Store {
         };
         let p: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
             [&tenant_id, &release_id, &variant_id, &from, &before];
-        let mut f = messaging(&tx, &p, windows.opt_out).await?;
+        let mut f = messaging(&tx, &p, &windows).await?;
         f.failures = failures(&tx, &p).await?;
         conversions(&tx, &p, &mut f).await?;
         lift(&tx, &p, windows.lift, &mut f).await?;
+        f.signups = signups(&tx, tenant_id, scope, &windows.time_zone).await?;
         tx.commit().await?;
         Ok(f)
     }
@@ -161,13 +195,23 @@ impl Store {
 async fn messaging<C: GenericClient>(
     c: &C,
     p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
-    opt_out: Duration,
+    windows: &ReportWindows,
 ) -> Result<Figures, StoreError> {
+    // An opt-out is blamed on the latest text to its phone before it (of any release), found
+    // per opt-out of the scope's phones; it counts when that text is one of the scope's.
     let sql = format!(
         "WITH {SCOPE}, \
          m AS (SELECT m.tenant_id, m.message_id, m.contact_id, m.status, m.kind, m.segments, \
-                 m.sent_at FROM messages m JOIN scope s \
-                 ON s.tenant_id = m.tenant_id AND s.release_id = m.release_id) \
+                 m.sent_at, m.last_error_code FROM messages m JOIN scope s \
+                 ON s.tenant_id = m.tenant_id AND s.release_id = m.release_id), \
+         blamed AS (SELECT DISTINCT ON (e.tenant_id, e.contact_id, e.event_id) x.message_id \
+           FROM consent_events e \
+           JOIN messages x ON x.tenant_id = e.tenant_id AND x.contact_id = e.contact_id \
+             AND x.sent_at IS NOT NULL AND x.sent_at <= e.occurred_at \
+             AND e.occurred_at < x.sent_at + make_interval(secs => $6) \
+           WHERE e.tenant_id = $1 AND e.kind = 'opt_out' \
+             AND e.contact_id IN (SELECT contact_id FROM m WHERE sent_at IS NOT NULL) \
+           ORDER BY e.tenant_id, e.contact_id, e.event_id, x.sent_at DESC, x.message_id DESC) \
          SELECT (SELECT count(*) FROM scope), \
            count(*) FILTER (WHERE status <> 'held_out' AND kind = 'first'), \
            count(*) FILTER (WHERE status = 'held_out' AND kind = 'first'), \
@@ -179,16 +223,15 @@ async fn messaging<C: GenericClient>(
            (SELECT count(*) FROM clicks k JOIN m ON k.tenant_id = m.tenant_id AND k.message_id = m.message_id), \
            (SELECT count(DISTINCT k.message_id) FROM clicks k JOIN m \
               ON k.tenant_id = m.tenant_id AND k.message_id = m.message_id WHERE m.sent_at IS NOT NULL), \
-           (SELECT count(*) FROM m WHERE m.sent_at IS NOT NULL AND EXISTS ( \
-               SELECT 1 FROM consent_events e WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
-                 AND e.kind = 'opt_out' AND e.occurred_at >= m.sent_at \
-                 AND e.occurred_at < m.sent_at + make_interval(secs => $6))), \
-           max(sent_at) \
+           (SELECT count(DISTINCT b.message_id) FROM blamed b JOIN m ON m.message_id = b.message_id), \
+           max(sent_at), \
+           count(*) FILTER (WHERE status = 'undelivered' AND last_error_code = ANY($7)) \
          FROM m"
     );
-    let secs = opt_out.num_seconds() as f64;
+    let secs = windows.opt_out.num_seconds() as f64;
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = p.to_vec();
     params.push(&secs);
+    params.push(&windows.complaint_codes);
     let r = query_one(c, &sql, &params).await?;
     Ok(Figures {
         release_count: count(r.get(0)),
@@ -203,6 +246,7 @@ async fn messaging<C: GenericClient>(
         clicked_count: count(r.get(9)),
         opt_out_count: count(r.get(10)),
         last_sent_at: r.get(11),
+        complaint_count: count(r.get(12)),
         ..Figures::default()
     })
 }
@@ -238,7 +282,7 @@ async fn conversions<C: GenericClient>(
     // Lines credited to a text of the scope, with the time since that text.
     let lines = format!(
         "WITH {SCOPE}, \
-         l AS (SELECT pl.order_id, pl.quantity, pl.total_minor, pl.currency, pl.basis, pl.purchased_at, \
+         l AS (SELECT pl.order_id, pl.quantity, pl.total_minor, pl.currency, pl.basis, pl.purchased_at, pl.channel, \
                  pl.purchased_at - COALESCE(m.sent_at, m.created_at) AS since \
                FROM purchase_lines pl \
                JOIN scope s ON s.tenant_id = pl.tenant_id AND s.release_id = pl.release_id \
@@ -263,7 +307,9 @@ async fn conversions<C: GenericClient>(
         .collect();
     let per_currency = format!(
         "{lines} SELECT currency, count(DISTINCT order_id), COALESCE(sum(quantity), 0)::bigint, \
-           COALESCE(sum(total_minor), 0)::bigint \
+           COALESCE(sum(total_minor), 0)::bigint, \
+           count(DISTINCT order_id) FILTER (WHERE channel = 'sms_link'), \
+           COALESCE(sum(total_minor) FILTER (WHERE channel = 'sms_link'), 0)::bigint \
          FROM l GROUP BY currency ORDER BY currency"
     );
     f.currencies = query(c, &per_currency, p)
@@ -274,6 +320,8 @@ async fn conversions<C: GenericClient>(
             orders: count(r.get(1)),
             units: count(r.get(2)),
             revenue_minor: r.get(3),
+            last_click_orders: count(r.get(4)),
+            last_click_revenue_minor: r.get(5),
         })
         .collect();
     Ok(())
@@ -320,4 +368,98 @@ async fn lift<C: GenericClient>(
     f.treatment_conversions = count(r.get(0));
     f.holdout_conversions = count(r.get(1));
     Ok(())
+}
+
+/// Signups, product views and confirmations over whole days in `time_zone`: the days of a
+/// variant or period scope's range, or for one release the days after the day of the
+/// variant's previous release up to the day of its own. Signups and views of a variant scope
+/// (or a release's variant) are those naming the variant.
+async fn signups<C: GenericClient>(
+    c: &C,
+    tenant_id: &str,
+    scope: &Scope,
+    time_zone: &str,
+) -> Result<SignupFigures, StoreError> {
+    // The last day of a range ending before `before` is the day of the instant just before it.
+    let (variant_id, first_day, last_day): (Option<String>, Option<NaiveDate>, Option<NaiveDate>) =
+        match scope {
+            Scope::Release(release_id) => {
+                let r = query_one(
+                    c,
+                    "SELECT r.variant_id, \
+                       (SELECT max((p.created_at AT TIME ZONE $3)::date) + 1 FROM releases p \
+                        WHERE p.tenant_id = r.tenant_id AND p.variant_id = r.variant_id \
+                          AND (p.created_at AT TIME ZONE $3)::date < (r.created_at AT TIME ZONE $3)::date), \
+                       (r.created_at AT TIME ZONE $3)::date \
+                     FROM releases r WHERE r.tenant_id = $1 AND r.release_id = $2",
+                    &[&tenant_id, release_id, &time_zone],
+                )
+                .await?;
+                (Some(r.get(0)), r.get(1), Some(r.get(2)))
+            }
+            Scope::Variant {
+                variant_id,
+                from,
+                before,
+            } => {
+                let r = query_one(
+                    c,
+                    "SELECT ($1::timestamptz AT TIME ZONE $3)::date, \
+                       (($2::timestamptz - interval '1 microsecond') AT TIME ZONE $3)::date",
+                    &[from, before, &time_zone],
+                )
+                .await?;
+                (Some(variant_id.clone()), r.get(0), r.get(1))
+            }
+            Scope::Period { from, before } => {
+                let r = query_one(
+                    c,
+                    "SELECT ($1::timestamptz AT TIME ZONE $3)::date, \
+                       (($2::timestamptz - interval '1 microsecond') AT TIME ZONE $3)::date",
+                    &[from, before, &time_zone],
+                )
+                .await?;
+                (None, r.get(0), r.get(1))
+            }
+        };
+    let r = query_one(
+        c,
+        "WITH s AS ( \
+           SELECT variant_id, confirmation_requested, confirmed_at, created_at, \
+             (created_at AT TIME ZONE $5)::date AS day \
+           FROM subscriptions WHERE tenant_id = $1 AND ($2::text IS NULL OR variant_id = $2) \
+             AND ($3::date IS NULL OR created_at >= ($3::date::timestamp AT TIME ZONE $5)) \
+             AND ($4::date IS NULL OR created_at < (($4::date + 1)::timestamp AT TIME ZONE $5))), \
+         v AS ( \
+           SELECT day, sum(view_count) AS n FROM product_views \
+           WHERE tenant_id = $1 AND ($2::text IS NULL OR variant_id = $2) \
+             AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day <= $4) \
+           GROUP BY day) \
+         SELECT (SELECT count(*) FROM s), \
+           EXISTS (SELECT 1 FROM v), \
+           (SELECT COALESCE(sum(n), 0) FROM v)::bigint, \
+           (SELECT count(*) FROM s WHERE day IN (SELECT day FROM v)), \
+           (SELECT count(*) FROM s WHERE variant_id IS NOT NULL), \
+           (SELECT count(*) FROM s WHERE confirmation_requested), \
+           (SELECT count(*) FROM s WHERE confirmation_requested AND confirmed_at IS NOT NULL), \
+           (SELECT percentile_disc(0.5) WITHIN GROUP ( \
+              ORDER BY GREATEST(EXTRACT(EPOCH FROM confirmed_at - created_at), 0)::float8) \
+            FROM s WHERE confirmation_requested AND confirmed_at IS NOT NULL)",
+        &[&tenant_id, &variant_id, &first_day, &last_day, &time_zone],
+    )
+    .await?;
+    Ok(SignupFigures {
+        first_day,
+        last_day,
+        signups: count(r.get(0)),
+        views_reported: r.get(1),
+        views: count(r.get(2)),
+        signups_on_viewed_days: count(r.get(3)),
+        variant_signups: count(r.get(4)),
+        confirmation_requested: count(r.get(5)),
+        confirmed: count(r.get(6)),
+        time_to_confirm_median: r
+            .get::<_, Option<f64>>(7)
+            .map(std::time::Duration::from_secs_f64),
+    })
 }
