@@ -17,6 +17,7 @@ mod polyglot;
 mod purchases;
 mod releases;
 mod replicas;
+mod report_inputs;
 mod reports;
 mod shutdown;
 mod subscribe;
