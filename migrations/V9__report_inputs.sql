@@ -65,3 +65,6 @@ ALTER TABLE purchases
 ALTER TABLE purchase_lines
     ADD COLUMN channel text NOT NULL DEFAULT 'unknown'
         CHECK (channel IN ('sms_link', 'web', 'store', 'app', 'unknown'));
+
+-- Sell-through: what a variant sold in the day after each of its restocks.
+CREATE INDEX purchase_lines_by_variant ON purchase_lines (tenant_id, variant_id, purchased_at);

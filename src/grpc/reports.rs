@@ -21,6 +21,10 @@ const OPT_OUT_WINDOW: Duration = Duration::from_secs(72 * 3600);
 /// The longest period a report may cover.
 const MAX_PERIOD_DAYS: i64 = 400;
 
+/// Sell-through counts the units bought within this long after a restock: the day in which
+/// a restock's stock is announced and mostly sold.
+const SELL_THROUGH_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 pub async fn release(
     state: &AppState,
     req: pb::GetReleaseReportRequest,
@@ -131,13 +135,19 @@ async fn build(
             .map(|c| c.to_string())
             .collect(),
         time_zone: policy.time_zone.clone(),
+        sell_through: chrono::Duration::from_std(SELL_THROUGH_WINDOW).expect("a small duration"),
     };
     let figures = state
         .store
         .report_figures(tenant_id, scope, windows)
         .await?;
     let now = state.clock.now();
-    Ok(shape(&figures, now, text_window, click_window))
+    let mut report = shape(&figures, now, text_window, click_window);
+    report.segment_cost = policy.segment_price_milli_minor.map(|price| pb::Money {
+        amount_minor: report::segment_cost_minor(figures.segment_count, price),
+        currency_code: policy.segment_price_currency.clone(),
+    });
+    Ok(report)
 }
 
 /// The report of `f` as the API shows it; pure, so the shaping is unit-tested apart.
@@ -229,6 +239,9 @@ fn shape(
             f.sent_count,
         )),
         signups: Some(signups(&f.signups)),
+        sell_through: Some(ratio(f.units_sold_after_restock, f.units_restocked)),
+        sell_through_window: Some(duration(SELL_THROUGH_WINDOW)),
+        segment_cost: None,
     }
 }
 

@@ -564,3 +564,85 @@ async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
     let sku2 = variant(&app, "sku-2", None).await;
     assert_eq!(parts(&sku2.opt_out_rate), Some((1, 1, Some(1.0))));
 }
+
+#[tokio::test]
+async fn sell_through_counts_anyones_units_in_the_day_after_the_restock_and_segments_cost_the_set_price(
+) {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo").unwrap();
+        t.holdout_share = 0.0;
+        t.segment_price_milli_minor = Some(790);
+        t.segment_price_currency = "EUR".into();
+    })
+    .await;
+    let p = phones(2, 990);
+    subscribe_all(&app, "sku-1", &p).await;
+    let t0 = app.clock.now_dt();
+    set_stock(&app, "sku-1", "loc-1", 10, 1).await;
+    eventually(Duration::from_secs(10), "every text sent", || async {
+        statuses(&app).await.get("sent") == Some(&2)
+    })
+    .await;
+    let mut client = dispatch(&app);
+    let line = |variant: &str, quantity: u32, location: &str| pb::PurchaseLine {
+        variant_id: variant.into(),
+        quantity,
+        total_price: Some(pb::Money {
+            amount_minor: 1_000 * i64::from(quantity),
+            currency_code: "USD".into(),
+        }),
+        location_id: location.into(),
+    };
+    let buy = |id: &str, hours: i64, lines: Vec<pb::PurchaseLine>| pb::RecordPurchaseRequest {
+        tenant_id: "demo".into(),
+        order_id: id.into(),
+        customer_id: format!("walk-in-{id}"),
+        lines,
+        purchase_time: Some(ts(t0 + chrono::Duration::hours(hours))),
+        ..Default::default()
+    };
+    app.clock.advance(chrono::Duration::hours(30));
+    for o in [
+        // A texted shopper: 2 units at the restocked location.
+        pb::RecordPurchaseRequest {
+            customer_id: String::new(),
+            phone_number: p[0].clone(),
+            ..buy("o-1", 1, vec![line("sku-1", 2, "loc-1")])
+        },
+        // Strangers: 1 unit with no location and 3 at another location count (the variant's
+        // first stock anywhere is a variant-level restock, serving every location); another
+        // variant's units do not.
+        buy(
+            "o-2",
+            2,
+            vec![line("sku-1", 1, ""), line("sku-9", 5, "loc-1")],
+        ),
+        buy("o-3", 3, vec![line("sku-1", 3, "loc-2")]),
+        // After the day: not counted.
+        buy("o-4", 25, vec![line("sku-1", 4, "loc-1")]),
+    ] {
+        client.record_purchase(o).await.unwrap();
+    }
+    let r = release_report(&app).await;
+    assert_eq!(parts(&r.sell_through), Some((6, 10, Some(0.6))));
+    assert_eq!(r.sell_through_window.unwrap().seconds, 24 * 3600);
+    let segments: u64 = fake.messages().iter().map(|m| u64::from(m.segments)).sum();
+    assert_eq!(r.segment_count, segments);
+    // 0.79 euro cents a segment, rounded to the cent.
+    let cost = r.segment_cost.unwrap();
+    assert_eq!(cost.currency_code, "EUR");
+    assert_eq!(cost.amount_minor, ((segments * 790 + 500) / 1_000) as i64);
+}
+
+#[tokio::test]
+async fn a_report_without_a_segment_price_leaves_the_cost_out_and_nothing_restocked_has_no_sell_through(
+) {
+    let app = spawn_app().await;
+    let now = app.clock.now_dt();
+    let r = period(&app, "demo", now - chrono::Duration::days(1), now).await;
+    assert_eq!(r.segment_cost, None);
+    assert_eq!(parts(&r.sell_through), Some((0, 0, None)));
+    assert_eq!(r.complaints_per_thousand_texts, None);
+    assert_eq!(r.opt_outs_per_thousand_texts, None);
+}

@@ -41,6 +41,13 @@ pub fn per_thousand(r: Ratio) -> Option<f64> {
     r.value().map(|v| v * 1_000.0)
 }
 
+/// What `segments` cost at `price_milli_minor` thousandths of a minor unit each, in minor
+/// units, rounded half away from zero. Saturates rather than wraps on absurd inputs.
+pub fn segment_cost_minor(segments: u64, price_milli_minor: u64) -> i64 {
+    let milli = u128::from(segments) * u128::from(price_milli_minor);
+    i64::try_from((milli + 500) / 1_000).unwrap_or(i64::MAX)
+}
+
 /// A proportion with its parts, so a caller can add ratios up across reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ratio {
@@ -236,6 +243,24 @@ mod tests {
             lift.interval.lower,
             lift.interval.upper
         );
+    }
+
+    #[test]
+    fn segment_cost_rounds_thousandths_of_a_minor_unit_half_up() {
+        // 1,000 segments at 0.79 cents: 790 cents.
+        assert_eq!(segment_cost_minor(1_000, 790), 790);
+        // 3 segments at 0.79 cents: 2.37 cents, rounded to 2; 0.5 rounds up.
+        assert_eq!(segment_cost_minor(3, 790), 2);
+        assert_eq!(segment_cost_minor(1, 500), 1);
+        assert_eq!(segment_cost_minor(1, 499), 0);
+        assert_eq!(segment_cost_minor(0, 790), 0);
+        assert_eq!(segment_cost_minor(u64::MAX, u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn per_thousand_scales_a_ratio_and_has_no_value_over_nothing() {
+        assert_eq!(per_thousand(Ratio::new(2, 4)), Some(500.0));
+        assert_eq!(per_thousand(Ratio::new(0, 0)), None);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct ReportWindows {
     pub complaint_codes: Vec<String>,
     /// The tenant's IANA time zone: what a day is for signups and product views.
     pub time_zone: String,
+    /// Sell-through counts units bought within this long after each restock.
+    pub sell_through: Duration,
 }
 
 /// Error codes of failed or undelivered texts, counted.
@@ -123,6 +125,11 @@ pub struct Figures {
     /// The latest text of the releases, to tell whether the windows have closed.
     pub last_sent_at: Option<DateTime<Utc>>,
     pub signups: SignupFigures,
+    /// Units available at the releases' restocks, summed.
+    pub units_restocked: u64,
+    /// Units of the releases' variants bought by anyone within the sell-through window after
+    /// each restock, at its location or at no stated location.
+    pub units_sold_after_restock: u64,
 }
 
 /// The releases in scope: `$1` tenant, `$2` release, `$3` variant, `$4` from, `$5` before.
@@ -186,6 +193,7 @@ impl Store {
         conversions(&tx, &p, &mut f).await?;
         lift(&tx, &p, windows.lift, &mut f).await?;
         f.signups = signups(&tx, tenant_id, scope, &windows.time_zone).await?;
+        sell_through(&tx, &p, windows.sell_through, &mut f).await?;
         tx.commit().await?;
         Ok(f)
     }
@@ -462,4 +470,33 @@ async fn signups<C: GenericClient>(
             .get::<_, Option<f64>>(7)
             .map(std::time::Duration::from_secs_f64),
     })
+}
+
+/// Units restocked and units of the variant sold, by anyone, within `window` after each
+/// restock of the scope (lines at the release's location or naming none). Two releases of one
+/// variant within `window` of each other both count the units bought in their overlap.
+async fn sell_through<C: GenericClient>(
+    c: &C,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
+    window: Duration,
+    f: &mut Figures,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "WITH {SCOPE} \
+         SELECT COALESCE(sum(r.available_at_restock), 0)::bigint, COALESCE(sum(sold.units), 0)::bigint \
+         FROM scope s JOIN releases r ON r.tenant_id = s.tenant_id AND r.release_id = s.release_id \
+         CROSS JOIN LATERAL ( \
+           SELECT sum(pl.quantity) AS units FROM purchase_lines pl \
+           WHERE pl.tenant_id = r.tenant_id AND pl.variant_id = r.variant_id \
+             AND pl.purchased_at >= r.created_at \
+             AND pl.purchased_at < r.created_at + make_interval(secs => $6) \
+             AND (pl.location_id IS NULL OR r.location_id IS NULL OR pl.location_id = r.location_id)) sold"
+    );
+    let secs = window.num_seconds() as f64;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = p.to_vec();
+    params.push(&secs);
+    let r = query_one(c, &sql, &params).await?;
+    f.units_restocked = count(r.get(0));
+    f.units_sold_after_restock = count(r.get(1));
+    Ok(())
 }
