@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock_domain::report::{self, NoLift, Ratio};
-use restock_store::reports::{Figures, ReportWindows, Scope, SignupFigures};
+use restock_store::reports::{DayFigures, Figures, ReportWindows, Scope, SignupFigures};
 
 use super::convert::timestamp;
 use super::validate::Violations;
@@ -112,9 +112,16 @@ pub async fn period(
     let (Some(tenant_id), Some(from), Some(before)) = (tenant_id, from, before) else {
         return Err(ApiError::Internal("validated fields missing".into()));
     };
-    state.tenant(&tenant_id)?;
+    let policy = state.tenant(&tenant_id)?;
+    let report = build(state, &tenant_id, &Scope::Period { from, before }).await?;
+    let days = state
+        .store
+        .daily_figures(&tenant_id, from, before, &policy.time_zone)
+        .await?;
     Ok(pb::GetPeriodReportResponse {
-        report: Some(build(state, &tenant_id, &Scope::Period { from, before }).await?),
+        report: Some(report),
+        days: days.iter().map(day).collect(),
+        time_zone: policy.time_zone.clone(),
     })
 }
 
@@ -242,6 +249,40 @@ fn shape(
         sell_through: Some(ratio(f.units_sold_after_restock, f.units_restocked)),
         sell_through_window: Some(duration(SELL_THROUGH_WINDOW)),
         segment_cost: None,
+    }
+}
+
+fn day(d: &DayFigures) -> pb::DailyFigures {
+    let money = |minor: i64, currency: &str| pb::Money {
+        amount_minor: minor,
+        currency_code: currency.to_string(),
+    };
+    pb::DailyFigures {
+        day: d.day.to_string(),
+        release_count: d.release_count,
+        recipient_count: d.recipient_count,
+        held_out_count: d.held_out_count,
+        sent_count: d.sent_count,
+        delivered_count: d.delivered_count,
+        unique_click_count: d.clicked_count,
+        conversion_count: d.conversion_count,
+        delivery_rate: Some(ratio(d.delivered_count, d.sent_count)),
+        click_through_rate: Some(ratio(d.clicked_count, d.sent_count)),
+        conversion_rate: Some(ratio(d.conversion_count, d.sent_count)),
+        revenue: d
+            .revenue
+            .iter()
+            .map(|r| pb::DailyRevenue {
+                currency_code: r.currency.clone(),
+                conversion_count: r.orders,
+                revenue: Some(money(r.revenue_minor, &r.currency)),
+                last_click_revenue: Some(money(r.last_click_revenue_minor, &r.currency)),
+            })
+            .collect(),
+        signup_count: d.signups,
+        views_reported: d.views_reported,
+        product_view_count: d.views,
+        signup_rate: d.views_reported.then(|| ratio(d.signups, d.views)),
     }
 }
 

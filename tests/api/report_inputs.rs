@@ -159,6 +159,42 @@ async fn signups_are_divided_by_the_views_of_the_same_tenant_days_and_a_recount_
         4
     );
 
+    // Day by day, in the tenant's zone: the late signup is on day D.
+    let answer = dispatch(&app)
+        .get_period_report(pb::GetPeriodReportRequest {
+            tenant_id: "demo".into(),
+            start_time: Some(ts(day0)),
+            end_time: Some(ts(day2)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.time_zone, "America/New_York");
+    let days: Vec<_> = answer
+        .days
+        .iter()
+        .map(|x| {
+            (
+                x.day.clone(),
+                x.signup_count,
+                x.views_reported,
+                x.product_view_count,
+                parts(&x.signup_rate),
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            (day(0), 4, true, 80, Some((4, 80, Some(0.05)))),
+            (day(1), 1, false, 0, None),
+        ]
+    );
+    assert!(answer
+        .days
+        .iter()
+        .all(|x| x.release_count == 0 && x.sent_count == 0));
+
     // Days D and D+1: 5 signups, 4 on the viewed day D, over 40 + 10 + 30 views.
     let r = period(&app, "demo", day0, day2).await;
     let s = r.signups.unwrap();
@@ -457,6 +493,59 @@ async fn last_click_revenue_is_the_part_of_assisted_revenue_bought_through_the_t
         ]
     );
     assert_eq!(app.count("purchases WHERE channel = 'unknown'").await, 0);
+
+    // The period day by day (UTC): the day before the restock is empty, the restock's day
+    // holds every figure of the release.
+    let restock_day = t1.date_naive();
+    let start = Utc.from_utc_datetime(
+        &(restock_day - chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap(),
+    );
+    let answer = dispatch(&app)
+        .get_period_report(pb::GetPeriodReportRequest {
+            tenant_id: "demo".into(),
+            start_time: Some(ts(start)),
+            end_time: Some(ts(start + chrono::Duration::days(2))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let [before, on] = &answer.days[..] else {
+        panic!("two days, got {:?}", answer.days);
+    };
+    assert_eq!(
+        (
+            before.release_count,
+            before.sent_count,
+            before.conversion_count
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(parts(&before.conversion_rate), Some((0, 0, None)));
+    assert_eq!(on.day, restock_day.to_string());
+    assert_eq!(
+        (on.release_count, on.recipient_count, on.sent_count),
+        (1, 4, 4)
+    );
+    assert_eq!(parts(&on.conversion_rate), Some((3, 4, Some(0.75))));
+    let revenue: Vec<_> = on
+        .revenue
+        .iter()
+        .map(|x| {
+            (
+                x.currency_code.as_str(),
+                x.conversion_count,
+                x.revenue.as_ref().unwrap().amount_minor,
+                x.last_click_revenue.as_ref().unwrap().amount_minor,
+            )
+        })
+        .collect();
+    assert_eq!(
+        revenue,
+        [("EUR", 1, 1_500, 1_500), ("USD", 2, 5_000, 3_000)]
+    );
+    assert_eq!(on.signup_count, 4);
 }
 
 const STATUS_PATH: &str = "/webhooks/twilio/status";
