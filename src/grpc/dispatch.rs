@@ -802,6 +802,15 @@ impl DispatchService for DispatchApi {
         ))
     }
 
+    async fn export_messages(
+        &self,
+        request: Request<pb::ExportMessagesRequest>,
+    ) -> Result<Response<super::export::ExportStream>, Status> {
+        Ok(Response::new(
+            super::export::export(self.state.clone(), request.into_inner(), message).await?,
+        ))
+    }
+
     async fn record_product_views(
         &self,
         request: Request<pb::RecordProductViewsRequest>,

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod dispatch;
 pub mod eligibility;
+pub mod export;
 pub mod paging;
 pub mod purchases;
 pub mod reports;

@@ -735,3 +735,179 @@ async fn a_report_without_a_segment_price_leaves_the_cost_out_and_nothing_restoc
     assert_eq!(r.complaints_per_thousand_texts, None);
     assert_eq!(r.opt_outs_per_thousand_texts, None);
 }
+
+async fn export(
+    app: &TestApp,
+    from: DateTime<Utc>,
+    before: DateTime<Utc>,
+) -> Vec<pb::ExportMessagesResponse> {
+    use futures::StreamExt;
+    dispatch(app)
+        .export_messages(pb::ExportMessagesRequest {
+            tenant_id: "demo".into(),
+            start_time: Some(ts(from)),
+            end_time: Some(ts(before)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn export_streams_every_message_once_in_order_with_its_outcomes_across_batches() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo").unwrap();
+        t.holdout_share = 0.5;
+        t.storefront_url = Some("https://shop.example/".into());
+    })
+    .await;
+    let p = phones(510, 2_000);
+    subscribe_all(&app, "sku-1", &p).await;
+    let t0 = app.clock.now_dt();
+    set_stock(&app, "sku-1", "loc-1", 1_000, 1).await;
+    eventually(
+        Duration::from_secs(30),
+        "every message at an outcome",
+        || async {
+            let s = statuses(&app).await;
+            s.get("held_out").copied().unwrap_or(0) + s.get("sent").copied().unwrap_or(0) == 510
+        },
+    )
+    .await;
+    let first = fake.messages().into_iter().next().unwrap();
+    let token = first
+        .body
+        .split("/r/")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            crate::http::get(&app, &format!("/r/{token}"), &[])
+                .await
+                .status,
+            302
+        );
+    }
+    app.clock.advance(chrono::Duration::hours(1));
+    dispatch(&app)
+        .record_purchase(order(
+            "o-1",
+            &first.to,
+            2_500,
+            "USD",
+            app.clock.now_dt(),
+            pb::PurchaseChannel::SmsLink,
+        ))
+        .await
+        .unwrap();
+
+    let batches = export(
+        &app,
+        t0 - chrono::Duration::minutes(1),
+        t0 + chrono::Duration::hours(2),
+    )
+    .await;
+    assert_eq!(
+        batches.iter().map(|b| b.messages.len()).collect::<Vec<_>>(),
+        [500, 10]
+    );
+    let all: Vec<_> = batches.into_iter().flat_map(|b| b.messages).collect();
+    let keys: Vec<(i64, i32, String)> = all
+        .iter()
+        .map(|e| {
+            let m = e.message.as_ref().unwrap();
+            let t = m.create_time.unwrap();
+            (t.seconds, t.nanos, m.message_id.clone())
+        })
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "strictly in (create time, id) order"
+    );
+    let held = all
+        .iter()
+        .filter(|e| e.message.as_ref().unwrap().status() == pb::MessageStatus::HeldOut)
+        .count();
+    assert_eq!(held as i64, statuses(&app).await["held_out"]);
+    let clicked: Vec<_> = all.iter().filter(|e| e.click_count > 0).collect();
+    assert_eq!(clicked.len(), 1);
+    let c = clicked[0];
+    assert_eq!(c.message.as_ref().unwrap().phone_number, first.to);
+    assert_eq!((c.click_count, c.attributed_order_count), (2, 1));
+    assert_eq!(
+        c.attributed_revenue,
+        [pb::Money {
+            amount_minor: 2_500,
+            currency_code: "USD".into()
+        }]
+    );
+    assert_eq!(
+        all.iter().filter(|e| e.attributed_order_count > 0).count(),
+        1
+    );
+
+    // A range holding no message: a stream with nothing in it.
+    assert!(export(
+        &app,
+        t0 - chrono::Duration::days(2),
+        t0 - chrono::Duration::days(1)
+    )
+    .await
+    .is_empty());
+    // A range from the middle: only the later messages.
+    let (s, n, _) = &keys[300];
+    let from = Utc.timestamp_opt(*s, *n as u32).unwrap();
+    let later: usize = export(&app, from, t0 + chrono::Duration::hours(2))
+        .await
+        .iter()
+        .map(|b| b.messages.len())
+        .sum();
+    assert_eq!(
+        later,
+        keys.iter().filter(|k| (k.0, k.1) >= (*s, *n)).count()
+    );
+}
+
+#[tokio::test]
+async fn export_requests_are_validated_before_the_stream_starts() {
+    let app = spawn_app().await;
+    let mut client = dispatch(&app);
+    let err = client
+        .export_messages(pb::ExportMessagesRequest {
+            tenant_id: String::new(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&err),
+        ["tenant_id", "start_time", "end_time"]
+    );
+    let now = app.clock.now_dt();
+    let err = client
+        .export_messages(pb::ExportMessagesRequest {
+            tenant_id: "demo".into(),
+            start_time: Some(ts(now)),
+            end_time: Some(ts(now - chrono::Duration::hours(1))),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["end_time"]);
+    let err = client
+        .export_messages(pb::ExportMessagesRequest {
+            tenant_id: "nobody".into(),
+            start_time: Some(ts(now - chrono::Duration::hours(1))),
+            end_time: Some(ts(now)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
