@@ -5,25 +5,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock_domain::report::{self, NoLift, Ratio};
-use restock_store::reports::{DayFigures, Figures, ReportWindows, Scope, SignupFigures};
+use restock_store::reports::{DayFigures, Figures, Scope, SignupFigures};
 
 use super::convert::timestamp;
 use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
+use crate::reporting::{self, OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
 use crate::startup::AppState;
-
-/// An opt-out of a texted phone within this long after the text counts against the text: long
-/// enough for a reply to be read late, short enough not to blame a text for a later change of
-/// mind.
-const OPT_OUT_WINDOW: Duration = Duration::from_secs(72 * 3600);
 
 /// The longest period a report may cover.
 const MAX_PERIOD_DAYS: i64 = 400;
-
-/// Sell-through counts the units bought within this long after a restock: the day in which
-/// a restock's stock is announced and mostly sold.
-const SELL_THROUGH_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 pub async fn release(
     state: &AppState,
@@ -132,18 +124,8 @@ async fn build(
     scope: &Scope,
 ) -> Result<pb::AttributionReport, ApiError> {
     let policy = state.tenant(tenant_id)?;
-    let text_window = Duration::from_secs(u64::from(policy.text_attribution_hours) * 3600);
-    let click_window = Duration::from_secs(u64::from(policy.click_attribution_days) * 86_400);
-    let windows = ReportWindows {
-        opt_out: chrono::Duration::from_std(OPT_OUT_WINDOW).expect("a small duration"),
-        lift: chrono::Duration::from_std(text_window).expect("a small duration"),
-        complaint_codes: report::COMPLAINT_ERROR_CODES
-            .iter()
-            .map(|c| c.to_string())
-            .collect(),
-        time_zone: policy.time_zone.clone(),
-        sell_through: chrono::Duration::from_std(SELL_THROUGH_WINDOW).expect("a small duration"),
-    };
+    let (text_window, click_window) = reporting::attribution_windows(policy);
+    let windows = reporting::windows(policy);
     let figures = state
         .store
         .report_figures(tenant_id, scope, windows)

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
@@ -45,7 +46,7 @@ pub struct ReportWindows {
 }
 
 /// Error codes of failed or undelivered texts, counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureCount {
     /// The provider's code; empty when none was recorded.
     pub code: String,
@@ -53,7 +54,7 @@ pub struct FailureCount {
 }
 
 /// Attributed purchases (TEXT or CLICK basis) in one currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrencyFigures {
     pub currency: String,
     /// Orders with an attributed line in this currency.
@@ -87,8 +88,10 @@ pub struct SignupFigures {
     pub time_to_confirm_median: Option<std::time::Duration>,
 }
 
-/// The raw figures of a report; ratios and intervals are the domain's to compute.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The raw figures of a report; ratios and intervals are the domain's to compute. Every
+/// figure but the signups is a sum over releases (or a union, or a maximum), so the figures of
+/// settled releases are cached per release and added up ([`Figures::add`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
     pub release_count: u64,
     /// First texts not held out (every status): the treatment group, intention to treat.
@@ -124,6 +127,8 @@ pub struct Figures {
     pub holdout_conversions: u64,
     /// The latest text of the releases, to tell whether the windows have closed.
     pub last_sent_at: Option<DateTime<Utc>>,
+    /// Not per release: computed for the whole scope, never cached.
+    #[serde(skip)]
     pub signups: SignupFigures,
     /// Units available at the releases' restocks, summed.
     pub units_restocked: u64,
@@ -132,11 +137,11 @@ pub struct Figures {
     pub units_sold_after_restock: u64,
 }
 
-/// The releases in scope: `$1` tenant, `$2` release, `$3` variant, `$4` from, `$5` before.
+/// The releases in scope: `$1` tenant, `$2` releases (an array), `$3` variant, `$4` from, `$5` before.
 const SCOPE: &str = "scope AS ( \
     SELECT r.tenant_id, r.release_id, r.variant_id, r.created_at FROM releases r \
     WHERE r.tenant_id = $1 \
-      AND ($2::uuid IS NULL OR r.release_id = $2) \
+      AND ($2::uuid[] IS NULL OR r.release_id = ANY($2)) \
       AND ($3::text IS NULL OR r.variant_id = $3) \
       AND ($4::timestamptz IS NULL OR r.created_at >= $4) \
       AND ($5::timestamptz IS NULL OR r.created_at < $5))";
@@ -177,8 +182,8 @@ impl Store {
             .read_only(true)
             .start()
             .await?;
-        let (release_id, variant_id, from, before) = match scope {
-            Scope::Release(id) => (Some(*id), None, None, None),
+        let (release_ids, variant_id, from, before) = match scope {
+            Scope::Release(id) => (Some(vec![*id]), None, None, None),
             Scope::Variant {
                 variant_id,
                 from,
@@ -187,15 +192,174 @@ impl Store {
             Scope::Period { from, before } => (None, None, Some(*from), Some(*before)),
         };
         let p: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-            [&tenant_id, &release_id, &variant_id, &from, &before];
-        let mut f = messaging(&tx, &p, &windows).await?;
-        f.failures = failures(&tx, &p).await?;
-        conversions(&tx, &p, &mut f).await?;
-        lift(&tx, &p, windows.lift, &mut f).await?;
-        f.signups = signups(&tx, tenant_id, scope, &windows.time_zone).await?;
-        sell_through(&tx, &p, windows.sell_through, &mut f).await?;
+            [&tenant_id, &release_ids, &variant_id, &from, &before];
+        // Settled releases are added up from their cached figures; the others are read.
+        let rows = query(
+            &tx,
+            &format!(
+                "WITH {SCOPE} SELECT s.release_id, f.figures FROM scope s \
+                 LEFT JOIN release_figures f ON f.tenant_id = s.tenant_id AND f.release_id = s.release_id"
+            ),
+            &p,
+        )
+        .await?;
+        let mut total = Figures::default();
+        let mut open = Vec::new();
+        for r in &rows {
+            match r.get::<_, Option<serde_json::Value>>(1) {
+                Some(cached) => total.add(&serde_json::from_value(cached).map_err(|e| {
+                    StoreError::Config(format!("cached release figures unreadable: {e}"))
+                })?),
+                None => open.push(r.get::<_, Uuid>(0)),
+            }
+        }
+        if !open.is_empty() {
+            total.add(&compute(&tx, tenant_id, open, &windows).await?);
+        }
+        total.release_count = rows.len() as u64;
+        total.signups = signups(&tx, tenant_id, scope, &windows.time_zone).await?;
         tx.commit().await?;
-        Ok(f)
+        Ok(total)
+    }
+
+    /// Caches the figures of up to `limit` settled releases of the tenant that have none: ended
+    /// (sold out, completed or cancelled) and past `horizon` after their last text (the longest
+    /// window their figures depend on). Answers how many were cached. Each is computed in its
+    /// own transaction, under the (tenant, variant) lock the invalidating triggers share.
+    pub async fn settle_release_figures(
+        &self,
+        tenant_id: &str,
+        windows: &ReportWindows,
+        horizon: Duration,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        let secs = horizon.num_seconds() as f64;
+        let candidates = {
+            let client = self.client().await?;
+            query(
+                &client,
+                "SELECT r.release_id, r.variant_id, r.created_at FROM releases r \
+                 WHERE r.tenant_id = $1 AND r.state IN ('sold_out', 'completed', 'cancelled') \
+                   AND NOT EXISTS (SELECT 1 FROM release_figures f \
+                                   WHERE f.tenant_id = r.tenant_id AND f.release_id = r.release_id) \
+                   AND COALESCE((SELECT max(m.sent_at) FROM messages m \
+                                 WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id), r.created_at) \
+                       + make_interval(secs => $2) <= $3 \
+                 ORDER BY r.created_at LIMIT $4",
+                &[&tenant_id, &secs, &now, &limit],
+            )
+            .await?
+        };
+        let mut n = 0;
+        for c in &candidates {
+            let (release_id, variant_id, created_at): (Uuid, String, DateTime<Utc>) =
+                (c.get(0), c.get(1), c.get(2));
+            let mut client = self.client().await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .start()
+                .await?;
+            // Before the snapshot (the first statement takes it): writers of this variant that
+            // have not committed are waited for, and later ones wait for this transaction.
+            query(
+                &tx,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 7465737409))",
+                &[&tenant_id, &variant_id],
+            )
+            .await?;
+            let f = compute(&tx, tenant_id, vec![release_id], windows).await?;
+            let window_end = f.last_sent_at.unwrap_or(created_at) + horizon;
+            let json = serde_json::to_value(&f)
+                .map_err(|e| StoreError::Config(format!("release figures: {e}")))?;
+            crate::cached::execute(
+                &tx,
+                "INSERT INTO release_figures (tenant_id, release_id, variant_id, window_start, window_end, figures, computed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, release_id) DO NOTHING",
+                &[&tenant_id, &release_id, &variant_id, &created_at, &window_end, &json, &now],
+            )
+            .await?;
+            tx.commit().await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The figures of `releases` read from their messages, clicks and purchases (the signups
+/// aside). `release_count` is left 0: the caller knows the scope.
+async fn compute<C: GenericClient>(
+    c: &C,
+    tenant_id: &str,
+    releases: Vec<Uuid>,
+    windows: &ReportWindows,
+) -> Result<Figures, StoreError> {
+    let ids = Some(releases);
+    let none_text: Option<&str> = None;
+    let none_time: Option<DateTime<Utc>> = None;
+    let p: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&tenant_id, &ids, &none_text, &none_time, &none_time];
+    let mut f = messaging(c, &p, windows).await?;
+    f.release_count = 0;
+    f.failures = failures(c, &p).await?;
+    conversions(c, &p, &mut f).await?;
+    lift(c, &p, windows.lift, &mut f).await?;
+    sell_through(c, &p, windows.sell_through, &mut f).await?;
+    Ok(f)
+}
+
+impl Figures {
+    /// Adds `o`'s figures to these: counts summed, failures and currencies merged by key (in
+    /// their report order), times pooled, the latest text the later of the two. The signups
+    /// are the scope's, not a release's, and are left alone.
+    pub fn add(&mut self, o: &Figures) {
+        self.release_count += o.release_count;
+        self.recipient_count += o.recipient_count;
+        self.held_out_count += o.held_out_count;
+        self.sent_count += o.sent_count;
+        self.delivered_count += o.delivered_count;
+        self.undelivered_count += o.undelivered_count;
+        self.failed_count += o.failed_count;
+        self.segment_count += o.segment_count;
+        for x in &o.failures {
+            match self.failures.iter_mut().find(|y| y.code == x.code) {
+                Some(y) => y.count += x.count,
+                None => self.failures.push(x.clone()),
+            }
+        }
+        self.failures
+            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
+        self.complaint_count += o.complaint_count;
+        self.click_count += o.click_count;
+        self.clicked_count += o.clicked_count;
+        self.opt_out_count += o.opt_out_count;
+        self.conversion_count += o.conversion_count;
+        self.click_conversion_count += o.click_conversion_count;
+        for x in &o.currencies {
+            match self
+                .currencies
+                .iter_mut()
+                .find(|y| y.currency == x.currency)
+            {
+                Some(y) => {
+                    y.orders += x.orders;
+                    y.units += x.units;
+                    y.revenue_minor += x.revenue_minor;
+                    y.last_click_orders += x.last_click_orders;
+                    y.last_click_revenue_minor += x.last_click_revenue_minor;
+                }
+                None => self.currencies.push(x.clone()),
+            }
+        }
+        self.currencies.sort_by(|a, b| a.currency.cmp(&b.currency));
+        self.times_to_purchase
+            .extend_from_slice(&o.times_to_purchase);
+        self.treatment_conversions += o.treatment_conversions;
+        self.holdout_conversions += o.holdout_conversions;
+        self.last_sent_at = self.last_sent_at.max(o.last_sent_at);
+        self.units_restocked += o.units_restocked;
+        self.units_sold_after_restock += o.units_sold_after_restock;
     }
 }
 
@@ -290,7 +454,7 @@ async fn conversions<C: GenericClient>(
     // Lines credited to a text of the scope, with the time since that text.
     let lines = format!(
         "WITH {SCOPE}, \
-         l AS (SELECT pl.order_id, pl.quantity, pl.total_minor, pl.currency, pl.basis, pl.purchased_at, pl.channel, \
+         l AS (SELECT pl.release_id, pl.order_id, pl.quantity, pl.total_minor, pl.currency, pl.basis, pl.purchased_at, pl.channel, \
                  pl.purchased_at - COALESCE(m.sent_at, m.created_at) AS since \
                FROM purchase_lines pl \
                JOIN scope s ON s.tenant_id = pl.tenant_id AND s.release_id = pl.release_id \
@@ -298,10 +462,11 @@ async fn conversions<C: GenericClient>(
                WHERE pl.basis IN ('text', 'click'))"
     );
     let totals = format!(
-        "{lines} SELECT count(DISTINCT order_id), count(DISTINCT order_id) FILTER (WHERE basis = 'click'), \
+        "{lines} SELECT count(DISTINCT (release_id, order_id)), \
+           count(DISTINCT (release_id, order_id)) FILTER (WHERE basis = 'click'), \
            COALESCE(array_agg(since_secs) FILTER (WHERE since_secs IS NOT NULL), '{{}}') \
-         FROM (SELECT order_id, basis, \
-                 CASE WHEN row_number() OVER (PARTITION BY order_id ORDER BY purchased_at) = 1 \
+         FROM (SELECT release_id, order_id, basis, \
+                 CASE WHEN row_number() OVER (PARTITION BY release_id, order_id ORDER BY purchased_at) = 1 \
                    THEN GREATEST(EXTRACT(EPOCH FROM since), 0)::float8 END AS since_secs \
                FROM l) t"
     );
@@ -314,9 +479,9 @@ async fn conversions<C: GenericClient>(
         .map(std::time::Duration::from_secs_f64)
         .collect();
     let per_currency = format!(
-        "{lines} SELECT currency, count(DISTINCT order_id), COALESCE(sum(quantity), 0)::bigint, \
+        "{lines} SELECT currency, count(DISTINCT (release_id, order_id)), COALESCE(sum(quantity), 0)::bigint, \
            COALESCE(sum(total_minor), 0)::bigint, \
-           count(DISTINCT order_id) FILTER (WHERE channel = 'sms_link'), \
+           count(DISTINCT (release_id, order_id)) FILTER (WHERE channel = 'sms_link'), \
            COALESCE(sum(total_minor) FILTER (WHERE channel = 'sms_link'), 0)::bigint \
          FROM l GROUP BY currency ORDER BY currency"
     );
