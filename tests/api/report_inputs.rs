@@ -911,3 +911,161 @@ async fn export_requests_are_validated_before_the_stream_starts() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+async fn settle(app: &TestApp) -> usize {
+    let policy = app.state.tenant("demo").unwrap();
+    restock::reporting::settle(&app.state.store, "demo", policy, app.clock.now_dt())
+        .await
+        .unwrap()
+}
+
+/// The report without the fields that say when it was computed.
+fn figures(mut r: pb::AttributionReport) -> pb::AttributionReport {
+    r.compute_time = None;
+    r.windows_closed = false;
+    r
+}
+
+#[tokio::test]
+async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_write_drops_them() {
+    use pb::PurchaseChannel::{SmsLink, Web};
+    let fake = FakeTwilio::start().await.unwrap();
+    let p = phones(4, 1_100);
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo").unwrap();
+        t.holdout_share = 0.0;
+        t.storefront_url = Some("https://shop.example/".into());
+    })
+    .await;
+    subscribe_all(&app, "sku-1", &p).await;
+    set_stock(&app, "sku-1", "loc-1", 50, 1).await;
+    eventually(
+        Duration::from_secs(10),
+        "the release to complete",
+        || async {
+            statuses(&app).await.get("sent") == Some(&4)
+                && dispatch(&app)
+                    .list_releases(pb::ListReleasesRequest {
+                        tenant_id: "demo".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .releases[0]
+                    .state()
+                    == pb::ReleaseState::Completed
+        },
+    )
+    .await;
+    let t0 = app.clock.now_dt();
+    let mut client = dispatch(&app);
+    app.clock.advance(chrono::Duration::hours(1));
+    client
+        .record_purchase(order(
+            "o-1",
+            &p[0],
+            3_000,
+            "USD",
+            app.clock.now_dt(),
+            SmsLink,
+        ))
+        .await
+        .unwrap();
+    // Not settled while its windows are open.
+    assert_eq!(settle(&app).await, 0);
+    let live = figures(release_report(&app).await);
+
+    // Past the 7-day click window and a day's margin: settled, and added up from the cache.
+    app.clock.advance(chrono::Duration::days(9));
+    assert_eq!(settle(&app).await, 1);
+    assert_eq!(app.count("release_figures").await, 1);
+    assert_eq!(figures(release_report(&app).await), live);
+    assert_eq!(settle(&app).await, 0, "settled once");
+
+    // A purchase recorded late, dated within the lift window: the cached row goes, the report
+    // counts it at once.
+    client
+        .record_purchase(order(
+            "o-2",
+            &p[1],
+            2_000,
+            "USD",
+            t0 + chrono::Duration::hours(2),
+            Web,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(app.count("release_figures").await, 0);
+    let r = release_report(&app).await;
+    assert_eq!(parts(&r.conversion_rate), Some((2, 4, Some(0.5))));
+    assert_eq!(
+        r.lift
+            .as_ref()
+            .unwrap()
+            .treatment_conversion
+            .as_ref()
+            .unwrap()
+            .numerator,
+        2
+    );
+    assert_eq!(settle(&app).await, 1);
+    assert_eq!(figures(release_report(&app).await), figures(r));
+
+    // A late delivery report and a late click each drop it too.
+    let sid = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.to == p[2])
+        .unwrap()
+        .sid;
+    delivery_report(&app, &sid, "undelivered", Some("30007")).await;
+    assert_eq!(app.count("release_figures").await, 0);
+    let r = release_report(&app).await;
+    assert_eq!(parts(&r.complaint_rate), Some((1, 4, Some(0.25))));
+    assert_eq!(settle(&app).await, 1);
+    assert_eq!(figures(release_report(&app).await), figures(r));
+    let body = fake
+        .messages()
+        .into_iter()
+        .find(|m| m.to == p[3])
+        .unwrap()
+        .body;
+    let token = body
+        .split("/r/")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        crate::http::get(&app, &format!("/r/{token}"), &[])
+            .await
+            .status,
+        302
+    );
+    assert_eq!(app.count("release_figures").await, 0);
+    assert_eq!(release_report(&app).await.click_count, 1);
+
+    // A period over a settled release and an open one adds the cached and the live figures.
+    assert_eq!(settle(&app).await, 1);
+    subscribe_all(&app, "sku-2", &p[..2]).await;
+    set_stock(&app, "sku-2", "loc-1", 50, 1).await;
+    eventually(Duration::from_secs(10), "sku-2 texted", || async {
+        statuses(&app).await.get("sent").copied().unwrap_or(0) >= 5
+    })
+    .await;
+    let period = period(
+        &app,
+        "demo",
+        t0 - chrono::Duration::days(1),
+        app.clock.now_dt() + chrono::Duration::days(1),
+    )
+    .await;
+    assert_eq!(app.count("release_figures").await, 1);
+    assert_eq!(period.release_count, 2);
+    assert_eq!(period.recipient_count, 6);
+    assert_eq!(period.click_count, 1);
+    assert_eq!(parts(&period.conversion_rate).unwrap().0, 2);
+}
