@@ -975,12 +975,34 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     // Not settled while its windows are open.
     assert_eq!(settle(&app).await, 0);
     let live = figures(release_report(&app).await);
+    let days = |app: &TestApp| {
+        let mut client = dispatch(app);
+        async move {
+            client
+                .get_period_report(pb::GetPeriodReportRequest {
+                    tenant_id: "demo".into(),
+                    start_time: Some(ts(t0 - chrono::Duration::days(1))),
+                    end_time: Some(ts(t0 + chrono::Duration::days(1))),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .days
+        }
+    };
+    let live_days = days(&app).await;
+    assert_eq!(live_days.iter().map(|d| d.sent_count).sum::<u64>(), 4);
 
     // Past the 7-day click window and a day's margin: settled, and added up from the cache.
     app.clock.advance(chrono::Duration::days(9));
     assert_eq!(settle(&app).await, 1);
     assert_eq!(app.count("release_figures").await, 1);
     assert_eq!(figures(release_report(&app).await), live);
+    assert_eq!(
+        days(&app).await,
+        live_days,
+        "the days add the cached release up alike"
+    );
     assert_eq!(settle(&app).await, 0, "settled once");
 
     // A purchase recorded late, dated within the lift window: the cached row goes, the report
