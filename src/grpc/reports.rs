@@ -365,6 +365,101 @@ mod tests {
     }
 
     #[test]
+    fn all_held_out_has_no_treatment_and_no_rates_over_nothing_sent() {
+        // Five recipients, all in the control group, one of whom bought anyway.
+        let f = Figures {
+            release_count: 1,
+            held_out_count: 5,
+            holdout_conversions: 1,
+            ..Figures::default()
+        };
+        let r = shape(&f, Utc::now(), hours(24), hours(168));
+        assert_eq!(
+            (r.recipient_count, r.held_out_count, r.sent_count),
+            (0, 5, 0)
+        );
+        let lift = r.lift.unwrap();
+        assert!(!lift.available);
+        assert_eq!(
+            lift.unavailable_reason,
+            pb::LiftUnavailableReason::NoTreatment as i32
+        );
+        let holdout = lift.holdout_conversion.unwrap();
+        assert_eq!((holdout.numerator, holdout.denominator), (1, 5));
+        assert_eq!(holdout.value, Some(0.2));
+        for rate in [
+            r.delivery_rate,
+            r.conversion_rate,
+            r.complaint_rate,
+            r.opt_out_rate,
+        ] {
+            let rate = rate.unwrap();
+            assert_eq!((rate.numerator, rate.denominator, rate.value), (0, 0, None));
+        }
+        assert_eq!(r.complaints_per_thousand_texts, None);
+        assert_eq!(r.opt_outs_per_thousand_texts, None);
+    }
+
+    #[test]
+    fn cached_figures_add_up_like_one_reading_of_both_releases() {
+        let usd = |orders, minor| CurrencyFigures {
+            currency: "USD".into(),
+            orders,
+            units: orders,
+            revenue_minor: minor,
+            last_click_orders: 0,
+            last_click_revenue_minor: 0,
+        };
+        let mut a = Figures {
+            sent_count: 10,
+            failures: vec![restock_store::reports::FailureCount {
+                code: "30007".into(),
+                count: 1,
+            }],
+            currencies: vec![usd(1, 1_000)],
+            times_to_purchase: vec![Duration::from_secs(60)],
+            ..Figures::default()
+        };
+        let b = Figures {
+            sent_count: 5,
+            failures: vec![
+                restock_store::reports::FailureCount {
+                    code: "30003".into(),
+                    count: 2,
+                },
+                restock_store::reports::FailureCount {
+                    code: "30007".into(),
+                    count: 2,
+                },
+            ],
+            currencies: vec![
+                CurrencyFigures {
+                    currency: "EUR".into(),
+                    ..usd(1, 500)
+                },
+                usd(2, -300),
+            ],
+            times_to_purchase: vec![Duration::from_secs(30)],
+            ..Figures::default()
+        };
+        a.add(&b);
+        assert_eq!(a.sent_count, 15);
+        let codes: Vec<_> = a
+            .failures
+            .iter()
+            .map(|f| (f.code.as_str(), f.count))
+            .collect();
+        assert_eq!(codes, [("30007", 3), ("30003", 2)]);
+        let money: Vec<_> = a
+            .currencies
+            .iter()
+            .map(|c| (c.currency.as_str(), c.orders, c.revenue_minor))
+            .collect();
+        assert_eq!(money, [("EUR", 1, 500), ("USD", 3, 700)]);
+        assert_eq!(a.times_to_purchase.len(), 2);
+    }
+
+    #[test]
     fn no_holdout_leaves_incremental_revenue_unset() {
         let f = Figures {
             recipient_count: 10,
