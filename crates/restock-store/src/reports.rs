@@ -599,27 +599,28 @@ async fn signups<C: GenericClient>(
         };
     let r = query_one(
         c,
-        "WITH s AS ( \
-           SELECT variant_id, confirmation_requested, confirmed_at, created_at, \
-             (created_at AT TIME ZONE $5)::date AS day \
-           FROM subscriptions WHERE tenant_id = $1 AND ($2::text IS NULL OR variant_id = $2) \
-             AND ($3::date IS NULL OR created_at >= ($3::date::timestamp AT TIME ZONE $5)) \
-             AND ($4::date IS NULL OR created_at < (($4::date + 1)::timestamp AT TIME ZONE $5))), \
-         v AS ( \
+        // One pass over the signups, every figure an aggregate of it (the viewed days, few,
+        // are gathered first), rather than a scan of them per figure.
+        "WITH v AS ( \
            SELECT day, sum(view_count) AS n FROM product_views \
            WHERE tenant_id = $1 AND ($2::text IS NULL OR variant_id = $2) \
              AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day <= $4) \
-           GROUP BY day) \
-         SELECT (SELECT count(*) FROM s), \
-           EXISTS (SELECT 1 FROM v), \
+           GROUP BY day), \
+         d AS (SELECT COALESCE(array_agg(day), '{}') AS days FROM v) \
+         SELECT count(s.tenant_id), \
+           (SELECT EXISTS (SELECT 1 FROM v)), \
            (SELECT COALESCE(sum(n), 0) FROM v)::bigint, \
-           (SELECT count(*) FROM s WHERE day IN (SELECT day FROM v)), \
-           (SELECT count(*) FROM s WHERE variant_id IS NOT NULL), \
-           (SELECT count(*) FROM s WHERE confirmation_requested), \
-           (SELECT count(*) FROM s WHERE confirmation_requested AND confirmed_at IS NOT NULL), \
-           (SELECT percentile_disc(0.5) WITHIN GROUP ( \
-              ORDER BY GREATEST(EXTRACT(EPOCH FROM confirmed_at - created_at), 0)::float8) \
-            FROM s WHERE confirmation_requested AND confirmed_at IS NOT NULL)",
+           count(*) FILTER (WHERE (s.created_at AT TIME ZONE $5)::date = ANY(d.days)), \
+           count(*) FILTER (WHERE s.variant_id IS NOT NULL), \
+           count(*) FILTER (WHERE s.confirmation_requested), \
+           count(*) FILTER (WHERE s.confirmation_requested AND s.confirmed_at IS NOT NULL), \
+           percentile_disc(0.5) WITHIN GROUP ( \
+              ORDER BY GREATEST(EXTRACT(EPOCH FROM s.confirmed_at - s.created_at), 0)::float8) \
+             FILTER (WHERE s.confirmation_requested AND s.confirmed_at IS NOT NULL) \
+         FROM d LEFT JOIN subscriptions s ON s.tenant_id = $1 AND ($2::text IS NULL OR s.variant_id = $2) \
+           AND ($3::date IS NULL OR s.created_at >= ($3::date::timestamp AT TIME ZONE $5)) \
+           AND ($4::date IS NULL OR s.created_at < (($4::date + 1)::timestamp AT TIME ZONE $5)) \
+         GROUP BY d.days",
         &[&tenant_id, &variant_id, &first_day, &last_day, &time_zone],
     )
     .await?;
