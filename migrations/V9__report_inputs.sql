@@ -54,8 +54,10 @@ CREATE TRIGGER subscriptions_confirmed
     FOR EACH ROW WHEN (OLD.status = 'pending_confirmation' AND NEW.status = 'active')
     EXECUTE FUNCTION subscriptions_confirmed();
 
--- Signups of a period, by creation time.
-CREATE INDEX subscriptions_by_created ON subscriptions (tenant_id, created_at);
+-- Signups of a period, by creation time, with what the signup figures read: an index-only
+-- scan instead of a heap fetch per signup.
+CREATE INDEX subscriptions_by_created ON subscriptions (tenant_id, created_at)
+    INCLUDE (variant_id, confirmation_requested, confirmed_at);
 
 -- Where an order was placed. 'sms_link' means through a text's tracked link: last-click
 -- revenue. Copied onto the lines, like the buyer, so reports read one table.
