@@ -97,9 +97,12 @@ pub fn scope_of(path: &str) -> Option<Scope> {
         // An order service's purchases suppress and convert waitlist entries: the same
         // writers (storefront, checkout) as Subscribe.
         ("DispatchService", "RecordPurchase") => WaitlistWrite,
+        // The storefront's aggregate page views: a feed, like inventory.
+        ("DispatchService", "RecordProductViews") => InventoryWrite,
         ("DispatchService", "GetReleaseReport")
         | ("DispatchService", "GetVariantReport")
-        | ("DispatchService", "GetPeriodReport") => ReportsRead,
+        | ("DispatchService", "GetPeriodReport")
+        | ("DispatchService", "ExportMessages") => ReportsRead,
         _ => return None,
     })
 }

@@ -1,8 +1,11 @@
 //! Housekeeping that keeps tables from growing without bound: event ids are remembered for the
 //! duplicate window the API promises (7 days), webhook receipts for longer than the provider
-//! retries, then forgotten.
+//! retries, then forgotten. It also caches the report figures of releases that have settled.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use restock_domain::TenantPolicy;
 
 use restock_domain::clock::Clock;
 use restock_store::Store;
@@ -21,10 +24,20 @@ pub const WEBHOOK_RECEIPT_RETENTION: chrono::Duration = chrono::Duration::days(7
 pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
+    tenants: BTreeMap<String, TenantPolicy>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        for (tenant_id, policy) in &tenants {
+            match crate::reporting::settle(&store, tenant_id, policy, clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(tenant_id, settled = n, "cached settled release figures"),
+                Err(e) => {
+                    tracing::warn!(tenant_id, error = %e, "settling release figures failed; retrying later")
+                }
+            }
+        }
         match store
             .prune_inventory_events(clock.now() - EVENT_ID_RETENTION)
             .await

@@ -12,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod janitor;
 pub mod metrics;
+pub mod reporting;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -296,6 +296,7 @@ impl Application {
         let janitor = tokio::spawn(crate::janitor::run(
             state.store.clone(),
             state.clock.clone(),
+            state.tenants.clone(),
             Duration::from_secs(3_600),
             stop_tx.subscribe(),
         ));

@@ -811,6 +811,27 @@ impl DispatchService for DispatchApi {
         ))
     }
 
+    async fn export_messages(
+        &self,
+        request: Request<pb::ExportMessagesRequest>,
+    ) -> Result<Response<super::export::ExportStream>, Status> {
+        let caller = super::caller(&request)?;
+        Ok(Response::new(
+            super::export::export(self.state.clone(), &caller, request.into_inner(), message)
+                .await?,
+        ))
+    }
+
+    async fn record_product_views(
+        &self,
+        request: Request<pb::RecordProductViewsRequest>,
+    ) -> Result<Response<pb::RecordProductViewsResponse>, Status> {
+        let caller = super::caller(&request)?;
+        Ok(Response::new(
+            super::views::record(&self.state, &caller, request.into_inner()).await?,
+        ))
+    }
+
     async fn get_release_report(
         &self,
         request: Request<pb::GetReleaseReportRequest>,

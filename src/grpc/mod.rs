@@ -3,11 +3,13 @@
 pub mod convert;
 pub mod dispatch;
 pub mod eligibility;
+pub mod export;
 pub mod layers;
 pub mod paging;
 pub mod purchases;
 pub mod reports;
 pub mod validate;
+pub mod views;
 pub mod waitlist;
 
 /// The caller the auth layer put in the request's extensions. Missing only if the layer is not

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use chrono::Duration;
 use restock_domain::erasure;
+use restock_domain::report::PurchaseChannel;
 use restock_store::purchases::{NewLine, NewPurchase, Recorded, Windows};
 use sha2::{Digest, Sha256};
 
@@ -41,6 +42,19 @@ pub async fn record(
         v.add("customer_id", "customer_id or phone_number is required");
     }
     let purchased_at = v.past_time("purchase_time", req.purchase_time.as_ref(), now, true);
+    let channel = match pb::PurchaseChannel::try_from(req.channel) {
+        Ok(pb::PurchaseChannel::Unspecified | pb::PurchaseChannel::Unknown) => {
+            PurchaseChannel::Unknown
+        }
+        Ok(pb::PurchaseChannel::SmsLink) => PurchaseChannel::SmsLink,
+        Ok(pb::PurchaseChannel::Web) => PurchaseChannel::Web,
+        Ok(pb::PurchaseChannel::Store) => PurchaseChannel::Store,
+        Ok(pb::PurchaseChannel::App) => PurchaseChannel::App,
+        Err(_) => {
+            v.add("channel", "is not a known PurchaseChannel");
+            PurchaseChannel::Unknown
+        }
+    };
     if req.lines.is_empty() || req.lines.len() > MAX_LINES {
         v.add("lines", format!("must hold 1 to {MAX_LINES} lines"));
     }
@@ -115,6 +129,12 @@ pub async fn record(
             .timestamp_micros()
             .to_be_bytes(),
     );
+    // Only a known channel is digested, so an order recorded before channels existed digests
+    // as it did then.
+    if channel != PurchaseChannel::Unknown {
+        digest.update(channel.as_str().as_bytes());
+        digest.update([0x1d]);
+    }
     for l in &lines {
         digest.update(
             format!(
@@ -136,6 +156,7 @@ pub async fn record(
         phone_e164: phone.as_ref().map(|p| p.e164().to_string()),
         lines,
         purchased_at: purchased_at.expect("validated"),
+        channel: channel.as_str(),
         request_hash: digest.finalize().to_vec(),
     };
     let windows = Windows {

@@ -6,19 +6,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use restock_domain::report::{self, NoLift, Ratio};
 use restock_domain::TenantPolicy;
-use restock_store::reports::{Figures, ReportWindows, Scope};
+use restock_store::reports::{DayFigures, Figures, Scope, SignupFigures};
 
 use super::convert::timestamp;
 use super::validate::Violations;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
+use crate::reporting::{self, OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
 use crate::startup::AppState;
-
-/// An opt-out of a texted phone within this long after the text counts against the text: long
-/// enough for a reply to be read late, short enough not to blame a text for a later change of
-/// mind.
-const OPT_OUT_WINDOW: Duration = Duration::from_secs(72 * 3600);
 
 /// The longest period a report may cover.
 const MAX_PERIOD_DAYS: i64 = 400;
@@ -114,8 +110,15 @@ pub async fn period(
         return Err(ApiError::Internal("validated fields missing".into()));
     };
     let policy = state.tenant(caller, &tenant_id)?;
+    let report = build(state, policy, &tenant_id, &Scope::Period { from, before }).await?;
+    let days = state
+        .store
+        .daily_figures(&tenant_id, from, before, &policy.time_zone)
+        .await?;
     Ok(pb::GetPeriodReportResponse {
-        report: Some(build(state, policy, &tenant_id, &Scope::Period { from, before }).await?),
+        report: Some(report),
+        days: days.iter().map(day).collect(),
+        time_zone: policy.time_zone.clone(),
     })
 }
 
@@ -126,18 +129,19 @@ async fn build(
     tenant_id: &str,
     scope: &Scope,
 ) -> Result<pb::AttributionReport, ApiError> {
-    let text_window = Duration::from_secs(u64::from(policy.text_attribution_hours) * 3600);
-    let click_window = Duration::from_secs(u64::from(policy.click_attribution_days) * 86_400);
-    let windows = ReportWindows {
-        opt_out: chrono::Duration::from_std(OPT_OUT_WINDOW).expect("a small duration"),
-        lift: chrono::Duration::from_std(text_window).expect("a small duration"),
-    };
+    let (text_window, click_window) = reporting::attribution_windows(policy);
+    let windows = reporting::windows(policy);
     let figures = state
         .store
         .report_figures(tenant_id, scope, windows)
         .await?;
     let now = state.clock.now();
-    Ok(shape(&figures, now, text_window, click_window))
+    let mut report = shape(&figures, now, text_window, click_window);
+    report.segment_cost = policy.segment_price_milli_minor.map(|price| pb::Money {
+        amount_minor: report::segment_cost_minor(figures.segment_count, price),
+        currency_code: policy.segment_price_currency.clone(),
+    });
+    Ok(report)
 }
 
 /// The report of `f` as the API shows it; pure, so the shaping is unit-tested apart.
@@ -170,6 +174,8 @@ fn shape(
                 conversion_count: c.orders,
                 units: c.units,
                 revenue: Some(money(c.revenue_minor)),
+                last_click_conversion_count: c.last_click_orders,
+                last_click_revenue: Some(money(c.last_click_revenue_minor)),
                 revenue_per_text: per(f.sent_count),
                 revenue_per_subscriber: per(f.recipient_count),
                 incremental_revenue: lift.as_ref().ok().and_then(|l| {
@@ -217,6 +223,71 @@ fn shape(
         time_to_purchase_median: report::median(&f.times_to_purchase).map(duration),
         time_to_purchase_p90: report::p90(&f.times_to_purchase).map(duration),
         lift: Some(conversion_lift(f, &lift, text_window)),
+        complaint_rate: Some(ratio(f.complaint_count, f.sent_count)),
+        complaints_per_thousand_texts: report::per_thousand(Ratio::new(
+            f.complaint_count,
+            f.sent_count,
+        )),
+        opt_outs_per_thousand_texts: report::per_thousand(Ratio::new(
+            f.opt_out_count,
+            f.sent_count,
+        )),
+        signups: Some(signups(&f.signups)),
+        sell_through: Some(ratio(f.units_sold_after_restock, f.units_restocked)),
+        sell_through_window: Some(duration(SELL_THROUGH_WINDOW)),
+        segment_cost: None,
+    }
+}
+
+fn day(d: &DayFigures) -> pb::DailyFigures {
+    let money = |minor: i64, currency: &str| pb::Money {
+        amount_minor: minor,
+        currency_code: currency.to_string(),
+    };
+    pb::DailyFigures {
+        day: d.day.to_string(),
+        release_count: d.release_count,
+        recipient_count: d.recipient_count,
+        held_out_count: d.held_out_count,
+        sent_count: d.sent_count,
+        delivered_count: d.delivered_count,
+        unique_click_count: d.clicked_count,
+        conversion_count: d.conversion_count,
+        delivery_rate: Some(ratio(d.delivered_count, d.sent_count)),
+        click_through_rate: Some(ratio(d.clicked_count, d.sent_count)),
+        conversion_rate: Some(ratio(d.conversion_count, d.sent_count)),
+        revenue: d
+            .revenue
+            .iter()
+            .map(|r| pb::DailyRevenue {
+                currency_code: r.currency.clone(),
+                conversion_count: r.orders,
+                revenue: Some(money(r.revenue_minor, &r.currency)),
+                last_click_revenue: Some(money(r.last_click_revenue_minor, &r.currency)),
+            })
+            .collect(),
+        signup_count: d.signups,
+        views_reported: d.views_reported,
+        product_view_count: d.views,
+        signup_rate: d.views_reported.then(|| ratio(d.signups, d.views)),
+    }
+}
+
+fn signups(s: &SignupFigures) -> pb::SignupFigures {
+    let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
+    pb::SignupFigures {
+        first_day: day(s.first_day),
+        last_day: day(s.last_day),
+        signup_count: s.signups,
+        views_reported: s.views_reported,
+        product_view_count: s.views,
+        // Without a view count the rate is not reported at all, not a ratio over zero views.
+        signup_rate: s
+            .views_reported
+            .then(|| ratio(s.signups_on_viewed_days, s.views)),
+        variant_specificity: Some(ratio(s.variant_signups, s.signups)),
+        confirmation_rate: Some(ratio(s.confirmed, s.confirmation_requested)),
+        time_to_confirm_median: s.time_to_confirm_median.map(duration),
     }
 }
 
@@ -299,6 +370,101 @@ mod tests {
     }
 
     #[test]
+    fn all_held_out_has_no_treatment_and_no_rates_over_nothing_sent() {
+        // Five recipients, all in the control group, one of whom bought anyway.
+        let f = Figures {
+            release_count: 1,
+            held_out_count: 5,
+            holdout_conversions: 1,
+            ..Figures::default()
+        };
+        let r = shape(&f, Utc::now(), hours(24), hours(168));
+        assert_eq!(
+            (r.recipient_count, r.held_out_count, r.sent_count),
+            (0, 5, 0)
+        );
+        let lift = r.lift.unwrap();
+        assert!(!lift.available);
+        assert_eq!(
+            lift.unavailable_reason,
+            pb::LiftUnavailableReason::NoTreatment as i32
+        );
+        let holdout = lift.holdout_conversion.unwrap();
+        assert_eq!((holdout.numerator, holdout.denominator), (1, 5));
+        assert_eq!(holdout.value, Some(0.2));
+        for rate in [
+            r.delivery_rate,
+            r.conversion_rate,
+            r.complaint_rate,
+            r.opt_out_rate,
+        ] {
+            let rate = rate.unwrap();
+            assert_eq!((rate.numerator, rate.denominator, rate.value), (0, 0, None));
+        }
+        assert_eq!(r.complaints_per_thousand_texts, None);
+        assert_eq!(r.opt_outs_per_thousand_texts, None);
+    }
+
+    #[test]
+    fn cached_figures_add_up_like_one_reading_of_both_releases() {
+        let usd = |orders, minor| CurrencyFigures {
+            currency: "USD".into(),
+            orders,
+            units: orders,
+            revenue_minor: minor,
+            last_click_orders: 0,
+            last_click_revenue_minor: 0,
+        };
+        let mut a = Figures {
+            sent_count: 10,
+            failures: vec![restock_store::reports::FailureCount {
+                code: "30007".into(),
+                count: 1,
+            }],
+            currencies: vec![usd(1, 1_000)],
+            times_to_purchase: vec![Duration::from_secs(60)],
+            ..Figures::default()
+        };
+        let b = Figures {
+            sent_count: 5,
+            failures: vec![
+                restock_store::reports::FailureCount {
+                    code: "30003".into(),
+                    count: 2,
+                },
+                restock_store::reports::FailureCount {
+                    code: "30007".into(),
+                    count: 2,
+                },
+            ],
+            currencies: vec![
+                CurrencyFigures {
+                    currency: "EUR".into(),
+                    ..usd(1, 500)
+                },
+                usd(2, -300),
+            ],
+            times_to_purchase: vec![Duration::from_secs(30)],
+            ..Figures::default()
+        };
+        a.add(&b);
+        assert_eq!(a.sent_count, 15);
+        let codes: Vec<_> = a
+            .failures
+            .iter()
+            .map(|f| (f.code.as_str(), f.count))
+            .collect();
+        assert_eq!(codes, [("30007", 3), ("30003", 2)]);
+        let money: Vec<_> = a
+            .currencies
+            .iter()
+            .map(|c| (c.currency.as_str(), c.orders, c.revenue_minor))
+            .collect();
+        assert_eq!(money, [("EUR", 1, 500), ("USD", 3, 700)]);
+        assert_eq!(a.times_to_purchase.len(), 2);
+    }
+
+    #[test]
     fn no_holdout_leaves_incremental_revenue_unset() {
         let f = Figures {
             recipient_count: 10,
@@ -310,6 +476,8 @@ mod tests {
                 orders: 2,
                 units: 2,
                 revenue_minor: 5_000,
+                last_click_orders: 0,
+                last_click_revenue_minor: 0,
             }],
             ..Figures::default()
         };

@@ -48,6 +48,8 @@ const RPCS: &[(&str, &str)] = &[
     ("GetReleaseReport", "reports.read"),
     ("GetVariantReport", "reports.read"),
     ("GetPeriodReport", "reports.read"),
+    ("ExportMessages", "reports.read"),
+    ("RecordProductViews", "inventory.write"),
 ];
 
 const SCOPES: &[&str] = &[
@@ -362,6 +364,29 @@ async fn call(channel: &Channel, rpc: &str, tenant: &str, ids: &Ids) -> Result<(
             })
             .await
             .map(drop),
+        "ExportMessages" => d
+            .export_messages(pb::ExportMessagesRequest {
+                tenant_id: t(),
+                start_time: Some(ts(86_400)),
+                end_time: Some(ts(0)),
+            })
+            .await
+            .map(drop),
+        "RecordProductViews" => d
+            .record_product_views(pb::RecordProductViewsRequest {
+                tenant_id: t(),
+                counts: vec![pb::ProductViewCount {
+                    variant_id: "sku-auth".into(),
+                    day: (chrono::Utc::now() - chrono::Duration::days(1))
+                        .format("%Y-%m-%d")
+                        .to_string(),
+                    source: "web".into(),
+                    view_count: 10,
+                    ..Default::default()
+                }],
+            })
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     }
 }
@@ -382,6 +407,7 @@ async fn row_counts(app: &TestApp) -> Vec<(&'static str, i64)> {
         "purchase_lines",
         "releases",
         "messages",
+        "product_views",
     ] {
         counts.push((table, app.count(table).await));
     }

@@ -82,6 +82,7 @@ fn order(at: chrono::DateTime<chrono::Utc>) -> pb::RecordPurchaseRequest {
             seconds: at.timestamp(),
             nanos: 0,
         }),
+        ..Default::default()
     }
 }
 

@@ -21,6 +21,7 @@ mod polyglot;
 mod purchases;
 mod releases;
 mod replicas;
+mod report_inputs;
 mod reports;
 mod shutdown;
 mod stack;

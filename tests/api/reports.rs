@@ -254,6 +254,13 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
         (lift.incremental_conversions * 1_000.0).round() as i64
     );
 
+    // Signups behind the release: every day up to the restock's (no earlier release), no views.
+    let signups = r.signups.as_ref().unwrap();
+    assert_eq!(signups.first_day, "");
+    assert_eq!(signups.last_day, t0.date_naive().to_string());
+    assert_eq!(signups.signup_count, 40);
+    assert!(!signups.views_reported && signups.signup_rate.is_none());
+
     // The variant's report over a range holding the restock is the same release's figures.
     let variant = client
         .get_variant_report(pb::GetVariantReportRequest {

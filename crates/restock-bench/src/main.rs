@@ -3,12 +3,14 @@
 //! Writes the table as JSON under `target/bench/`.
 //!
 //! `just bench waitlist` measures Subscribe, inventory events and cap checks only; `just bench
-//! dispatch` the dispatch engine only (see `dispatch.rs`). For a look at a bad figure:
+//! dispatch` the dispatch engine only (see `dispatch.rs`); `just bench reports` the reports over
+//! 1,000,000 messages (see `reports.rs`). For a look at a bad figure:
 //! `RESTOCK_BENCH_KEEP=1` keeps the databases, `RESTOCK_BENCH_EXPLAIN_MS=<ms>` logs the plans of
 //! the server's slower statements to the Postgres log, `RESTOCK_BENCH_HISTORY=<n>` gives the
 //! outbox `n` old texts before a restock, `RESTOCK_BIN` runs that server binary.
 
 mod dispatch;
+mod reports;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -345,6 +347,7 @@ fn redis_take_rate(redis_url: &str, prefix: &str) -> anyhow::Result<f64> {
 
 /// Every database the bench creates; all dropped at the end, whatever happened.
 const DATABASES: &[&str] = &[
+    "restock_bench_reports",
     "restock_bench_raw",
     "restock_bench_sql",
     "restock_bench",
@@ -363,6 +366,7 @@ struct Sections {
     /// `caps`: only the cap-check figures.
     caps: bool,
     dispatch: bool,
+    reports: bool,
 }
 
 impl Sections {
@@ -374,6 +378,7 @@ impl Sections {
                 subscribe: false,
                 caps: false,
                 dispatch: true,
+                reports: true,
             });
         }
         let mut sections = Self {
@@ -381,6 +386,7 @@ impl Sections {
             subscribe: false,
             caps: false,
             dispatch: false,
+            reports: false,
         };
         for arg in &args {
             match arg.as_str() {
@@ -388,8 +394,9 @@ impl Sections {
                 "subscribe" => sections.subscribe = true,
                 "caps" => sections.caps = true,
                 "dispatch" => sections.dispatch = true,
+                "reports" => sections.reports = true,
                 other => bail!(
-                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps` and/or `dispatch`"
+                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps`, `dispatch` and/or `reports`"
                 ),
             }
         }
@@ -792,6 +799,35 @@ async fn dispatch_figures(
     Ok(vec![timeline(&small), timeline(&big)])
 }
 
+/// Reports over 1,000,000 messages (see `reports.rs`), against one plain scan of them.
+async fn report_figures(db: &str, admin: &str, figures: &mut Figures) -> anyhow::Result<()> {
+    let name = "restock_bench_reports";
+    recreate(admin, name).await?;
+    eprintln!("reports: seeding 1,000,000 messages...");
+    let t = reports::measure(&with_database(db, name)).await?;
+    eprintln!(
+        "reports: seeded in {:.0} s; settled in {:.1} s",
+        t.seed_seconds, t.settle_seconds
+    );
+    for (what, ms) in [
+        ("period report, nothing settled", t.cold_period_report_ms),
+        ("period report", t.period_report_ms),
+        ("release report", t.release_report_ms),
+        ("period daily breakdown", t.daily_breakdown_ms),
+    ] {
+        figures.rows.push(format!(
+            "| {what}, {} messages (ms) | {ms:.0} | {:.0} (one scan of them) | {:.1} | < 1,000 ms |",
+            t.messages,
+            t.raw_scan_ms,
+            ms / t.raw_scan_ms
+        ));
+    }
+    figures
+        .json
+        .insert("reports".into(), serde_json::to_value(&t)?);
+    Ok(())
+}
+
 /// Drops the bench's databases (unless `RESTOCK_BENCH_KEEP` is set, to look at them) and
 /// deletes this run's Redis keys; says what failed but never fails.
 async fn cleanup(admin: &str, redis_url: &str, run: &str) {
@@ -845,6 +881,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if sections.dispatch {
             notes = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures).await?;
+        }
+        if sections.reports {
+            report_figures(&db, &admin, &mut figures).await?;
         }
         anyhow::Ok(())
     };

@@ -11,6 +11,43 @@ pub const Z_95: f64 = 1.959_963_984_540_054;
 /// approximations behind any interval are too rough to act on, whatever the interval says.
 pub const MIN_GROUP_SIZE: u64 = 30;
 
+/// Provider error codes on an undelivered text that mean the carrier or the recipient refused
+/// it as unwanted: Twilio 30004 (message blocked) and 30007 (filtered by the carrier, as spam).
+/// Counted as complaints against the text.
+pub const COMPLAINT_ERROR_CODES: [&str; 2] = ["30004", "30007"];
+
+/// Where an order was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PurchaseChannel {
+    /// In a session a text's tracked link opened: the text had the last click.
+    SmsLink,
+    Web,
+    Store,
+    App,
+    #[default]
+    Unknown,
+}
+
+crate::consent::str_enum!(PurchaseChannel {
+    SmsLink => "sms_link",
+    Web => "web",
+    Store => "store",
+    App => "app",
+    Unknown => "unknown",
+});
+
+/// `part / whole × 1,000`: a rate per thousand (texts); `None` over nothing.
+pub fn per_thousand(r: Ratio) -> Option<f64> {
+    r.value().map(|v| v * 1_000.0)
+}
+
+/// What `segments` cost at `price_milli_minor` thousandths of a minor unit each, in minor
+/// units, rounded half away from zero. Saturates rather than wraps on absurd inputs.
+pub fn segment_cost_minor(segments: u64, price_milli_minor: u64) -> i64 {
+    let milli = u128::from(segments) * u128::from(price_milli_minor);
+    i64::try_from((milli + 500) / 1_000).unwrap_or(i64::MAX)
+}
+
 /// A proportion with its parts, so a caller can add ratios up across reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ratio {
@@ -206,6 +243,24 @@ mod tests {
             lift.interval.lower,
             lift.interval.upper
         );
+    }
+
+    #[test]
+    fn segment_cost_rounds_thousandths_of_a_minor_unit_half_up() {
+        // 1,000 segments at 0.79 cents: 790 cents.
+        assert_eq!(segment_cost_minor(1_000, 790), 790);
+        // 3 segments at 0.79 cents: 2.37 cents, rounded to 2; 0.5 rounds up.
+        assert_eq!(segment_cost_minor(3, 790), 2);
+        assert_eq!(segment_cost_minor(1, 500), 1);
+        assert_eq!(segment_cost_minor(1, 499), 0);
+        assert_eq!(segment_cost_minor(0, 790), 0);
+        assert_eq!(segment_cost_minor(u64::MAX, u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn per_thousand_scales_a_ratio_and_has_no_value_over_nothing() {
+        assert_eq!(per_thousand(Ratio::new(2, 4)), Some(500.0));
+        assert_eq!(per_thousand(Ratio::new(0, 0)), None);
     }
 
     #[test]

@@ -141,6 +141,18 @@ pub struct TenantPolicy {
     /// The answer to HELP or INFO.
     #[serde(default = "default_help_text")]
     pub help_text: String,
+    /// The brand's IANA time zone (`Europe/Paris`): what a "day" means in reports and in the
+    /// product views the storefront counts per day.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// What the provider charges for one SMS segment, in thousandths of the minor unit of
+    /// `segment_price_currency` (0.79 US cents is 790), so reports can show what texts cost.
+    /// Unset: reports leave the cost out.
+    #[serde(default)]
+    pub segment_price_milli_minor: Option<u64>,
+    /// ISO 4217 code of `segment_price_milli_minor`.
+    #[serde(default = "default_segment_price_currency")]
+    pub segment_price_currency: String,
 }
 
 /// How a release spreads its texts over time.
@@ -227,6 +239,14 @@ fn default_help_text() -> String {
     "Back-in-stock alerts. Reply STOP to opt out. Msg&data rates may apply.".into()
 }
 
+fn default_segment_price_currency() -> String {
+    "USD".into()
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
 fn default_subscription_ttl_days() -> u32 {
     90
 }
@@ -291,6 +311,9 @@ impl Default for TenantPolicy {
             text_attribution_hours: default_text_attribution_hours(),
             click_attribution_days: default_click_attribution_days(),
             help_text: default_help_text(),
+            time_zone: default_time_zone(),
+            segment_price_milli_minor: None,
+            segment_price_currency: default_segment_price_currency(),
         }
     }
 }
@@ -340,6 +363,16 @@ impl TenantPolicy {
             .collect()
     }
 
+    /// The brand's time zone.
+    pub fn zone(&self) -> Result<chrono_tz::Tz, String> {
+        self.time_zone.parse().map_err(|_| {
+            format!(
+                "time_zone: must be an IANA time zone such as Europe/Paris, got {:?}",
+                self.time_zone
+            )
+        })
+    }
+
     /// The texting window `[start, end)` in the shopper's local time.
     pub fn quiet_window(&self) -> Result<(NaiveTime, NaiveTime), String> {
         Ok((
@@ -352,6 +385,13 @@ impl TenantPolicy {
     /// server can refuse a bad configuration at start rather than misbehave at the first restock.
     pub fn validate(&self) -> Result<(), String> {
         self.quiet_window()?;
+        self.zone()?;
+        let c = &self.segment_price_currency;
+        if c.len() != 3 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
+            return Err(format!(
+                "segment_price_currency: must be an ISO 4217 code such as USD, got {c:?}"
+            ));
+        }
         if !(0.0..=0.5).contains(&self.holdout_share) {
             return Err(format!(
                 "holdout_share: must be within 0 and 0.5, got {}",
@@ -471,6 +511,10 @@ mod tests {
         assert!(bad(|p| p.quiet_hours_start = "8am".into()).starts_with("quiet_hours_start:"));
         assert!(bad(|p| p.quiet_hours_end = "25:00".into()).starts_with("quiet_hours_end:"));
         assert!(bad(|p| p.holdout_share = 0.6).starts_with("holdout_share:"));
+        assert!(bad(|p| p.time_zone = "Mars/Olympus".into()).starts_with("time_zone:"));
+        assert!(
+            bad(|p| p.segment_price_currency = "usd".into()).starts_with("segment_price_currency:")
+        );
         assert!(bad(|p| p.holdout_share = -0.1).starts_with("holdout_share:"));
         assert!(bad(|p| p.holdout_share = f64::NAN).starts_with("holdout_share:"));
         assert!(bad(|p| p.restock_threshold = 0).starts_with("restock_threshold:"));

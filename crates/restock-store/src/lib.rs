@@ -14,6 +14,7 @@ pub mod purchases;
 pub mod releases;
 pub mod reports;
 pub mod subscribe_batch;
+pub mod views;
 pub mod waitlist;
 pub mod webhooks;
 

@@ -27,6 +27,8 @@ pub struct NewPurchase {
     pub phone_e164: Option<String>,
     pub lines: Vec<NewLine>,
     pub purchased_at: DateTime<Utc>,
+    /// Where the order was placed (a `PurchaseChannel`'s stored name).
+    pub channel: &'static str,
     /// A digest of the request's content, to tell a repeat from a different order.
     pub request_hash: Vec<u8>,
     /// The order id as erasure leaves it (its keyed hash): how an order whose buyer was erased
@@ -108,9 +110,9 @@ impl Store {
         // A concurrent insert of the same order waits here for the other to commit.
         let inserted = execute(
             &tx,
-            "INSERT INTO purchases (tenant_id, order_id, request_hash, customer_id, contact_id, purchased_at, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, order_id) DO NOTHING",
-            &[&tenant_id, &p.order_id, &p.request_hash, &p.customer_id, &contact_id, &p.purchased_at, &now],
+            "INSERT INTO purchases (tenant_id, order_id, request_hash, customer_id, contact_id, purchased_at, recorded_at, channel) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, order_id) DO NOTHING",
+            &[&tenant_id, &p.order_id, &p.request_hash, &p.customer_id, &contact_id, &p.purchased_at, &now, &p.channel],
         )
         .await?;
         if inserted == 0 {
@@ -151,12 +153,13 @@ impl Store {
             execute(
                 &tx,
                 "INSERT INTO purchase_lines (tenant_id, order_id, line_number, variant_id, quantity, total_minor, \
-                   currency, location_id, customer_id, contact_id, purchased_at, basis, message_id, release_id, subscription_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                   currency, location_id, customer_id, contact_id, purchased_at, basis, message_id, release_id, subscription_id, channel) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 &[
                     &tenant_id, &p.order_id, &(i as i32 + 1), &line.variant_id, &line.quantity,
                     &line.total_minor, &line.currency, &line.location_id, &p.customer_id, &contact_id,
                     &p.purchased_at, &a.basis, &a.message_id, &a.release_id, &a.subscription_id,
+                    &p.channel,
                 ],
             )
             .await?;

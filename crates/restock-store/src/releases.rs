@@ -569,3 +569,89 @@ impl Store {
         Ok(page)
     }
 }
+
+/// What a message led to, for an export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageOutcome {
+    pub click_count: u64,
+    /// Orders with a line credited to the message (TEXT or CLICK basis).
+    pub orders: u64,
+    /// Revenue of those lines per currency, in code order.
+    pub revenue: Vec<(String, i64)>,
+}
+
+impl Store {
+    /// One batch of the tenant's messages created in `[from, before)`, in (created_at,
+    /// message_id) order after `after`, with their outcomes: three statements per batch (the
+    /// messages by their keyset, then clicks and credited lines of just those), so an export of
+    /// any size reads a batch at a time.
+    pub async fn export_messages(
+        &self,
+        tenant_id: &str,
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<(MessageView, MessageOutcome)>, StoreError> {
+        let client = self.client().await?;
+        let (after_t, after_id) = match after {
+            Some((t, id)) => (Some(t), Some(id)),
+            None => (None, None),
+        };
+        let rows = query(
+            &client,
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} {MESSAGE_FROM} \
+                 WHERE m.tenant_id = $1 AND m.created_at >= $2 AND m.created_at < $3 \
+                   AND ($4::timestamptz IS NULL OR (m.created_at, m.message_id) > ($4, $5::uuid)) \
+                 ORDER BY m.created_at, m.message_id LIMIT $6"
+            ),
+            &[&tenant_id, &from, &before, &after_t, &after_id, &limit],
+        )
+        .await?;
+        let messages: Vec<MessageView> = rows.iter().map(message_row).collect();
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
+        let mut releases: Vec<Uuid> = messages.iter().map(|m| m.release_id).collect();
+        releases.sort_unstable();
+        releases.dedup();
+        let mut outcomes: std::collections::HashMap<Uuid, MessageOutcome> =
+            std::collections::HashMap::with_capacity(ids.len());
+        for r in query(
+            &client,
+            "SELECT message_id, count(*) FROM clicks WHERE tenant_id = $1 AND message_id = ANY($2) \
+             GROUP BY message_id",
+            &[&tenant_id, &ids],
+        )
+        .await?
+        {
+            outcomes.entry(r.get(0)).or_default().click_count = r.get::<_, i64>(1).max(0) as u64;
+        }
+        // Credited lines through the release index, the batch's releases being few.
+        for r in query(
+            &client,
+            "SELECT message_id, currency, count(DISTINCT order_id), sum(total_minor)::bigint \
+             FROM purchase_lines WHERE tenant_id = $1 AND release_id = ANY($2) AND message_id = ANY($3) \
+               AND basis IN ('text', 'click') \
+             GROUP BY GROUPING SETS ((message_id), (message_id, currency)) ORDER BY 1, 2 NULLS FIRST",
+            &[&tenant_id, &releases, &ids],
+        )
+        .await?
+        {
+            let o = outcomes.entry(r.get(0)).or_default();
+            match r.get::<_, Option<String>>(1) {
+                None => o.orders = r.get::<_, i64>(2).max(0) as u64,
+                Some(currency) => o.revenue.push((currency, r.get(3))),
+            }
+        }
+        Ok(messages
+            .into_iter()
+            .map(|m| {
+                let o = outcomes.remove(&m.message_id).unwrap_or_default();
+                (m, o)
+            })
+            .collect())
+    }
+}
