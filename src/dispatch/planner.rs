@@ -144,10 +144,25 @@ impl Planner for PolicyPlanner {
             policy,
             public_base_url: &self.public_base_url,
         };
+        // The promise of the restocked location; for a variant-level restock, of the first of
+        // the shopper's own locations that has the stock (their nearest, in the order they
+        // gave). A shopper who named none gets no promise: a wrong one is worse.
+        let promise_location = release.location_id.as_deref().or_else(|| {
+            row.candidate
+                .location_ids
+                .iter()
+                .map(String::as_str)
+                .find(|l| {
+                    release
+                        .stock
+                        .iter()
+                        .any(|(at, available)| at == l && *available > 0)
+                })
+        });
         match renderer.render(
             release.title.as_deref(),
             &release.options,
-            release.location_id.as_deref(),
+            promise_location,
             false,
             &token,
         ) {

@@ -360,3 +360,50 @@ async fn an_opt_out_before_the_confirmation_goes_out_cancels_it() {
     .await;
     assert_eq!(fake.message_count(), 0);
 }
+
+/// A variant-level restock promises what the shopper's own nearest stocked location promises;
+/// a shopper who named no location gets no promise rather than a wrong one.
+#[tokio::test]
+async fn a_variant_level_text_carries_the_promise_of_the_shoppers_stocked_location() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let demo = s.tenants.get_mut("demo").unwrap();
+        demo.delivery_promises
+            .insert("store-1".into(), "Pick it up today at Store 1.".into());
+        demo.delivery_promises
+            .insert("store-2".into(), "Pick it up today at Store 2.".into());
+    })
+    .await;
+    let (near_2, anywhere) = ("+14155550181", "+14155550182");
+    let mut req = subscribe_request("sku-1", near_2);
+    // Store 1 first, but it gets no stock: Store 2 is the nearest that has it.
+    req.location_ids = vec!["store-1".into(), "store-2".into()];
+    app.waitlist().subscribe(req).await.unwrap();
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", anywhere))
+        .await
+        .unwrap();
+    set_stock(&app, "sku-1", "store-2", 0, 1).await;
+    set_stock(&app, "sku-1", "store-2", 6, 2).await;
+    assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
+    let db = db(&app).await;
+    let location: Option<String> = db
+        .query_one("SELECT location_id FROM releases", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(location, None, "a variant-level release");
+    let body = |to: &str| {
+        fake.messages()
+            .into_iter()
+            .find(|m| m.to == to)
+            .map(|m| m.body)
+            .unwrap()
+    };
+    assert!(
+        body(near_2).contains("Pick it up today at Store 2."),
+        "{}",
+        body(near_2)
+    );
+    assert!(!body(anywhere).contains("Pick it up"), "{}", body(anywhere));
+}

@@ -111,7 +111,8 @@ pub struct TenantPolicy {
     #[serde(default = "default_max_segments")]
     pub max_segments: u32,
     /// What a location promises about delivery ("Same-day delivery in Paris"), by location id;
-    /// filled into `{promise}` when the stock is regional.
+    /// filled into `{promise}`: the restocked location's, or for a variant-level restock the
+    /// first of the shopper's own locations that has the stock (none if they named none).
     #[serde(default)]
     pub delivery_promises: std::collections::BTreeMap<String, String>,
     /// Minutes after the first text at which a single reminder goes out (only if the shopper
