@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use restock_caps::{Bucket, CapAnswer, CapRequest, Scope};
+use restock_caps::CapAnswer;
 use restock_domain::quiet_hours;
 use restock_domain::TenantPolicy;
 use restock_sms::provider::{OutboundSms, SendError};
@@ -21,6 +21,7 @@ use restock_store::confirmations::{ConfirmationJob, ConfirmationOutcome};
 use tokio::sync::watch;
 
 use crate::dispatch::scheduler::sender_of;
+use crate::dispatch::sender::text_caps;
 use crate::dispatch::Engine;
 
 /// Confirmations claimed per pass.
@@ -112,7 +113,7 @@ async fn confirm(
         };
     };
     // The phone's and the sender's caps, as for restock texts: a confirmation is a text too.
-    let request = caps(policy, job, &sender);
+    let request = text_caps(policy, &job.tenant_id, job.contact_id, &sender);
     match engine.caps.check(&[request]).await {
         Ok(answers) => {
             if let Some(CapAnswer::Denied { retry_at, .. }) = answers.first() {
@@ -247,21 +248,4 @@ fn texting_hours(
         },
     };
     quiet_hours::next_allowed(&zones, start, end, now)
-}
-
-fn caps(policy: &TenantPolicy, job: &ConfirmationJob, sender: &str) -> CapRequest {
-    let phone_window = Duration::from_secs(u64::from(policy.phone_cap_hours) * 3600);
-    CapRequest::new(Scope::phone(format!(
-        "{}:{}",
-        job.tenant_id, job.contact_id
-    )))
-    .own(
-        "texts",
-        Bucket::window(policy.phone_cap_texts, phone_window),
-    )
-    .shared(
-        Scope::sender(sender.to_string()),
-        "mps",
-        crate::dispatch::sender::sender_bucket(policy),
-    )
 }

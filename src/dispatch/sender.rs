@@ -156,7 +156,7 @@ async fn process(
         let decision = decide(policy, &c, &stock, now, None, None);
         match decision.outcome {
             Verdict::SendNow => pending.push(Item {
-                request: cap_request(policy, &c),
+                request: text_caps(policy, &c.tenant_id, c.contact_id, &c.sender_id),
                 claimed: c,
                 phone,
                 stock,
@@ -465,23 +465,29 @@ fn not_now(engine: &Engine, c: &Claimed, d: &Decision) -> Outcome {
 }
 
 /// The caps one text must fit: the phone's (keyed by contact, so no phone number is written to
-/// Redis), the sender's throughput, and the tenant's day when it has one.
-fn cap_request(policy: &TenantPolicy, c: &Claimed) -> CapRequest {
+/// Redis), the sender's throughput, and the tenant's day when it has one. Restock and
+/// confirmation texts alike.
+pub fn text_caps(
+    policy: &TenantPolicy,
+    tenant_id: &str,
+    contact_id: uuid::Uuid,
+    sender_id: &str,
+) -> CapRequest {
     let phone_window = Duration::from_secs(u64::from(policy.phone_cap_hours) * 3600);
-    // An exact window keeps the promise "never more than N in any second"; past what a window
-    // can hold, a token bucket of the same rate. The window is a little longer than a second:
-    // tokens are granted here but counted by the provider on arrival, and the guard absorbs the
-    // jitter between the two (scheduling, a connection being opened).
-    let sender = sender_bucket(policy);
-    let mut request = CapRequest::new(Scope::phone(format!("{}:{}", c.tenant_id, c.contact_id)))
+    let mut request = CapRequest::new(Scope::phone(format!("{tenant_id}:{contact_id}")))
         .own(
             "texts",
             Bucket::window(policy.phone_cap_texts, phone_window),
         )
-        .shared(Scope::sender(policy.sender_id.clone()), "mps", sender);
+        // The sender the text actually goes from (a country's own, or the brand's).
+        .shared(
+            Scope::sender(sender_id.to_string()),
+            "mps",
+            sender_bucket(policy),
+        );
     if let Some(day) = policy.tenant_cap_texts_per_day {
         request = request.shared(
-            Scope::tenant(c.tenant_id.clone()),
+            Scope::tenant(tenant_id.to_string()),
             "day",
             Bucket::rate(day, Duration::from_secs(86_400)),
         );
@@ -489,8 +495,12 @@ fn cap_request(policy: &TenantPolicy, c: &Claimed) -> CapRequest {
     request
 }
 
-/// The sender's throughput bucket, shared by every text from it (restock and confirmation).
-pub fn sender_bucket(policy: &TenantPolicy) -> Bucket {
+/// The sender's throughput bucket, shared by every text from it. An exact window keeps the
+/// promise "never more than N in any second"; past what a window can hold, a token bucket of
+/// the same rate. The window is a little longer than a second: tokens are granted here but
+/// counted by the provider on arrival, and the guard absorbs the jitter between the two
+/// (scheduling, a connection being opened).
+fn sender_bucket(policy: &TenantPolicy) -> Bucket {
     if policy.sender_mps <= MAX_WINDOW_CAPACITY {
         Bucket::window(policy.sender_mps, Duration::from_secs(1) + SENDER_GUARD)
     } else {

@@ -489,18 +489,7 @@ async fn set_variant_stock(app: &TestApp, variant: &str, available: i64) {
 }
 
 async fn api_status(app: &TestApp, sent: &Sent) -> pb::SubscriptionStatus {
-    let s = app
-        .waitlist()
-        .get_subscription(pb::GetSubscriptionRequest {
-            tenant_id: sent.tenant.into(),
-            subscription_id: sent.subscription_id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
-    s.status()
+    crate::journey::status_of(app, sent.tenant, &sent.subscription_id.to_string()).await
 }
 
 async fn click_outcomes(app: &TestApp) -> Vec<String> {

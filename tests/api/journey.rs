@@ -10,6 +10,11 @@ use crate::dispatch::{db, eventually, phones, set_stock, spawn_sender, texting_h
 use crate::helpers::*;
 use crate::replicas::per_phone;
 
+/// The count a `SELECT count(*) ...` answers.
+async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 /// Texts deferred past quiet hours whose variant sells out before the morning are not sent:
 /// they are skipped as not in stock, the shoppers stay in line (never marked notified), and
 /// the next restock texts them.
@@ -32,13 +37,11 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
     set_stock(&app, "sku-1", "loc-1", 9, 2).await;
     let db = db(&app).await;
     eventually(Duration::from_secs(10), "five deferred texts", || async {
-        db.query_one(
+        count(
+            &db,
             "SELECT count(*) FROM messages WHERE status = 'deferred'",
-            &[],
         )
         .await
-        .unwrap()
-        .get::<_, i64>(0)
             == 5
     })
     .await;
@@ -51,13 +54,7 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
         Duration::from_secs(20),
         "the deferred texts decided",
         || async {
-            db.query_one(
-            "SELECT count(*) FROM messages WHERE status = 'skipped' AND reason = 'not_in_stock'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
+            count(&db, "SELECT count(*) FROM messages WHERE status = 'skipped' AND reason = 'not_in_stock'").await
             == 5
         },
     )
@@ -69,18 +66,11 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
         "a text went out for a sold-out variant"
     );
     for id in &ids {
-        let s = app
-            .waitlist()
-            .get_subscription(pb::GetSubscriptionRequest {
-                tenant_id: "demo".into(),
-                subscription_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .subscription
-            .unwrap();
-        assert_eq!(s.status(), pb::SubscriptionStatus::Active, "{id}");
+        assert_eq!(
+            status_of(&app, "demo", id).await,
+            pb::SubscriptionStatus::Active,
+            "{id}"
+        );
     }
     // Back in stock at noon: the same shoppers are texted, once each.
     app.clock.set(night + chrono::Duration::hours(13));
@@ -119,13 +109,7 @@ async fn a_refused_sender_hands_the_release_to_the_fallback_account() {
     eventually(
         Duration::from_secs(10),
         "every text recorded sent",
-        || async {
-            db.query_one("SELECT count(*) FROM messages WHERE status = 'sent'", &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 20
-        },
+        || async { count(&db, "SELECT count(*) FROM messages WHERE status = 'sent'").await == 20 },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -167,14 +151,12 @@ async fn each_phone_is_texted_from_a_sender_its_country_allows() {
         Duration::from_secs(10),
         "the French phone skipped",
         || async {
-            db.query_one(
+            count(
+                &db,
                 "SELECT count(*) FROM messages WHERE status = 'skipped' \
              AND reason = 'no_sender_for_country'",
-                &[],
             )
             .await
-            .unwrap()
-            .get::<_, i64>(0)
                 == 1
         },
     )
@@ -198,7 +180,7 @@ async fn each_phone_is_texted_from_a_sender_its_country_allows() {
     );
 }
 
-async fn status_of(app: &TestApp, tenant: &str, id: &str) -> pb::SubscriptionStatus {
+pub async fn status_of(app: &TestApp, tenant: &str, id: &str) -> pb::SubscriptionStatus {
     app.waitlist()
         .get_subscription(pb::GetSubscriptionRequest {
             tenant_id: tenant.into(),
@@ -326,13 +308,7 @@ async fn an_opt_out_before_the_confirmation_goes_out_cancels_it() {
     eventually(
         Duration::from_secs(10),
         "a confirmation planned",
-        || async {
-            db.query_one("SELECT count(*) FROM confirmation_texts", &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-                == 1
-        },
+        || async { count(&db, "SELECT count(*) FROM confirmation_texts").await == 1 },
     )
     .await;
     app.waitlist()
