@@ -211,47 +211,64 @@ async fn a_restock_is_traced_from_the_inventory_event_to_the_providers_answer() 
     );
     inventory.report_inventory(request).await.unwrap();
     assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
+    let sent = fake.messages()[0].clone();
+    let sent_parent = sent.traceparent.clone().expect("the provider got a traceparent");
+    // Spans are exported in batches as they end, so a parent (the send batch ends after its
+    // provider call) can arrive in a later export than its child: wait for the whole chain.
+    let chain = || {
+        let spans = collector.spans();
+        let call = spans
+            .iter()
+            .find(|s| {
+                s.name == "provider send"
+                    && sent_parent == format!("00-{}-{}-01", hex(&s.trace_id), hex(&s.span_id))
+            })
+            .cloned()?;
+        let batch = spans
+            .iter()
+            .find(|s| s.name == "send batch" && s.span_id == call.parent_span_id)
+            .cloned()?;
+        let event = spans
+            .iter()
+            .find(|s| s.name == "inventory event" && hex(&s.trace_id) == trace_id)
+            .cloned()?;
+        let rpc = spans
+            .iter()
+            .find(|s| {
+                s.name == "restock.v1.EligibilityService/ReportInventory"
+                    && hex(&s.trace_id) == trace_id
+            })
+            .cloned()?;
+        let plans: Vec<Span> = spans
+            .iter()
+            .filter(|s| s.name == "plan release" && hex(&s.trace_id) == trace_id)
+            .cloned()
+            .collect();
+        (!plans.is_empty()).then_some((call, batch, event, rpc, plans))
+    };
     eventually(
         Duration::from_secs(20),
-        "the provider call's span",
-        || async { !collector.named("provider send").is_empty() },
+        "the spans from the call to the provider's answer",
+        || async { chain().is_some() },
     )
     .await;
+    let (call, batch, event, rpc, plans) = chain().unwrap();
     // The event, in the caller's trace, under the call's span.
-    let rpc = collector
-        .named("restock.v1.EligibilityService/ReportInventory")
-        .into_iter()
-        .find(|s| hex(&s.trace_id) == trace_id)
-        .expect("the call's span");
-    let events = collector.named("inventory event");
-    let event = events
-        .iter()
-        .find(|s| hex(&s.trace_id) == trace_id)
-        .expect("the event's span");
     assert_eq!(event.parent_span_id, rpc.span_id);
-    // Its release's planning, in the same trace.
-    let plan = &collector.named("plan release")[0];
-    assert_eq!(hex(&plan.trace_id), trace_id);
-    assert_eq!(plan.parent_span_id, event.span_id);
-    // The send batch links to the event; the provider call is its child, and its context went
-    // to the provider as the traceparent header.
-    let batch = collector
-        .named("send batch")
-        .into_iter()
-        .find(|b| {
-            b.links
-                .iter()
-                .any(|l| l.trace_id == event.trace_id && l.span_id == event.span_id)
-        })
-        .expect("a send batch linked to the event");
-    let call = &collector.named("provider send")[0];
-    assert_eq!(call.parent_span_id, batch.span_id);
-    assert_eq!(call.kind, 3, "SPAN_KIND_CLIENT");
-    let sent = &fake.messages()[0];
-    assert_eq!(
-        sent.traceparent.as_deref(),
-        Some(format!("00-{}-{}-01", hex(&call.trace_id), hex(&call.span_id)).as_str())
+    // Its release's planning, in the same trace, under the event.
+    for plan in &plans {
+        assert_eq!(plan.parent_span_id, event.span_id, "{plan:?}");
+    }
+    // The send batch links to the event; the provider call is its child (a client span), and
+    // its context went to the provider as the traceparent header (matched above).
+    assert!(
+        batch
+            .links
+            .iter()
+            .any(|l| l.trace_id == event.trace_id && l.span_id == event.span_id),
+        "the send batch links to the event: {batch:?}"
     );
+    assert_eq!(call.kind, 3, "SPAN_KIND_CLIENT");
     assert!(!format!("{:?}", collector.spans()).contains("5550167"));
     let _ = child.kill();
     let _ = child.wait();
