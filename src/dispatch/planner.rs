@@ -112,6 +112,7 @@ impl Planner for PolicyPlanner {
             product_id: release.product_id.as_deref(),
             variant_options: &release.options,
             stock: &stock,
+            exclusions: release.exclusions,
             now: self.now,
         };
         let decision = evaluate(

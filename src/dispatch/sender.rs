@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use restock_caps::{Bucket, CapAnswer, CapRequest, Scope, MAX_WINDOW_CAPACITY};
-use restock_domain::eligibility::{Decision, Outcome as Verdict, Reason, RestockContext};
+use restock_domain::eligibility::{
+    Decision, LiveExclusions, Outcome as Verdict, Reason, RestockContext,
+};
 use restock_domain::waves::backoff;
 use restock_domain::{ConsentSource, Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
@@ -93,6 +95,7 @@ struct Item {
     claimed: Claimed,
     phone: String,
     stock: Vec<(String, i64)>,
+    exclusions: LiveExclusions,
     request: CapRequest,
 }
 
@@ -126,7 +129,10 @@ async fn process(
     let state = &engine.state;
     let now = state.clock.now();
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut levels: HashMap<(String, String), Vec<(String, i64)>> = HashMap::new();
+    // Per variant in the batch: its live stock and the exclusions in force, read now (an
+    // exclusion made after planning stops the texts not yet sent).
+    let mut levels: HashMap<(String, String), (Vec<(String, i64)>, LiveExclusions)> =
+        HashMap::new();
     let mut pending = Vec::new();
     for c in batch {
         let Some(policy) = state.tenants.get(&c.tenant_id) else {
@@ -150,16 +156,22 @@ async fn process(
         let key = (c.tenant_id.clone(), c.variant_id.clone());
         if !levels.contains_key(&key) {
             let l = state.store.stock_levels(&key.0, &key.1).await?;
-            levels.insert(key.clone(), l);
+            let x = state
+                .store
+                .live_exclusions(&key.0, &key.1, c.product_id.as_deref(), now)
+                .await?;
+            levels.insert(key.clone(), (l, x));
         }
-        let stock = stock_for(c.location_id.as_deref(), &levels[&key]);
-        let decision = decide(policy, &c, &stock, now, None, None);
+        let (levels_now, exclusions) = &levels[&key];
+        let stock = stock_for(c.location_id.as_deref(), levels_now);
+        let decision = decide(policy, &c, &stock, *exclusions, now, None, None);
         match decision.outcome {
             Verdict::SendNow => pending.push(Item {
                 request: text_caps(policy, &c.tenant_id, c.contact_id, &c.sender_id),
                 claimed: c,
                 phone,
                 stock,
+                exclusions: *exclusions,
             }),
             _ => outcomes.push(not_now(engine, &c, &decision)),
         }
@@ -219,6 +231,7 @@ async fn process(
                         policy,
                         &item.claimed,
                         &item.stock,
+                        item.exclusions,
                         now,
                         phone_free,
                         tenant_free,
@@ -426,6 +439,7 @@ fn decide(
     policy: &TenantPolicy,
     c: &Claimed,
     stock: &[(String, i64)],
+    exclusions: LiveExclusions,
     now: DateTime<Utc>,
     phone_cap_free_at: Option<DateTime<Utc>>,
     tenant_cap_free_at: Option<DateTime<Utc>>,
@@ -436,6 +450,7 @@ fn decide(
         product_id: c.product_id.as_deref(),
         variant_options: &c.variant_options,
         stock,
+        exclusions,
         now,
     };
     evaluate(

@@ -422,32 +422,6 @@ fn exclusion(row: restock_store::inventory::ExclusionRow, tenant_id: &str) -> pb
     }
 }
 
-/// A tenant's policy with the API's live exclusions of this variant added, so the engine sees
-/// every exclusion whichever way it was made.
-async fn policy_with_exclusions(
-    state: &AppState,
-    tenant_id: &str,
-    policy: &TenantPolicy,
-    variant_id: &str,
-    product_id: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<TenantPolicy, ApiError> {
-    let mut policy = policy.clone();
-    let (product, variant) = state
-        .store
-        .live_exclusions(tenant_id, variant_id, product_id, now)
-        .await?;
-    if product {
-        policy
-            .excluded_products
-            .extend(product_id.map(str::to_string));
-    }
-    if variant {
-        policy.excluded_variants.push(variant_id.to_string());
-    }
-    Ok(policy)
-}
-
 /// Runs the engine for one stored subscription, with the texts and purchases its query read.
 /// Cap state lives in Redis and is consulted when sending; here caps are taken as free.
 fn evaluate_row(policy: &TenantPolicy, ctx: &RestockContext, row: &CandidateRow) -> Decision {
@@ -978,15 +952,11 @@ impl EligibilityService for EligibilityApi {
             .await
             .map_err(ApiError::from)?;
         let product_id = stock.product_id.clone().or(row.product_id.clone());
-        let mut policy = policy_with_exclusions(
-            &self.state,
-            &tenant_id,
-            policy,
-            &variant_id,
-            product_id.as_deref(),
-            now,
-        )
-        .await?;
+        let exclusions = store
+            .live_exclusions(&tenant_id, &variant_id, product_id.as_deref(), now)
+            .await
+            .map_err(ApiError::from)?;
+        let mut policy = policy.clone();
         if restock.is_none() {
             // The holdout is drawn per restock: with none yet, there is nothing to draw.
             policy.holdout_share = 0.0;
@@ -1002,6 +972,7 @@ impl EligibilityService for EligibilityApi {
             product_id: product_id.as_deref(),
             variant_options: &stock.details.options,
             stock: &levels,
+            exclusions,
             now,
         };
         let mut row = row;
@@ -1088,15 +1059,12 @@ impl EligibilityService for EligibilityApi {
             .await
             .map_err(ApiError::from)?;
         let product_id = stock.product_id.clone();
-        let policy = policy_with_exclusions(
-            &self.state,
-            &tenant_id,
-            policy,
-            &variant_id,
-            product_id.as_deref(),
-            now,
-        )
-        .await?;
+        let exclusions = self
+            .state
+            .store
+            .live_exclusions(&tenant_id, &variant_id, product_id.as_deref(), now)
+            .await
+            .map_err(ApiError::from)?;
         let current = |loc: &str| {
             stock
                 .locations
@@ -1156,9 +1124,10 @@ impl EligibilityService for EligibilityApi {
                 product_id: product_id.as_deref(),
                 variant_options: &stock.details.options,
                 stock: &levels,
+                exclusions,
                 now,
             };
-            let d = evaluate_row(&policy, &ctx, &row);
+            let d = evaluate_row(policy, &ctx, &row);
             let (kind, until) = decision::outcome(d.outcome);
             let reason = decision::reason(d.reason);
             match d.outcome {

@@ -63,7 +63,31 @@ async fn redis_down_stops_dispatch_in_health_not_the_waitlist() {
 async fn stopping_drains_and_reports_not_serving() {
     let app = spawn_app().await;
     wait_for_status(&app, "", ServingStatus::Serving).await;
-    app.stop().await.expect("a clean stop");
+    // A load balancer's watch, open before the stop: it must hear NOT_SERVING before the
+    // server goes away (tests/api/shutdown.rs checks the same of the real binary on SIGTERM).
+    let mut watch = HealthClient::new(app.channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopped = tokio::spawn(app.stop());
+    let mut heard = Vec::new();
+    while let Ok(Some(update)) = watch.message().await {
+        heard.push(update.status);
+        if update.status == ServingStatus::NotServing as i32 {
+            break;
+        }
+    }
+    assert_eq!(
+        heard.last(),
+        Some(&(ServingStatus::NotServing as i32)),
+        "the watch heard {heard:?} before the stream ended"
+    );
+    stopped.await.unwrap().expect("a clean stop");
 }
 
 fn tool(name: &str) -> Option<std::path::PathBuf> {

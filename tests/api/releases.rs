@@ -1025,3 +1025,84 @@ async fn unknown_tenants_releases_and_messages_are_not_found() {
         .into_inner();
     assert!(empty.releases.is_empty() && empty.next_page_token.is_empty());
 }
+
+async fn exclude_variant(app: &TestApp, variant: &str) {
+    dispatch_exclusions(app)
+        .create_exclusion(pb::CreateExclusionRequest {
+            tenant_id: "demo".into(),
+            target: Some(pb::create_exclusion_request::Target::VariantId(
+                variant.into(),
+            )),
+            reason: "recalled".into(),
+            creator: "merchandising".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create exclusion");
+}
+
+fn dispatch_exclusions(
+    app: &TestApp,
+) -> pb::eligibility_service_client::EligibilityServiceClient<Channel> {
+    pb::eligibility_service_client::EligibilityServiceClient::new(app.channel.clone())
+}
+
+#[tokio::test]
+async fn an_exclusion_made_during_a_release_stops_the_waves_not_yet_planned() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, two_waves).await;
+    subscribe_all(&app, "sku-1", &phones(4, 0)).await;
+    restock(&app, "sku-1", "loc-1").await;
+    let id = release_of(&app, "sku-1").await.release_id;
+    release_until(&app, &id, "wave 1 to be sent", |r| {
+        counts(r).sent_count == 2
+    })
+    .await;
+    exclude_variant(&app, "sku-1").await;
+    // Wave 2 opens an hour later, and its planning sees the exclusion.
+    app.clock.advance(chrono::Duration::hours(2));
+    let done = release_until(&app, &id, "the release to end", |r| {
+        r.state() == pb::ReleaseState::Completed
+    })
+    .await;
+    let c = counts(&done);
+    assert_eq!((c.sent_count, c.skipped_count), (2, 2));
+    assert_eq!(
+        by_reason(&c.skipped_by_reason),
+        [(pb::ReasonCode::VariantExcluded, 2)]
+    );
+    assert_eq!(fake.message_count(), 2);
+}
+
+#[tokio::test]
+async fn an_exclusion_made_after_planning_stops_the_texts_not_yet_sent() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    // 23:00 in New York: the texts are planned, deferred to 08:00.
+    let night = texting_hours() - chrono::Duration::hours(15);
+    app.clock.set(night);
+    for p in phones(3, 0) {
+        let mut req = subscribe_request("sku-1", &p);
+        req.time_zone = "America/New_York".into();
+        app.waitlist().subscribe(req).await.unwrap();
+    }
+    restock(&app, "sku-1", "loc-1").await;
+    let id = release_of(&app, "sku-1").await.release_id;
+    release_until(&app, &id, "the texts to be deferred", |r| {
+        counts(r).deferred_count == 3
+    })
+    .await;
+    exclude_variant(&app, "sku-1").await;
+    // Morning: the sender takes the deferred texts up again, and the exclusion stops them.
+    app.clock.set(night + chrono::Duration::hours(9));
+    let done = release_until(&app, &id, "the deferred texts to be skipped", |r| {
+        counts(r).skipped_count == 3
+    })
+    .await;
+    assert_eq!(
+        by_reason(&counts(&done).skipped_by_reason),
+        [(pb::ReasonCode::VariantExcluded, 3)]
+    );
+    assert_eq!(counts(&done).sent_count, 0);
+    assert_eq!(fake.message_count(), 0);
+}

@@ -189,7 +189,20 @@ pub struct RestockContext<'a> {
     pub variant_options: &'a BTreeMap<String, String>,
     /// Available-to-sell per location (never on-order).
     pub stock: &'a [(String, i64)],
+    /// Exclusions made through the API that are in force at `now` (the tenant policy's own
+    /// lists are in [`TenantPolicy`]); read fresh by each caller of the engine, so that one
+    /// made during a release stops its unsent texts.
+    pub exclusions: LiveExclusions,
     pub now: DateTime<Utc>,
+}
+
+/// Which API-made exclusions are in force for the restocked variant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveExclusions {
+    /// One names the variant's product.
+    pub product: bool,
+    /// One names the variant itself.
+    pub variant: bool,
 }
 
 /// One waiting subscription and what is known about its phone.
@@ -747,12 +760,15 @@ fn sender_rule(policy: &TenantPolicy, c: &Candidate) -> RuleResult {
 
 fn merchandising_exclusion(policy: &TenantPolicy, ctx: &RestockContext) -> RuleResult {
     let r = Rule::MerchandisingExclusion;
-    if policy.excluded_products.is_empty() && policy.excluded_variants.is_empty() {
+    if policy.excluded_products.is_empty()
+        && policy.excluded_variants.is_empty()
+        && ctx.exclusions == LiveExclusions::default()
+    {
         return not_applicable(r, "Merchandising excludes no products or variants.");
     }
     if let Some(product) = ctx
         .product_id
-        .filter(|p| policy.excluded_products.iter().any(|e| e == p))
+        .filter(|p| ctx.exclusions.product || policy.excluded_products.iter().any(|e| e == p))
     {
         return skip(
             r,
@@ -760,7 +776,7 @@ fn merchandising_exclusion(policy: &TenantPolicy, ctx: &RestockContext) -> RuleR
             format!("Merchandising excludes product {product} from restock texts."),
         );
     }
-    if policy.excluded_variants.iter().any(|e| e == ctx.variant_id) {
+    if ctx.exclusions.variant || policy.excluded_variants.iter().any(|e| e == ctx.variant_id) {
         return skip(
             r,
             Reason::VariantExcluded,
@@ -965,6 +981,7 @@ mod tests {
         stock: Vec<(String, i64)>,
         location_ids: Vec<String>,
         wanted_options: BTreeMap<String, String>,
+        exclusions: LiveExclusions,
         now: DateTime<Utc>,
     }
 
@@ -976,6 +993,7 @@ mod tests {
                 stock: vec![("store-1".into(), 5), ("store-2".into(), 0)],
                 location_ids: Vec::new(),
                 wanted_options: BTreeMap::new(),
+                exclusions: LiveExclusions::default(),
                 // Noon in New York.
                 now: utc("2026-07-01T16:00:00Z"),
             }
@@ -988,6 +1006,7 @@ mod tests {
                 product_id: Some("p-1"),
                 variant_options: &self.variant_options,
                 stock: &self.stock,
+                exclusions: self.exclusions,
                 now: self.now,
             }
         }
@@ -1421,6 +1440,23 @@ mod tests {
         assert_eq!(
             d.summary,
             "Not texted: merchandising excludes product p-1 from restock texts."
+        );
+    }
+
+    #[test]
+    fn an_exclusion_made_through_the_api_excludes_like_the_policy_s_own() {
+        let mut w = World::new();
+        w.exclusions.variant = true;
+        assert_skip(&w.decide(|_| {}), Reason::VariantExcluded);
+        w.exclusions = LiveExclusions {
+            product: true,
+            variant: false,
+        };
+        assert_skip(&w.decide(|_| {}), Reason::ProductExcluded);
+        w.exclusions = LiveExclusions::default();
+        assert_eq!(
+            w.decide(|_| {}).rule(Rule::MerchandisingExclusion).verdict,
+            Verdict::NotApplicable
         );
     }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use restock_domain::eligibility::LiveExclusions;
 use restock_domain::waves::{self, Step, Strategy};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -35,6 +36,8 @@ pub struct PlanContext {
     pub options: BTreeMap<String, String>,
     /// Available-to-sell per location, read in the planning transaction.
     pub stock: Vec<(String, i64)>,
+    /// API exclusions in force when planning began.
+    pub exclusions: LiveExclusions,
 }
 
 /// One waiting subscription, as the planner sees it.
@@ -441,8 +444,17 @@ impl Store {
             title: row.get(8),
             options: serde_json::from_value(options).unwrap_or_default(),
             stock: Vec::new(),
+            exclusions: LiveExclusions::default(),
         };
         release.stock = stock_levels(&*client, &release.tenant_id, &release.variant_id).await?;
+        release.exclusions = crate::eligibility::live_exclusions(
+            &*client,
+            &release.tenant_id,
+            &release.variant_id,
+            release.product_id.as_deref(),
+            now,
+        )
+        .await?;
         let mut planned = Planned {
             tenant_id: release.tenant_id.clone(),
             release_id: release.release_id,

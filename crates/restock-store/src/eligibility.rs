@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, TryStreamExt};
+use restock_domain::eligibility::LiveExclusions;
 use restock_domain::{ConsentEventKind, SubscriptionStatus};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -266,23 +267,44 @@ impl Store {
             .collect())
     }
 
-    /// Whether an API exclusion is live at `now` for the product, and for the variant.
+    /// Which API exclusions are in force at `now` for the variant and its product.
     pub async fn live_exclusions(
         &self,
         tenant_id: &str,
         variant_id: &str,
         product_id: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<(bool, bool), StoreError> {
-        let client = self.client().await?;
-        let row = crate::cached::query_one(
-            &client,
-            "SELECT COALESCE(bool_or(product_id IS NOT NULL), false), COALESCE(bool_or(variant_id IS NOT NULL), false) \
-             FROM exclusions WHERE tenant_id = $1 AND deleted_at IS NULL \
-             AND (expires_at IS NULL OR expires_at > $4) AND (variant_id = $2 OR product_id = $3)",
-            &[&tenant_id, &variant_id, &product_id, &now],
+    ) -> Result<LiveExclusions, StoreError> {
+        live_exclusions(
+            &self.client().await?,
+            tenant_id,
+            variant_id,
+            product_id,
+            now,
         )
-        .await?;
-        Ok((row.get(0), row.get(1)))
+        .await
     }
+}
+
+/// Which API exclusions are in force at `now` for the variant and its product: the one query
+/// behind Explain, DryRun, the planner and the sender.
+pub(crate) async fn live_exclusions(
+    c: &impl deadpool_postgres::GenericClient,
+    tenant_id: &str,
+    variant_id: &str,
+    product_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<LiveExclusions, StoreError> {
+    let row = crate::cached::query_one(
+        c,
+        "SELECT COALESCE(bool_or(product_id IS NOT NULL), false), COALESCE(bool_or(variant_id IS NOT NULL), false) \
+         FROM exclusions WHERE tenant_id = $1 AND deleted_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $4) AND (variant_id = $2 OR product_id = $3)",
+        &[&tenant_id, &variant_id, &product_id, &now],
+    )
+    .await?;
+    Ok(LiveExclusions {
+        product: row.get(0),
+        variant: row.get(1),
+    })
 }
