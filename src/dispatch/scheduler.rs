@@ -103,7 +103,9 @@ async fn tick(
         }
     }
     let threshold = |tenant: &str| tenants.get(tenant).map_or(1, |p| p.restock_threshold);
-    if store.open_due_waves(&threshold, clock.now()).await? > 0 {
+    let opened = store.open_due_waves(&threshold, clock.now()).await?
+        + store.open_absorbed_waves(&threshold, clock.now()).await?;
+    if opened > 0 {
         engine.work.notify_waiters();
     }
     store.complete_finished(clock.now()).await?;

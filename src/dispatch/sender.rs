@@ -91,6 +91,9 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
 }
 
 /// One claimed message on its way.
+/// A variant's live stock per location and the exclusions in force, as a batch reads them.
+type VariantNow = (Vec<(String, i64)>, LiveExclusions);
+
 struct Item {
     claimed: Claimed,
     phone: String,
@@ -131,8 +134,7 @@ async fn process(
     let mut outcomes = Vec::with_capacity(batch.len());
     // Per variant in the batch: its live stock and the exclusions in force, read now (an
     // exclusion made after planning stops the texts not yet sent).
-    let mut levels: HashMap<(String, String), (Vec<(String, i64)>, LiveExclusions)> =
-        HashMap::new();
+    let mut levels: HashMap<(String, String), VariantNow> = HashMap::new();
     let mut pending = Vec::new();
     for c in batch {
         let Some(policy) = state.tenants.get(&c.tenant_id) else {

@@ -318,6 +318,22 @@ fn release(v: &ReleaseView, policy: Option<&TenantPolicy>) -> pb::Release {
                 },
             )),
         ),
+        Some(Strategy::SellThrough {
+            first_share_bps,
+            absorbed_share_bps,
+            factor,
+            interval,
+        }) => (
+            pb::ReleaseStrategy::SellThrough,
+            Some(pb::release::StrategyParameters::SellThrough(
+                pb::SellThroughParameters {
+                    first_wave_share_bps: first_share_bps,
+                    absorbed_share_bps,
+                    oversubscription_factor: factor,
+                    interval: Some(duration(interval)),
+                },
+            )),
+        ),
     };
     let waves = v
         .waves
@@ -330,6 +346,7 @@ fn release(v: &ReleaseView, policy: Option<&TenantPolicy>) -> pb::Release {
             start_time: w.started_at.map(timestamp),
             end_time: w.ended_at.map(timestamp),
             available_before: w.available_before.unwrap_or_default(),
+            opened_on_sell_through: w.opened_by.as_deref() == Some("sell_through"),
             counts: Some(counts(
                 v.tallies.iter().filter(|t| t.wave == Some(w.number)),
             )),

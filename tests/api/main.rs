@@ -23,6 +23,7 @@ mod releases;
 mod replicas;
 mod report_inputs;
 mod reports;
+mod sell_through;
 mod shutdown;
 mod stack;
 mod subscribe;

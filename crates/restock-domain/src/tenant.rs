@@ -49,7 +49,8 @@ pub struct TenantPolicy {
     /// Variant ids merchandising never announces.
     #[serde(default)]
     pub excluded_variants: Vec<String>,
-    /// How a release spreads its texts: `immediate`, `staged` or `proportional`.
+    /// How a release spreads its texts: `immediate`, `staged`, `proportional` or
+    /// `sell_through`.
     #[serde(default)]
     pub release_strategy: ReleaseStrategy,
     /// For `staged`: each wave's share of the recipients in basis points, summing to 10,000.
@@ -58,9 +59,18 @@ pub struct TenantPolicy {
     /// For `staged` and `proportional`: time between the start of one wave and the next.
     #[serde(default = "default_wave_interval_seconds")]
     pub wave_interval_seconds: u32,
-    /// For `proportional`: recipients per wave per unit of live stock (at least 1).
+    /// For `proportional` and `sell_through`: recipients per wave per unit of live stock (at
+    /// least 1).
     #[serde(default = "default_oversubscription_factor")]
     pub oversubscription_factor: f64,
+    /// For `sell_through`: the first wave's share of the recipients in basis points (3000: "30%
+    /// of the list receives the first alert"), at most live stock times the factor.
+    #[serde(default = "default_first_wave_share_bps")]
+    pub first_wave_share_bps: u32,
+    /// For `sell_through`: the next wave opens before its interval once the previous wave's
+    /// recipients bought, or the stock fell by, this share of the wave's texts (basis points).
+    #[serde(default = "default_sell_through_share_bps")]
+    pub sell_through_share_bps: u32,
     /// Who texts come from: an E.164 number, a short code, or a Twilio messaging service
     /// (`MG...`).
     #[serde(default = "default_sender_id")]
@@ -164,12 +174,14 @@ pub enum ReleaseStrategy {
     Immediate,
     Staged,
     Proportional,
+    SellThrough,
 }
 
 crate::consent::str_enum!(ReleaseStrategy {
     Immediate => "immediate",
     Staged => "staged",
     Proportional => "proportional",
+    SellThrough => "sell_through",
 });
 
 fn default_stage_shares_bps() -> Vec<u32> {
@@ -182,6 +194,14 @@ fn default_wave_interval_seconds() -> u32 {
 
 fn default_oversubscription_factor() -> f64 {
     1.5
+}
+
+fn default_first_wave_share_bps() -> u32 {
+    3000
+}
+
+fn default_sell_through_share_bps() -> u32 {
+    2000
 }
 
 fn default_sender_id() -> String {
@@ -291,6 +311,8 @@ impl Default for TenantPolicy {
             stage_shares_bps: default_stage_shares_bps(),
             wave_interval_seconds: default_wave_interval_seconds(),
             oversubscription_factor: default_oversubscription_factor(),
+            first_wave_share_bps: default_first_wave_share_bps(),
+            sell_through_share_bps: default_sell_through_share_bps(),
             sender_id: default_sender_id(),
             sender_mps: default_sender_mps(),
             fallback_sender_id: None,
@@ -425,6 +447,14 @@ impl TenantPolicy {
                 "oversubscription_factor: must be within 1 and 1000, got {}",
                 self.oversubscription_factor
             ));
+        }
+        for (key, bps) in [
+            ("first_wave_share_bps", self.first_wave_share_bps),
+            ("sell_through_share_bps", self.sell_through_share_bps),
+        ] {
+            if !(1..=10_000).contains(&bps) {
+                return Err(format!("{key}: must be within 1 and 10000, got {bps}"));
+            }
         }
         if self.sender_id.trim().is_empty() {
             return Err("sender_id: must not be empty".into());

@@ -18,6 +18,15 @@ pub enum Strategy {
         factor: f64,
         interval: Duration,
     },
+    /// The seed's waves: a first share of the list, then each next wave sized from the live
+    /// stock, opening as soon as the previous one's demand is absorbed (see [`absorbed`]) or
+    /// its interval passes, whichever is first.
+    SellThrough {
+        first_share_bps: u32,
+        absorbed_share_bps: u32,
+        factor: f64,
+        interval: Duration,
+    },
 }
 
 impl Strategy {
@@ -34,6 +43,12 @@ impl Strategy {
                 factor: policy.oversubscription_factor,
                 interval,
             },
+            ReleaseStrategy::SellThrough => Self::SellThrough {
+                first_share_bps: policy.first_wave_share_bps,
+                absorbed_share_bps: policy.sell_through_share_bps,
+                factor: policy.oversubscription_factor,
+                interval,
+            },
         }
     }
 
@@ -41,7 +56,9 @@ impl Strategy {
     pub fn interval(&self) -> Duration {
         match self {
             Self::Immediate => Duration::ZERO,
-            Self::Staged { interval, .. } | Self::Proportional { interval, .. } => *interval,
+            Self::Staged { interval, .. }
+            | Self::Proportional { interval, .. }
+            | Self::SellThrough { interval, .. } => *interval,
         }
     }
 }
@@ -101,21 +118,86 @@ pub fn next_step(
                 end.max(next.saturating_sub(1))
             }
         }
-        Strategy::Proportional { factor, .. } => {
-            let size = ((available as f64) * factor)
-                .floor()
-                .clamp(1.0, f64::from(u32::MAX)) as u32;
+        Strategy::Proportional { factor, .. } => next
+            .saturating_add(stock_sized(available, *factor) - 1)
+            .min(plan_size),
+        Strategy::SellThrough {
+            first_share_bps,
+            factor,
+            ..
+        } => {
+            let size = if number == 1 {
+                // A share of the list (rounded up, so a small list still gets its first text),
+                // but never more than the stock can answer.
+                let share = (u64::from(plan_size) * u64::from(*first_share_bps)).div_ceil(10_000);
+                (share.max(1) as u32).min(stock_sized(available, *factor))
+            } else {
+                stock_sized(available, *factor)
+            };
             next.saturating_add(size - 1).min(plan_size)
         }
     };
     Step::Open(Span { first: next, last })
 }
 
-/// Whether the stock sells faster than the plan expects, so the next wave should wait an
-/// interval more: more than half of what was there when the previous wave opened is gone.
-/// Those already texted get their chance at what is left before more people are told.
-pub fn selling_fast(available_before_previous: Option<i64>, available_now: i64) -> bool {
-    available_before_previous.is_some_and(|before| available_now * 2 < before)
+/// Recipients a wave sized from the stock holds: `available × factor`, at least one.
+fn stock_sized(available: i64, factor: f64) -> u32 {
+    ((available as f64) * factor)
+        .floor()
+        .clamp(1.0, f64::from(u32::MAX)) as u32
+}
+
+/// How the previous wave is doing, as a sell-through release reads it before the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaveProgress {
+    /// Texts the wave opened.
+    pub texts: u32,
+    /// Units its recipients bought since it opened (purchases attributed to its texts).
+    pub bought: i64,
+    /// Units available when it opened.
+    pub available_before: i64,
+    /// Units available now.
+    pub available_now: i64,
+}
+
+impl WaveProgress {
+    /// Units that went since the wave opened, to anyone.
+    pub fn sold(&self) -> i64 {
+        (self.available_before - self.available_now).max(0)
+    }
+}
+
+/// Whether a sell-through release's previous wave has absorbed its demand, so the next may
+/// open before its interval: its recipients bought, or the stock fell by, at least the tenant's
+/// share of the wave's texts (rounded up, at least one unit). Other strategies open on their
+/// schedule only.
+pub fn absorbed(strategy: &Strategy, p: &WaveProgress) -> bool {
+    let Strategy::SellThrough {
+        absorbed_share_bps, ..
+    } = strategy
+    else {
+        return false;
+    };
+    let need = (u64::from(p.texts) * u64::from(*absorbed_share_bps))
+        .div_ceil(10_000)
+        .max(1) as i64;
+    p.bought >= need || p.sold() >= need
+}
+
+/// Whether the next wave should wait an interval more because stock falls faster than the plan
+/// expects: more than half of what was there when the previous wave opened is gone, so those
+/// already texted get their chance at what is left before more people are told. A sell-through
+/// release expects its own recipients to buy: it waits only when most of what went, went to
+/// others (its recipients bought less than half of it).
+pub fn hold(strategy: &Strategy, previous: Option<WaveProgress>) -> bool {
+    let Some(p) = previous else {
+        return false;
+    };
+    let fast = p.available_now * 2 < p.available_before;
+    match strategy {
+        Strategy::SellThrough { .. } => fast && p.bought * 2 < p.sold(),
+        _ => fast,
+    }
 }
 
 /// The delay before retry `attempt` (1 = the first retry): exponential from `base`, at most
@@ -211,11 +293,74 @@ mod tests {
         );
     }
 
+    fn progress(texts: u32, bought: i64, before: i64, now: i64) -> Option<WaveProgress> {
+        Some(WaveProgress {
+            texts,
+            bought,
+            available_before: before,
+            available_now: now,
+        })
+    }
+
+    fn sell_through() -> Strategy {
+        Strategy::SellThrough {
+            first_share_bps: 3000,
+            absorbed_share_bps: 2000,
+            factor: 2.0,
+            interval: Duration::from_secs(600),
+        }
+    }
+
     #[test]
     fn fast_sales_hold_the_next_wave() {
-        assert!(selling_fast(Some(10), 4));
-        assert!(!selling_fast(Some(10), 5));
-        assert!(!selling_fast(None, 0));
+        let s = staged(&[5000, 5000]);
+        assert!(hold(&s, progress(5, 0, 10, 4)));
+        assert!(!hold(&s, progress(5, 0, 10, 5)));
+        assert!(!hold(&s, None));
+    }
+
+    #[test]
+    fn sell_through_opens_with_a_share_of_the_list_bounded_by_the_stock() {
+        let s = sell_through();
+        // 30% of 100 is 30, and 20 units × 2 allow 40.
+        assert_eq!(open(next_step(&s, 1, 1, 100, 20, 1)), (1, 30));
+        // 3 units × 2: six texts, not thirty.
+        assert_eq!(open(next_step(&s, 1, 1, 100, 3, 1)), (1, 6));
+        // 30% of 1 rounds up to the one subscriber.
+        assert_eq!(open(next_step(&s, 1, 1, 1, 3, 1)), (1, 1));
+        // Later waves follow the live stock.
+        assert_eq!(open(next_step(&s, 2, 31, 100, 4, 1)), (31, 38));
+        assert_eq!(open(next_step(&s, 3, 99, 100, 50, 1)), (99, 100));
+        assert_eq!(next_step(&s, 2, 31, 100, 0, 1), Step::SoldOut);
+    }
+
+    #[test]
+    fn sell_through_opens_early_once_the_wave_s_demand_is_absorbed() {
+        let s = sell_through();
+        // 30 texts at 20%: six units.
+        assert!(!absorbed(&s, &progress(30, 5, 100, 100).unwrap()));
+        assert!(absorbed(&s, &progress(30, 6, 100, 100).unwrap()));
+        // Or the stock fell by six, whoever bought.
+        assert!(absorbed(&s, &progress(30, 0, 100, 94).unwrap()));
+        assert!(!absorbed(&s, &progress(30, 0, 100, 95).unwrap()));
+        // A wave of one needs one unit.
+        assert!(absorbed(&s, &progress(1, 1, 5, 5).unwrap()));
+        // Only sell-through opens early.
+        assert!(!absorbed(
+            &staged(&[5000, 5000]),
+            &progress(30, 30, 100, 0).unwrap()
+        ));
+    }
+
+    #[test]
+    fn sell_through_waits_when_the_stock_goes_to_others_faster_than_its_texts_explain() {
+        let s = sell_through();
+        // Nine of ten units gone, the wave's recipients bought one: others are buying it away.
+        assert!(hold(&s, progress(20, 1, 10, 1)));
+        // The recipients bought most of it: that is the demand the wave was for.
+        assert!(!hold(&s, progress(20, 6, 10, 1)));
+        // Half gone or less: no hold.
+        assert!(!hold(&s, progress(20, 0, 10, 5)));
     }
 
     #[test]

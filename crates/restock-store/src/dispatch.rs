@@ -615,8 +615,24 @@ impl Store {
         )
         .await?;
 
+        let (mut first_share, mut absorbed_share) = (None::<i32>, None::<i32>);
         let (strategy, shares, interval_ms, factor) = match &settings.strategy {
             Strategy::Immediate => ("immediate", Vec::new(), 0i64, None),
+            Strategy::SellThrough {
+                first_share_bps,
+                absorbed_share_bps,
+                factor,
+                interval,
+            } => {
+                first_share = Some(*first_share_bps as i32);
+                absorbed_share = Some(*absorbed_share_bps as i32);
+                (
+                    "sell_through",
+                    Vec::new(),
+                    interval.as_millis() as i64,
+                    Some(*factor),
+                )
+            }
             Strategy::Staged {
                 shares_bps,
                 interval,
@@ -637,7 +653,7 @@ impl Store {
             &tx,
             "UPDATE releases SET strategy = $3, stage_shares_bps = $4, wave_interval_ms = $5, \
                oversubscription = $6, holdout_bps = $7, plan_size = $8, state = 'sending', \
-               next_wave_at = $9, updated_at = $9 \
+               next_wave_at = $9, updated_at = $9, first_wave_share_bps = $10, absorbed_share_bps = $11 \
              WHERE tenant_id = $1 AND release_id = $2",
             &[
                 &release.tenant_id,
@@ -649,6 +665,8 @@ impl Store {
                 &settings.holdout_bps,
                 &position,
                 &now,
+                &first_share,
+                &absorbed_share,
             ],
         )
         .await?;
@@ -674,6 +692,7 @@ impl Store {
             &release.tenant_id,
             release.release_id,
             settings.threshold,
+            Opening::Scheduled,
             now,
         )
         .await?;
@@ -704,10 +723,78 @@ impl Store {
                 return Ok(handled);
             };
             let tenant_id: String = row.get(0);
-            open_wave(&tx, &tenant_id, row.get(1), thresholds(&tenant_id), now).await?;
+            open_wave(
+                &tx,
+                &tenant_id,
+                row.get(1),
+                thresholds(&tenant_id),
+                Opening::Scheduled,
+                now,
+            )
+            .await?;
             tx.commit().await?;
             handled += 1;
         }
+    }
+
+    /// Opens, before their time, the next wave of sell-through releases whose previous wave
+    /// has absorbed its demand (`waves::absorbed`), unless stock falls faster than its texts
+    /// explain (`waves::hold`). One transaction per release; answers how many opened.
+    pub async fn open_absorbed_waves(
+        &self,
+        thresholds: &(dyn Fn(&str) -> i64 + Sync),
+        now: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            &format!(
+                "SELECT r.tenant_id, r.release_id, {PROGRESS} \
+                 FROM releases r JOIN release_waves w ON w.tenant_id = r.tenant_id \
+                   AND w.release_id = r.release_id AND w.number = r.next_wave - 1 \
+                 WHERE r.state = 'sending' AND r.strategy = 'sell_through' AND r.next_wave_at > $1"
+            ),
+            &[&now],
+        )
+        .await?;
+        drop(client);
+        let mut opened = 0;
+        for row in rows {
+            let (tenant_id, release_id): (String, Uuid) = (row.get(0), row.get(1));
+            let strategy = strategy_of(&row);
+            let progress = progress_of(&row);
+            if !waves::absorbed(&strategy, &progress) || waves::hold(&strategy, Some(progress)) {
+                continue;
+            }
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Still waiting for its next wave, and not being opened by anyone else.
+            if query_opt(
+                &tx,
+                "SELECT 1 FROM releases WHERE tenant_id = $1 AND release_id = $2 \
+                 AND state = 'sending' AND next_wave_at > $3 FOR UPDATE SKIP LOCKED",
+                &[&tenant_id, &release_id, &now],
+            )
+            .await?
+            .is_none()
+            {
+                continue;
+            }
+            if open_wave(
+                &tx,
+                &tenant_id,
+                release_id,
+                thresholds(&tenant_id),
+                Opening::Absorbed,
+                now,
+            )
+            .await?
+            {
+                opened += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(opened)
     }
 
     /// Marks waves whose messages all reached an outcome done, and releases with every wave
@@ -1052,8 +1139,53 @@ fn strategy_of(r: &Row) -> Strategy {
             factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
             interval,
         },
+        Some("sell_through") => Strategy::SellThrough {
+            first_share_bps: r
+                .get::<_, Option<i32>>("first_wave_share_bps")
+                .unwrap_or(10_000)
+                .max(1) as u32,
+            absorbed_share_bps: r
+                .get::<_, Option<i32>>("absorbed_share_bps")
+                .unwrap_or(10_000)
+                .max(1) as u32,
+            factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
+            interval,
+        },
         _ => Strategy::Immediate,
     }
+}
+
+/// The columns `strategy_of` and `progress_of` read, for a query over `releases r` joined to
+/// its previous wave `w`: the strategy, and how the wave is doing (texts it opened, units its
+/// recipients bought since it opened, stock then and now).
+const PROGRESS: &str = "r.strategy, r.stage_shares_bps, r.wave_interval_ms, r.oversubscription, \
+    r.first_wave_share_bps, r.absorbed_share_bps, \
+    COALESCE(w.last_position - w.first_position + 1, 0) AS wave_texts, \
+    (SELECT COALESCE(sum(pl.quantity), 0)::bigint FROM purchase_lines pl \
+       JOIN messages m ON m.tenant_id = pl.tenant_id AND m.message_id = pl.message_id \
+      WHERE pl.tenant_id = r.tenant_id AND pl.release_id = r.release_id AND m.wave = w.number \
+        AND pl.basis IN ('text', 'click') AND pl.purchased_at >= w.started_at) AS wave_bought, \
+    COALESCE(w.available_before, 0) AS wave_available_before, \
+    (SELECT COALESCE(sum(GREATEST(i.available, 0)), 0)::bigint FROM inventory i \
+      WHERE i.tenant_id = r.tenant_id AND i.variant_id = r.variant_id \
+        AND (r.location_id IS NULL OR i.location_id = r.location_id)) AS available_now";
+
+fn progress_of(r: &Row) -> waves::WaveProgress {
+    waves::WaveProgress {
+        texts: r.get::<_, i32>("wave_texts").max(0) as u32,
+        bought: r.get("wave_bought"),
+        available_before: r.get("wave_available_before"),
+        available_now: r.get("available_now"),
+    }
+}
+
+/// Why a wave is being opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// Its time came (or the release was just planned).
+    Scheduled,
+    /// Its predecessor absorbed its demand (sell-through).
+    Absorbed,
 }
 
 /// A pooled connection that never goes back to the pool: dropped, it closes, and the session
@@ -1107,31 +1239,27 @@ async fn open_wave(
     tenant_id: &str,
     release_id: Uuid,
     threshold: i64,
+    opening: Opening,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let r = query_one(
         tx,
-        "SELECT variant_id, location_id, strategy, stage_shares_bps, wave_interval_ms, oversubscription, \
-           plan_size, next_position, next_wave, \
-           (SELECT w.available_before FROM release_waves w WHERE w.tenant_id = r.tenant_id \
-              AND w.release_id = r.release_id AND w.number = r.next_wave - 1) AS previous_available \
-         FROM releases r WHERE tenant_id = $1 AND release_id = $2",
+        &format!(
+            "SELECT r.variant_id, r.location_id, r.plan_size, r.next_position, r.next_wave, \
+               w.number IS NOT NULL AS has_previous, {PROGRESS} \
+             FROM releases r LEFT JOIN release_waves w ON w.tenant_id = r.tenant_id \
+               AND w.release_id = r.release_id AND w.number = r.next_wave - 1 \
+             WHERE r.tenant_id = $1 AND r.release_id = $2"
+        ),
         &[&tenant_id, &release_id],
     )
     .await?;
     let strategy = strategy_of(&r);
-    let variant_id: String = r.get("variant_id");
-    let location_id: Option<String> = r.get("location_id");
     let plan_size: i32 = r.get("plan_size");
     let next: i32 = r.get("next_position");
     let number: i32 = r.get("next_wave");
-    let previous: Option<i64> = r.get("previous_available");
-    let levels = stock_levels(tx, tenant_id, &variant_id).await?;
-    let available: i64 = levels
-        .iter()
-        .filter(|(l, _)| location_id.as_ref().is_none_or(|x| x == l))
-        .map(|(_, a)| (*a).max(0))
-        .sum();
+    let previous = r.get::<_, bool>("has_previous").then(|| progress_of(&r));
+    let available: i64 = r.get("available_now");
     let interval = chrono::Duration::from_std(strategy.interval()).unwrap_or_default();
     let step = waves::next_step(
         &strategy,
@@ -1172,7 +1300,11 @@ async fn open_wave(
             end_messages(tx, tenant_id, release_id, "release_sold_out", now).await?;
             Ok(false)
         }
-        Step::Open(_) if number > 1 && waves::selling_fast(previous, available) => {
+        // Absorbed, but the stock went elsewhere meanwhile: the wave keeps its schedule.
+        Step::Open(_) if opening == Opening::Absorbed && waves::hold(&strategy, previous) => {
+            Ok(false)
+        }
+        Step::Open(_) if number > 1 && waves::hold(&strategy, previous) => {
             execute(
                 tx,
                 "INSERT INTO release_waves (tenant_id, release_id, number, state, scheduled_at) \
@@ -1208,11 +1340,23 @@ async fn open_wave(
             execute(
                 tx,
                 "INSERT INTO release_waves (tenant_id, release_id, number, state, scheduled_at, started_at, \
-                   first_position, last_position, available_before) \
-                 VALUES ($1, $2, $3, 'sending', $4, $4, $5, $6, $7) \
+                   first_position, last_position, available_before, opened_by) \
+                 VALUES ($1, $2, $3, 'sending', $4, $4, $5, $6, $7, $8) \
                  ON CONFLICT (tenant_id, release_id, number) DO UPDATE SET state = 'sending', started_at = $4, \
-                   first_position = $5, last_position = $6, available_before = $7",
-                &[&tenant_id, &release_id, &number, &now, &first, &last, &available],
+                   first_position = $5, last_position = $6, available_before = $7, opened_by = $8",
+                &[
+                    &tenant_id,
+                    &release_id,
+                    &number,
+                    &now,
+                    &first,
+                    &last,
+                    &available,
+                    &match opening {
+                        Opening::Scheduled => "schedule",
+                        Opening::Absorbed => "sell_through",
+                    },
+                ],
             )
             .await?;
             let more = last < plan_size;

@@ -65,6 +65,8 @@ pub struct WaveView {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub available_before: Option<i64>,
+    /// `schedule` or `sell_through` (opened early on absorbed demand); none before it opened.
+    pub opened_by: Option<String>,
 }
 
 /// Messages of a release sharing a wave, a status and a reason.
@@ -148,7 +150,7 @@ pub enum MessageCursor {
 
 const RELEASE_COLUMNS: &str = "r.tenant_id, r.release_id, r.restock_id, r.variant_id, \
     r.product_id, r.location_id, r.strategy, r.stage_shares_bps, r.wave_interval_ms, \
-    r.oversubscription, r.holdout_bps, r.state, r.state_reason, r.available_at_restock, \
+    r.oversubscription, r.first_wave_share_bps, r.absorbed_share_bps, r.holdout_bps, r.state, r.state_reason, r.available_at_restock, \
     r.created_at, r.started_at, r.ended_at, r.updated_at, r.next_wave_at";
 
 const MESSAGE_COLUMNS: &str = "m.tenant_id, m.message_id, m.release_id, m.subscription_id, \
@@ -174,6 +176,18 @@ fn strategy(r: &Row) -> Option<Strategy> {
             interval,
         },
         "proportional" => Strategy::Proportional {
+            factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
+            interval,
+        },
+        "sell_through" => Strategy::SellThrough {
+            first_share_bps: r
+                .get::<_, Option<i32>>("first_wave_share_bps")
+                .unwrap_or(10_000)
+                .max(1) as u32,
+            absorbed_share_bps: r
+                .get::<_, Option<i32>>("absorbed_share_bps")
+                .unwrap_or(10_000)
+                .max(1) as u32,
             factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
             interval,
         },
@@ -286,7 +300,7 @@ async fn attach_details(
     let index = |id: Uuid| releases.iter().position(|r| r.release_id == id);
     let waves = query(
         c,
-        "SELECT release_id, number, state, share_bps, scheduled_at, started_at, ended_at, available_before \
+        "SELECT release_id, number, state, share_bps, scheduled_at, started_at, ended_at, available_before, opened_by \
          FROM release_waves WHERE tenant_id = $1 AND release_id = ANY($2) ORDER BY release_id, number",
         &[&tenant_id, &ids],
     )
@@ -316,6 +330,7 @@ async fn attach_details(
                 started_at: w.get(5),
                 ended_at: w.get(6),
                 available_before: w.get(7),
+                opened_by: w.get(8),
             });
         }
     }
