@@ -383,3 +383,81 @@ async fn a_variant_level_text_carries_the_promise_of_the_shoppers_stocked_locati
     );
     assert!(!body(anywhere).contains("Pick it up"), "{}", body(anywhere));
 }
+
+/// "I clicked but it's out again": the shopper whose click found the variant sold out is back in
+/// line, and the next restock a day later texts them, though the re-notify window (72 h) keeps
+/// the one who never clicked from a second text; who clicked and could buy is not texted again
+/// either.
+#[tokio::test]
+async fn a_shopper_whose_click_found_it_sold_out_is_texted_at_the_next_restock() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let demo = s.tenants.get_mut("demo").unwrap();
+        demo.storefront_url = Some("https://demo.example/".into());
+    })
+    .await;
+    let line = phones(3, 400);
+    let (sold_out_clicker, in_stock_clicker, silent) = (&line[0], &line[1], &line[2]);
+    for p in &line {
+        app.waitlist()
+            .subscribe(subscribe_request("sku-1", p))
+            .await
+            .unwrap();
+    }
+    set_stock(&app, "sku-1", "web", 0, 1).await;
+    set_stock(&app, "sku-1", "web", 2, 2).await;
+    assert!(fake.wait_for_messages(3, Duration::from_secs(20)).await);
+    let db = db(&app).await;
+    eventually(Duration::from_secs(10), "three texts recorded", || async {
+        count(&db, "SELECT count(*) FROM messages WHERE status = 'sent'").await == 3
+    })
+    .await;
+    let token = |phone: String| {
+        let db = &db;
+        async move {
+            db.query_one(
+                "SELECT m.link_token FROM messages m JOIN contacts c USING (tenant_id, contact_id) \
+                 WHERE c.phone_e164 = $1",
+                &[&phone],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    // One clicks while it is there; then it sells out, and the other clicks.
+    let a = crate::http::get(
+        &app,
+        &format!("/r/{}", token(in_stock_clicker.clone()).await),
+        &[],
+    )
+    .await;
+    assert!(!a.header("location").unwrap().contains("restock="));
+    app.clock.advance(chrono::Duration::hours(1));
+    set_stock(&app, "sku-1", "web", 0, 3).await;
+    let a = crate::http::get(
+        &app,
+        &format!("/r/{}", token(sold_out_clicker.clone()).await),
+        &[],
+    )
+    .await;
+    assert!(a.header("location").unwrap().contains("restock=sold_out"));
+
+    // Back a day later, well inside the 72 h re-notify window.
+    app.clock.advance(chrono::Duration::hours(24));
+    set_stock(&app, "sku-1", "web", 5, 4).await;
+    assert!(fake.wait_for_messages(4, Duration::from_secs(20)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = per_phone(&fake);
+    assert_eq!(sent.get(sold_out_clicker), Some(&2), "{sent:?}");
+    assert_eq!(sent.get(in_stock_clicker), Some(&1), "{sent:?}");
+    assert_eq!(sent.get(silent), Some(&1), "{sent:?}");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM messages WHERE status = 'skipped' AND reason = 'recently_notified'"
+        )
+        .await,
+        2
+    );
+}

@@ -36,7 +36,8 @@ pub struct TenantPolicy {
     #[serde(default = "default_purchase_suppression_hours")]
     pub purchase_suppression_hours: u32,
     /// Hours after a text about a variant during which the same phone gets no second one, so a
-    /// flapping stock level cannot text a shopper twice in a row.
+    /// flapping stock level cannot text a shopper twice in a row. A text whose link was clicked
+    /// after the variant sold out again does not count: that shopper saw nothing to buy.
     #[serde(default = "default_renotify_hours")]
     pub renotify_hours: u32,
     /// Share of eligible subscriptions (0 to 0.5) held out of each restock as a control group,

@@ -111,6 +111,11 @@ pub struct Planned {
 }
 
 /// The latest purchase of the variant (`$4`) by the subscription's phone or customer.
+/// A click on text `m` that found the variant sold out again: such a text does not count
+/// toward the re-notify window (the shopper saw nothing to buy, and waits for the next restock).
+pub(crate) const SOLD_OUT_CLICK: &str = "SELECT 1 FROM clicks ck WHERE ck.tenant_id = m.tenant_id \
+    AND ck.message_id = m.message_id AND ck.outcome = 'sold_out'";
+
 const LAST_PURCHASE: &str =
     "(SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
      AND p.variant_id = $4 AND (p.contact_id = s.contact_id \
@@ -511,7 +516,8 @@ impl Store {
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
                (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
-                  AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
+                  AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL \
+                  AND NOT EXISTS ({SOLD_OUT_CLICK})), \
                {LAST_PURCHASE}, s.seq \
              FROM ({} UNION ALL {} UNION ALL {} UNION ALL {}) k \
              JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
@@ -860,7 +866,9 @@ impl Store {
                r.restock_id, r.variant_id, r.location_id, COALESCE(v.options, '{{}}'::jsonb), \
                (SELECT max(m2.sent_at) FROM messages m2 WHERE m2.tenant_id = k.tenant_id \
                   AND m2.contact_id = k.contact_id AND m2.variant_id = k.variant_id \
-                  AND m2.sent_at IS NOT NULL AND m2.release_id <> k.release_id), \
+                  AND m2.sent_at IS NOT NULL AND m2.release_id <> k.release_id \
+                  AND NOT EXISTS (SELECT 1 FROM clicks c2 WHERE c2.tenant_id = m2.tenant_id \
+                    AND c2.message_id = m2.message_id AND c2.outcome = 'sold_out')), \
                k.contact_id, r.product_id, \
                (SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = k.tenant_id \
                   AND p.variant_id = k.variant_id AND (p.contact_id = k.contact_id \

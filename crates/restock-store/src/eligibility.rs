@@ -83,10 +83,12 @@ pub(crate) fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
 fn history_columns(n: u8) -> String {
     format!(
         "(SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
-           AND m.contact_id = s.contact_id AND m.variant_id = ${n} AND m.sent_at IS NOT NULL), \
+           AND m.contact_id = s.contact_id AND m.variant_id = ${n} AND m.sent_at IS NOT NULL \
+           AND NOT EXISTS ({sold_out_click})), \
          (SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
            AND p.variant_id = ${n} AND (p.contact_id = s.contact_id \
-           OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)))"
+           OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)))",
+        sold_out_click = crate::dispatch::SOLD_OUT_CLICK
     )
 }
 
