@@ -69,6 +69,7 @@ pub struct Metrics {
     send_seconds: Histogram,
     restock_to_first_text_seconds: Histogram,
     cap_denials: Family<ScopeLabel, Counter>,
+    caps_given_back: Counter,
     releases_planned: Family<TenantLabel, Counter>,
     planned_recipients: Family<TenantLabel, Counter>,
     link_requests: Family<OutcomeLabel, Counter>,
@@ -129,6 +130,12 @@ impl Metrics {
             "restock_cap_denials",
             "Texts a frequency cap held back, by scope (phone, sender, tenant)",
             cap_denials.clone(),
+        );
+        let caps_given_back = Counter::default();
+        registry.register(
+            "restock_caps_given_back",
+            "Phone cap tokens given back because their text was not handed to the provider after all",
+            caps_given_back.clone(),
         );
         let releases_planned = Family::<TenantLabel, Counter>::default();
         registry.register(
@@ -201,6 +208,7 @@ impl Metrics {
             send_seconds,
             restock_to_first_text_seconds,
             cap_denials,
+            caps_given_back,
             releases_planned,
             planned_recipients,
             link_requests,
@@ -232,6 +240,11 @@ impl Metrics {
                 scope: scope.to_owned(),
             })
             .inc();
+    }
+
+    /// Phone cap tokens given back for texts that were not handed over after all.
+    pub fn caps_given_back(&self, n: u64) {
+        self.caps_given_back.inc_by(n);
     }
 
     /// From the restock (inventory event committed) to the release's first text handed over.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use restock_caps::{Bucket, CapAnswer, CapRequest, Scope, MAX_WINDOW_CAPACITY};
+use restock_caps::{Bucket, CapAnswer, CapRequest, Grant, Scope, MAX_WINDOW_CAPACITY};
 use restock_domain::eligibility::{
     Decision, LiveExclusions, Outcome as Verdict, Reason, RestockContext,
 };
@@ -100,6 +100,9 @@ struct Item {
     stock: Vec<(String, i64)>,
     exclusions: LiveExclusions,
     request: CapRequest,
+    /// What the caps check took from the phone's own caps, given back if the text is not
+    /// handed to the provider after all.
+    grant: Option<Grant>,
 }
 
 /// The span of one claimed batch, linked to the trace of each inventory event whose release
@@ -174,6 +177,7 @@ async fn process(
                 phone,
                 stock,
                 exclusions: *exclusions,
+                grant: None,
             }),
             _ => outcomes.push(not_now(engine, &c, &decision)),
         }
@@ -193,7 +197,7 @@ async fn process(
     let mut slots = JoinSet::new();
     while !pending.is_empty() {
         let requests: Vec<CapRequest> = pending.iter().map(|i| i.request.clone()).collect();
-        let answers = match engine.caps.check(&requests).await {
+        let answers = match engine.caps.check_granting(&requests).await {
             Ok(a) => a,
             Err(e) => {
                 // Fail closed: nothing goes out without its caps; the batch goes back in line.
@@ -211,9 +215,12 @@ async fn process(
         let mut again = Vec::new();
         let mut granted = Vec::new();
         let mut wake: Option<DateTime<Utc>> = None;
-        for (item, answer) in pending.into_iter().zip(answers) {
+        for (mut item, (answer, grant)) in pending.into_iter().zip(answers) {
             match answer {
-                CapAnswer::Granted => granted.push(item),
+                CapAnswer::Granted => {
+                    item.grant = grant;
+                    granted.push(item);
+                }
                 CapAnswer::Denied { retry_at, limit } if limit == SENDER => {
                     wake = Some(wake.map_or(retry_at, |w| w.min(retry_at)));
                     again.push(item);
@@ -299,6 +306,36 @@ async fn process(
 /// answers OK has waited for any hand-over to its phone already begun, and no hand-over begins
 /// after it: the last check reads the ledger after the fence is taken.
 async fn hand_over(
+    engine: &Arc<Engine>,
+    mut items: Vec<Item>,
+    lease_end: Instant,
+) -> (Vec<Outcome>, Vec<restock_store::dispatch::Reminder>) {
+    let mut grants: HashMap<uuid::Uuid, Grant> = items
+        .iter_mut()
+        .filter_map(|i| Some((i.claimed.message_id, i.grant.take()?)))
+        .collect();
+    let (outcomes, reminders) = hand_over_granted(engine, items, lease_end).await;
+    // Every text the provider did not take (given back, suppressed, refused, retried later, or
+    // another replica's by now) gives its phone's token back: a text never sent must not cost
+    // the shopper one of the texts a day they may get.
+    for o in &outcomes {
+        if matches!(o.status, "sent" | "sending") {
+            grants.remove(&o.message_id);
+        }
+    }
+    if !grants.is_empty() {
+        let back = grants.len();
+        match engine.caps.give_back(grants.into_values().collect()).await {
+            Ok(()) => engine.state.metrics.caps_given_back(back as u64),
+            Err(e) => {
+                tracing::warn!(error = %e, "cap tokens of unsent texts not given back; they only delay")
+            }
+        }
+    }
+    (outcomes, reminders)
+}
+
+async fn hand_over_granted(
     engine: &Arc<Engine>,
     items: Vec<Item>,
     lease_end: Instant,

@@ -461,3 +461,74 @@ async fn a_shopper_whose_click_found_it_sold_out_is_texted_at_the_next_restock()
         2
     );
 }
+
+/// A text the provider throttled was never sent, so it must not spend one of the phone's texts
+/// of the day: with a cap of one a day, the retry still goes out (before, the retry found the
+/// cap spent by the refused attempt and waited a day).
+#[tokio::test]
+async fn a_text_the_provider_throttled_does_not_spend_the_phones_cap() {
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let demo = s.tenants.get_mut("demo").unwrap();
+        demo.phone_cap_texts = 1;
+        demo.phone_cap_hours = 24;
+    })
+    .await;
+    fake.throttle_next(2, Duration::from_millis(50));
+    app.waitlist()
+        .subscribe(subscribe_request("sku-1", "+14155550450"))
+        .await
+        .unwrap();
+    set_stock(&app, "sku-1", "web", 0, 1).await;
+    set_stock(&app, "sku-1", "web", 3, 2).await;
+    let db = db(&app).await;
+    // The retries are due a moment later on the test's clock: move it along.
+    for _ in 0..100 {
+        if fake.message_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.clock.advance(chrono::Duration::seconds(2));
+    }
+    if !fake.wait_for_messages(1, Duration::from_secs(1)).await {
+        let rows = db
+            .query(
+                "SELECT status, reason, attempts, due_at::text, last_error_code FROM messages",
+                &[],
+            )
+            .await
+            .unwrap();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {:?} {} {:?} {:?}",
+                    r.get::<_, String>(0),
+                    r.get::<_, Option<String>>(1),
+                    r.get::<_, i32>(2),
+                    r.get::<_, Option<String>>(3),
+                    r.get::<_, Option<String>>(4)
+                )
+            })
+            .collect();
+        panic!(
+            "the retry never went out ({} requests): {rows:?}",
+            fake.create_requests()
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the text recorded as sent",
+        || async {
+            count(
+                &db,
+                "SELECT count(*) FROM messages WHERE status = 'sent' AND attempts = 3",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(fake.create_requests(), 3);
+    assert_eq!(fake.message_count(), 1);
+}

@@ -83,6 +83,19 @@ impl CapAnswer {
     }
 }
 
+/// What a granted request took from its recipient's own limits (the phone's caps), kept so
+/// that a text that is never sent can give its tokens back ([`Caps::give_back`]): a text
+/// given back must not cost the shopper one of their texts of the day. The shared limits
+/// (sender throughput, tenant budget) are not given back: their tokens only pace.
+///
+/// Not `Clone`: [`Caps::give_back`] takes it by value, so a grant is given back at most once.
+#[derive(Debug)]
+pub struct Grant {
+    keys: Vec<String>,
+    buckets: Vec<Bucket>,
+    taken: Taken,
+}
+
 /// The shared limits of one scope that some requests of the batch all need: one counted take.
 #[derive(Debug)]
 struct Group {
@@ -197,12 +210,12 @@ impl Plan {
         Ok(plan)
     }
 
-    fn own_take(&self, requests: &[CapRequest], r: usize, n: u64) -> Call<'static> {
+    fn own_take(&self, requests: &[CapRequest], r: usize, n: u64, quiet: bool) -> Call<'static> {
         let buckets: Vec<Bucket> = self.own[r]
             .iter()
             .map(|&l| requests[r].limits[l].bucket)
             .collect();
-        take_call(self.own_keys[r].clone(), &buckets, n, true)
+        take_call(self.own_keys[r].clone(), &buckets, n, quiet)
     }
 }
 
@@ -321,7 +334,57 @@ impl Caps {
     ///
     /// On `Err` nothing may be sent; tokens some requests took are lost, which only delays.
     pub async fn check(&self, requests: &[CapRequest]) -> Result<Vec<CapAnswer>, CapsError> {
+        Ok(self
+            .check_inner(requests, false)
+            .await?
+            .into_iter()
+            .map(|(answer, _)| answer)
+            .collect())
+    }
+
+    /// [`Caps::check`], with, for each granted request that has limits of its own, the
+    /// [`Grant`] that can give them back. The same round trips; the recipients' takes answer
+    /// their stamps.
+    pub async fn check_granting(
+        &self,
+        requests: &[CapRequest],
+    ) -> Result<Vec<(CapAnswer, Option<Grant>)>, CapsError> {
+        self.check_inner(requests, true).await
+    }
+
+    /// Gives back what each grant took from its recipient's own limits: the window entries the
+    /// take wrote, or a rate bucket's tokens (never more than the take took, see `script.rs`).
+    /// One round trip. Best effort: a grant not given back only delays that recipient.
+    pub async fn give_back(&self, grants: Vec<Grant>) -> Result<(), CapsError> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let calls: Vec<Call<'static>> = grants
+            .iter()
+            .map(|g| refund_call(g.keys.clone(), &g.buckets, &g.taken, 1, 0))
+            .collect();
+        let replies = script::run_tolerant(&self.conn, &calls).await?;
+        warn_on_failed_refunds(&replies);
+        Ok(())
+    }
+
+    async fn check_inner(
+        &self,
+        requests: &[CapRequest],
+        keep_grants: bool,
+    ) -> Result<Vec<(CapAnswer, Option<Grant>)>, CapsError> {
+        let quiet = !keep_grants;
         let plan = Plan::build(&self.prefix, requests)?;
+        let mut grants: Vec<Option<Grant>> = (0..requests.len()).map(|_| None).collect();
+        let keep = |r: usize, t: &Taken, plan: &Plan, grants: &mut Vec<Option<Grant>>| {
+            if keep_grants && t.taken >= 1 && !plan.own[r].is_empty() {
+                grants[r] = Some(Grant {
+                    keys: plan.own_keys[r].clone(),
+                    buckets: own_buckets(requests, plan, r),
+                    taken: t.clone(),
+                });
+            }
+        };
         let n = requests.len();
         let mut answers: Vec<Option<CapAnswer>> = vec![None; n];
 
@@ -340,7 +403,7 @@ impl Caps {
                 *answer = Some(CapAnswer::Granted);
             } else {
                 direct.push(r);
-                calls.push(plan.own_take(requests, r, 1));
+                calls.push(plan.own_take(requests, r, 1, quiet));
             }
         }
         let replies = script::run(&self.conn, &calls).await?;
@@ -350,6 +413,7 @@ impl Caps {
             let t = parse_take(reply, plan.own[r].len())?;
             let buckets = own_buckets(requests, &plan, r);
             answers[r] = Some(own_answer(&requests[r], &plan.own[r], &buckets, &t));
+            keep(r, &t, &plan, &mut grants);
         }
 
         // Hand the shared tokens out in batch order: one of each group a request needs, or none.
@@ -397,7 +461,7 @@ impl Caps {
                 answers[r] = Some(CapAnswer::Granted);
             } else {
                 pending.push(r);
-                calls.push(plan.own_take(requests, r, 1));
+                calls.push(plan.own_take(requests, r, 1, quiet));
             }
         }
         for (g, group) in plan.groups.iter().enumerate() {
@@ -424,6 +488,7 @@ impl Caps {
                     back[*g] += 1;
                 }
             }
+            keep(r, &t, &plan, &mut grants);
             answers[r] = Some(answer);
         }
 
@@ -451,6 +516,7 @@ impl Caps {
         Ok(answers
             .into_iter()
             .map(|a| a.expect("every request is answered"))
+            .zip(grants)
             .collect())
     }
 
@@ -468,7 +534,7 @@ impl Caps {
         for (r, call) in own_call.iter_mut().enumerate() {
             if !plan.own[r].is_empty() {
                 *call = Some(calls.len());
-                calls.push(plan.own_take(requests, r, 0));
+                calls.push(plan.own_take(requests, r, 0, true));
             }
         }
         let replies = script::run(&self.conn, &calls).await?;

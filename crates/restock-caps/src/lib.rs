@@ -47,7 +47,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub use bench::{bench_checks, raw_phone_take};
 pub use bucket::{Bucket, Shape, MAX_PERIOD, MAX_WINDOW_CAPACITY};
-pub use check::{CapAnswer, CapRequest, Limit};
+pub use check::{CapAnswer, CapRequest, Grant, Limit};
 pub use error::CapsError;
 pub use key::{key_slot, Scope, SLOTS};
 

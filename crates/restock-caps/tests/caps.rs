@@ -550,3 +550,114 @@ async fn bench_checks_reports_a_rate() {
     assert!(rate > 0.0);
     cleanup(&caps).await;
 }
+
+/// Grants of `request` checked `n` times side by side on one `caps`, with their grants.
+async fn race(
+    caps: &Caps,
+    request: &CapRequest,
+    n: usize,
+) -> Vec<(CapAnswer, Option<restock_caps::Grant>)> {
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let (caps, request) = (caps.clone(), request.clone());
+        set.spawn(async move {
+            caps.check_granting(std::slice::from_ref(&request))
+                .await
+                .unwrap()
+                .remove(0)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.push(r.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_grant_given_back_frees_its_own_token_and_no_other() {
+    let caps = caps();
+    let p = phone(70);
+    // The phone's 3 a day, and a sender's pace it shares with others.
+    let req = texts(p.clone(), Bucket::window(3, DAY)).shared(
+        Scope::sender("+15005550006"),
+        "mps",
+        Bucket::window(100, Duration::from_secs(1)),
+    );
+    let mut grants = Vec::new();
+    for _ in 0..3 {
+        let (answer, grant) = caps
+            .check_granting(std::slice::from_ref(&req))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(answer, CapAnswer::Granted);
+        grants.push(grant.expect("a grant of the phone's own limit"));
+    }
+    let (denied, none) = caps
+        .check_granting(std::slice::from_ref(&req))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(matches!(denied, CapAnswer::Denied { limit: 0, .. }));
+    assert!(none.is_none(), "a denied request has nothing to give back");
+    let phone_key = keys_of(&caps)
+        .await
+        .into_iter()
+        .find(|k| k.contains("texts"))
+        .unwrap();
+    assert_eq!(grants_logged(&phone_key).await, 3);
+
+    // The middle text was never sent: its token comes back, exactly one.
+    let middle = grants.remove(1);
+    caps.give_back(vec![middle]).await.unwrap();
+    assert_eq!(grants_logged(&phone_key).await, 2);
+    assert_eq!(one(&caps, &req).await, CapAnswer::Granted);
+    assert!(matches!(one(&caps, &req).await, CapAnswer::Denied { .. }));
+    cleanup(&caps).await;
+}
+
+#[tokio::test]
+async fn grants_raced_and_given_back_leave_the_cap_exactly_as_it_was() {
+    let caps = caps();
+    let req = texts(phone(71), Bucket::window(3, DAY));
+    // Twenty checks at once: three win.
+    let answers = race(&caps, &req, 20).await;
+    let grants: Vec<_> = answers.into_iter().filter_map(|(_, g)| g).collect();
+    assert_eq!(grants.len(), 3);
+    // None of the three was sent: all come back, side by side.
+    let mut set = JoinSet::new();
+    for g in grants {
+        let caps = caps.clone();
+        set.spawn(async move { caps.give_back(vec![g]).await.unwrap() });
+    }
+    while set.join_next().await.is_some() {}
+    // The cap is whole again: three more, and not a fourth, even raced.
+    let again = race(&caps, &req, 20).await;
+    assert_eq!(again.iter().filter(|(a, _)| a.is_granted()).count(), 3);
+    cleanup(&caps).await;
+}
+
+#[tokio::test]
+async fn a_rate_shaped_limit_gives_back_what_its_grant_took() {
+    let caps = caps();
+    let req = texts(phone(72), Bucket::rate(2, DAY));
+    let (_, first) = caps
+        .check_granting(std::slice::from_ref(&req))
+        .await
+        .unwrap()
+        .remove(0);
+    let (_, second) = caps
+        .check_granting(std::slice::from_ref(&req))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(matches!(one(&caps, &req).await, CapAnswer::Denied { .. }));
+    caps.give_back(vec![second.unwrap()]).await.unwrap();
+    assert_eq!(one(&caps, &req).await, CapAnswer::Granted);
+    assert!(matches!(one(&caps, &req).await, CapAnswer::Denied { .. }));
+    caps.give_back(vec![first.unwrap()]).await.unwrap();
+    assert_eq!(one(&caps, &req).await, CapAnswer::Granted);
+    assert!(matches!(one(&caps, &req).await, CapAnswer::Denied { .. }));
+    cleanup(&caps).await;
+}
