@@ -1201,12 +1201,18 @@ mod tests {
     #[test]
     fn a_buyer_of_a_substitute_is_not_told_the_other_is_back_and_explain_names_the_order() {
         let w = World::new();
+        // The candidate borrows the purchase, so it is built here rather than in `decide`.
+        let with = |w: &World, p: &SubstitutePurchase| {
+            let mut c = w.candidate();
+            c.substitute_purchase = Some(p);
+            evaluate(&w.policy, &w.ctx(), &c)
+        };
         let bought = SubstitutePurchase {
             order_id: "o-77".into(),
             variant_id: "v-2".into(),
             purchased_at: w.now - Duration::days(2),
         };
-        let d = w.decide(|c| c.substitute_purchase = Some(&bought));
+        let d = with(&w, &bought);
         assert_skip(&d, Reason::SubstitutePurchased);
         assert_eq!(
             d.rule(Rule::SubstitutePurchase).explanation,
@@ -1223,7 +1229,7 @@ mod tests {
             purchased_at: w.now - Duration::days(31),
             ..bought.clone()
         };
-        let d = w.decide(|c| c.substitute_purchase = Some(&old));
+        let d = with(&w, &old);
         assert_eq!(d.outcome, Outcome::SendNow);
         assert!(d
             .rule(Rule::SubstitutePurchase)
@@ -1233,7 +1239,7 @@ mod tests {
         // No window, no rule.
         let mut w = World::new();
         w.policy.purchase_suppression_hours = 0;
-        let d = w.decide(|c| c.substitute_purchase = Some(&bought));
+        let d = with(&w, &bought);
         assert_eq!(
             d.rule(Rule::SubstitutePurchase).verdict,
             Verdict::NotApplicable
