@@ -224,3 +224,47 @@ async fn a_transfer_names_its_bad_fields() {
         assert_eq!(violated_fields(&status), *fields);
     }
 }
+
+/// The same transfer sent twice at once (a client retrying a slow call), and the reverse
+/// transfer racing them: no deadlock, no error but the refusal of nothing, every shopper once,
+/// the counters equal to a recount.
+#[tokio::test]
+async fn racing_transfers_leave_every_shopper_once_and_the_counters_right() {
+    let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
+    for i in 0..30u32 {
+        let variant = if i % 2 == 0 { "sku-a" } else { "sku-b" };
+        subscribe(&app, variant, &format!("+1415555{:04}", 700 + i), i % 3).await;
+    }
+    // Five shoppers on both.
+    for i in 0..5u32 {
+        subscribe(&app, "sku-b", &format!("+1415555{:04}", 700 + 2 * i), 0).await;
+    }
+    let (one, two, back) = tokio::join!(
+        transfer(&app, "sku-a", "sku-b"),
+        transfer(&app, "sku-a", "sku-b"),
+        transfer(&app, "sku-b", "sku-a"),
+    );
+    for r in [&one, &two, &back] {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    counters_equal_a_recount(&app).await;
+    let db = db(&app).await;
+    let r = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT contact_id) FROM subscriptions \
+             WHERE status IN ('pending_confirmation', 'active', 'notified')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (30, 30));
+    let merged: i64 = db
+        .query_one(
+            "SELECT count(*) FROM subscriptions WHERE cancel_reason = 'merged_by_transfer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(merged, 5);
+}

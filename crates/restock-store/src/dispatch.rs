@@ -184,7 +184,9 @@ impl ScoreStatements {
         };
         // $6 (the score) is used by the unscored part too, so both take the same parameters.
         let scored = rows(
-            "s.propensity_score IS NOT NULL \
+            // `<= $6` bounds the index range (the keyset alone would be a filter, and every
+            // chunk would scan the tier from its top).
+            "s.propensity_score IS NOT NULL AND s.propensity_score <= $6 \
              AND (s.propensity_score < $6 OR (s.propensity_score = $6 AND s.seq > $7))",
             "s.propensity_score DESC, s.seq",
         );

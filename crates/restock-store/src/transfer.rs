@@ -35,11 +35,15 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The source's stock row serialises this with restock detection of the source (see
-        // V2): no release of it can start between the check below and the commit.
+        // V2): no release of it can start between the check below and the commit. Taken as
+        // restock detection takes it, creating it as never stocked if no event came yet, so a
+        // first event racing the transfer waits too.
         execute(
             &tx,
-            "SELECT 1 FROM variant_stock WHERE tenant_id = $1 AND variant_id = $2 FOR UPDATE",
-            &[&tenant_id, &from],
+            "INSERT INTO variant_stock (tenant_id, variant_id, available, armed, updated_at) \
+             VALUES ($1, $2, 0, true, $3) \
+             ON CONFLICT (tenant_id, variant_id) DO UPDATE SET updated_at = variant_stock.updated_at",
+            &[&tenant_id, &from, &now],
         )
         .await?;
         if let Some(r) = query_opt(
