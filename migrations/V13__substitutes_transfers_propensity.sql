@@ -62,12 +62,16 @@ ALTER TABLE subscriptions ADD COLUMN propensity_score real
 -- Planning by score (`release_order = tier_score_arrival`): a tier's scored subscriptions by
 -- score, then arrival. Only scored rows are in these indexes, so Subscribe (which writes no
 -- score) does not pay for them; the unscored part of a tier is read along
--- `subscriptions_waitlist_order` and `subscriptions_product_waitlist`.
+-- `subscriptions_waitlist_order` and `subscriptions_product_waitlist`. They cover what the
+-- keyset reads (an index-only scan in order): without `subscription_id` the planner prefers a
+-- bitmap of every row below the cursor and a sort, per chunk, which is quadratic.
 CREATE INDEX subscriptions_scored_order
     ON subscriptions (tenant_id, target_key, priority_tier DESC, propensity_score DESC, seq)
+    INCLUDE (subscription_id)
     WHERE status IN ('pending_confirmation', 'active', 'notified') AND propensity_score IS NOT NULL;
 CREATE INDEX subscriptions_scored_product_order
     ON subscriptions (tenant_id, product_id, priority_tier DESC, propensity_score DESC, seq)
+    INCLUDE (subscription_id)
     WHERE status IN ('pending_confirmation', 'active', 'notified') AND variant_id IS NULL
       AND propensity_score IS NOT NULL;
 -- Where an interrupted planning by score got to within its tier: the score of the last
