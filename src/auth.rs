@@ -76,6 +76,10 @@ pub fn scope_of(path: &str) -> Option<Scope> {
         | ("WaitlistService", "GetWaitlistPosition")
         | ("WaitlistService", "GetConsentHistory") => Read,
         ("WaitlistService", "ErasePhone") => PrivacyErase,
+        // Moving a whole waitlist is merchandising's call, like exclusions.
+        ("WaitlistService", "TransferWaitlist") => DispatchAdmin,
+        // A model service's scores change who is texted first: the waitlists' writers.
+        ("WaitlistService", "SetPropensityScores") => WaitlistWrite,
         ("EligibilityService", "StreamInventory")
         | ("EligibilityService", "ReportInventory")
         | ("EligibilityService", "SyncInventory") => InventoryWrite,
@@ -83,9 +87,11 @@ pub fn scope_of(path: &str) -> Option<Scope> {
         | ("EligibilityService", "Explain")
         | ("EligibilityService", "DryRun")
         | ("EligibilityService", "ListExclusions") => Read,
-        ("EligibilityService", "CreateExclusion") | ("EligibilityService", "DeleteExclusion") => {
-            DispatchAdmin
-        }
+        ("EligibilityService", "CreateExclusion")
+        | ("EligibilityService", "DeleteExclusion")
+        | ("EligibilityService", "SetSubstituteGroup")
+        | ("EligibilityService", "DeleteSubstituteGroup") => DispatchAdmin,
+        ("EligibilityService", "ListSubstituteGroups") => Read,
         ("DispatchService", "GetRelease")
         | ("DispatchService", "ListReleases")
         | ("DispatchService", "WatchRelease")

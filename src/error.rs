@@ -111,6 +111,15 @@ impl From<StoreError> for ApiError {
                 "levels",
                 format!("variant {variant} at location {location} appears twice in the snapshot"),
             ),
+            StoreError::Refused {
+                kind,
+                subject,
+                description,
+            } => ApiError::FailedPrecondition {
+                kind,
+                subject: subject.into(),
+                description,
+            },
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             e @ (StoreError::Config(_) | StoreError::Migration(_) | StoreError::Db(_)) => {
                 ApiError::Internal(e.to_string())

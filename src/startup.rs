@@ -155,6 +155,29 @@ impl Application {
             tracing::info!(?applied, "migrations applied");
         }
         let store = Store::connect(&settings.database.url, settings.database.pool_size)?;
+        // The tenants' configured substitute groups, where the queries that decide texts read
+        // them (with the groups set through the API).
+        for (tenant_id, policy) in &settings.tenants {
+            use restock_store::substitutes::Member;
+            let groups: Vec<(String, Vec<Member>)> = policy
+                .substitute_groups
+                .iter()
+                .map(|(name, g)| {
+                    let members = g
+                        .variants
+                        .iter()
+                        .cloned()
+                        .map(Member::Variant)
+                        .chain(g.products.iter().cloned().map(Member::Product))
+                        .collect();
+                    (name.clone(), members)
+                })
+                .collect();
+            store
+                .sync_configured_substitutes(tenant_id, &groups, clock.now())
+                .await
+                .with_context(|| format!("writing tenant {tenant_id}'s substitute_groups"))?;
+        }
         let http_listener = TcpListener::bind(settings.http.addr())
             .await
             .with_context(|| {

@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use restock_caps::Caps;
 use restock_domain::consent::derive_state;
-use restock_domain::eligibility::{evaluate as engine, Candidate, Decision, RestockContext};
+use restock_domain::eligibility::{
+    evaluate as engine, Candidate, Decision, RestockContext, SubstitutePurchase,
+};
 use restock_domain::{Phone, TenantPolicy};
 use restock_sms::provider::Provider;
 use restock_store::eligibility::CandidateRow;
@@ -32,8 +34,10 @@ use crate::startup::AppState;
 /// What is known about a subscriber beyond their subscription: their purchases, texts and
 /// caps.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Known {
+pub struct Known<'a> {
     pub last_purchase_at: Option<DateTime<Utc>>,
+    /// The latest purchase of a close substitute of the variant by this phone or customer.
+    pub substitute_purchase: Option<&'a SubstitutePurchase>,
     pub last_notified_at: Option<DateTime<Utc>>,
     pub phone_cap_free_at: Option<DateTime<Utc>>,
     pub tenant_cap_free_at: Option<DateTime<Utc>>,
@@ -44,7 +48,7 @@ pub fn evaluate(
     policy: &TenantPolicy,
     ctx: &RestockContext,
     row: &CandidateRow,
-    known: Known,
+    known: Known<'_>,
 ) -> Decision {
     let consent = derive_state(policy.double_opt_in, row.ledger.iter().copied());
     let region = row.phone_e164.as_deref().and_then(region_of);
@@ -60,6 +64,7 @@ pub fn evaluate(
         time_zone,
         phone_region: region.as_deref(),
         last_purchase_at: known.last_purchase_at,
+        substitute_purchase: known.substitute_purchase,
         last_notified_at: known.last_notified_at,
         phone_cap_free_at: known.phone_cap_free_at,
         tenant_cap_free_at: known.tenant_cap_free_at,

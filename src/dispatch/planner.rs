@@ -9,6 +9,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use restock_domain::eligibility::{Outcome, Reason, RestockContext};
+use restock_domain::tenant::ReleaseOrder;
 use restock_domain::waves::Strategy;
 use restock_domain::TenantPolicy;
 use restock_sms::template::{render, TemplateInput};
@@ -98,6 +99,7 @@ impl Planner for PolicyPlanner {
         let policy = self.tenants.get(&release.tenant_id)?;
         Some(ReleaseSettings {
             strategy: Strategy::of(policy),
+            by_score: policy.release_order == ReleaseOrder::TierScoreArrival,
             holdout_bps: (policy.holdout_share * 10_000.0).round() as i32,
             threshold: policy.restock_threshold,
         })
@@ -121,6 +123,7 @@ impl Planner for PolicyPlanner {
             &row.candidate,
             Known {
                 last_purchase_at: row.last_purchase_at,
+                substitute_purchase: row.candidate.substitute_purchase.as_ref(),
                 last_notified_at: row.last_notified_at,
                 ..Known::default()
             },

@@ -498,6 +498,7 @@ fn decide(
         &c.candidate,
         Known {
             last_purchase_at: c.last_purchase_at,
+            substitute_purchase: c.candidate.substitute_purchase.as_ref(),
             last_notified_at: c.last_notified_at,
             phone_cap_free_at,
             tenant_cap_free_at,

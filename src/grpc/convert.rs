@@ -101,6 +101,7 @@ pub fn subscription(row: SubscriptionRow, now: DateTime<Utc>) -> pb::Subscriptio
             Some(CancelReason::Unsubscribed) => pb::CancelReason::Unsubscribed,
             Some(CancelReason::OptedOut) => pb::CancelReason::OptedOut,
             Some(CancelReason::Erased) => pb::CancelReason::Erased,
+            Some(CancelReason::MergedByTransfer) => pb::CancelReason::MergedByTransfer,
         } as i32,
     }
 }
@@ -150,6 +151,7 @@ pub mod decision {
             Some(Reason::NotInStock) => P::NotInStock,
             Some(Reason::BelowDesiredQuantity) => P::BelowDesiredQuantity,
             Some(Reason::RecentlyPurchased) => P::RecentlyPurchased,
+            Some(Reason::SubstitutePurchased) => P::SubstitutePurchased,
             Some(Reason::RecentlyNotified) => P::RecentlyNotified,
             Some(Reason::QuietHours) => P::QuietHours,
             Some(Reason::FrequencyCapPhone) => P::FrequencyCapPhone,
@@ -168,6 +170,7 @@ pub mod decision {
             Rule::Subscription => P::Subscription,
             Rule::Stock => P::Stock,
             Rule::PurchaseSuppression => P::PurchaseSuppression,
+            Rule::SubstitutePurchase => P::SubstitutePurchase,
             Rule::RenotifyWindow => P::RenotifyWindow,
             Rule::QuietHours => P::QuietHours,
             Rule::FrequencyCap => P::FrequencyCap,

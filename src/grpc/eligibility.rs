@@ -13,6 +13,7 @@ use restock_domain::restock::Hysteresis;
 use restock_domain::TenantPolicy;
 use restock_store::eligibility::CandidateRow;
 use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
+use restock_store::substitutes::{GroupRow, Member};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -422,6 +423,85 @@ fn exclusion(row: restock_store::inventory::ExclusionRow, tenant_id: &str) -> pb
     }
 }
 
+/// Most characters of a substitute group id.
+const MAX_GROUP_ID: usize = 64;
+
+/// An API group id: letters, digits, '-' and '_' (a '.' marks the configuration's groups).
+fn group_id(v: &mut Violations, raw: &str) -> Option<String> {
+    if raw.is_empty() {
+        v.add("group_id", "is required");
+        return None;
+    }
+    if raw.len() > MAX_GROUP_ID
+        || !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.add(
+            "group_id",
+            format!("must be 1 to {MAX_GROUP_ID} letters, digits, '-' or '_'"),
+        );
+        return None;
+    }
+    Some(raw.to_string())
+}
+
+/// 2 to 100 distinct members, each a variant or a product.
+fn substitute_members(v: &mut Violations, raw: &[pb::SubstituteMember]) -> Vec<Member> {
+    use pb::substitute_member::Member as M;
+    let max = restock_domain::tenant::MAX_SUBSTITUTE_MEMBERS;
+    if raw.len() < 2 || raw.len() > max {
+        v.add("members", format!("must hold 2 to {max} members"));
+    }
+    let mut members = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate().take(max) {
+        let member = match &m.member {
+            None => {
+                v.add(
+                    format!("members[{i}]"),
+                    "a variant_id or a product_id is required",
+                );
+                None
+            }
+            Some(M::VariantId(x)) => v
+                .id(&format!("members[{i}].variant_id"), x, true)
+                .map(Member::Variant),
+            Some(M::ProductId(x)) => v
+                .id(&format!("members[{i}].product_id"), x, true)
+                .map(Member::Product),
+        };
+        if let Some(member) = member {
+            if members.contains(&member) {
+                v.add(format!("members[{i}]"), "names a member already named");
+            } else {
+                members.push(member);
+            }
+        }
+    }
+    members
+}
+
+fn substitute_group(row: GroupRow, tenant_id: &str) -> pb::SubstituteGroup {
+    use pb::substitute_member::Member as M;
+    pb::SubstituteGroup {
+        group_id: row.group_id,
+        tenant_id: tenant_id.to_string(),
+        members: row
+            .members
+            .into_iter()
+            .map(|m| pb::SubstituteMember {
+                member: Some(match m {
+                    Member::Variant(x) => M::VariantId(x),
+                    Member::Product(x) => M::ProductId(x),
+                }),
+            })
+            .collect(),
+        configured: row.configured,
+        create_time: Some(timestamp(row.created_at)),
+        update_time: Some(timestamp(row.updated_at)),
+    }
+}
+
 /// Runs the engine for one stored subscription, with the texts and purchases its query read.
 /// Cap state lives in Redis and is consulted when sending; here caps are taken as free.
 fn evaluate_row(policy: &TenantPolicy, ctx: &RestockContext, row: &CandidateRow) -> Decision {
@@ -431,6 +511,7 @@ fn evaluate_row(policy: &TenantPolicy, ctx: &RestockContext, row: &CandidateRow)
         row,
         crate::dispatch::Known {
             last_purchase_at: row.last_purchase_at,
+            substitute_purchase: row.substitute_purchase.as_ref(),
             last_notified_at: row.last_notified_at,
             ..Default::default()
         },
@@ -882,6 +963,97 @@ impl EligibilityService for EligibilityApi {
         }))
     }
 
+    async fn set_substitute_group(
+        &self,
+        request: Request<pb::SetSubstituteGroupRequest>,
+    ) -> Result<Response<pb::SetSubstituteGroupResponse>, Status> {
+        let caller = super::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let group_id = group_id(&mut v, &req.group_id);
+        let members = substitute_members(&mut v, &req.members);
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        self.state.tenant(&caller, &tenant_id)?;
+        let (row, created) = self
+            .state
+            .store
+            .set_substitute_group(
+                &tenant_id,
+                &group_id.expect("validated"),
+                &members,
+                self.state.clock.now(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::SetSubstituteGroupResponse {
+            group: Some(substitute_group(row, &tenant_id)),
+            created,
+        }))
+    }
+
+    async fn list_substitute_groups(
+        &self,
+        request: Request<pb::ListSubstituteGroupsRequest>,
+    ) -> Result<Response<pb::ListSubstituteGroupsResponse>, Status> {
+        let caller = super::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let scope = Scope::new("ListSubstituteGroups", &req.tenant_id, &());
+        let tokens = &self.state.page_tokens;
+        let after = tokens.open(&mut v, &req.page_token, &scope, |c| Some(c.to_string()));
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        self.state.tenant(&caller, &tenant_id)?;
+        let size = super::validate::page_size(req.page_size);
+        let mut rows = self
+            .state
+            .store
+            .list_substitute_groups(&tenant_id, after.as_deref(), size + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = if rows.len() as i64 > size {
+            rows.truncate(size as usize);
+            let last = rows.last().expect("a full page");
+            tokens.issue(&scope, &last.group_id)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListSubstituteGroupsResponse {
+            groups: rows
+                .into_iter()
+                .map(|r| substitute_group(r, &tenant_id))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn delete_substitute_group(
+        &self,
+        request: Request<pb::DeleteSubstituteGroupRequest>,
+    ) -> Result<Response<pb::DeleteSubstituteGroupResponse>, Status> {
+        let caller = super::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        // Configured ids (with their '.') may be named, to be told why they cannot go.
+        let group_id = v.id("group_id", &req.group_id, true);
+        v.finish()?;
+        let tenant_id = tenant_id.expect("validated");
+        self.state.tenant(&caller, &tenant_id)?;
+        self.state
+            .store
+            .delete_substitute_group(&tenant_id, &group_id.expect("validated"))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::DeleteSubstituteGroupResponse {}))
+    }
+
     async fn explain(
         &self,
         request: Request<pb::ExplainRequest>,
@@ -980,15 +1152,23 @@ impl EligibilityService for EligibilityApi {
             .history(&tenant_id, row.subscription_id, &variant_id)
             .await
             .map_err(ApiError::from)?;
+        row.substitute_purchase = store
+            .substitute_purchase(&tenant_id, row.subscription_id, &variant_id)
+            .await
+            .map_err(ApiError::from)?;
         let d = evaluate_row(&policy, &ctx, &row);
         let (kind, until) = decision::outcome(d.outcome);
-        let message_id = match &restock {
+        let message = match &restock {
             Some(r) => store
                 .message_for(&tenant_id, row.subscription_id, r.restock_id)
                 .await
                 .map_err(ApiError::from)?,
             None => None,
         };
+        let propensity_score = store
+            .propensity_score(&tenant_id, row.subscription_id)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::ExplainResponse {
             subscription_id: row.subscription_id.to_string(),
             variant_id,
@@ -1001,7 +1181,12 @@ impl EligibilityService for EligibilityApi {
             reason: decision::reason(d.reason) as i32,
             summary: d.summary.clone(),
             rules: decision::rules(&d),
-            message_id: message_id.map(|m| m.to_string()).unwrap_or_default(),
+            message_id: message.map(|(m, _)| m.to_string()).unwrap_or_default(),
+            propensity_score,
+            release_order: policy.release_order.as_str().to_string(),
+            release_place: message
+                .and_then(|(_, place)| place)
+                .map_or(0, |p| p.max(0) as u32),
         }))
     }
 

@@ -36,6 +36,11 @@ const RPCS: &[(&str, &str)] = &[
     ("CreateExclusion", "dispatch.admin"),
     ("DeleteExclusion", "dispatch.admin"),
     ("ListExclusions", "read"),
+    ("SetSubstituteGroup", "dispatch.admin"),
+    ("ListSubstituteGroups", "read"),
+    ("DeleteSubstituteGroup", "dispatch.admin"),
+    ("TransferWaitlist", "dispatch.admin"),
+    ("SetPropensityScores", "waitlist.write"),
     ("GetRelease", "read"),
     ("ListReleases", "read"),
     ("WatchRelease", "read"),
@@ -259,6 +264,51 @@ async fn call(channel: &Channel, rpc: &str, tenant: &str, ids: &Ids) -> Result<(
             })
             .await
             .map(drop),
+        "SetSubstituteGroup" => e
+            .set_substitute_group(pb::SetSubstituteGroupRequest {
+                tenant_id: t(),
+                group_id: "auth-group".into(),
+                members: ["sku-auth", "sku-auth-2"]
+                    .iter()
+                    .map(|v| pb::SubstituteMember {
+                        member: Some(pb::substitute_member::Member::VariantId(v.to_string())),
+                    })
+                    .collect(),
+            })
+            .await
+            .map(drop),
+        "ListSubstituteGroups" => e
+            .list_substitute_groups(pb::ListSubstituteGroupsRequest {
+                tenant_id: t(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "DeleteSubstituteGroup" => e
+            .delete_substitute_group(pb::DeleteSubstituteGroupRequest {
+                tenant_id: t(),
+                group_id: "no-such-group".into(),
+            })
+            .await
+            .map(drop),
+        "TransferWaitlist" => w
+            .transfer_waitlist(pb::TransferWaitlistRequest {
+                tenant_id: t(),
+                from_variant_id: "sku-auth-old".into(),
+                to_variant_id: "sku-auth-new".into(),
+            })
+            .await
+            .map(drop),
+        "SetPropensityScores" => w
+            .set_propensity_scores(pb::SetPropensityScoresRequest {
+                tenant_id: t(),
+                scores: vec![pb::PropensityScore {
+                    subscription_id: ids.subscription.clone(),
+                    score: 0.5,
+                }],
+            })
+            .await
+            .map(drop),
         "GetRelease" => d
             .get_release(pb::GetReleaseRequest {
                 tenant_id: t(),
@@ -403,6 +453,8 @@ async fn row_counts(app: &TestApp) -> Vec<(&'static str, i64)> {
         "inventory_events",
         "restocks",
         "exclusions",
+        "substitute_groups",
+        "substitute_members",
         "purchases",
         "purchase_lines",
         "releases",

@@ -87,9 +87,10 @@ async fn explain_reads_out_every_rule_and_defers_through_the_night() {
     use pb::EligibilityRule as R;
     use pb::RuleVerdict as V;
     let v = verdicts(&day);
-    assert_eq!(v.len(), 10);
+    assert_eq!(v.len(), 11);
     assert_eq!(v[0], (R::Consent, V::Pass));
-    assert_eq!(v[9], (R::Sender, V::Pass));
+    assert_eq!(v[4], (R::SubstitutePurchase, V::Pass));
+    assert_eq!(v[10], (R::Sender, V::Pass));
     assert_eq!(v[2], (R::Stock, V::Pass));
     assert!(
         v.contains(&(R::Holdout, V::NotApplicable)),

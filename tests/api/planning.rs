@@ -13,9 +13,9 @@ use crate::dispatch::{db, phones, set_stock, subscribe_all, texting_hours};
 use crate::helpers::*;
 
 /// A planner that dies after `left` decisions, as a process killed mid-plan.
-struct Crashing {
-    inner: PolicyPlanner,
-    left: usize,
+pub struct Crashing {
+    pub inner: PolicyPlanner,
+    pub left: usize,
 }
 
 impl Planner for Crashing {

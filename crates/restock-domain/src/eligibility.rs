@@ -22,6 +22,7 @@ pub enum Rule {
     Subscription,
     Stock,
     PurchaseSuppression,
+    SubstitutePurchase,
     RenotifyWindow,
     QuietHours,
     FrequencyCap,
@@ -35,6 +36,7 @@ str_enum!(Rule {
     Subscription => "subscription",
     Stock => "stock",
     PurchaseSuppression => "purchase_suppression",
+    SubstitutePurchase => "substitute_purchase",
     RenotifyWindow => "renotify_window",
     QuietHours => "quiet_hours",
     FrequencyCap => "frequency_cap",
@@ -45,11 +47,12 @@ str_enum!(Rule {
 
 impl Rule {
     /// Every rule, in evaluation order: the order of [`Decision::rules`].
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::Consent,
         Rule::Subscription,
         Rule::Stock,
         Rule::PurchaseSuppression,
+        Rule::SubstitutePurchase,
         Rule::RenotifyWindow,
         Rule::QuietHours,
         Rule::FrequencyCap,
@@ -74,6 +77,7 @@ pub enum Reason {
     NotInStock,
     BelowDesiredQuantity,
     RecentlyPurchased,
+    SubstitutePurchased,
     RecentlyNotified,
     QuietHours,
     FrequencyCapPhone,
@@ -96,6 +100,7 @@ str_enum!(Reason {
     NotInStock => "not_in_stock",
     BelowDesiredQuantity => "below_desired_quantity",
     RecentlyPurchased => "recently_purchased",
+    SubstitutePurchased => "substitute_purchased",
     RecentlyNotified => "recently_notified",
     QuietHours => "quiet_hours",
     FrequencyCapPhone => "frequency_cap_phone",
@@ -120,6 +125,7 @@ impl Reason {
             | Self::OptionsNotMatched => Rule::Subscription,
             Self::NotInStock | Self::BelowDesiredQuantity => Rule::Stock,
             Self::RecentlyPurchased => Rule::PurchaseSuppression,
+            Self::SubstitutePurchased => Rule::SubstitutePurchase,
             Self::RecentlyNotified => Rule::RenotifyWindow,
             Self::QuietHours => Rule::QuietHours,
             Self::FrequencyCapPhone | Self::FrequencyCapTenant => Rule::FrequencyCap,
@@ -223,12 +229,23 @@ pub struct Candidate<'a> {
     pub phone_region: Option<&'a str>,
     /// Of this variant by this customer or phone.
     pub last_purchase_at: Option<DateTime<Utc>>,
+    /// The latest purchase by this customer or phone of a close substitute of the variant (a
+    /// member of one of its substitute groups), if any.
+    pub substitute_purchase: Option<&'a SubstitutePurchase>,
     /// Last text about this variant to this phone.
     pub last_notified_at: Option<DateTime<Utc>>,
     /// `Some(t)`: the phone's frequency cap is used up until `t`.
     pub phone_cap_free_at: Option<DateTime<Utc>>,
     /// `Some(t)`: the tenant's frequency cap is used up until `t`.
     pub tenant_cap_free_at: Option<DateTime<Utc>>,
+}
+
+/// A purchase of a close substitute of the restocked variant: which order, which variant, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubstitutePurchase {
+    pub order_id: String,
+    pub variant_id: String,
+    pub purchased_at: DateTime<Utc>,
 }
 
 /// Decides whether `c` may be texted about the restock in `ctx`: now, from a later moment, or not
@@ -247,6 +264,7 @@ pub fn evaluate(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> D
         subscription(ctx, c),
         stock(policy, ctx, c),
         purchase_suppression(policy, ctx, c),
+        substitute_purchase(policy, ctx, c),
         renotify_window(policy, ctx, c),
         quiet_hours_rule(&recipient, &window, ctx.now),
         frequency_cap(ctx, c),
@@ -551,6 +569,52 @@ fn purchase_suppression(policy: &TenantPolicy, ctx: &RestockContext, c: &Candida
             format!(
                 "The shopper last bought this item {}, longer ago than the {} after a purchase \
                  without restock texts.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+        )
+    }
+}
+
+/// A shopper who bought a close substitute (the same jacket in the other colour the brand
+/// groups with it) does not want to hear the first is back: the same window as a purchase of
+/// the item itself.
+fn substitute_purchase(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::SubstitutePurchase;
+    let hours = policy.purchase_suppression_hours;
+    if hours == 0 {
+        return not_applicable(r, "The brand sets no purchase-suppression window.");
+    }
+    let Some(p) = c.substitute_purchase else {
+        return pass(
+            r,
+            "No purchase of a substitute of this item by this shopper is on record.",
+        );
+    };
+    let ago = ctx.now - p.purchased_at;
+    let what = format!(
+        "variant {} (order {}, {})",
+        p.variant_id,
+        p.order_id,
+        fmt_utc(p.purchased_at)
+    );
+    if ago < Duration::hours(hours.into()) {
+        skip(
+            r,
+            Reason::SubstitutePurchased,
+            format!(
+                "The shopper bought a substitute of this item {}: {what}; no restock text for {} \
+                 after a purchase of a substitute.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+        )
+    } else {
+        pass(
+            r,
+            format!(
+                "The shopper last bought a substitute of this item {}, {what}, longer ago than \
+                 the {} after a purchase without restock texts.",
                 fmt_ago(ago),
                 fmt_hours(hours)
             ),
@@ -1023,6 +1087,7 @@ mod tests {
                 time_zone: Some(America::New_York),
                 phone_region: Some("US"),
                 last_purchase_at: None,
+                substitute_purchase: None,
                 last_notified_at: None,
                 phone_cap_free_at: None,
                 tenant_cap_free_at: None,
@@ -1150,6 +1215,55 @@ mod tests {
             d.rule(Rule::Stock).explanation,
             "5 units are available across all locations; the brand's restock threshold is 10."
         );
+    }
+
+    #[test]
+    fn a_buyer_of_a_substitute_is_not_told_the_other_is_back_and_explain_names_the_order() {
+        let w = World::new();
+        // The candidate borrows the purchase, so it is built here rather than in `decide`.
+        let with = |w: &World, p: &SubstitutePurchase| {
+            let mut c = w.candidate();
+            c.substitute_purchase = Some(p);
+            evaluate(&w.policy, &w.ctx(), &c)
+        };
+        let bought = SubstitutePurchase {
+            order_id: "o-77".into(),
+            variant_id: "v-2".into(),
+            purchased_at: w.now - Duration::days(2),
+        };
+        let d = with(&w, &bought);
+        assert_skip(&d, Reason::SubstitutePurchased);
+        assert_eq!(
+            d.rule(Rule::SubstitutePurchase).explanation,
+            "The shopper bought a substitute of this item 2 days ago: variant v-2 (order o-77, \
+             2026-06-29 16:00 UTC); no restock text for 30 days after a purchase of a substitute."
+        );
+        // The item's own purchase rule is untouched by it, and vice versa.
+        assert_eq!(d.rule(Rule::PurchaseSuppression).verdict, Verdict::Pass);
+        let d = w.decide(|c| c.last_purchase_at = Some(w.now - Duration::days(1)));
+        assert_eq!(d.rule(Rule::SubstitutePurchase).verdict, Verdict::Pass);
+
+        // Outside the window it passes, saying which purchase it weighed.
+        let old = SubstitutePurchase {
+            purchased_at: w.now - Duration::days(31),
+            ..bought.clone()
+        };
+        let d = with(&w, &old);
+        assert_eq!(d.outcome, Outcome::SendNow);
+        assert!(d
+            .rule(Rule::SubstitutePurchase)
+            .explanation
+            .contains("order o-77"));
+
+        // No window, no rule.
+        let mut w = World::new();
+        w.policy.purchase_suppression_hours = 0;
+        let d = with(&w, &bought);
+        assert_eq!(
+            d.rule(Rule::SubstitutePurchase).verdict,
+            Verdict::NotApplicable
+        );
+        assert_eq!(d.outcome, Outcome::SendNow);
     }
 
     #[test]
@@ -1639,6 +1753,7 @@ mod tests {
                 time_zone: k.zone,
                 phone_region: k.region,
                 last_purchase_at: k.purchased_hours_ago.map(|h| k.now - Duration::hours(h)),
+                substitute_purchase: None,
                 last_notified_at: k.notified_hours_ago.map(|h| k.now - Duration::hours(h)),
                 phone_cap_free_at: k.phone_cap_in_minutes.map(minutes),
                 tenant_cap_free_at: k.tenant_cap_in_minutes.map(minutes),

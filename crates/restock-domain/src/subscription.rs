@@ -44,9 +44,12 @@ pub enum CancelReason {
     Unsubscribed,
     OptedOut,
     Erased,
+    /// TransferWaitlist moved a waitlist where the shopper was already waiting: the earlier
+    /// place was kept and this one ended.
+    MergedByTransfer,
 }
 
-str_enum!(CancelReason { Unsubscribed => "unsubscribed", OptedOut => "opted_out", Erased => "erased" });
+str_enum!(CancelReason { Unsubscribed => "unsubscribed", OptedOut => "opted_out", Erased => "erased", MergedByTransfer => "merged_by_transfer" });
 
 /// What a subscription waits for: one variant, or any variant of a product that has the wanted
 /// options.

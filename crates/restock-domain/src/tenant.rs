@@ -165,7 +165,46 @@ pub struct TenantPolicy {
     /// ISO 4217 code of `segment_price_milli_minor`.
     #[serde(default = "default_segment_price_currency")]
     pub segment_price_currency: String,
+    /// Close substitutes, by group name: buying any member suppresses restock texts about the
+    /// others for `purchase_suppression_hours`. Written to the database at start (as groups
+    /// `config.<name>`, which the API cannot change); groups made with SetSubstituteGroup add
+    /// to these.
+    #[serde(default)]
+    pub substitute_groups: BTreeMap<String, SubstituteGroupConfig>,
+    /// The order a release texts its recipients in: `arrival` (priority tier, then first come
+    /// first served) or `tier_score_arrival` (priority tier, then the propensity score a model
+    /// service set, highest first, unscored last, then arrival).
+    #[serde(default)]
+    pub release_order: ReleaseOrder,
 }
+
+/// One group of close substitutes in configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubstituteGroupConfig {
+    #[serde(default)]
+    pub variants: Vec<String>,
+    /// A product stands for every variant of it restock knows.
+    #[serde(default)]
+    pub products: Vec<String>,
+}
+
+/// Most members of one substitute group, in configuration and through the API.
+pub const MAX_SUBSTITUTE_MEMBERS: usize = 100;
+
+/// Who a release texts first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseOrder {
+    #[default]
+    Arrival,
+    TierScoreArrival,
+}
+
+crate::consent::str_enum!(ReleaseOrder {
+    Arrival => "arrival",
+    TierScoreArrival => "tier_score_arrival",
+});
 
 /// How a release spreads its texts over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -338,6 +377,8 @@ impl Default for TenantPolicy {
             time_zone: default_time_zone(),
             segment_price_milli_minor: None,
             segment_price_currency: default_segment_price_currency(),
+            substitute_groups: BTreeMap::new(),
+            release_order: ReleaseOrder::Arrival,
         }
     }
 }
@@ -410,6 +451,34 @@ impl TenantPolicy {
     pub fn validate(&self) -> Result<(), String> {
         self.quiet_window()?;
         self.zone()?;
+        for (name, group) in &self.substitute_groups {
+            let members = group.variants.len() + group.products.len();
+            if !(2..=MAX_SUBSTITUTE_MEMBERS).contains(&members) {
+                return Err(format!(
+                    "substitute_groups.{name}: must have 2 to {MAX_SUBSTITUTE_MEMBERS} members, got {members}"
+                ));
+            }
+            if name.is_empty()
+                || name.len() > 60
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "substitute_groups: a group name is 1 to 60 letters, digits, '-' or '_', got {name:?}"
+                ));
+            }
+            if group
+                .variants
+                .iter()
+                .chain(&group.products)
+                .any(|m| m.trim().is_empty() || m.len() > 128)
+            {
+                return Err(format!(
+                    "substitute_groups.{name}: every member is 1 to 128 characters"
+                ));
+            }
+        }
         let c = &self.segment_price_currency;
         if c.len() != 3 || !c.chars().all(|ch| ch.is_ascii_uppercase()) {
             return Err(format!(

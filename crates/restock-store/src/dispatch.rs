@@ -18,7 +18,10 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::cached::{execute, query, query_one, query_opt};
-use crate::eligibility::{candidate, CandidateRow, CANDIDATE_COLUMNS};
+use crate::eligibility::{
+    candidate, substitute_join, substitute_purchase, CandidateRow, CANDIDATE_COLUMNS,
+    SUBSTITUTE_COLUMNS,
+};
 use crate::{Store, StoreError};
 
 /// A release being planned, with what the planner needs to know about its restock.
@@ -82,6 +85,9 @@ pub enum PlanChoice {
 #[derive(Debug, Clone)]
 pub struct ReleaseSettings {
     pub strategy: Strategy,
+    /// Within a priority tier, propensity score first (highest first, unscored last), then
+    /// arrival; otherwise arrival alone.
+    pub by_score: bool,
     pub holdout_bps: i32,
     pub threshold: i64,
 }
@@ -120,6 +126,140 @@ const LAST_PURCHASE: &str =
     "(SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = s.tenant_id \
      AND p.variant_id = $4 AND (p.contact_id = s.contact_id \
      OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)))";
+
+/// `release_plans.after_score` in the unscored part of a tier.
+const UNSCORED: f32 = -1.0;
+/// A score cursor at the start of a tier: above every score.
+const TIER_START: f32 = 2.0;
+
+/// Where planning by score is: in tier `tier`, after the subscription of score `score` (or in
+/// the unscored part when [`UNSCORED`]) and insertion order `seq`.
+#[derive(Debug, Clone, Copy)]
+struct ScoreCursor {
+    tier: i32,
+    score: f32,
+    seq: i64,
+}
+
+/// What one step of planning by score read.
+enum ScoreChunk {
+    Rows(Vec<Row>),
+    /// Nothing where the cursor is; go on from here.
+    Next(ScoreCursor),
+    /// Every tier is planned.
+    Done,
+}
+
+/// The statements of planning by score (`release_order = tier_score_arrival`). A tier is read
+/// in two parts, each by keyset along its own index so a waitlist of any length plans in
+/// linear time: the scored subscriptions by score then arrival (`subscriptions_scored_order`,
+/// V13, which holds only scored rows, so Subscribe pays nothing for it), then the unscored
+/// ones by arrival (`subscriptions_waitlist_order`); then the next lower tier of the variant's
+/// and the product's waitlists together.
+struct ScoreStatements {
+    scored: tokio_postgres::Statement,
+    unscored: tokio_postgres::Statement,
+    next_tier: tokio_postgres::Statement,
+}
+
+impl ScoreStatements {
+    async fn prepare(client: &deadpool_postgres::Client) -> Result<Self, StoreError> {
+        let live = "s.status IN ('pending_confirmation', 'active', 'notified')";
+        let variant_line = "s.target_key = $2";
+        let product_line = "$3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3";
+        let rows = |part: &str, order: &str| {
+            let branch = |line: &str| {
+                format!(
+                    "(SELECT s.tenant_id, s.subscription_id, s.propensity_score AS score, s.seq \
+                      FROM subscriptions s WHERE s.tenant_id = $1 AND {live} AND {line} \
+                      AND s.priority_tier = $5 AND {part} ORDER BY {order} LIMIT $8)"
+                )
+            };
+            format!(
+                "SELECT {CANDIDATE_COLUMNS}, s.contact_id, \
+                   (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
+                      AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL), \
+                   {LAST_PURCHASE}, s.seq, {SUBSTITUTE_COLUMNS}, s.propensity_score \
+                 FROM ({} UNION ALL {}) k \
+                 JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
+                 JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+                 {} \
+                 ORDER BY k.score DESC NULLS LAST, k.seq LIMIT $8",
+                branch(variant_line),
+                branch(product_line),
+                substitute_join("s.tenant_id", "(SELECT substitute_variants($1, $4))"),
+            )
+        };
+        // $6 (the score) is used by the unscored part too, so both take the same parameters.
+        let scored = rows(
+            // `<= $6` bounds the index range (the keyset alone would be a filter, and every
+            // chunk would scan the tier from its top).
+            "s.propensity_score IS NOT NULL AND s.propensity_score <= $6 \
+             AND (s.propensity_score < $6 OR (s.propensity_score = $6 AND s.seq > $7))",
+            "s.propensity_score DESC, s.seq",
+        );
+        let unscored = rows(
+            "s.propensity_score IS NULL AND s.seq > $7 AND $6::real IS NOT NULL",
+            "s.seq",
+        );
+        let next_tier = format!(
+            "SELECT GREATEST( \
+               (SELECT max(s.priority_tier) FROM subscriptions s WHERE s.tenant_id = $1 AND {live} \
+                  AND {variant_line} AND s.priority_tier < $4), \
+               (SELECT max(s.priority_tier) FROM subscriptions s WHERE s.tenant_id = $1 AND {live} \
+                  AND {product_line} AND s.priority_tier < $4))"
+        );
+        Ok(Self {
+            scored: client.prepare_cached(&scored).await?,
+            unscored: client.prepare_cached(&unscored).await?,
+            next_tier: client.prepare_cached(&next_tier).await?,
+        })
+    }
+
+    /// The next rows after `at`, or where to go on from. `base` is (tenant, target key,
+    /// product, variant).
+    async fn chunk(
+        &self,
+        client: &deadpool_postgres::Client,
+        base: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        at: ScoreCursor,
+        limit: i64,
+    ) -> Result<ScoreChunk, StoreError> {
+        let scored = at.score >= 0.0;
+        let statement = if scored { &self.scored } else { &self.unscored };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            base[0], base[1], base[2], base[3], &at.tier, &at.score, &at.seq, &limit,
+        ];
+        // As in arrival order: the per-subscriber look-ups through their indexes.
+        let (_, rows, _) = tokio::try_join!(
+            client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+            client.query(statement, &params),
+            client.batch_execute("COMMIT"),
+        )?;
+        if !rows.is_empty() {
+            return Ok(ScoreChunk::Rows(rows));
+        }
+        if scored {
+            return Ok(ScoreChunk::Next(ScoreCursor {
+                tier: at.tier,
+                score: UNSCORED,
+                seq: 0,
+            }));
+        }
+        let next: Option<i32> = client
+            .query_one(&self.next_tier, &[base[0], base[1], base[2], &at.tier])
+            .await?
+            .get(0);
+        Ok(match next {
+            Some(tier) => ScoreChunk::Next(ScoreCursor {
+                tier,
+                score: TIER_START,
+                seq: 0,
+            }),
+            None => ScoreChunk::Done,
+        })
+    }
+}
 
 /// Rows are fetched from the candidates' cursor and written in chunks of this many, so a
 /// waitlist of any length plans in flat memory.
@@ -484,7 +624,7 @@ impl Store {
         // committed, so planning goes on after the last subscription they hold.
         let checkpoint = query_opt(
             &*client,
-            "SELECT after_tier, after_seq, position, texts, held_out, skipped FROM release_plans \
+            "SELECT after_tier, after_seq, position, texts, held_out, skipped, after_score FROM release_plans \
              WHERE tenant_id = $1 AND release_id = $2",
             &[&release.tenant_id, &release.release_id],
         )
@@ -492,8 +632,14 @@ impl Store {
         let mut position = 0i32;
         // Plan order is tier descending, then seq: start above every tier.
         let (mut after_tier, mut after_seq) = (i32::MAX, 0i64);
+        // By score: where in the tier (see `ScoreCursor`); above every tier, nothing is left
+        // of it, so the first query moves on to the top tier.
+        let mut after_score = UNSCORED;
+        if settings.by_score {
+            after_seq = i64::MAX;
+        }
         if let Some(c) = &checkpoint {
-            (after_tier, after_seq) = (c.get(0), c.get(1));
+            (after_tier, after_seq, after_score) = (c.get(0), c.get(1), c.get(6));
             position = c.get(2);
             planned.texts = c.get::<_, i32>(3) as u32;
             planned.held_out = c.get::<_, i32>(4) as u32;
@@ -518,18 +664,26 @@ impl Store {
                (SELECT max(m.sent_at) FROM messages m WHERE m.tenant_id = s.tenant_id \
                   AND m.contact_id = s.contact_id AND m.variant_id = $4 AND m.sent_at IS NOT NULL \
                   AND NOT EXISTS ({SOLD_OUT_CLICK})), \
-               {LAST_PURCHASE}, s.seq \
+               {LAST_PURCHASE}, s.seq, {SUBSTITUTE_COLUMNS} \
              FROM ({} UNION ALL {} UNION ALL {} UNION ALL {}) k \
              JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
              JOIN contacts c ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+             {} \
              ORDER BY k.priority_tier DESC, k.seq LIMIT $7",
             branch(variant_line, same_tier, "s.seq"),
             branch(variant_line, lower_tiers, "s.priority_tier DESC, s.seq"),
             branch(product_line, same_tier, "s.seq"),
             branch(product_line, lower_tiers, "s.priority_tier DESC, s.seq"),
+            // The restocked variant's substitutes, read once per chunk (an init plan).
+            substitute_join("s.tenant_id", "(SELECT substitute_variants($1, $4))"),
         );
         let statement = client.prepare_cached(&sql).await?;
         let target_key = format!("v:{}", release.variant_id);
+        let by_score = if settings.by_score {
+            Some(ScoreStatements::prepare(client).await?)
+        } else {
+            None
+        };
         // Chunks are committed one by one, each with the checkpoint after it: the texts of an
         // IMMEDIATE release are claimable from the first chunk on, and a crash loses at most
         // the chunk in hand.
@@ -551,16 +705,39 @@ impl Store {
             // through their indexes whatever the statistics say: a table still small when
             // planned (a fresh outbox) would be scanned whole for every subscriber while
             // planning fills it, which is quadratic in the waitlist. One round trip.
-            let (_, rows, _) = tokio::try_join!(
-                client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
-                client.query(&statement, &params),
-                client.batch_execute("COMMIT"),
-            )?;
-            let done = (rows.len() as i32) < size;
+            let (rows, done) = match &by_score {
+                None => {
+                    let (_, rows, _) = tokio::try_join!(
+                        client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+                        client.query(&statement, &params),
+                        client.batch_execute("COMMIT"),
+                    )?;
+                    let done = (rows.len() as i32) < size;
+                    (rows, done)
+                }
+                Some(s) => {
+                    let cursor = ScoreCursor {
+                        tier: after_tier,
+                        score: after_score,
+                        seq: after_seq,
+                    };
+                    match s.chunk(client, &params[..4], cursor, limit).await? {
+                        ScoreChunk::Rows(rows) => (rows, false),
+                        // Nothing left where the cursor is: go on from the next place.
+                        ScoreChunk::Next(n) => {
+                            (after_tier, after_score, after_seq) = (n.tier, n.score, n.seq);
+                            continue;
+                        }
+                        ScoreChunk::Done => break,
+                    }
+                }
+            };
             size = PLAN_CHUNK;
             for r in &rows {
+                let mut candidate = candidate(r)?;
+                candidate.substitute_purchase = substitute_purchase(r, 17);
                 let plan_row = PlanRow {
-                    candidate: candidate(r)?,
+                    candidate,
                     contact_id: r.get(13),
                     last_notified_at: r.get(14),
                     last_purchase_at: r.get(15),
@@ -575,6 +752,9 @@ impl Store {
             }
             if let Some(last) = rows.last() {
                 (after_tier, after_seq) = (last.get(11), last.get(16));
+                if by_score.is_some() {
+                    after_score = last.get::<_, Option<f32>>(20).unwrap_or(UNSCORED);
+                }
                 let tx = client.transaction().await?;
                 // A release paused or cancelled meanwhile gets no more messages: the steering
                 // call holds the row while it ends the messages already written.
@@ -585,10 +765,11 @@ impl Store {
                 execute(
                     &tx,
                     "INSERT INTO release_plans (tenant_id, release_id, after_tier, after_seq, position, \
-                       texts, held_out, skipped, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                       texts, held_out, skipped, updated_at, after_score) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (tenant_id, release_id) DO UPDATE SET after_tier = $3, after_seq = $4, \
-                       position = $5, texts = $6, held_out = $7, skipped = $8, updated_at = $9",
+                       position = $5, texts = $6, held_out = $7, skipped = $8, updated_at = $9, \
+                       after_score = $10",
                     &[
                         &release.tenant_id,
                         &release.release_id,
@@ -599,6 +780,7 @@ impl Store {
                         &(planned.held_out as i32),
                         &(planned.skipped as i32),
                         &now,
+                        &after_score,
                     ],
                 )
                 .await?;
@@ -873,12 +1055,18 @@ impl Store {
                (SELECT max(p.purchased_at) FROM purchase_lines p WHERE p.tenant_id = k.tenant_id \
                   AND p.variant_id = k.variant_id AND (p.contact_id = k.contact_id \
                   OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id))), \
-               v.title, r.traceparent \
+               v.title, r.traceparent, {SUBSTITUTE_COLUMNS} \
              FROM claimed k \
              JOIN subscriptions s ON s.tenant_id = k.tenant_id AND s.subscription_id = k.subscription_id \
              JOIN contacts c ON c.tenant_id = k.tenant_id AND c.contact_id = k.contact_id \
              JOIN releases r ON r.tenant_id = k.tenant_id AND r.release_id = k.release_id \
-             LEFT JOIN variants v ON v.tenant_id = k.tenant_id AND v.variant_id = r.variant_id"
+             LEFT JOIN variants v ON v.tenant_id = k.tenant_id AND v.variant_id = r.variant_id \
+             {}",
+            // Read at claim time: a substitute bought after planning still stops the text.
+            substitute_join(
+                "k.tenant_id",
+                "substitute_variants(k.tenant_id, k.variant_id)"
+            )
         );
         let statement = client.prepare_cached(&sql).await?;
         // One round trip: the transaction (index look-ups per claimed message whatever the
@@ -894,8 +1082,10 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let options: serde_json::Value = r.get(25);
+                let mut candidate = candidate(r)?;
+                candidate.substitute_purchase = substitute_purchase(r, 32);
                 Ok(Claimed {
-                    candidate: candidate(r)?,
+                    candidate,
                     tenant_id: r.get(13),
                     message_id: r.get(14),
                     release_id: r.get(15),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, TryStreamExt};
-use restock_domain::eligibility::LiveExclusions;
+use restock_domain::eligibility::{LiveExclusions, SubstitutePurchase};
 use restock_domain::{ConsentEventKind, SubscriptionStatus};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -35,6 +35,9 @@ pub struct CandidateRow {
     pub last_notified_at: Option<DateTime<Utc>>,
     /// The latest purchase of the variant asked for by this phone or customer, where read.
     pub last_purchase_at: Option<DateTime<Utc>>,
+    /// The latest purchase of a close substitute of the variant asked for by this phone or
+    /// customer, where read.
+    pub substitute_purchase: Option<SubstitutePurchase>,
 }
 
 /// A restock as recorded.
@@ -71,6 +74,7 @@ pub(crate) fn candidate(r: &Row) -> Result<CandidateRow, StoreError> {
         time_zone: r.get(10),
         last_notified_at: None,
         last_purchase_at: None,
+        substitute_purchase: None,
         priority_tier: r.get(11),
         ledger: ledger
             .iter()
@@ -96,7 +100,35 @@ fn with_history(r: &Row) -> Result<CandidateRow, StoreError> {
     let mut c = candidate(r)?;
     c.last_notified_at = r.get(13);
     c.last_purchase_at = r.get(14);
+    c.substitute_purchase = substitute_purchase(r, 15);
     Ok(c)
+}
+
+/// Joins `sp`: the latest purchase by the phone or customer of subscription `s` of one of the
+/// variants `substitutes` (an SQL `text[]` expression; see `substitute_variants` in V13), as
+/// `sp.order_id, sp.variant_id, sp.purchased_at` (all NULL when none). The purchase indexes
+/// serve it; an empty array (no substitutes, the common case) finds nothing at once.
+pub(crate) fn substitute_join(tenant: &str, substitutes: &str) -> String {
+    format!(
+        "LEFT JOIN LATERAL (SELECT p.order_id, p.variant_id, p.purchased_at FROM purchase_lines p \
+           WHERE p.tenant_id = {tenant} AND p.variant_id = ANY(({substitutes})::text[]) \
+             AND (p.contact_id = s.contact_id \
+               OR (s.customer_id IS NOT NULL AND p.customer_id = s.customer_id)) \
+           ORDER BY p.purchased_at DESC LIMIT 1) sp ON true"
+    )
+}
+
+/// The columns of [`substitute_join`].
+pub(crate) const SUBSTITUTE_COLUMNS: &str = "sp.order_id, sp.variant_id, sp.purchased_at";
+
+/// Reads [`SUBSTITUTE_COLUMNS`] from column `at` on.
+pub(crate) fn substitute_purchase(r: &Row, at: usize) -> Option<SubstitutePurchase> {
+    let order_id: Option<String> = r.get(at);
+    Some(SubstitutePurchase {
+        order_id: order_id?,
+        variant_id: r.get(at + 1),
+        purchased_at: r.get(at + 2),
+    })
 }
 
 fn restock(r: &Row) -> RestockRow {
@@ -157,6 +189,29 @@ impl Store {
         Ok((row.get(0), row.get(1)))
     }
 
+    /// The latest purchase of a close substitute of `variant_id` by the subscription's phone
+    /// or customer, if any.
+    pub async fn substitute_purchase(
+        &self,
+        tenant_id: &str,
+        subscription_id: Uuid,
+        variant_id: &str,
+    ) -> Result<Option<SubstitutePurchase>, StoreError> {
+        let client = self.client().await?;
+        let row = query_opt(
+            &client,
+            &format!(
+                "SELECT {SUBSTITUTE_COLUMNS} FROM subscriptions s {} \
+                 WHERE s.tenant_id = $1 AND s.subscription_id = $2",
+                substitute_join("s.tenant_id", "(SELECT substitute_variants($1, $3))")
+            ),
+            &[&tenant_id, &subscription_id, &variant_id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound("subscription"))?;
+        Ok(substitute_purchase(&row, 0))
+    }
+
     /// The live subscriptions a restock of `variant_id` (of `product_id`) may serve: those of
     /// the variant, and the product-level ones of its product, in waitlist order (tier, then
     /// arrival). Streamed from the database.
@@ -169,12 +224,13 @@ impl Store {
     {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {CANDIDATE_COLUMNS}, {} FROM subscriptions s JOIN contacts c \
-             ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id \
+            "SELECT {CANDIDATE_COLUMNS}, {}, {SUBSTITUTE_COLUMNS} FROM subscriptions s JOIN contacts c \
+             ON c.tenant_id = s.tenant_id AND c.contact_id = s.contact_id {} \
              WHERE s.tenant_id = $1 AND s.status IN ('pending_confirmation', 'active', 'notified') \
                AND (s.target_key = $2 OR ($3::text IS NOT NULL AND s.variant_id IS NULL AND s.product_id = $3)) \
              ORDER BY s.priority_tier DESC, s.seq",
-            history_columns(4)
+            history_columns(4),
+            substitute_join("s.tenant_id", "(SELECT substitute_variants($1, $4))")
         );
         let target_key = format!("v:{variant_id}");
         let statement = client.prepare_cached(&sql).await?;

@@ -16,6 +16,14 @@ pub enum StoreError {
     /// A sync named the same (variant, location) twice.
     #[error("the snapshot names variant {0} at location {1} twice")]
     DuplicateLevel(String, String),
+    /// The operation cannot be done in the current state of what it touches (a release in
+    /// flight, a group owned by configuration): FAILED_PRECONDITION.
+    #[error("{description}")]
+    Refused {
+        kind: &'static str,
+        subject: &'static str,
+        description: String,
+    },
     #[error("configuration: {0}")]
     Config(String),
     /// The database cannot be reached now; retrying later may work.

@@ -361,11 +361,11 @@ impl Store {
         tenant_id: &str,
         subscription_id: Uuid,
         restock_id: Uuid,
-    ) -> Result<Option<Uuid>, StoreError> {
+    ) -> Result<Option<(Uuid, Option<i32>)>, StoreError> {
         let client = self.client().await?;
         let row = query_opt(
             &client,
-            "SELECT m.message_id FROM releases r \
+            "SELECT m.message_id, m.position FROM releases r \
              JOIN messages m ON m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
              WHERE r.tenant_id = $1 AND r.restock_id = $3 AND m.kind = 'first' \
                AND m.contact_id = (SELECT contact_id FROM subscriptions \
@@ -374,7 +374,7 @@ impl Store {
             &[&tenant_id, &subscription_id, &restock_id],
         )
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     /// One release with its waves and tallies; `NotFound("release")` when the tenant has none
