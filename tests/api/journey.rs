@@ -532,3 +532,127 @@ async fn a_text_the_provider_throttled_does_not_spend_the_phones_cap() {
     assert_eq!(fake.create_requests(), 3);
     assert_eq!(fake.message_count(), 1);
 }
+
+/// One double-opt-in shopper's whole walk, as the API shows it: signed up and asked to
+/// confirm, YES by text, texted at the restock, a click, a purchase credited to the text, and
+/// the subscription CONVERTED. The statuses are printed for the closing note.
+#[tokio::test]
+async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
+    use restock::http::signature::twilio_signature;
+
+    const TENANT: &str = "demo-double-opt-in";
+    let fake = FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |s| {
+        let t = s.tenants.get_mut("demo-double-opt-in").unwrap();
+        t.storefront_url = Some("https://demo.example/".into());
+        t.sender_id = "+15005550019".into();
+    })
+    .await;
+    let phone = "+14155550470";
+    let mut walk = Vec::new();
+    let id = subscribe_to(&app, TENANT, "sku-1", phone, "America/New_York").await;
+    walk.push(format!(
+        "Subscribe -> {:?}",
+        status_of(&app, TENANT, &id).await
+    ));
+    assert_eq!(
+        status_of(&app, TENANT, &id).await,
+        pb::SubscriptionStatus::PendingConfirmation
+    );
+    assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
+    let ask = fake.messages()[0].clone();
+    assert!(ask.body.contains("reply YES"), "{}", ask.body);
+    walk.push(format!("confirmation text: {:?}", ask.body));
+
+    // The shopper answers YES, through the provider's signed webhook.
+    let url = format!("http://{}/webhooks/twilio/inbound", app.http_addr);
+    let params: Vec<(String, String)> = [
+        ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("Body", "YES"),
+        ("From", phone),
+        ("MessageSid", "SM0000000000000000000000000000yes1"),
+        ("NumMedia", "0"),
+        ("NumSegments", "1"),
+        ("To", "+15005550019"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let signature = twilio_signature(&fake.config().auth_token, &url, &params);
+    let a = crate::http::request(
+        app.http_addr,
+        "POST",
+        "/webhooks/twilio/inbound",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", &signature),
+        ],
+        crate::http::form_encode(&params).as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        status_of(&app, TENANT, &id).await,
+        pb::SubscriptionStatus::Active
+    );
+    walk.push(format!("YES -> {:?}", pb::SubscriptionStatus::Active));
+
+    // The restock: one text.
+    let mut inventory =
+        pb::eligibility_service_client::EligibilityServiceClient::new(app.channel.clone());
+    for (event_id, available, seq) in [("walk-1", 0, 1), ("walk-2", 4, 2)] {
+        inventory
+            .report_inventory(pb::ReportInventoryRequest {
+                tenant_id: TENANT.into(),
+                events: vec![crate::inventory::event(
+                    event_id, "sku-1", "web", available, seq,
+                )],
+            })
+            .await
+            .unwrap();
+    }
+    assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
+    let text = fake.messages()[1].clone();
+    assert_eq!(text.to, phone);
+    eventually(Duration::from_secs(10), "NOTIFIED", || async {
+        status_of(&app, TENANT, &id).await == pb::SubscriptionStatus::Notified
+    })
+    .await;
+    walk.push(format!("restock text: {:?} -> NOTIFIED", text.body));
+
+    // The click, then the purchase an hour later.
+    let token = text.body.split("/r/").nth(1).expect("a tracked link")[..22].to_string();
+    let a = crate::http::get(&app, &format!("/r/{token}"), &[]).await;
+    assert_eq!(a.status, 302);
+    walk.push(format!("click -> 302 {}", a.header("location").unwrap()));
+    app.clock.advance(chrono::Duration::hours(1));
+    let bought = crate::dispatch::dispatch(&app)
+        .record_purchase(pb::RecordPurchaseRequest {
+            tenant_id: TENANT.into(),
+            order_id: "walk-1".into(),
+            phone_number: phone.into(),
+            lines: vec![pb::PurchaseLine {
+                variant_id: "sku-1".into(),
+                quantity: 1,
+                total_price: Some(pb::Money {
+                    amount_minor: 5_900,
+                    currency_code: "USD".into(),
+                }),
+                location_id: String::new(),
+            }],
+            purchase_time: Some(crate::purchases::ts(app.clock.now_dt())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    walk.push(format!("RecordPurchase -> {:?}", bought.attributions));
+    assert_eq!(
+        status_of(&app, TENANT, &id).await,
+        pb::SubscriptionStatus::Converted
+    );
+    walk.push("GetSubscription -> CONVERTED".into());
+    for step in &walk {
+        eprintln!("WALK {step}");
+    }
+}
