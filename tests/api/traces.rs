@@ -212,7 +212,10 @@ async fn a_restock_is_traced_from_the_inventory_event_to_the_providers_answer() 
     inventory.report_inventory(request).await.unwrap();
     assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
     let sent = fake.messages()[0].clone();
-    let sent_parent = sent.traceparent.clone().expect("the provider got a traceparent");
+    let sent_parent = sent
+        .traceparent
+        .clone()
+        .expect("the provider got a traceparent");
     // Spans are exported in batches as they end, so a parent (the send batch ends after its
     // provider call) can arrive in a later export than its child: wait for the whole chain.
     let chain = || {
