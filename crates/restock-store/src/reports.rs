@@ -60,11 +60,18 @@ pub struct CurrencyFigures {
     /// Orders with an attributed line in this currency.
     pub orders: u64,
     pub units: u64,
+    /// Revenue of the attributed lines less their refunds.
     pub revenue_minor: i64,
     /// Of `orders`, those placed through a text's link (channel `sms_link`).
     pub last_click_orders: u64,
-    /// Revenue of their attributed lines.
+    /// Revenue of their attributed lines, less their refunds.
     pub last_click_revenue_minor: i64,
+    /// Refund lines of attributed lines, and what they paid back (positive; already taken off
+    /// the revenues). Absent from figures cached before refunds existed: none.
+    #[serde(default)]
+    pub refund_count: u64,
+    #[serde(default)]
+    pub refunded_minor: i64,
 }
 
 /// Signups and product views over whole days in the tenant's time zone.
@@ -350,6 +357,8 @@ impl Figures {
                     y.revenue_minor += x.revenue_minor;
                     y.last_click_orders += x.last_click_orders;
                     y.last_click_revenue_minor += x.last_click_revenue_minor;
+                    y.refund_count += x.refund_count;
+                    y.refunded_minor += x.refunded_minor;
                 }
                 None => self.currencies.push(x.clone()),
             }
@@ -497,8 +506,44 @@ async fn conversions<C: GenericClient>(
             revenue_minor: r.get(3),
             last_click_orders: count(r.get(4)),
             last_click_revenue_minor: r.get(5),
+            refund_count: 0,
+            refunded_minor: 0,
         })
         .collect();
+    // Refunds of attributed lines, whenever made: negative revenue of the refunded line's text.
+    let refunds = format!(
+        "WITH {SCOPE} \
+         SELECT rl.currency, count(*), sum(rl.amount_minor)::bigint, \
+           COALESCE(sum(rl.amount_minor) FILTER (WHERE rl.channel = 'sms_link'), 0)::bigint \
+         FROM refund_lines rl JOIN scope s ON s.tenant_id = rl.tenant_id AND s.release_id = rl.release_id \
+         WHERE rl.basis IN ('text', 'click') GROUP BY rl.currency"
+    );
+    for r in query(c, &refunds, p).await? {
+        let currency: String = r.get(0);
+        let i = match f.currencies.iter().position(|x| x.currency == currency) {
+            Some(i) => i,
+            None => {
+                f.currencies.push(CurrencyFigures {
+                    currency,
+                    orders: 0,
+                    units: 0,
+                    revenue_minor: 0,
+                    last_click_orders: 0,
+                    last_click_revenue_minor: 0,
+                    refund_count: 0,
+                    refunded_minor: 0,
+                });
+                f.currencies.len() - 1
+            }
+        };
+        let x = &mut f.currencies[i];
+        let (amount, last_click): (i64, i64) = (r.get(2), r.get(3));
+        x.refund_count += count(r.get(1));
+        x.refunded_minor += amount;
+        x.revenue_minor -= amount;
+        x.last_click_revenue_minor -= last_click;
+    }
+    f.currencies.sort_by(|a, b| a.currency.cmp(&b.currency));
     Ok(())
 }
 
@@ -841,6 +886,29 @@ impl Store {
                         last_click_revenue_minor: r.get(4),
                     }),
                 }
+            }
+        }
+        // Refunds of the day's attributed lines, taken off its revenue.
+        for r in query(
+            &tx,
+            &format!(
+                "WITH {RELEASES} \
+                 SELECT s.day, rl.currency, sum(rl.amount_minor)::bigint, \
+                   COALESCE(sum(rl.amount_minor) FILTER (WHERE rl.channel = 'sms_link'), 0)::bigint \
+                 FROM scope s JOIN refund_lines rl ON rl.tenant_id = s.tenant_id AND rl.release_id = s.release_id \
+                 WHERE rl.basis IN ('text', 'click') GROUP BY 1, 2"
+            ),
+            &p,
+        )
+        .await?
+        {
+            if let Some(i) = index(&days, r.get(0)) {
+                days[i].add_revenue(DayRevenue {
+                    currency: r.get(1),
+                    orders: 0,
+                    revenue_minor: -r.get::<_, i64>(2),
+                    last_click_revenue_minor: -r.get::<_, i64>(3),
+                });
             }
         }
         // Signups and views by their own local day.
