@@ -44,3 +44,68 @@ CREATE TRIGGER release_figures_stale_refund
     AFTER INSERT ON refund_lines
     FOR EACH ROW WHEN (NEW.release_id IS NOT NULL)
     EXECUTE FUNCTION release_figures_stale_refund();
+
+-- Signup figures from counts kept on write, not a pass over every subscription of a period: a
+-- period report of a tenant with a million signups read them all (3.3 s of its 5 s). Counts
+-- per (tenant, variant, quarter hour of creation): every time zone's offset is a whole number
+-- of quarter hours, so a quarter hour lies within one local day of any zone, and a report adds
+-- the quarters of its days up. '' stands for product-level signups (no variant). Kept by
+-- triggers, like waitlist_counts (V8): every statement that writes both takes signup_counts
+-- first (its insert trigger's name sorts first; a row trigger fires before V8's statement
+-- triggers), rows in key order, so no two statements wait on each other in opposite orders.
+-- Nothing deletes subscriptions (erasure rewrites them): inserts and confirmations are all
+-- there is to count.
+CREATE TABLE signup_counts (
+    tenant_id              text        NOT NULL,
+    variant_id             text        NOT NULL,
+    quarter                timestamptz NOT NULL,
+    signups                bigint      NOT NULL,
+    confirmation_requested bigint      NOT NULL,
+    confirmed              bigint      NOT NULL,
+    PRIMARY KEY (tenant_id, variant_id, quarter)
+);
+
+CREATE FUNCTION signup_quarter(at timestamptz) RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
+    SELECT date_bin(interval '15 minutes', at, timestamptz '2000-01-01 00:00:00+00');
+$$;
+
+CREATE FUNCTION signup_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO signup_counts AS c (tenant_id, variant_id, quarter, signups, confirmation_requested, confirmed)
+    SELECT n.tenant_id, COALESCE(n.variant_id, ''), signup_quarter(n.created_at), count(*),
+        count(*) FILTER (WHERE n.confirmation_requested), count(n.confirmed_at)
+    FROM new_rows n GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, variant_id, quarter) DO UPDATE SET
+        signups = c.signups + EXCLUDED.signups,
+        confirmation_requested = c.confirmation_requested + EXCLUDED.confirmation_requested,
+        confirmed = c.confirmed + EXCLUDED.confirmed;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER subscriptions_signup_counts_insert
+    AFTER INSERT ON subscriptions REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION signup_counts_insert();
+
+-- A confirmation (or, by a repair, its removal): only rows whose confirmed_at changes fire.
+CREATE FUNCTION signup_counts_confirmed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO signup_counts AS c (tenant_id, variant_id, quarter, signups, confirmation_requested, confirmed)
+    VALUES (NEW.tenant_id, COALESCE(NEW.variant_id, ''), signup_quarter(NEW.created_at), 0, 0,
+        CASE WHEN NEW.confirmed_at IS NULL THEN -1 ELSE 1 END)
+    ON CONFLICT (tenant_id, variant_id, quarter) DO UPDATE SET confirmed = c.confirmed + EXCLUDED.confirmed;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER subscriptions_signup_counts_confirmed
+    AFTER UPDATE ON subscriptions
+    FOR EACH ROW WHEN ((OLD.confirmed_at IS NULL) <> (NEW.confirmed_at IS NULL))
+    EXECUTE FUNCTION signup_counts_confirmed();
+
+INSERT INTO signup_counts (tenant_id, variant_id, quarter, signups, confirmation_requested, confirmed)
+SELECT tenant_id, COALESCE(variant_id, ''), signup_quarter(created_at), count(*),
+    count(*) FILTER (WHERE confirmation_requested), count(confirmed_at)
+FROM subscriptions GROUP BY 1, 2, 3;
+
+-- The median time to confirm reads the confirmed double opt-ins alone.
+CREATE INDEX subscriptions_confirmed_by_created ON subscriptions (tenant_id, created_at)
+    INCLUDE (variant_id, confirmed_at) WHERE confirmation_requested AND confirmed_at IS NOT NULL;

@@ -570,7 +570,6 @@ async fn one_restock(
         } else {
             t.message
                 .send_time
-                .clone()
                 .context("a sent text without its time")?
         };
         let quantity = if t.shopper.rng.random_bool(0.1) { 2 } else { 1 };
@@ -598,10 +597,7 @@ async fn one_restock(
         truth.holdout_buyers += 1;
         let quantity = 1;
         let delay = s.rng.random_range(5..240);
-        let since = m
-            .create_time
-            .clone()
-            .context("a message without its time")?;
+        let since = m.create_time.context("a message without its time")?;
         orders.push((
             s.phone.clone(),
             since,
@@ -906,7 +902,7 @@ fn lift_cell(l: &pb::ConversionLift) -> String {
                 .unwrap_or("?")
         );
     }
-    let i = l.difference_interval.clone().unwrap_or_default();
+    let i = l.difference_interval.unwrap_or_default();
     format!(
         "{:+.1} pts [{:+.1}, {:+.1}]{}",
         l.difference * 100.0,
@@ -972,7 +968,7 @@ pub fn render(o: &Outcome) -> String {
     let mut rows = Vec::new();
     for r in &o.restocks {
         let p = &r.report;
-        let lift = p.lift.clone().unwrap_or_default();
+        let lift = p.lift.unwrap_or_default();
         for c in &p.revenue {
             let inc = c.incremental_revenue.as_ref();
             rows.push(vec![
@@ -1091,7 +1087,7 @@ pub fn render(o: &Outcome) -> String {
             "total: {} restocks, {} texts sent, lift {}\n",
             r.release_count,
             r.sent_count,
-            lift_cell(&r.lift.clone().unwrap_or_default())
+            lift_cell(&r.lift.unwrap_or_default())
         ));
     }
     out

@@ -22,7 +22,7 @@ impl Pace for TestClock {
 }
 
 fn parts(r: &Option<pb::Ratio>) -> (u64, u64) {
-    let r = r.clone().expect("a ratio");
+    let r = (*r).expect("a ratio");
     (r.numerator, r.denominator)
 }
 
@@ -129,7 +129,7 @@ async fn the_demo_simulation_reports_every_count_it_drew_and_an_interval_holding
         check(t, &r.report, what, r.restock.currency);
         let lift = r.report.lift.as_ref().unwrap();
         assert!(lift.available, "{what}");
-        let i = lift.difference_interval.clone().unwrap();
+        let i = lift.difference_interval.unwrap();
         assert!(
             i.lower <= o.true_lift && o.true_lift <= i.upper,
             "{what}: true lift {} outside [{}, {}]",
