@@ -766,6 +766,29 @@ async fn a_refund_is_negative_revenue_of_the_refunded_lines_text_even_after_ever
         money_by_currency(answer.report.as_ref().unwrap()),
         money_by_currency(&after)
     );
+    // The export nets them per text too: the $30 order and the €15 one are wholly paid back.
+    let exported: Vec<(String, Vec<(String, i64)>)> = export(
+        &app,
+        t1 - chrono::Duration::days(1),
+        t1 + chrono::Duration::days(1),
+    )
+    .await
+    .into_iter()
+    .flat_map(|b| b.messages)
+    .map(|e| {
+        (
+            e.message.unwrap().phone_number,
+            e.attributed_revenue
+                .into_iter()
+                .map(|m| (m.currency_code, m.amount_minor))
+                .collect(),
+        )
+    })
+    .collect();
+    let of = |phone: &str| exported.iter().find(|(p, _)| p == phone).unwrap().1.clone();
+    assert_eq!(of(&p[0]), [("USD".to_string(), 0)]);
+    assert_eq!(of(&p[1]), [("USD".to_string(), 2_000)]);
+    assert_eq!(of(&p[2]), [("EUR".to_string(), 0)]);
 }
 
 const STATUS_PATH: &str = "/webhooks/twilio/status";
