@@ -14,6 +14,12 @@ run *flags:
     scripts/services.sh up
     source target/services/env && RESTOCK_CONFIG="${RESTOCK_CONFIG:-config/dev.toml}" cargo run --quiet --bin restock -- serve {{flags}}
 
+# Drive the server `just run` started through a simulated program (thousands of shoppers, four
+# restocks, a holdout, deliveries, clicks, STOP replies, purchases) and print its reports
+# (`just demo --seed 42 --shoppers 500`).
+demo *flags:
+    cargo run --quiet --bin demo -- {{flags}}
+
 # Run the whole test suite against real Postgres and Redis.
 test *flags:
     scripts/services.sh up

@@ -157,6 +157,10 @@ pub fn token_hash(token: &str) -> String {
 /// is refused whenever gRPC listens beyond loopback, whatever credential name carries it.
 pub const DEV_TOKEN: &str = "restock-dev-token-do-not-use-in-production";
 
+/// The webhook signing key `config/dev.toml` publishes so `just demo` can post delivery reports
+/// and replies to a server on the log provider. Refused whenever HTTP listens beyond loopback.
+pub const DEV_WEBHOOK_TOKEN: &str = "restock-dev-webhook-token-do-not-use-in-production";
+
 /// A list in configuration: a TOML array, or one string with the names separated by commas or
 /// spaces (what an environment variable can carry).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -367,6 +367,22 @@ impl Settings {
                 "the twilio provider needs sms.twilio_account_sid and sms.twilio_auth_token",
             );
         }
+        // The development webhook key is public: only webhooks nobody else can reach may trust it.
+        for (key, token) in [
+            ("sms.twilio_auth_token", &self.sms.twilio_auth_token),
+            (
+                "sms.fallback_twilio_auth_token",
+                &self.sms.fallback_twilio_auth_token,
+            ),
+        ] {
+            if token == crate::auth::DEV_WEBHOOK_TOKEN && !self.http.host.is_loopback() {
+                return bad(
+                    key,
+                    "the development webhook token is published in config/dev.toml and is \
+                     refused while http.host is not a loopback address",
+                );
+            }
+        }
         let d = &self.dispatch;
         for (key, value) in [
             ("dispatch.batch_size", d.batch_size),
@@ -514,6 +530,23 @@ mod tests {
             e.to_string().contains("auth.credentials.shop.token_sha256"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_development_webhook_token_is_refused_beyond_loopback_and_its_tenants_text_all_day() {
+        let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev.toml");
+        let s = Settings::load_from(Some(Path::new(dev)), env(&[])).unwrap();
+        assert_eq!(s.sms.twilio_auth_token, crate::auth::DEV_WEBHOOK_TOKEN);
+        for t in ["sim-immediate", "sim-staged", "sim-proportional"] {
+            let p = &s.tenants[t];
+            assert_eq!(p.quiet_hours_start, p.quiet_hours_end, "{t} texts all day");
+        }
+        let e = Settings::load_from(
+            Some(Path::new(dev)),
+            env(&[("RESTOCK__HTTP__HOST", "0.0.0.0")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("sms.twilio_auth_token"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod confirm;
+pub mod demo;
 pub mod dispatch;
 pub mod error;
 pub mod grpc;

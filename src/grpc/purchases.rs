@@ -1,12 +1,15 @@
 //! RecordPurchase: orders in, idempotent on the order id, each line attributed to the latest
-//! text about its variant within the tenant's windows.
+//! text about its variant within the tenant's windows; and refunds (`refunded_order_id`),
+//! credited to what the refunded lines were credited to.
 
 use std::collections::HashSet;
 
 use chrono::Duration;
 use restock_domain::erasure;
 use restock_domain::report::PurchaseChannel;
-use restock_store::purchases::{NewLine, NewPurchase, Recorded, Windows};
+use restock_store::purchases::{
+    NewLine, NewPurchase, NewRefund, Recorded, RefundRecorded, Windows,
+};
 use sha2::{Digest, Sha256};
 
 use super::validate::Violations;
@@ -38,7 +41,13 @@ pub async fn record(
             &req.default_region,
         )
     };
-    if req.customer_id.trim().is_empty() && req.phone_number.trim().is_empty() {
+    let refunded_order_id = v.text("refunded_order_id", &req.refunded_order_id, 128, false);
+    if refunded_order_id.is_some() && req.refunded_order_id == req.order_id {
+        v.add("refunded_order_id", "must not be the refund's own order_id");
+    }
+    let refund = refunded_order_id.is_some();
+    // A refund's buyer is the refunded order's.
+    if !refund && req.customer_id.trim().is_empty() && req.phone_number.trim().is_empty() {
         v.add("customer_id", "customer_id or phone_number is required");
     }
     let purchased_at = v.past_time("purchase_time", req.purchase_time.as_ref(), now, true);
@@ -69,8 +78,10 @@ pub async fn record(
                 v.add(f("variant_id"), "names a variant of an earlier line");
             }
         }
-        if line.quantity == 0 || line.quantity > MAX_QUANTITY {
-            v.add(f("quantity"), format!("must be 1 to {MAX_QUANTITY}"));
+        // A refund may pay money back without a return.
+        let least = if refund { 0 } else { 1 };
+        if line.quantity < least || line.quantity > MAX_QUANTITY {
+            v.add(f("quantity"), format!("must be {least} to {MAX_QUANTITY}"));
         }
         let location_id = v.id(&f("location_id"), &line.location_id, false);
         let price = match &line.total_price {
@@ -94,7 +105,12 @@ pub async fn record(
                 } else {
                     currency.get_or_insert_with(|| code.to_string());
                 }
-                if m.amount_minor < 0 {
+                if refund && m.amount_minor <= 0 {
+                    v.add(
+                        f("total_price.amount_minor"),
+                        "must be positive: the amount paid back",
+                    );
+                } else if m.amount_minor < 0 {
                     v.add(f("total_price.amount_minor"), "must not be negative");
                 }
                 Some((m.amount_minor, code.to_string()))
@@ -130,7 +146,11 @@ pub async fn record(
             .to_be_bytes(),
     );
     // Only a known channel is digested, so an order recorded before channels existed digests
-    // as it did then.
+    // as it did then; likewise the refunded order, after a separator no order id holds.
+    if let Some(refunded) = &refunded_order_id {
+        digest.update([0x1c]);
+        digest.update(refunded.as_bytes());
+    }
     if channel != PurchaseChannel::Unknown {
         digest.update(channel.as_str().as_bytes());
         digest.update([0x1d]);
@@ -149,6 +169,40 @@ pub async fn record(
         );
     }
     let order_id = order_id.expect("validated");
+    if let Some(refunded_order_id) = refunded_order_id {
+        let refund = NewRefund {
+            refund_id: order_id,
+            order_id: refunded_order_id,
+            lines,
+            refunded_at: purchased_at.expect("validated"),
+            request_hash: digest.finalize().to_vec(),
+        };
+        let (created, attributions) =
+            match state.store.record_refund(&tenant_id, &refund, now).await? {
+                RefundRecorded::Created(a) => (true, a),
+                RefundRecorded::Repeated(a) => (false, a),
+                RefundRecorded::Conflict => {
+                    return Err(ApiError::AlreadyExists(format!(
+                        "order \"{}\" was recorded with other content",
+                        refund.refund_id
+                    )))
+                }
+                RefundRecorded::OrderNotFound => {
+                    return Err(ApiError::NotFound(format!(
+                        "order \"{}\" to refund not found",
+                        refund.order_id
+                    )))
+                }
+                RefundRecorded::Refused { index, reason } => {
+                    return Err(ApiError::FailedPrecondition {
+                        kind: "REFUND",
+                        subject: format!("lines[{index}]"),
+                        description: format!("lines[{index}] {reason}"),
+                    })
+                }
+            };
+        return Ok(response(created, attributions));
+    }
     let purchase = NewPurchase {
         erased_order_id: erasure::erase(&state.erasure_key, &order_id),
         order_id,
@@ -177,7 +231,14 @@ pub async fn record(
             )))
         }
     };
-    Ok(pb::RecordPurchaseResponse {
+    Ok(response(created, attributions))
+}
+
+fn response(
+    created: bool,
+    attributions: Vec<restock_store::purchases::Attribution>,
+) -> pb::RecordPurchaseResponse {
+    pb::RecordPurchaseResponse {
         created,
         attributions: attributions
             .into_iter()
@@ -194,5 +255,5 @@ pub async fn record(
                 subscription_id: a.subscription_id.map(|m| m.to_string()).unwrap_or_default(),
             })
             .collect(),
-    })
+    }
 }

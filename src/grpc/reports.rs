@@ -176,6 +176,8 @@ fn shape(
                 revenue: Some(money(c.revenue_minor)),
                 last_click_conversion_count: c.last_click_orders,
                 last_click_revenue: Some(money(c.last_click_revenue_minor)),
+                refund_count: c.refund_count,
+                refunded: Some(money(c.refunded_minor)),
                 revenue_per_text: per(f.sent_count),
                 revenue_per_subscriber: per(f.recipient_count),
                 incremental_revenue: lift.as_ref().ok().and_then(|l| {
@@ -414,6 +416,8 @@ mod tests {
             revenue_minor: minor,
             last_click_orders: 0,
             last_click_revenue_minor: 0,
+            refund_count: 0,
+            refunded_minor: 0,
         };
         let mut a = Figures {
             sent_count: 10,
@@ -478,6 +482,8 @@ mod tests {
                 revenue_minor: 5_000,
                 last_click_orders: 0,
                 last_click_revenue_minor: 0,
+                refund_count: 0,
+                refunded_minor: 0,
             }],
             ..Figures::default()
         };

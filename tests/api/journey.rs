@@ -292,6 +292,48 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
         .map(|r| r.get(0))
         .collect();
     assert_eq!(statuses, ["sent", "sent", "sent"]);
+
+    // The confirmation rate: four asked, Ann's three confirmed, Bob's lapsed one asked and
+    // never confirmed; the median wait is the middle of Ann's three.
+    let confirmed_at = afternoon + chrono::Duration::hours(24) + chrono::Duration::minutes(1);
+    let mut waits = Vec::new();
+    for id in [&ann_1, &ann_2, &ann_3] {
+        let created = app
+            .waitlist()
+            .get_subscription(pb::GetSubscriptionRequest {
+                tenant_id: TENANT.into(),
+                subscription_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription
+            .unwrap()
+            .create_time
+            .unwrap();
+        waits.push(confirmed_at.timestamp() - created.seconds);
+    }
+    waits.sort_unstable();
+    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    };
+    let s = crate::dispatch::dispatch(&app)
+        .get_period_report(pb::GetPeriodReportRequest {
+            tenant_id: TENANT.into(),
+            start_time: Some(ts(afternoon - chrono::Duration::days(2))),
+            end_time: Some(ts(afternoon + chrono::Duration::days(3))),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap()
+        .signups
+        .unwrap();
+    let rate = s.confirmation_rate.unwrap();
+    assert_eq!((rate.numerator, rate.denominator), (3, 4));
+    assert_eq!(s.time_to_confirm_median.unwrap().seconds, waits[1]);
 }
 
 /// A shopper who opts out while their confirmation waits for the morning is never asked.

@@ -4,6 +4,7 @@
 mod auth;
 mod bounds;
 mod counters;
+mod demo;
 mod dispatch;
 mod eligibility;
 mod erasure;

@@ -548,6 +548,249 @@ async fn last_click_revenue_is_the_part_of_assisted_revenue_bought_through_the_t
     assert_eq!(on.signup_count, 4);
 }
 
+/// A refund of `order` (lines of `variant`): `minor` paid back at `at`, the unit returned
+/// when `minor` is at least 1,500 (else a price adjustment, none returned).
+fn refund(
+    id: &str,
+    order: &str,
+    variant: &str,
+    minor: i64,
+    currency: &str,
+    at: DateTime<Utc>,
+) -> pb::RecordPurchaseRequest {
+    pb::RecordPurchaseRequest {
+        tenant_id: "demo".into(),
+        order_id: id.into(),
+        refunded_order_id: order.into(),
+        lines: vec![pb::PurchaseLine {
+            variant_id: variant.into(),
+            quantity: u32::from(minor >= 1_500),
+            total_price: Some(pb::Money {
+                amount_minor: minor,
+                currency_code: currency.into(),
+            }),
+            location_id: String::new(),
+        }],
+        purchase_time: Some(ts(at)),
+        ..Default::default()
+    }
+}
+
+fn money_by_currency(r: &pb::AttributionReport) -> Vec<(String, u64, u64, i64, i64, u64, i64)> {
+    r.revenue
+        .iter()
+        .map(|c| {
+            (
+                c.currency_code.clone(),
+                c.conversion_count,
+                c.units,
+                c.revenue.as_ref().unwrap().amount_minor,
+                c.last_click_revenue.as_ref().unwrap().amount_minor,
+                c.refund_count,
+                c.refunded.as_ref().unwrap().amount_minor,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refund_is_negative_revenue_of_the_refunded_lines_text_even_after_every_window() {
+    use pb::PurchaseChannel::{SmsLink, Web};
+    let fake = FakeTwilio::start().await.unwrap();
+    let p = phones(3, 960);
+    let app = texted(&fake, &p).await;
+    let mut client = dispatch(&app);
+    app.clock.advance(chrono::Duration::hours(1));
+    let t1 = app.clock.now_dt();
+    let mut first = Vec::new();
+    for o in [
+        order("o-1", &p[0], 3_000, "USD", t1, SmsLink),
+        order("o-2", &p[1], 2_000, "USD", t1, Web),
+        order("o-3", &p[2], 1_500, "EUR", t1, Web),
+    ] {
+        first.push(
+            client
+                .record_purchase(o)
+                .await
+                .unwrap()
+                .into_inner()
+                .attributions[0]
+                .clone(),
+        );
+    }
+    let before = release_report(&app).await;
+    assert_eq!(
+        money_by_currency(&before),
+        [
+            ("EUR".to_string(), 1, 1, 1_500, 0, 0, 0),
+            ("USD".to_string(), 2, 2, 5_000, 3_000, 0, 0),
+        ]
+    );
+
+    // 40 days on, past the 7-day click and 24-hour text windows: still the text's revenue.
+    let late = t1 + chrono::Duration::days(40);
+    app.clock.set(late);
+    let r1 = client
+        .record_purchase(refund("r-1", "o-1", "sku-1", 1_000, "USD", late))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r1.created);
+    assert_eq!(
+        r1.attributions,
+        first[..1],
+        "credited as the refunded line was"
+    );
+    client
+        .record_purchase(refund("r-2", "o-3", "sku-1", 1_500, "EUR", late))
+        .await
+        .unwrap();
+    // Again is the same answer; other content under the same id is another refund.
+    let again = client
+        .record_purchase(refund("r-1", "o-1", "sku-1", 1_000, "USD", late))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (again.created, again.attributions),
+        (false, r1.attributions.clone())
+    );
+    let err = client
+        .record_purchase(refund("r-1", "o-1", "sku-1", 999, "USD", late))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    // An order's id is not a refund's.
+    let err = client
+        .record_purchase(refund("o-2", "o-1", "sku-1", 1, "USD", late))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // Never more than the line cost, in all; only its own currency and variant; a known order.
+    for (req, code) in [
+        (
+            refund("r-3", "o-1", "sku-1", 2_001, "USD", late),
+            Code::FailedPrecondition,
+        ),
+        (
+            refund("r-3", "o-2", "sku-1", 100, "EUR", late),
+            Code::FailedPrecondition,
+        ),
+        (
+            refund("r-3", "o-2", "sku-2", 100, "USD", late),
+            Code::FailedPrecondition,
+        ),
+        (
+            refund("r-3", "o-404", "sku-1", 100, "USD", late),
+            Code::NotFound,
+        ),
+        (
+            refund("r-3", "r-1", "sku-1", 100, "USD", late),
+            Code::NotFound,
+        ),
+    ] {
+        let err = client.record_purchase(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+    }
+    // Nothing of the refused refunds was written, not even their id.
+    assert_eq!(app.count("purchases WHERE order_id = 'r-3'").await, 0);
+    for (minor, own_id, field) in [
+        (0, "r-4", "lines[0].total_price.amount_minor"),
+        (-5, "r-4", "lines[0].total_price.amount_minor"),
+        (5, "o-1", "refunded_order_id"),
+    ] {
+        let err = client
+            .record_purchase(refund(own_id, "o-1", "sku-1", minor, "USD", late))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&err), [field]);
+    }
+    // What is left of the line can be paid back.
+    client
+        .record_purchase(refund("r-3", "o-1", "sku-1", 2_000, "USD", late))
+        .await
+        .unwrap();
+
+    // Net revenue; the orders, units and the lift are untouched: a refund is not an order.
+    let after = release_report(&app).await;
+    assert_eq!(
+        money_by_currency(&after),
+        [
+            ("EUR".to_string(), 1, 1, 0, 0, 1, 1_500),
+            ("USD".to_string(), 2, 2, 2_000, 0, 2, 3_000),
+        ]
+    );
+    assert_eq!(
+        parts(&after.conversion_rate),
+        parts(&before.conversion_rate)
+    );
+    let lift = |r: &pb::AttributionReport| parts(&r.lift.as_ref().unwrap().treatment_conversion);
+    assert_eq!(lift(&after), lift(&before));
+    assert_eq!(
+        after.revenue[1]
+            .revenue_per_text
+            .as_ref()
+            .unwrap()
+            .amount_minor,
+        667,
+        "2,000 over 3 texts, rounded"
+    );
+
+    // The period's day of the release nets the refunds too.
+    let day = t1.date_naive();
+    let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap());
+    let answer = dispatch(&app)
+        .get_period_report(pb::GetPeriodReportRequest {
+            tenant_id: "demo".into(),
+            start_time: Some(ts(start)),
+            end_time: Some(ts(start + chrono::Duration::days(1))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let revenue: Vec<_> = answer.days[0]
+        .revenue
+        .iter()
+        .map(|x| {
+            (
+                x.currency_code.as_str(),
+                x.conversion_count,
+                x.revenue.as_ref().unwrap().amount_minor,
+                x.last_click_revenue.as_ref().unwrap().amount_minor,
+            )
+        })
+        .collect();
+    assert_eq!(revenue, [("EUR", 1, 0, 0), ("USD", 2, 2_000, 0)]);
+    assert_eq!(
+        money_by_currency(answer.report.as_ref().unwrap()),
+        money_by_currency(&after)
+    );
+    // The export nets them per text too: the $30 order and the €15 one are wholly paid back.
+    let exported: Vec<(String, Vec<(String, i64)>)> = export(
+        &app,
+        t1 - chrono::Duration::days(1),
+        t1 + chrono::Duration::days(1),
+    )
+    .await
+    .into_iter()
+    .flat_map(|b| b.messages)
+    .map(|e| {
+        (
+            e.message.unwrap().phone_number,
+            e.attributed_revenue
+                .into_iter()
+                .map(|m| (m.currency_code, m.amount_minor))
+                .collect(),
+        )
+    })
+    .collect();
+    let of = |phone: &str| exported.iter().find(|(p, _)| p == phone).unwrap().1.clone();
+    assert_eq!(of(&p[0]), [("USD".to_string(), 0)]);
+    assert_eq!(of(&p[1]), [("USD".to_string(), 2_000)]);
+    assert_eq!(of(&p[2]), [("EUR".to_string(), 0)]);
+}
+
 const STATUS_PATH: &str = "/webhooks/twilio/status";
 
 /// Posts a signed delivery report with an error code for `sid`.

@@ -799,9 +799,15 @@ async fn dispatch_figures(
     Ok(vec![timeline(&small), timeline(&big)])
 }
 
+/// This run's database of the reports section.
+fn reports_database() -> String {
+    format!("restock_bench_reports_{}", std::process::id())
+}
+
 /// Reports over 1,000,000 messages (see `reports.rs`), against one plain scan of them.
 async fn report_figures(db: &str, admin: &str, figures: &mut Figures) -> anyhow::Result<()> {
-    let name = "restock_bench_reports";
+    // Named per run, so a bench running beside it (another checkout) cannot drop it midway.
+    let name = &reports_database();
     recreate(admin, name).await?;
     eprintln!("reports: seeding 1,000,000 messages...");
     let t = reports::measure(&with_database(db, name)).await?;
@@ -836,7 +842,11 @@ async fn cleanup(admin: &str, redis_url: &str, run: &str) {
         Ok(_) if keep => eprintln!("RESTOCK_BENCH_KEEP: the bench databases are kept"),
         Ok((client, conn)) => {
             tokio::spawn(conn);
-            for name in DATABASES {
+            for name in DATABASES
+                .iter()
+                .map(|n| n.to_string())
+                .chain([reports_database()])
+            {
                 let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                 if let Err(e) = client.execute(&drop, &[]).await {
                     eprintln!("cleanup: dropping {name}: {e}");

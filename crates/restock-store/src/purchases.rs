@@ -236,3 +236,168 @@ async fn attribute(
         subscription_id: None,
     })
 }
+
+/// A refund to record: lines of an earlier order paid back.
+#[derive(Debug, Clone)]
+pub struct NewRefund {
+    /// The refund's own id, idempotent like an order id.
+    pub refund_id: String,
+    /// The order refunded.
+    pub order_id: String,
+    /// Per line: the variant, the units returned and the amount paid back (positive).
+    pub lines: Vec<NewLine>,
+    pub refunded_at: DateTime<Utc>,
+    pub request_hash: Vec<u8>,
+}
+
+/// What became of a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundRecorded {
+    /// Recorded; each line credited as the refunded line was.
+    Created(Vec<Attribution>),
+    /// The same refund was recorded before: its first answer.
+    Repeated(Vec<Attribution>),
+    /// The refund id was recorded with other content (or is an order's id).
+    Conflict,
+    /// The refunded order was never recorded.
+    OrderNotFound,
+    /// Line `index` cannot be refunded, for the reason given; nothing was recorded.
+    Refused { index: usize, reason: String },
+}
+
+impl Store {
+    /// Records a refund once: each line is checked against the refunded order's line of its
+    /// variant (same currency, units and amount within what is left of it) and credited to
+    /// what that line was credited to. The refunded lines are locked, so two refunds of one
+    /// line cannot together pay back more than it cost.
+    pub async fn record_refund(
+        &self,
+        tenant_id: &str,
+        r: &NewRefund,
+        now: DateTime<Utc>,
+    ) -> Result<RefundRecorded, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let inserted = execute(
+            &tx,
+            "INSERT INTO purchases (tenant_id, order_id, request_hash, purchased_at, recorded_at, refunded_order_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, order_id) DO NOTHING",
+            &[&tenant_id, &r.refund_id, &r.request_hash, &r.refunded_at, &now, &r.order_id],
+        )
+        .await?;
+        if inserted == 0 {
+            let row = query_opt(
+                &tx,
+                "SELECT request_hash, refunded_order_id FROM purchases WHERE tenant_id = $1 AND order_id = $2",
+                &[&tenant_id, &r.refund_id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("purchase"))?;
+            if row.get::<_, Vec<u8>>(0) != r.request_hash
+                || row.get::<_, Option<String>>(1).is_none()
+            {
+                return Ok(RefundRecorded::Conflict);
+            }
+            let lines = query(
+                &tx,
+                "SELECT rl.variant_id, rl.basis, rl.message_id, rl.release_id, pl.subscription_id \
+                 FROM refund_lines rl LEFT JOIN purchase_lines pl ON pl.tenant_id = rl.tenant_id \
+                   AND pl.order_id = rl.order_id AND pl.line_number = rl.order_line_number \
+                 WHERE rl.tenant_id = $1 AND rl.refund_id = $2 ORDER BY rl.line_number",
+                &[&tenant_id, &r.refund_id],
+            )
+            .await?;
+            return Ok(RefundRecorded::Repeated(
+                lines
+                    .iter()
+                    .map(|x| Attribution {
+                        variant_id: x.get(0),
+                        basis: x.get(1),
+                        message_id: x.get(2),
+                        release_id: x.get(3),
+                        subscription_id: x.get(4),
+                    })
+                    .collect(),
+            ));
+        }
+        let order = query_opt(
+            &tx,
+            "SELECT refunded_order_id IS NULL FROM purchases WHERE tenant_id = $1 AND order_id = $2",
+            &[&tenant_id, &r.order_id],
+        )
+        .await?;
+        if order.is_none_or(|o| !o.get::<_, bool>(0)) {
+            return Ok(RefundRecorded::OrderNotFound);
+        }
+        let mut out = Vec::with_capacity(r.lines.len());
+        for (i, line) in r.lines.iter().enumerate() {
+            let Some(o) = query_opt(
+                &tx,
+                "SELECT pl.line_number, pl.quantity, pl.total_minor, pl.currency, pl.basis, pl.message_id, \
+                   pl.release_id, pl.subscription_id, pl.channel \
+                 FROM purchase_lines pl WHERE pl.tenant_id = $1 AND pl.order_id = $2 AND pl.variant_id = $3 \
+                 FOR UPDATE",
+                &[&tenant_id, &r.order_id, &line.variant_id],
+            )
+            .await?
+            else {
+                return Ok(RefundRecorded::Refused {
+                    index: i,
+                    reason: "is not a line of the refunded order".into(),
+                });
+            };
+            let (number, quantity, total, currency): (i32, i32, i64, String) =
+                (o.get(0), o.get(1), o.get(2), o.get(3));
+            if currency != line.currency {
+                return Ok(RefundRecorded::Refused {
+                    index: i,
+                    reason: format!("is in {currency}, the refunded line's currency"),
+                });
+            }
+            let before = query_opt(
+                &tx,
+                "SELECT COALESCE(sum(quantity), 0)::bigint, COALESCE(sum(amount_minor), 0)::bigint \
+                 FROM refund_lines WHERE tenant_id = $1 AND order_id = $2 AND order_line_number = $3",
+                &[&tenant_id, &r.order_id, &number],
+            )
+            .await?
+            .map(|x| (x.get::<_, i64>(0), x.get::<_, i64>(1)))
+            .unwrap_or((0, 0));
+            if before.0 + i64::from(line.quantity) > i64::from(quantity)
+                || before.1 + line.total_minor > total
+            {
+                return Ok(RefundRecorded::Refused {
+                    index: i,
+                    reason: format!(
+                        "exceeds what is left to refund of the line: {} units, {} minor units",
+                        i64::from(quantity) - before.0,
+                        total - before.1
+                    ),
+                });
+            }
+            let a = Attribution {
+                variant_id: line.variant_id.clone(),
+                basis: o.get(4),
+                message_id: o.get(5),
+                release_id: o.get(6),
+                subscription_id: o.get(7),
+            };
+            let channel: String = o.get(8);
+            execute(
+                &tx,
+                "INSERT INTO refund_lines (tenant_id, refund_id, line_number, order_id, order_line_number, variant_id, \
+                   quantity, amount_minor, currency, refunded_at, basis, message_id, release_id, channel, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                &[
+                    &tenant_id, &r.refund_id, &(i as i32 + 1), &r.order_id, &number, &line.variant_id,
+                    &line.quantity, &line.total_minor, &line.currency, &r.refunded_at, &a.basis,
+                    &a.message_id, &a.release_id, &channel, &now,
+                ],
+            )
+            .await?;
+            out.push(a);
+        }
+        tx.commit().await?;
+        Ok(RefundRecorded::Created(out))
+    }
+}

@@ -661,6 +661,26 @@ impl Store {
                 Some(currency) => o.revenue.push((currency, r.get(3))),
             }
         }
+        // Refunds of those lines, taken off their revenue.
+        for r in query(
+            &client,
+            "SELECT message_id, currency, sum(amount_minor)::bigint FROM refund_lines \
+             WHERE tenant_id = $1 AND release_id = ANY($2) AND message_id = ANY($3) \
+               AND basis IN ('text', 'click') GROUP BY 1, 2",
+            &[&tenant_id, &releases, &ids],
+        )
+        .await?
+        {
+            let o = outcomes.entry(r.get(0)).or_default();
+            let (currency, refunded): (String, i64) = (r.get(1), r.get(2));
+            match o.revenue.iter_mut().find(|(c, _)| *c == currency) {
+                Some((_, minor)) => *minor -= refunded,
+                None => {
+                    o.revenue.push((currency, -refunded));
+                    o.revenue.sort();
+                }
+            }
+        }
         Ok(messages
             .into_iter()
             .map(|m| {
