@@ -127,6 +127,30 @@ fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider
     })
 }
 
+/// The TLS of the gRPC listener, from the files `grpc.tls` names.
+fn server_tls(
+    tls: &crate::config::TlsSettings,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &str, key: &str| {
+        std::fs::read(path).with_context(|| format!("reading {path} (grpc.tls.{key})"))
+    };
+    let identity = Identity::from_pem(
+        read(&tls.cert_path, "cert_path")?,
+        read(&tls.key_path, "key_path")?,
+    );
+    // A client that never finishes its handshake is dropped rather than held open.
+    let mut config = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = &tls.client_ca_path {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca, "client_ca_path")?))
+            .client_auth_optional(!tls.client_cert_required);
+    }
+    Ok(config)
+}
+
 /// A built server, bound but not yet serving.
 pub struct Application {
     listener: TcpListener,
@@ -134,6 +158,8 @@ pub struct Application {
     engine: Option<Arc<crate::dispatch::Engine>>,
     state: Arc<AppState>,
     settings: Settings,
+    /// The gRPC listener's TLS, its files read at build so a bad one stops the start.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Application {
@@ -238,12 +264,14 @@ impl Application {
         } else {
             None
         };
+        let tls = settings.grpc.tls.as_ref().map(server_tls).transpose()?;
         Ok(Self {
             listener,
             http_listener,
             engine,
             state,
             settings,
+            tls,
         })
     }
 
@@ -271,6 +299,7 @@ impl Application {
             engine,
             state,
             settings,
+            tls,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::set_all(&reporter, ServingStatus::NotServing).await;
@@ -340,7 +369,13 @@ impl Application {
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         // Turns new calls away once draining, and counts the calls the drain waits for.
         let drain = crate::shutdown::Drain::new(state.draining.subscribe());
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .context("grpc.tls: the certificate, key or client CA cannot be used")?;
+        }
+        let server = builder
             // hyper's h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM, "too_many_data_frames")
             // once the small DATA frames it buffers cost more than half the connection window.
             // A small stream window bounds what one stream can buffer (a producer waits for
