@@ -237,11 +237,25 @@ impl Application {
             draining: watch::channel(false).0,
             page_tokens,
         });
+        if crate::telemetry::otlp_enabled() {
+            let store = state.store.clone();
+            state
+                .metrics
+                .export_otlp(&opentelemetry::global::meter("restock"), move || {
+                    store.pool_status()
+                });
+        }
         let engine = if settings.dispatch.enabled {
             Some(Arc::new(crate::dispatch::Engine {
                 provider: provider(&settings)?,
                 caps: restock_caps::Caps::connect(&settings.redis.url, &settings.redis.key_prefix)
-                    .context("redis.url")?,
+                    .context("redis.url")?
+                    .with_round_trip_observer({
+                        let metrics = state.metrics.clone();
+                        restock_caps::RoundTripObserver::new(move |took| {
+                            metrics.redis_round_trip(took.as_secs_f64())
+                        })
+                    }),
                 settings: settings.dispatch.clone(),
                 owner: format!(
                     "{}:{}",
@@ -338,6 +352,16 @@ impl Application {
             stop_tx.subscribe(),
         ));
 
+        // The OTLP exporter reads the backlog gauges as last refreshed; /metrics refreshes
+        // them per scrape, this for when nothing scrapes.
+        let otlp_refresh = crate::telemetry::otlp_enabled().then(|| {
+            tokio::spawn(crate::http::metrics::refresh_every(
+                state.clone(),
+                Duration::from_secs(10),
+                stop_tx.subscribe(),
+            ))
+        });
+
         let mut dispatch = engine
             .clone()
             .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
@@ -433,6 +457,11 @@ impl Application {
                         },
                         janitor,
                         held_reports,
+                        async {
+                            if let Some(task) = otlp_refresh {
+                                let _ = task.await;
+                            }
+                        },
                         http,
                         // Texts being handed over finish and are recorded; nothing new is claimed.
                         futures_util::future::join_all(dispatch),
