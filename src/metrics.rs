@@ -696,4 +696,165 @@ mod tests {
         assert!(text.contains("restock_webhook_calls_total{kind=\"status\",outcome=\"applied\"} 1"));
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// Metrics with a sample in every family: an empty family writes nothing, not even its
+    /// `# TYPE` line.
+    fn populated() -> Metrics {
+        let m = Metrics::new();
+        m.message_outcome("demo", "sent");
+        m.send_seconds(0.01);
+        m.cap_denied("phone");
+        m.restock_to_first_text_seconds(0.05);
+        m.release_planned("demo", 1);
+        m.link_request("redirected");
+        m.link_click("demo");
+        m.webhook_call("status", "applied");
+        m.rpc_finished(
+            "restock.v1.WaitlistService",
+            "Subscribe",
+            tonic::Code::Ok,
+            0.001,
+        );
+        m.outbox_backlog(&[], 0.0);
+        m.redis_round_trip(0.0001);
+        m.pool(restock_store::PoolStatus {
+            max_size: 1,
+            size: 0,
+            available: 0,
+            waiting: 0,
+        });
+        m
+    }
+
+    /// The series names an exposition of `m` can have: from each `# TYPE` line, the name with
+    /// the suffixes its type gives its samples.
+    fn exported_series(m: &Metrics) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for line in m.render().lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            for suffix in suffixes {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+        names
+    }
+
+    /// Every `restock_...` name in `text` (PromQL, JSON or YAML).
+    fn restock_names(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("restock_") {
+            let boundary = rest[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+            let tail = &rest[at..];
+            let len = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            if boundary {
+                names.insert(tail[..len].to_string());
+            }
+            rest = &tail[len..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_parses_and_charts_only_series_the_server_exports() {
+        let exported = exported_series(&populated());
+        let text = include_str!("../ops/dashboard.json");
+        let dashboard: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        let mut exprs = Vec::new();
+        for panel in panels {
+            let targets = panel["targets"]
+                .as_array()
+                .expect("every panel has targets");
+            assert!(!targets.is_empty(), "{panel}");
+            for t in targets {
+                exprs.push(t["expr"].as_str().expect("a PromQL expr").to_string());
+            }
+        }
+        let mut charted = std::collections::BTreeSet::new();
+        for expr in &exprs {
+            let names = restock_names(expr);
+            assert!(!names.is_empty(), "{expr} charts no restock metric");
+            for name in names {
+                assert!(exported.contains(&name), "{expr}: {name} is not exported");
+                charted.insert(name);
+            }
+        }
+        // What SREs asked to see is there.
+        for wanted in [
+            "restock_grpc_calls_total",
+            "restock_grpc_call_duration_seconds_bucket",
+            "restock_outbox_messages",
+            "restock_outbox_oldest_due_age_seconds",
+            "restock_db_pool_connections",
+            "restock_db_pool_waiting_requests",
+            "restock_redis_round_trip_seconds_bucket",
+            "restock_messages_total",
+        ] {
+            assert!(charted.contains(wanted), "no panel charts {wanted}");
+        }
+        // And the checker checks: a name that is not exported is caught.
+        assert!(!exported.contains("restock_grpc_calls"));
+        assert!(restock_names("rate(restock_nope_total[5m])").contains("restock_nope_total"));
+    }
+
+    #[test]
+    fn alert_rules_name_only_series_the_server_exports_and_link_their_runbook() {
+        let exported = exported_series(&populated());
+        let rules = include_str!("../ops/alerts.yml");
+        let runbook = include_str!("../ops/RUNBOOK.md");
+        for name in restock_names(rules) {
+            assert!(
+                exported.contains(&name),
+                "ops/alerts.yml: {name} is not exported"
+            );
+        }
+        let alerts: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- alert: "))
+            .collect();
+        assert!(alerts.len() >= 10, "{alerts:?}");
+        for alert in alerts {
+            let url = format!("runbook_url: \"ops/RUNBOOK.md#{}\"", alert.to_lowercase());
+            assert!(rules.contains(&url), "{alert} has no {url}");
+            assert!(
+                runbook.contains(&format!("\n## {alert}\n")),
+                "ops/RUNBOOK.md has no section {alert}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let readme = include_str!("../README.md");
+        let text = populated().render();
+        let mut seen = 0;
+        for line in text.lines() {
+            let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' '))
+            else {
+                continue;
+            };
+            let listed = if kind == "counter" {
+                format!("`{name}_total")
+            } else {
+                format!("`{name}")
+            };
+            assert!(readme.contains(&listed), "README does not list {name}");
+            seen += 1;
+        }
+        assert!(seen >= 18, "{text}");
+    }
 }
