@@ -110,9 +110,15 @@ pub struct Metrics {
     pool_idle: Gauge,
     pool_waiting: Gauge,
     redis_seconds: Histogram,
+    dependencies: Family<DependencyLabel, Gauge>,
     /// The same measurements as OTel instruments, once [`Metrics::export_otlp`] ran; unset
     /// (tracing off), recording costs one atomic load more.
     otel: OnceLock<Otel>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    dependency: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -255,8 +261,16 @@ impl Metrics {
             Unit::Seconds,
             redis_seconds.clone(),
         );
+        let dependencies = Family::<DependencyLabel, Gauge>::default();
+        registry.register(
+            "restock_dependency_up",
+            "Whether a dependency answered the health check's last probe (1) or not (0), by \
+             dependency: postgres (every service NOT_SERVING without it), redis (sending stops)",
+            dependencies.clone(),
+        );
         Self {
             registry,
+            dependencies,
             pool_max,
             pool_open,
             pool_idle,
@@ -442,6 +456,15 @@ impl Metrics {
         self.pool_waiting.set(n(status.waiting));
     }
 
+    /// Whether `dependency` (postgres, redis) answered the last health probe.
+    pub fn dependency_up(&self, dependency: &str, up: bool) {
+        self.dependencies
+            .get_or_create(&DependencyLabel {
+                dependency: dependency.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
     /// One round trip to Redis (the caps) took `seconds`.
     pub fn redis_round_trip(&self, seconds: f64) {
         if let Some(o) = self.otel.get() {
@@ -542,6 +565,23 @@ impl Otel {
                 .with_description("How long the oldest due message has waited past its due time")
                 .with_unit("s")
                 .with_callback(move |o| o.observe(oldest.get(), &[]))
+                .build(),
+        ));
+        let dependencies = m.dependencies.clone();
+        gauges.push(Box::new(
+            meter
+                .i64_observable_gauge("restock_dependency_up")
+                .with_description("Whether a dependency answered the last health probe")
+                .with_callback(move |o| {
+                    for dependency in ["postgres", "redis"] {
+                        let up = dependencies
+                            .get_or_create(&DependencyLabel {
+                                dependency: dependency.to_owned(),
+                            })
+                            .get();
+                        o.observe(up, &[KeyValue::new("dependency", dependency)]);
+                    }
+                })
                 .build(),
         ));
         type Field = fn(&restock_store::PoolStatus) -> usize;
@@ -717,6 +757,7 @@ mod tests {
         );
         m.outbox_backlog(&[], 0.0);
         m.redis_round_trip(0.0001);
+        m.dependency_up("postgres", true);
         m.pool(restock_store::PoolStatus {
             max_size: 1,
             size: 0,
@@ -855,6 +896,6 @@ mod tests {
             assert!(readme.contains(&listed), "README does not list {name}");
             seen += 1;
         }
-        assert!(seen >= 18, "{text}");
+        assert!(seen >= 19, "{text}");
     }
 }

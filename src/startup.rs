@@ -333,6 +333,7 @@ impl Application {
             state.store.clone(),
             RedisProbe::new(redis),
             Duration::from_millis(settings.server.health_check_interval_ms),
+            state.metrics.clone(),
             stop_rx,
         ));
 

@@ -1416,6 +1416,17 @@ async fn the_pool_and_the_redis_round_trips_of_sending_are_on_metrics() {
         Some(0.0),
         "{metrics}"
     );
+    // The health probe's view of the dependencies, what the NOT_SERVING alerts read.
+    for dependency in ["postgres", "redis"] {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("restock_dependency_up{{dependency=\"{dependency}\"}}")
+            ),
+            Some(1.0),
+            "{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
