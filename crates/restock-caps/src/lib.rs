@@ -96,9 +96,14 @@ impl Caps {
         self
     }
 
-    /// Runs one round trip (`call`), timed for the observer if there is one.
-    pub(crate) async fn timed<T>(&self, call: impl std::future::Future<Output = T>) -> T {
-        let Some(observer) = &self.round_trips else {
+    /// Runs `call`, timed for the observer if there is one and the call goes to Redis
+    /// (`sends`: a call with nothing to send answers at once, without a round trip).
+    pub(crate) async fn timed<T>(
+        &self,
+        sends: bool,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some(observer) = self.round_trips.as_ref().filter(|_| sends) else {
             return call.await;
         };
         let start = std::time::Instant::now();
