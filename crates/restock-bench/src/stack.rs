@@ -24,8 +24,8 @@ use crate::{recreate, server, with_database, Figures, CONCURRENCY};
 pub const DATABASE: &str = "restock_bench_stack";
 
 /// Each server's share of one measurement: [`ROUNDS`] rounds of this, alternating.
-const ROUND: Duration = Duration::from_secs(2);
-const ROUNDS: usize = 4;
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 6;
 
 /// Percentile `p` (0-1) of sorted `samples`, in milliseconds.
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
@@ -61,7 +61,8 @@ async fn subscribe_latencies(
                 let req = pb::SubscribeRequest {
                     tenant_id: "demo".into(),
                     variant_id: format!("sku-{run_id}-{}", n % 200),
-                    phone_number: format!("+1415{:07}", n),
+                    // From 415-500-0000: a NANP exchange starts with 2-9.
+                    phone_number: format!("+1415{:07}", 5_000_000 + n),
                     consent: Some(pb::Consent {
                         consent_text: "Text me when it's back. Reply STOP to opt out.".into(),
                         source: pb::ConsentSource::Web as i32,
@@ -219,13 +220,13 @@ pub async fn stack_figures(
         let callers = pair.callers;
         figures.rows.extend([
             format!(
-                "| Subscribe p50 through the tower stack, {callers} caller(s) ({} calls) | {s50:.2} ms | without the layers {b50:.2} ms ({} calls) | +{:.2} ms | |",
+                "| Subscribe p50 through the tower stack, {callers} caller(s) ({} calls) | {s50:.2} ms | without the layers {b50:.2} ms ({} calls) | {:+.2} ms | |",
                 pair.stack.len(),
                 pair.bare.len(),
                 s50 - b50
             ),
             format!(
-                "| Subscribe p99 through the tower stack, {callers} caller(s) | {s99:.2} ms | without the layers {b99:.2} ms | +{:.2} ms | |",
+                "| Subscribe p99 through the tower stack, {callers} caller(s) | {s99:.2} ms | without the layers {b99:.2} ms | {:+.2} ms | |",
                 s99 - b99
             ),
         ]);
