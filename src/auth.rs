@@ -1,5 +1,6 @@
-//! Who is calling: credentials (bearer tokens, stored only as SHA-256 hashes) mapped to a
-//! caller name, the tenants it may act for and its scopes; and which scope every RPC needs.
+//! Who is calling: credentials (bearer tokens, stored only as SHA-256 hashes, and client
+//! certificates under mTLS, known by their SHA-256 fingerprints) mapped to a caller name, the
+//! tenants it may act for and its scopes; and which scope every RPC needs.
 //! The gRPC layer that applies it is `grpc::layers::auth`; the tenant check is
 //! [`Caller::may_act_for`], called where a request's tenant is resolved (`AppState::tenant`).
 
@@ -185,22 +186,53 @@ impl<'de> Deserialize<'de> for Names {
     }
 }
 
-/// One credential as configured (`auth.credentials.<caller name>`).
-#[derive(Debug, Clone, Deserialize)]
+/// One credential as configured (`auth.credentials.<caller name>`): a bearer token, a client
+/// certificate, or both (a caller moving from one to the other), at least one.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialSettings {
     /// SHA-256 of the bearer token, hex: the token itself is never configured nor logged.
-    pub token_sha256: String,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// SHA-256 fingerprint of the caller's client certificate (its DER bytes, hex; colons
+    /// allowed, as `openssl x509 -noout -fingerprint -sha256` prints it). Counts only when
+    /// gRPC serves TLS with a client CA (`grpc.tls.client_ca_path`), which vouches for the
+    /// certificate at the handshake; the fingerprint then says which caller it is. A
+    /// fingerprint rather than a subject name: a name can be issued again by the CA to
+    /// someone else, a fingerprint names one certificate (rotating it means configuring the
+    /// new one, both for the overlap).
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
     /// Tenant ids, or `*` for every tenant.
     pub tenants: Names,
     /// Scope names, or `*` for every scope.
     pub scopes: Names,
 }
 
-/// Callers by the hash of their token.
+/// Callers by the hash of their token and by the fingerprint of their certificate.
 #[derive(Debug, Default)]
 pub struct Callers {
     by_hash: HashMap<[u8; 32], Arc<Caller>>,
+    by_cert: HashMap<[u8; 32], Arc<Caller>>,
+}
+
+/// A SHA-256 in hex (any case, colons between bytes allowed) as its 32 bytes.
+fn parse_sha256(hex_digits: &str) -> Option<[u8; 32]> {
+    let digits: String = hex_digits
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(digits, &mut out).ok()?;
+    Some(out)
+}
+
+/// The SHA-256 fingerprint of a certificate (its DER bytes), lower-case hex, as
+/// `auth.credentials.<name>.cert_sha256` holds it.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
 }
 
 impl Callers {
@@ -209,11 +241,34 @@ impl Callers {
         credentials: impl IntoIterator<Item = (&'a String, &'a CredentialSettings)>,
     ) -> Result<Self, String> {
         let mut by_hash = HashMap::new();
+        let mut by_cert = HashMap::new();
         for (name, c) in credentials {
             let key = format!("auth.credentials.{name}");
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(c.token_sha256.trim().to_ascii_lowercase(), &mut hash)
-                .map_err(|_| format!("{key}.token_sha256: must be 64 hex digits (SHA-256)"))?;
+            let hash = c
+                .token_sha256
+                .as_deref()
+                .map(|h| {
+                    parse_sha256(h).ok_or_else(|| {
+                        format!("{key}.token_sha256: must be 64 hex digits (SHA-256)")
+                    })
+                })
+                .transpose()?;
+            let cert = c
+                .cert_sha256
+                .as_deref()
+                .map(|h| {
+                    parse_sha256(h).ok_or_else(|| {
+                        format!(
+                            "{key}.cert_sha256: must be 64 hex digits (SHA-256), colons allowed"
+                        )
+                    })
+                })
+                .transpose()?;
+            if hash.is_none() && cert.is_none() {
+                return Err(format!(
+                    "{key}: needs token_sha256 (a bearer token) or cert_sha256 (a client certificate)"
+                ));
+            }
             let tenants = if c.tenants.0.iter().any(|t| t == "*") {
                 Tenants::All
             } else {
@@ -240,13 +295,29 @@ impl Callers {
                 tenants,
                 scopes,
             });
-            if by_hash.insert(hash, caller).is_some() {
-                return Err(format!(
-                    "{key}.token_sha256: the same token as another credential"
-                ));
+            if let Some(hash) = hash {
+                if by_hash.insert(hash, caller.clone()).is_some() {
+                    return Err(format!(
+                        "{key}.token_sha256: the same token as another credential"
+                    ));
+                }
+            }
+            if let Some(cert) = cert {
+                if by_cert.insert(cert, caller).is_some() {
+                    return Err(format!(
+                        "{key}.cert_sha256: the same certificate as another credential"
+                    ));
+                }
             }
         }
-        Ok(Self { by_hash })
+        Ok(Self { by_hash, by_cert })
+    }
+
+    /// The caller a client certificate (DER, already verified against the client CA by the
+    /// TLS handshake) belongs to.
+    pub fn authenticate_cert(&self, der: &[u8]) -> Option<Arc<Caller>> {
+        let fingerprint: [u8; 32] = Sha256::digest(der).into();
+        self.by_cert.get(&fingerprint).cloned()
     }
 
     /// The caller a presented token belongs to. Hashing first makes the lookup's timing
@@ -257,7 +328,12 @@ impl Callers {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.by_hash.is_empty() && self.by_cert.is_empty()
+    }
+
+    /// Whether any credential is a client certificate (they need TLS with a client CA).
+    pub fn has_certs(&self) -> bool {
+        !self.by_cert.is_empty()
     }
 }
 
@@ -326,7 +402,8 @@ mod tests {
         let creds = [(
             "shop".to_string(),
             CredentialSettings {
-                token_sha256: token_hash("s3cret"),
+                token_sha256: Some(token_hash("s3cret")),
+                cert_sha256: None,
                 tenants: Names(vec!["demo".into()]),
                 scopes: Names(vec!["read".into()]),
             },
@@ -338,5 +415,66 @@ mod tests {
         assert!(caller.has(Scope::Read) && !caller.has(Scope::WaitlistWrite));
         assert!(callers.authenticate("s3cret ").is_none());
         assert!(callers.authenticate(&token_hash("s3cret")).is_none());
+    }
+
+    #[test]
+    fn a_certificate_authenticates_by_its_fingerprint_only() {
+        let der = b"not really DER, but hashed all the same";
+        let colons = cert_fingerprint(der)
+            .to_ascii_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        let creds = [(
+            "gateway".to_string(),
+            CredentialSettings {
+                token_sha256: None,
+                cert_sha256: Some(colons),
+                tenants: Names(vec!["*".into()]),
+                scopes: Names(vec!["read".into()]),
+            },
+        )];
+        let callers = Callers::from_settings(creds.iter().map(|(k, v)| (k, v))).unwrap();
+        assert!(callers.has_certs());
+        assert_eq!(callers.authenticate_cert(der).unwrap().name, "gateway");
+        assert!(callers.authenticate_cert(b"another certificate").is_none());
+        // A fingerprint is not a token, nor the other way round.
+        assert!(callers.authenticate(&cert_fingerprint(der)).is_none());
+    }
+
+    #[test]
+    fn a_credential_names_a_token_or_a_certificate() {
+        let none = [("empty".to_string(), CredentialSettings::default())];
+        let e = Callers::from_settings(none.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(e.contains("auth.credentials.empty"), "{e}");
+        let bad = [(
+            "bad".to_string(),
+            CredentialSettings {
+                cert_sha256: Some("abc".into()),
+                ..Default::default()
+            },
+        )];
+        let e = Callers::from_settings(bad.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(e.contains("auth.credentials.bad.cert_sha256"), "{e}");
+        let twice = [
+            (
+                "a".to_string(),
+                CredentialSettings {
+                    cert_sha256: Some(cert_fingerprint(b"x")),
+                    ..Default::default()
+                },
+            ),
+            (
+                "b".to_string(),
+                CredentialSettings {
+                    cert_sha256: Some(cert_fingerprint(b"x")),
+                    ..Default::default()
+                },
+            ),
+        ];
+        let e = Callers::from_settings(twice.iter().map(|(k, v)| (k, v))).unwrap_err();
+        assert!(e.contains("the same certificate"), "{e}");
     }
 }

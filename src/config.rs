@@ -52,6 +52,30 @@ pub struct GrpcSettings {
     pub max_concurrent_calls: usize,
     #[serde(default = "default_shed_retry_after_ms")]
     pub shed_retry_after_ms: u64,
+    /// TLS, and with a client CA mutual TLS. Unset: plain text (HTTP/2 without TLS).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// The gRPC listener's TLS (`grpc.tls`). The files are read at start; a missing or bad one
+/// stops the server with a message naming its key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain, PEM (leaf first).
+    pub cert_path: String,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: String,
+    /// CA certificates (PEM) that vouch for client certificates. Set: a client may present a
+    /// certificate, one this CA did not sign fails the handshake, and a signed one is a
+    /// credential when its fingerprint is some `auth.credentials.<name>.cert_sha256`. Unset:
+    /// no client certificates (bearer tokens only).
+    #[serde(default)]
+    pub client_ca_path: Option<String>,
+    /// With a client CA: refuse at the handshake a client that presents no certificate (then
+    /// bearer tokens alone no longer get in). Default false: a certificate or a token.
+    #[serde(default)]
+    pub client_cert_required: bool,
 }
 
 fn default_max_call_ms() -> u64 {
@@ -412,7 +436,32 @@ impl Settings {
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
-        crate::auth::Callers::from_settings(&self.auth.credentials).map_err(ConfigError)?;
+        let callers =
+            crate::auth::Callers::from_settings(&self.auth.credentials).map_err(ConfigError)?;
+        let client_ca = self
+            .grpc
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_ca_path.as_ref());
+        if callers.has_certs() && client_ca.is_none() {
+            let name = self
+                .auth
+                .credentials
+                .iter()
+                .find(|(_, c)| c.cert_sha256.is_some())
+                .map_or("", |(n, _)| n.as_str());
+            return Err(ConfigError(format!(
+                "auth.credentials.{name}.cert_sha256: client certificates need TLS with a \
+                 client CA (grpc.tls.cert_path, grpc.tls.key_path, grpc.tls.client_ca_path)"
+            )));
+        }
+        if let Some(tls) = &self.grpc.tls {
+            if tls.client_cert_required && tls.client_ca_path.is_none() {
+                return Err(ConfigError(
+                    "grpc.tls.client_cert_required: needs grpc.tls.client_ca_path".into(),
+                ));
+            }
+        }
         let dev_hash = crate::auth::token_hash(crate::auth::DEV_TOKEN);
         for (name, c) in &self.auth.credentials {
             let key = format!("auth.credentials.{name}");
@@ -430,7 +479,9 @@ impl Settings {
             }
             // The development token is public (README): only a server nobody else can reach
             // may accept it.
-            if c.token_sha256.trim().eq_ignore_ascii_case(&dev_hash)
+            if c.token_sha256
+                .as_deref()
+                .is_some_and(|h| h.trim().eq_ignore_ascii_case(&dev_hash))
                 && !self.grpc.host.is_loopback()
             {
                 return Err(ConfigError(format!(
@@ -555,8 +606,8 @@ mod tests {
         let s = Settings::load_from(Some(Path::new(dev)), env(&[])).unwrap();
         let c = &s.auth.credentials["dev"];
         assert_eq!(
-            c.token_sha256,
-            crate::auth::token_hash(crate::auth::DEV_TOKEN)
+            c.token_sha256.as_deref(),
+            Some(crate::auth::token_hash(crate::auth::DEV_TOKEN).as_str())
         );
         for host in ["0.0.0.0", "10.1.2.3", "::"] {
             let e =
@@ -574,6 +625,57 @@ mod tests {
         let e = Settings::load_from(None, vars).unwrap_err();
         assert!(
             e.to_string().contains("auth.credentials.ops.token_sha256"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn certificate_credentials_need_tls_with_a_client_ca() {
+        let fingerprint = crate::auth::cert_fingerprint(b"a certificate");
+        let cert = |extra: &[(&str, &str)]| {
+            let mut vars = env(&[
+                (
+                    "RESTOCK__AUTH__CREDENTIALS__GATEWAY__CERT_SHA256",
+                    &fingerprint,
+                ),
+                ("RESTOCK__AUTH__CREDENTIALS__GATEWAY__TENANTS", "*"),
+                ("RESTOCK__AUTH__CREDENTIALS__GATEWAY__SCOPES", "read"),
+            ]);
+            vars.extend(env(extra));
+            Settings::load_from(None, vars)
+        };
+        let e = cert(&[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("auth.credentials.gateway.cert_sha256"),
+            "{e}"
+        );
+        let e = cert(&[
+            ("RESTOCK__GRPC__TLS__CERT_PATH", "server.pem"),
+            ("RESTOCK__GRPC__TLS__KEY_PATH", "server.key"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("grpc.tls.client_ca_path"), "{e}");
+        let s = cert(&[
+            ("RESTOCK__GRPC__TLS__CERT_PATH", "server.pem"),
+            ("RESTOCK__GRPC__TLS__KEY_PATH", "server.key"),
+            ("RESTOCK__GRPC__TLS__CLIENT_CA_PATH", "clients-ca.pem"),
+        ])
+        .unwrap();
+        let tls = s.grpc.tls.unwrap();
+        assert_eq!(tls.client_ca_path.as_deref(), Some("clients-ca.pem"));
+        assert!(!tls.client_cert_required);
+        let e = Settings::load_from(
+            None,
+            env(&[
+                ("RESTOCK__GRPC__TLS__CERT_PATH", "server.pem"),
+                ("RESTOCK__GRPC__TLS__KEY_PATH", "server.key"),
+                ("RESTOCK__GRPC__TLS__CLIENT_CERT_REQUIRED", "true"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("grpc.tls.client_cert_required"),
             "{e}"
         );
     }

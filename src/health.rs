@@ -53,12 +53,14 @@ pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Checks the dependencies every `interval` until `stop` turns true; logs each change.
+/// Checks the dependencies every `interval` until `stop` turns true; logs each change and
+/// keeps `metrics`' dependency gauges (what the NOT_SERVING alerts read) current.
 pub async fn watch_dependencies(
     reporter: HealthReporter,
     store: Store,
     mut redis: RedisProbe,
     interval: Duration,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let timeout = interval.max(Duration::from_millis(500));
@@ -74,6 +76,8 @@ pub async fn watch_dependencies(
         if *stop.borrow() {
             return;
         }
+        metrics.dependency_up("postgres", pg_ok);
+        metrics.dependency_up("redis", redis_ok);
         if last != Some((pg_ok, redis_ok)) {
             if pg_ok && redis_ok {
                 tracing::info!("dependencies answer: serving");

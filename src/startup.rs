@@ -127,6 +127,30 @@ fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider
     })
 }
 
+/// The TLS of the gRPC listener, from the files `grpc.tls` names.
+fn server_tls(
+    tls: &crate::config::TlsSettings,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |path: &str, key: &str| {
+        std::fs::read(path).with_context(|| format!("reading {path} (grpc.tls.{key})"))
+    };
+    let identity = Identity::from_pem(
+        read(&tls.cert_path, "cert_path")?,
+        read(&tls.key_path, "key_path")?,
+    );
+    // A client that never finishes its handshake is dropped rather than held open.
+    let mut config = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(Duration::from_secs(10));
+    if let Some(ca) = &tls.client_ca_path {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca, "client_ca_path")?))
+            .client_auth_optional(!tls.client_cert_required);
+    }
+    Ok(config)
+}
+
 /// A built server, bound but not yet serving.
 pub struct Application {
     listener: TcpListener,
@@ -134,6 +158,8 @@ pub struct Application {
     engine: Option<Arc<crate::dispatch::Engine>>,
     state: Arc<AppState>,
     settings: Settings,
+    /// The gRPC listener's TLS, its files read at build so a bad one stops the start.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Application {
@@ -234,11 +260,25 @@ impl Application {
             draining: watch::channel(false).0,
             page_tokens,
         });
+        if crate::telemetry::otlp_enabled() {
+            let store = state.store.clone();
+            state
+                .metrics
+                .export_otlp(&opentelemetry::global::meter("restock"), move || {
+                    store.pool_status()
+                });
+        }
         let engine = if settings.dispatch.enabled {
             Some(Arc::new(crate::dispatch::Engine {
                 provider: provider(&settings)?,
                 caps: restock_caps::Caps::connect(&settings.redis.url, &settings.redis.key_prefix)
-                    .context("redis.url")?,
+                    .context("redis.url")?
+                    .with_round_trip_observer({
+                        let metrics = state.metrics.clone();
+                        restock_caps::RoundTripObserver::new(move |took| {
+                            metrics.redis_round_trip(took.as_secs_f64())
+                        })
+                    }),
                 settings: settings.dispatch.clone(),
                 owner: format!(
                     "{}:{}",
@@ -261,12 +301,14 @@ impl Application {
         } else {
             None
         };
+        let tls = settings.grpc.tls.as_ref().map(server_tls).transpose()?;
         Ok(Self {
             listener,
             http_listener,
             engine,
             state,
             settings,
+            tls,
         })
     }
 
@@ -294,6 +336,7 @@ impl Application {
             engine,
             state,
             settings,
+            tls,
         } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         health::set_all(&reporter, ServingStatus::NotServing).await;
@@ -313,6 +356,7 @@ impl Application {
             state.store.clone(),
             RedisProbe::new(redis),
             Duration::from_millis(settings.server.health_check_interval_ms),
+            state.metrics.clone(),
             stop_rx,
         ));
 
@@ -331,6 +375,16 @@ impl Application {
             Duration::from_secs(1),
             stop_tx.subscribe(),
         ));
+
+        // The OTLP exporter reads the backlog gauges as last refreshed; /metrics refreshes
+        // them per scrape, this for when nothing scrapes.
+        let otlp_refresh = crate::telemetry::otlp_enabled().then(|| {
+            tokio::spawn(crate::http::metrics::refresh_every(
+                state.clone(),
+                Duration::from_secs(10),
+                stop_tx.subscribe(),
+            ))
+        });
 
         let mut dispatch = engine
             .clone()
@@ -363,7 +417,13 @@ impl Application {
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         // Turns new calls away once draining, and counts the calls the drain waits for.
         let drain = crate::shutdown::Drain::new(state.draining.subscribe());
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .context("grpc.tls: the certificate, key or client CA cannot be used")?;
+        }
+        let server = builder
             // hyper's h2 closes a connection (GOAWAY ENHANCE_YOUR_CALM, "too_many_data_frames")
             // once the small DATA frames it buffers cost more than half the connection window.
             // A small stream window bounds what one stream can buffer (a producer waits for
@@ -421,6 +481,11 @@ impl Application {
                         },
                         janitor,
                         held_reports,
+                        async {
+                            if let Some(task) = otlp_refresh {
+                                let _ = task.await;
+                            }
+                        },
                         http,
                         // Texts being handed over finish and are recorded; nothing new is claimed.
                         futures_util::future::join_all(dispatch),

@@ -1,5 +1,6 @@
-//! Logging and traces, set up once per process. Traces go out over OTLP when
-//! `telemetry.otlp_endpoint` is set (off by default, and then nothing of OpenTelemetry runs).
+//! Logging, traces and metrics, set up once per process. Traces and metrics go out over OTLP
+//! when `telemetry.otlp_endpoint` is set (off by default, and then nothing of OpenTelemetry
+//! runs; `/metrics` is there either way).
 //! Logging: `RUST_LOG` filters (default `info`); `RESTOCK_LOG_FORMAT=json`
 //! gives one JSON object per line for log shippers. Phone numbers never reach a log line whole:
 //! code logs `Phone::redacted()`, and request bodies are never logged. Logs go to stderr; stdout
@@ -8,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
@@ -23,14 +25,17 @@ pub fn init() {
     install(None);
 }
 
-/// Keeps the OpenTelemetry pipeline of [`init_with_otlp`] running; dropping it flushes the
-/// spans not yet exported and stops it.
-pub struct OtlpGuard(SdkTracerProvider);
+/// Keeps the OpenTelemetry pipelines of [`init_with_otlp`] running; dropping it flushes the
+/// spans and metrics not yet exported and stops them.
+pub struct OtlpGuard(SdkTracerProvider, SdkMeterProvider);
 
 impl Drop for OtlpGuard {
     fn drop(&mut self) {
         if let Err(e) = self.0.shutdown() {
             eprintln!("restock: flushing traces: {e}");
+        }
+        if let Err(e) = self.1.shutdown() {
+            eprintln!("restock: flushing metrics: {e}");
         }
     }
 }
@@ -63,18 +68,37 @@ pub fn init_with_otlp(endpoint: Option<&str>) -> anyhow::Result<Option<OtlpGuard
             opentelemetry_sdk::runtime::Tokio,
         )
         .build();
+    let resource = || {
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name("restock")
+            .build()
+    };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name("restock")
-                .build(),
+        .with_resource(resource())
+        .build();
+    // Metrics: the same instruments as /metrics (see `Metrics::export_otlp`), pushed every
+    // minute (`OTEL_METRIC_EXPORT_INTERVAL`, in ms, changes it), cumulative like Prometheus.
+    let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| anyhow::anyhow!("telemetry.otlp_endpoint ({endpoint}): {e}"))?;
+    let reader =
+        opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader::builder(
+            metric_exporter,
+            opentelemetry_sdk::runtime::Tokio,
         )
         .build();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource())
+        .build();
+    opentelemetry::global::set_meter_provider(meters.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     install(Some(provider.tracer("restock")));
     OTLP_ON.store(true, Ordering::Relaxed);
-    Ok(Some(OtlpGuard(provider)))
+    Ok(Some(OtlpGuard(provider, meters)))
 }
 
 /// What goes out over OTLP: restock's own spans (RPCs, inventory events, planning passes, send

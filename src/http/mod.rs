@@ -2,7 +2,7 @@
 //! what Prometheus scrapes (`/metrics`).
 
 pub mod links;
-mod metrics;
+pub(crate) mod metrics;
 pub mod signature;
 mod webhooks;
 

@@ -41,7 +41,8 @@ pub async fn connect(addr: impl std::fmt::Display) -> Channel {
 pub fn credential(token: &str, tenants: &[&str], scopes: &[&str]) -> CredentialSettings {
     let names = |v: &[&str]| Names(v.iter().map(|s| s.to_string()).collect());
     CredentialSettings {
-        token_sha256: token_hash(token),
+        token_sha256: Some(token_hash(token)),
+        cert_sha256: None,
         tenants: names(tenants),
         scopes: names(scopes),
     }
@@ -300,6 +301,7 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
         .display()
         .to_string();
     tweak(&mut settings);
+    let tls = settings.grpc.tls.is_some();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let app = Application::build_with_clock(settings, listener, clock.clone() as Arc<dyn Clock>)
@@ -312,7 +314,18 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
     let handle = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channel = connect(addr).await;
+    // A TLS server's tests make channels of their own (see `mtls.rs`); this plain-text one
+    // would fail, so it is only made, never connected.
+    let channel = if tls {
+        with_token(
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy(),
+            TEST_TOKEN,
+        )
+    } else {
+        connect(addr).await
+    };
     TestApp {
         addr,
         http_addr,

@@ -1387,6 +1387,66 @@ async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
 }
 
 #[tokio::test]
+async fn the_pool_and_the_redis_round_trips_of_sending_are_on_metrics() {
+    use crate::dispatch::{eventually, phones, set_stock, spawn_sender, subscribe_all};
+    let fake = restock_sms::fake::FakeTwilio::start().await.unwrap();
+    let app = spawn_sender(&fake, |_| {}).await;
+    let metrics = get(&app, "/metrics", &[]).await.body;
+    // Nothing sent yet: no cap checked, so no round trip to Redis measured.
+    assert_eq!(
+        sample(&metrics, "restock_redis_round_trip_seconds_count"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "restock_db_pool_max_connections"),
+        Some(8.0),
+        "{metrics}"
+    );
+    subscribe_all(&app, "sku-1", &phones(3, 400)).await;
+    set_stock(&app, "sku-1", "loc-1", 0, 1).await;
+    set_stock(&app, "sku-1", "loc-1", 9, 2).await;
+    assert!(
+        fake.wait_for_messages(3, std::time::Duration::from_secs(20))
+            .await
+    );
+    // The sender checked the caps (one round trip per batch at least) before handing over.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the caps' round trips on /metrics",
+        || async {
+            let metrics = get(&app, "/metrics", &[]).await.body;
+            sample(&metrics, "restock_redis_round_trip_seconds_count").unwrap_or(0.0) >= 1.0
+        },
+    )
+    .await;
+    let metrics = get(&app, "/metrics", &[]).await.body;
+    let sum = sample(&metrics, "restock_redis_round_trip_seconds_sum").unwrap();
+    assert!(sum > 0.0 && sum < 10.0, "{metrics}");
+    // Read at the scrape: the calls above opened connections, none of them is waited for now.
+    let open = sample(&metrics, "restock_db_pool_connections").unwrap();
+    let idle = sample(&metrics, "restock_db_pool_idle_connections").unwrap();
+    assert!((1.0..=8.0).contains(&open), "{metrics}");
+    assert!(idle <= open, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "restock_db_pool_waiting_requests"),
+        Some(0.0),
+        "{metrics}"
+    );
+    // The health probe's view of the dependencies, what the NOT_SERVING alerts read.
+    for dependency in ["postgres", "redis"] {
+        assert_eq!(
+            sample(
+                &metrics,
+                &format!("restock_dependency_up{{dependency=\"{dependency}\"}}")
+            ),
+            Some(1.0),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn tracked_links_are_rate_limited_per_client_address() {
     let app = spawn_app_with(|s| {
         s.http.link_rate_per_second = 1;

@@ -57,6 +57,16 @@ async fn redis_down_stops_dispatch_in_health_not_the_waitlist() {
         .subscribe(subscribe_request("sku-1", "+14155550900"))
         .await
         .unwrap();
+    // And the metrics say which dependency is down, for the alert that pages on it.
+    let metrics = crate::http::get(&app, "/metrics", &[]).await.body;
+    assert!(
+        metrics.contains("restock_dependency_up{dependency=\"redis\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("restock_dependency_up{dependency=\"postgres\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod inventory;
 mod journey;
 mod lifecycle;
 mod link_hosts;
+mod mtls;
 mod paging;
 mod planning;
 mod polyglot;

@@ -1,26 +1,59 @@
-//! Traces over OTLP, received by a collector of the test's own (the collector's TraceService,
-//! from opentelemetry-proto): a call's W3C `traceparent` is the parent of its server span.
+//! Traces and metrics over OTLP, received by a collector of the test's own (the collector's
+//! TraceService and MetricsService, from opentelemetry-proto): a call's W3C `traceparent` is
+//! the parent of its server span; the RPC counter and the pool's gauges are pushed.
 //! The server runs as a process of its own, as tracing is set up once per process.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use restock::proto::v1::waitlist_service_client::WaitlistServiceClient;
 
 use crate::dispatch::eventually;
 use crate::helpers::*;
 
-/// Every span exported to it.
+/// Every span and metric exported to it.
 #[derive(Clone, Default)]
-pub struct Collector(Arc<Mutex<Vec<Span>>>);
+pub struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+    metrics: MetricsCollector,
+}
+
+/// The metrics half of the collector, every export's metrics in order.
+#[derive(Clone, Default)]
+pub struct MetricsCollector(Arc<Mutex<Vec<Metric>>>);
+
+#[tonic::async_trait]
+impl MetricsService for MetricsCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut metrics = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_metrics {
+            for scope in resource.scope_metrics {
+                metrics.extend(scope.metrics);
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Collector {
@@ -28,7 +61,7 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.0.lock().unwrap();
+        let mut spans = self.spans.lock().unwrap();
         for resource in request.into_inner().resource_spans {
             for scope in resource.scope_spans {
                 spans.extend(scope.spans);
@@ -50,13 +83,26 @@ impl Collector {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(MetricsServiceServer::new(collector.metrics.clone()))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         (collector, format!("http://{addr}"))
     }
 
     pub fn spans(&self) -> Vec<Span> {
-        self.0.lock().unwrap().clone()
+        self.spans.lock().unwrap().clone()
+    }
+
+    /// Every export of the metric `name`, oldest first.
+    pub fn metrics(&self, name: &str) -> Vec<Metric> {
+        self.metrics
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.name == name)
+            .cloned()
+            .collect()
     }
 
     /// The spans named `name`.
@@ -96,8 +142,9 @@ pub async fn traced_server(
                 .display()
                 .to_string(),
         )
-        // Export every 100 ms rather than every 5 s.
+        // Export every 100 ms rather than every 5 s (spans) and every minute (metrics).
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "100")
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TEST_LOG").is_some() {
             Stdio::inherit()
@@ -273,6 +320,84 @@ async fn a_restock_is_traced_from_the_inventory_event_to_the_providers_answer() 
     );
     assert_eq!(call.kind, 3, "SPAN_KIND_CLIENT");
     assert!(!format!("{:?}", collector.spans()).contains("5550167"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn metrics_go_out_over_otlp_under_the_names_of_the_scrape() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point;
+
+    let (collector, endpoint) = Collector::start().await;
+    let (mut child, channel) = traced_server(&fresh_database().await, &endpoint, &[]).await;
+    let mut client = WaitlistServiceClient::new(channel);
+    for phone in ["+14155550168", "+14155550169"] {
+        client
+            .subscribe(subscribe_request("sku-m", phone))
+            .await
+            .unwrap();
+    }
+    let attr = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str| {
+        attrs
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.as_ref()?.value.clone())
+            .and_then(|v| match v {
+                Value::StringValue(s) => Some(s),
+                _ => None,
+            })
+    };
+    // The counter is cumulative: some export carries both calls.
+    let subscribes_ok = || {
+        collector
+            .metrics("restock_grpc_calls")
+            .iter()
+            .filter_map(|m| match &m.data {
+                Some(Data::Sum(sum)) if sum.is_monotonic => Some(sum.data_points.clone()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| {
+                attr(&p.attributes, "method").as_deref() == Some("Subscribe")
+                    && attr(&p.attributes, "code").as_deref() == Some("OK")
+                    && attr(&p.attributes, "service").as_deref()
+                        == Some("restock.v1.WaitlistService")
+            })
+            .filter_map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(n)) => Some(n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    eventually(
+        Duration::from_secs(20),
+        "both Subscribe calls in an OTLP export",
+        || async { subscribes_ok() >= 2 },
+    )
+    .await;
+    assert_eq!(subscribes_ok(), 2);
+    let durations = collector.metrics("restock_grpc_call_duration");
+    assert!(
+        durations
+            .iter()
+            .any(|m| m.unit == "s" && matches!(m.data, Some(Data::Histogram(_)))),
+        "{durations:?}"
+    );
+    // The pool's gauges are read at each export: the pool holds at most what was configured.
+    let max = collector.metrics("restock_db_pool_max_connections");
+    let last = max.last().expect("the pool's size is exported");
+    let Some(Data::Gauge(g)) = &last.data else {
+        panic!("{last:?}")
+    };
+    assert_eq!(
+        g.data_points[0].value,
+        Some(number_data_point::Value::AsInt(8))
+    );
+    assert!(!collector.metrics("restock_db_pool_connections").is_empty());
+    assert!(!collector.metrics("restock_outbox_messages").is_empty());
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -4,7 +4,8 @@
 //!
 //! `just bench waitlist` measures Subscribe, inventory events and cap checks only; `just bench
 //! dispatch` the dispatch engine only (see `dispatch.rs`); `just bench reports` the reports over
-//! 1,000,000 messages (see `reports.rs`). For a look at a bad figure:
+//! 1,000,000 messages (see `reports.rs`); `just bench stack` what the tower stack costs a
+//! Subscribe, p50 and p99 with and without it (see `stack.rs`). For a look at a bad figure:
 //! `RESTOCK_BENCH_KEEP=1` keeps the databases, `RESTOCK_BENCH_EXPLAIN_MS=<ms>` logs the plans of
 //! the server's slower statements to the Postgres log, `RESTOCK_BENCH_HISTORY=<n>` gives the
 //! outbox `n` old texts before a restock, `RESTOCK_BIN` runs that server binary.
@@ -12,6 +13,7 @@
 mod dispatch;
 mod reports;
 mod server;
+mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -355,6 +357,7 @@ const DATABASES: &[&str] = &[
     "restock_bench_dispatch_latency",
     "restock_bench_dispatch_10000",
     "restock_bench_dispatch_100000",
+    stack::DATABASE,
 ];
 
 /// Which figures a run measures: all by default; `just bench waitlist` or `just bench
@@ -367,6 +370,8 @@ struct Sections {
     caps: bool,
     dispatch: bool,
     reports: bool,
+    /// `stack`: the tower stack's overhead on Subscribe.
+    stack: bool,
 }
 
 impl Sections {
@@ -379,6 +384,7 @@ impl Sections {
                 caps: false,
                 dispatch: true,
                 reports: true,
+                stack: true,
             });
         }
         let mut sections = Self {
@@ -387,6 +393,7 @@ impl Sections {
             caps: false,
             dispatch: false,
             reports: false,
+            stack: false,
         };
         for arg in &args {
             match arg.as_str() {
@@ -395,8 +402,9 @@ impl Sections {
                 "caps" => sections.caps = true,
                 "dispatch" => sections.dispatch = true,
                 "reports" => sections.reports = true,
+                "stack" => sections.stack = true,
                 other => bail!(
-                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps`, `dispatch` and/or `reports`"
+                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps`, `dispatch`, `reports` and/or `stack`"
                 ),
             }
         }
@@ -894,6 +902,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if sections.reports {
             report_figures(&db, &admin, &mut figures).await?;
+        }
+        if sections.stack {
+            stack::stack_figures(&db, &redis_url, &admin, &mut figures).await?;
         }
         anyhow::Ok(())
     };

@@ -160,7 +160,8 @@ pub async fn connect(addr: impl std::fmt::Display) -> anyhow::Result<Channel> {
 /// The bench caller's credential, for a server built in process.
 pub fn credential() -> restock::auth::CredentialSettings {
     restock::auth::CredentialSettings {
-        token_sha256: restock::auth::token_hash(TOKEN),
+        token_sha256: Some(restock::auth::token_hash(TOKEN)),
+        cert_sha256: None,
         tenants: restock::auth::Names(vec!["*".into()]),
         scopes: restock::auth::Names(vec!["*".into()]),
     }

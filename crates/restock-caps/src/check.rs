@@ -406,7 +406,9 @@ impl Caps {
                 calls.push(plan.own_take(requests, r, 1, quiet));
             }
         }
-        let replies = script::run(&self.conn, &calls).await?;
+        let replies = self
+            .timed(!calls.is_empty(), script::run(&self.conn, &calls))
+            .await?;
         let (group_replies, direct_replies) = replies.split_at(plan.groups.len());
         let taken = parse_all(group_replies, plan.groups.iter().map(|g| g.keys.len()))?;
         for (&r, reply) in direct.iter().zip(direct_replies) {
@@ -475,7 +477,9 @@ impl Caps {
                 ));
             }
         }
-        let replies = script::run_tolerant(&self.conn, &calls).await?;
+        let replies = self
+            .timed(!calls.is_empty(), script::run_tolerant(&self.conn, &calls))
+            .await?;
         let (own_replies, refund_replies) = replies.split_at(pending.len());
         warn_on_failed_refunds(refund_replies);
         let mut back: Vec<u64> = vec![0; plan.groups.len()];
@@ -508,7 +512,10 @@ impl Caps {
                 )
             })
             .collect();
-        match script::run_tolerant(&self.conn, &calls).await {
+        match self
+            .timed(!calls.is_empty(), script::run_tolerant(&self.conn, &calls))
+            .await
+        {
             Ok(replies) => warn_on_failed_refunds(&replies),
             Err(e) => tracing::warn!(error = %e, "cap refund failed; the tokens stay spent"),
         }
@@ -537,7 +544,9 @@ impl Caps {
                 calls.push(plan.own_take(requests, r, 0, true));
             }
         }
-        let replies = script::run(&self.conn, &calls).await?;
+        let replies = self
+            .timed(!calls.is_empty(), script::run(&self.conn, &calls))
+            .await?;
         let seen = parse_all(&replies, calls.iter().map(|c| c.keys.len()))?;
 
         let mut answers = Vec::with_capacity(requests.len());

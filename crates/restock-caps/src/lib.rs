@@ -57,6 +57,25 @@ pub struct Caps {
     conn: ConnectionManager,
     /// Put before every key, outside the hash tag: one per deployment, or per test.
     prefix: Arc<str>,
+    /// Told how long each round trip to Redis took (the metrics' Redis latency).
+    round_trips: Option<RoundTripObserver>,
+}
+
+/// Called with the duration of every pipelined round trip of cap scripts (failed ones too:
+/// a timeout is latency an operator wants to see).
+#[derive(Clone)]
+pub struct RoundTripObserver(Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl RoundTripObserver {
+    pub fn new(f: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for RoundTripObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoundTripObserver")
+    }
 }
 
 impl Caps {
@@ -67,7 +86,30 @@ impl Caps {
         Ok(Self {
             conn,
             prefix: prefix.into(),
+            round_trips: None,
         })
+    }
+
+    /// These caps, telling `observer` the duration of every round trip to Redis.
+    pub fn with_round_trip_observer(mut self, observer: RoundTripObserver) -> Self {
+        self.round_trips = Some(observer);
+        self
+    }
+
+    /// Runs `call`, timed for the observer if there is one and the call goes to Redis
+    /// (`sends`: a call with nothing to send answers at once, without a round trip).
+    pub(crate) async fn timed<T>(
+        &self,
+        sends: bool,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        let Some(observer) = self.round_trips.as_ref().filter(|_| sends) else {
+            return call.await;
+        };
+        let start = std::time::Instant::now();
+        let out = call.await;
+        (observer.0)(start.elapsed());
+        out
     }
 
     /// Caps on `url` (`redis://host:port/db`) with [`Caps::connection_config`]. Connects on first

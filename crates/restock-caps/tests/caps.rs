@@ -661,3 +661,32 @@ async fn a_rate_shaped_limit_gives_back_what_its_grant_took() {
     assert!(matches!(one(&caps, &req).await, CapAnswer::Denied { .. }));
     cleanup(&caps).await;
 }
+
+#[tokio::test]
+async fn the_observer_hears_one_round_trip_per_batch_and_a_failed_one_too() {
+    use std::sync::{Arc, Mutex};
+    let heard = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let observer = {
+        let heard = heard.clone();
+        restock_caps::RoundTripObserver::new(move |took| heard.lock().unwrap().push(took))
+    };
+    let caps = caps().with_round_trip_observer(observer.clone());
+    // A batch of many phones is still one round trip.
+    let batch: Vec<CapRequest> = (0..50)
+        .map(|n| texts(phone(100 + n), Bucket::window(3, DAY)))
+        .collect();
+    let answers = caps.check(&batch).await.unwrap();
+    assert!(answers.iter().all(CapAnswer::is_granted));
+    assert_eq!(heard.lock().unwrap().len(), 1);
+    // Caps with nothing to ask Redis make no round trip.
+    caps.check(&[]).await.unwrap();
+    assert_eq!(heard.lock().unwrap().len(), 1);
+    cleanup(&caps).await;
+
+    // A Redis that is not there: the failed attempt is timed as well (an outage is latency).
+    let down = Caps::connect("redis://127.0.0.1:1/0", &prefix())
+        .unwrap()
+        .with_round_trip_observer(observer);
+    assert!(down.check(&batch[..1]).await.is_err());
+    assert_eq!(heard.lock().unwrap().len(), 2);
+}

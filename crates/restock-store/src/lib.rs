@@ -72,6 +72,30 @@ impl Store {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+
+    /// The pool's connections now: for the metrics (no I/O, a few atomic reads).
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.status();
+        PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+}
+
+/// What the connection pool holds at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most connections it opens (`database.pool_size`).
+    pub max_size: usize,
+    /// Connections open, idle or lent out.
+    pub size: usize,
+    /// Idle connections, ready to lend.
+    pub available: usize,
+    /// Requests waiting for a connection (none idle and the pool at its size).
+    pub waiting: usize,
 }
 
 /// Statements go through the connection's statement cache: one round trip per execution

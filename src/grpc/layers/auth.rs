@@ -1,5 +1,8 @@
-//! Authentication and scopes: the bearer token of the `authorization` metadata names a caller
-//! (see `crate::auth`), which must hold the scope of the RPC. No or an unknown token is
+//! Authentication and scopes: the bearer token of the `authorization` metadata, or else the
+//! client certificate of the TLS connection (verified against the client CA at the handshake),
+//! names a caller (see `crate::auth`), which must hold the scope of the RPC. A token, when
+//! there is one, is the credential, whatever certificate the connection has (a gateway with a
+//! certificate may forward its callers' tokens). No credential or an unknown one is
 //! UNAUTHENTICATED; a missing scope PERMISSION_DENIED; both are answered before any handler
 //! runs. Health and reflection stay open. The tenant check needs the request's message, so it
 //! happens where the handlers resolve their tenant (`AppState::tenant`).
@@ -9,11 +12,12 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::BoxFuture;
-use crate::auth::{is_open, scope_of, Callers};
+use crate::auth::{is_open, scope_of, Caller, Callers};
 
 /// The layer, sharing one table of callers.
 #[derive(Clone)]
@@ -54,6 +58,19 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The caller of a request: by its bearer token when it has one, else by the leaf certificate
+/// its TLS connection presented.
+fn caller_of(callers: &Callers, req: &http::Request<Body>) -> Option<Arc<Caller>> {
+    if let Some(token) = bearer(req.headers()) {
+        return callers.authenticate(token);
+    }
+    let certs = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    callers.authenticate_cert(certs.first()?)
+}
+
 fn reject(status: Status) -> http::Response<Body> {
     status.into_http()
 }
@@ -77,10 +94,11 @@ where
         if is_open(path) {
             return Box::pin(self.inner.call(req));
         }
-        let Some(caller) = bearer(req.headers()).and_then(|t| self.callers.authenticate(t)) else {
+        let Some(caller) = caller_of(&self.callers, &req) else {
             tracing::Span::current().record("caller", "-");
             let status = Status::unauthenticated(
-                "a valid bearer token is required in the authorization metadata",
+                "a valid bearer token in the authorization metadata, or a known client \
+                 certificate, is required",
             );
             return Box::pin(std::future::ready(Ok(reject(status))));
         };
