@@ -10,7 +10,7 @@ use restock::proto::v1 as pb;
 use restock_domain::tenant::ReleaseStrategy;
 use restock_sms::fake::FakeTwilio;
 
-use crate::dispatch::{dispatch, eventually, phones, set_stock, spawn_sender, subscribe_all};
+use crate::dispatch::{dispatch, eventually, phones, set_stock, spawn_sender};
 use crate::helpers::*;
 use crate::purchases::ts;
 
@@ -77,6 +77,23 @@ fn sent(r: &pb::Release) -> u64 {
     r.counts.as_ref().map_or(0, |c| c.sent_count)
 }
 
+/// Subscribes each phone in turn, so the waitlist's order is the line's.
+async fn subscribe_in_turn(app: &TestApp, line: &[String]) {
+    for p in line {
+        app.waitlist()
+            .subscribe(subscribe_request("sku-1", p))
+            .await
+            .expect("subscribe");
+    }
+}
+
+/// The phones texted so far, sorted (texts of one wave are handed over side by side).
+fn texted(fake: &FakeTwilio) -> Vec<String> {
+    let mut to: Vec<String> = fake.messages().iter().map(|m| m.to.clone()).collect();
+    to.sort();
+    to
+}
+
 /// Lets the scheduler (50 ms polls) run a few times, to show that something did not happen.
 async fn a_few_polls() {
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -87,7 +104,7 @@ async fn the_next_wave_opens_once_the_first_wave_s_recipients_have_bought_not_be
     let fake = FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, sell_through).await;
     let line = phones(10, 0);
-    subscribe_all(&app, "sku-1", &line).await;
+    subscribe_in_turn(&app, &line).await;
     set_stock(&app, "sku-1", "web", 0, 1).await;
     set_stock(&app, "sku-1", "web", 4, 2).await;
     // Wave 1: 30% of 10 is 3 (4 units would allow 4).
@@ -103,8 +120,7 @@ async fn the_next_wave_opens_once_the_first_wave_s_recipients_have_bought_not_be
     }
     assert_eq!(r.waves.len(), 1);
     assert!(!r.waves[0].opened_on_sell_through);
-    let texted: Vec<String> = fake.messages().iter().map(|m| m.to.clone()).collect();
-    assert_eq!(texted, line[..3], "wave 1 is the head of the line");
+    assert_eq!(texted(&fake), line[..3], "wave 1 is the head of the line");
 
     // Three texts at 50% need two units bought by their recipients. A buyer who was not texted
     // does not count, nor does one recipient's single unit.
@@ -125,8 +141,7 @@ async fn the_next_wave_opens_once_the_first_wave_s_recipients_have_bought_not_be
     assert!(w2.opened_on_sell_through);
     assert_eq!(w2.available_before, 4);
     assert_eq!(w2.counts.as_ref().unwrap().recipient_count, 4);
-    let texted: Vec<String> = fake.messages().iter().map(|m| m.to.clone()).collect();
-    assert_eq!(texted, line[..7], "wave 2 goes on down the line");
+    assert_eq!(texted(&fake), line[..7], "wave 2 goes on down the line");
     // The interval had not passed.
     assert!(w2.start_time.unwrap().seconds - r.waves[0].start_time.unwrap().seconds < 3600);
 
@@ -159,7 +174,7 @@ async fn a_sell_through_wave_waits_while_the_stock_goes_to_others() {
     let fake = FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, sell_through).await;
     let line = phones(10, 20);
-    subscribe_all(&app, "sku-1", &line).await;
+    subscribe_in_turn(&app, &line).await;
     set_stock(&app, "sku-1", "web", 0, 1).await;
     set_stock(&app, "sku-1", "web", 10, 2).await;
     until(&app, "wave 1 to be sent", |r| sent(r) == 3).await;
@@ -194,7 +209,7 @@ async fn a_sell_through_release_ends_sold_out_when_the_stock_is_gone() {
     let fake = FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, sell_through).await;
     let line = phones(10, 40);
-    subscribe_all(&app, "sku-1", &line).await;
+    subscribe_in_turn(&app, &line).await;
     set_stock(&app, "sku-1", "web", 0, 1).await;
     set_stock(&app, "sku-1", "web", 2, 2).await;
     // 30% of 10 is 3, but 2 units allow 2.
