@@ -51,7 +51,7 @@ pub fn status(s: pb::SubscriptionStatus) -> Option<SubscriptionStatus> {
     })
 }
 
-fn status_pb(s: SubscriptionStatus) -> pb::SubscriptionStatus {
+pub fn status_pb(s: SubscriptionStatus) -> pb::SubscriptionStatus {
     match s {
         SubscriptionStatus::PendingConfirmation => pb::SubscriptionStatus::PendingConfirmation,
         SubscriptionStatus::Active => pb::SubscriptionStatus::Active,

@@ -290,6 +290,21 @@ fn signups(s: &SignupFigures) -> pb::SignupFigures {
         variant_specificity: Some(ratio(s.variant_signups, s.signups)),
         confirmation_rate: Some(ratio(s.confirmed, s.confirmation_requested)),
         time_to_confirm_median: s.time_to_confirm_median.map(duration),
+        status_counts: {
+            let mut counts: Vec<pb::SubscriptionStatusCount> = s
+                .statuses
+                .iter()
+                .filter_map(|(status, count)| {
+                    let status = restock_domain::SubscriptionStatus::parse(status)?;
+                    Some(pb::SubscriptionStatusCount {
+                        status: super::convert::status_pb(status) as i32,
+                        count: *count,
+                    })
+                })
+                .collect();
+            counts.sort_by_key(|c| c.status);
+            counts
+        },
     }
 }
 

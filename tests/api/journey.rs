@@ -334,6 +334,19 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
     let rate = s.confirmation_rate.unwrap();
     assert_eq!((rate.numerator, rate.denominator), (3, 4));
     assert_eq!(s.time_to_confirm_median.unwrap().seconds, waits[1]);
+    // Where those signups stand: Ann's three waiting, Bob's lapsed.
+    let counts: Vec<_> = s
+        .status_counts
+        .iter()
+        .map(|c| (c.status(), c.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (pb::SubscriptionStatus::Active, 3),
+            (pb::SubscriptionStatus::Lapsed, 1)
+        ]
+    );
 }
 
 /// A shopper who opts out while their confirmation waits for the morning is never asked.
@@ -694,6 +707,28 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
         pb::SubscriptionStatus::Converted
     );
     walk.push("GetSubscription -> CONVERTED".into());
+    // The release's report counts the signup where its journey ended.
+    let release_id = bought.attributions[0].release_id.clone();
+    let report = crate::dispatch::dispatch(&app)
+        .get_release_report(pb::GetReleaseReportRequest {
+            tenant_id: TENANT.into(),
+            release_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .report
+        .unwrap();
+    let signups = report.signups.unwrap();
+    let statuses: Vec<_> = signups
+        .status_counts
+        .iter()
+        .map(|c| (c.status(), c.count))
+        .collect();
+    assert_eq!(statuses, [(pb::SubscriptionStatus::Converted, 1)]);
+    walk.push(format!(
+        "GetReleaseReport signups.status_counts -> {statuses:?}"
+    ));
     for step in &walk {
         eprintln!("WALK {step}");
     }

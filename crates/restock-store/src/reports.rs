@@ -93,6 +93,9 @@ pub struct SignupFigures {
     pub confirmed: u64,
     /// Median time from signup to confirmation (nearest rank).
     pub time_to_confirm_median: Option<std::time::Duration>,
+    /// The current status of those signups, as stored (`active`, `notified`, ...), with its
+    /// count, in no particular order.
+    pub statuses: Vec<(String, u64)>,
 }
 
 /// The raw figures of a report; ratios and intervals are the domain's to compute. Every
@@ -688,6 +691,19 @@ async fn signups<C: GenericClient>(
         time_to_confirm_median: r
             .get::<_, Option<f64>>(7)
             .map(std::time::Duration::from_secs_f64),
+        statuses: query(
+            c,
+            "SELECT s.status, count(*) FROM subscriptions s WHERE s.tenant_id = $1 \
+               AND ($2::text IS NULL OR s.variant_id = $2) \
+               AND ($3::date IS NULL OR s.created_at >= ($3::date::timestamp AT TIME ZONE $5)) \
+               AND ($4::date IS NULL OR s.created_at < (($4::date + 1)::timestamp AT TIME ZONE $5)) \
+             GROUP BY s.status",
+            &[&tenant_id, &variant_id, &first_day, &last_day, &time_zone],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), count(r.get(1))))
+        .collect(),
     })
 }
 
