@@ -1,0 +1,4 @@
+//! Requests as typed commands: a command exists only if its request was valid, and parsing
+//! one collects every field violation (see [`super::validate::Violations`]).
+
+pub mod purchases;
