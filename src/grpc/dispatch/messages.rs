@@ -38,13 +38,12 @@ impl DispatchApi {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let message_id = v.uuid("message_id", &req.message_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, message_id) = v.into_result(tenant_id.zip(message_id))?;
         self.state.tenant(&caller, &tenant_id)?;
         let row = self
             .state
             .store
-            .get_message(&tenant_id, message_id.expect("validated"))
+            .get_message(&tenant_id, message_id)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetMessageResponse {
@@ -95,8 +94,7 @@ impl DispatchApi {
         let after = tokens.open(&mut v, &req.page_token, &scope, |c| {
             parse_message_cursor(c, plan_order)
         });
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         self.state.tenant(&caller, &tenant_id)?;
         let size = page_size(req.page_size);
         let mut rows = self

@@ -36,12 +36,9 @@ impl DispatchApi {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, release_id) = v.into_result(tenant_id.zip(release_id))?;
         self.state.tenant(&caller, &tenant_id)?;
-        let release = self
-            .release(&tenant_id, release_id.expect("validated"))
-            .await?;
+        let release = self.release(&tenant_id, release_id).await?;
         Ok(Response::new(pb::GetReleaseResponse {
             release: Some(release),
         }))
@@ -90,8 +87,7 @@ impl DispatchApi {
         let scope = Scope::new("ListReleases", &req.tenant_id, &filter);
         let tokens = &self.state.page_tokens;
         let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let size = page_size(req.page_size);
         let mut rows = self
@@ -123,11 +119,7 @@ impl DispatchApi {
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
         let interval = min_interval(&mut v, req.min_interval.as_ref());
-        v.finish()?;
-        let (tenant_id, release_id) = (
-            tenant_id.expect("validated"),
-            release_id.expect("validated"),
-        );
+        let (tenant_id, release_id) = v.into_result(tenant_id.zip(release_id))?;
         self.state.tenant(&caller, &tenant_id)?;
         // An unknown release is NOT_FOUND as the call's status, not as a stream's end.
         let first = self.release(&tenant_id, release_id).await?;
@@ -189,16 +181,11 @@ impl DispatchApi {
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
         let reason = v.text("reason", &req.reason, MAX_REASON, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, (release_id, reason)) =
+            v.into_result(tenant_id.zip(release_id.zip(reason)))?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self
-            .steer(
-                &tenant_id,
-                release_id.expect("validated"),
-                Steer::Pause,
-                &reason.expect("validated"),
-            )
+            .steer(&tenant_id, release_id, Steer::Pause, &reason)
             .await?;
         Ok(Response::new(pb::PauseReleaseResponse {
             release: Some(release),
@@ -214,16 +201,10 @@ impl DispatchApi {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, release_id) = v.into_result(tenant_id.zip(release_id))?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self
-            .steer(
-                &tenant_id,
-                release_id.expect("validated"),
-                Steer::Resume,
-                "",
-            )
+            .steer(&tenant_id, release_id, Steer::Resume, "")
             .await?;
         Ok(Response::new(pb::ResumeReleaseResponse {
             release: Some(release),
@@ -240,16 +221,11 @@ impl DispatchApi {
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let release_id = v.uuid("release_id", &req.release_id, true);
         let reason = v.text("reason", &req.reason, MAX_REASON, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, (release_id, reason)) =
+            v.into_result(tenant_id.zip(release_id.zip(reason)))?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self
-            .steer(
-                &tenant_id,
-                release_id.expect("validated"),
-                Steer::Cancel,
-                &reason.expect("validated"),
-            )
+            .steer(&tenant_id, release_id, Steer::Cancel, &reason)
             .await?;
         Ok(Response::new(pb::CancelReleaseResponse {
             release: Some(release),

@@ -54,8 +54,7 @@ impl EligibilityApi {
             }
             Some(t)
         });
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, (reason, creator)) = v.into_result(tenant_id.zip(reason.zip(creator)))?;
         self.state.tenant(&caller, &tenant_id)?;
         let (row, created) = self
             .state
@@ -64,8 +63,8 @@ impl EligibilityApi {
                 &tenant_id,
                 product_id.as_deref(),
                 variant_id.as_deref(),
-                &reason.expect("validated"),
-                &creator.expect("validated"),
+                &reason,
+                &creator,
                 expires_at,
                 now,
             )
@@ -86,12 +85,11 @@ impl EligibilityApi {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let id = v.uuid("exclusion_id", &req.exclusion_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, id) = v.into_result(tenant_id.zip(id))?;
         self.state.tenant(&caller, &tenant_id)?;
         self.state
             .store
-            .delete_exclusion(&tenant_id, id.expect("validated"), self.state.clock.now())
+            .delete_exclusion(&tenant_id, id, self.state.clock.now())
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::DeleteExclusionResponse {}))
@@ -117,8 +115,7 @@ impl EligibilityApi {
         );
         let tokens = &self.state.page_tokens;
         let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         self.state.tenant(&caller, &tenant_id)?;
         let size = crate::grpc::validate::page_size(req.page_size);
         let mut rows = self

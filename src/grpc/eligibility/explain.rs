@@ -64,13 +64,12 @@ impl EligibilityApi {
         let subscription_id = v.uuid("subscription_id", &req.subscription_id, true);
         let restock_id = v.uuid("restock_id", &req.restock_id, false);
         let asked_variant = v.id("variant_id", &req.variant_id, false);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, subscription_id) = v.into_result(tenant_id.zip(subscription_id))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
         let row = store
-            .candidate(&tenant_id, subscription_id.expect("validated"))
+            .candidate(&tenant_id, subscription_id)
             .await
             .map_err(ApiError::from)?;
         let restock = match restock_id {
@@ -230,11 +229,7 @@ impl EligibilityApi {
         let skip_examples: u64 = tokens
             .open(&mut v, &req.page_token, &scope, |c| c.parse().ok())
             .unwrap_or(0);
-        v.finish()?;
-        let (tenant_id, variant_id) = (
-            tenant_id.expect("validated"),
-            variant_id.expect("validated"),
-        );
+        let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;

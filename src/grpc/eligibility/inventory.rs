@@ -80,8 +80,7 @@ impl EligibilityApi {
         } else if req.events.len() > MAX_BATCH {
             v.add("events", format!("at most {MAX_BATCH} events per call"));
         }
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         self.state.tenant(&caller, &tenant_id)?;
         let mut acks = Vec::with_capacity(req.events.len());
         for (i, event) in req.events.iter().enumerate() {
@@ -113,11 +112,7 @@ impl EligibilityApi {
         for (i, l) in req.location_ids.iter().enumerate() {
             v.id(&format!("location_ids[{i}]"), l, true);
         }
-        v.finish()?;
-        let (tenant_id, variant_id) = (
-            tenant_id.expect("validated"),
-            variant_id.expect("validated"),
-        );
+        let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let stock = self
             .state
@@ -180,11 +175,7 @@ impl EligibilityApi {
         for (i, l) in first.location_ids.iter().enumerate() {
             v.id(&format!("location_ids[{i}]"), l, true);
         }
-        v.finish()?;
-        let (tenant_id, snapshot_at) = (
-            tenant_id.expect("validated"),
-            snapshot_at.expect("validated"),
-        );
+        let (tenant_id, snapshot_at) = v.into_result(tenant_id.zip(snapshot_at))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let detection = restock_policy(policy);
         let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());

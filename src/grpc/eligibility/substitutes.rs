@@ -92,18 +92,12 @@ impl EligibilityApi {
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let group_id = group_id(&mut v, &req.group_id);
         let members = substitute_members(&mut v, &req.members);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, group_id) = v.into_result(tenant_id.zip(group_id))?;
         self.state.tenant(&caller, &tenant_id)?;
         let (row, created) = self
             .state
             .store
-            .set_substitute_group(
-                &tenant_id,
-                &group_id.expect("validated"),
-                &members,
-                self.state.clock.now(),
-            )
+            .set_substitute_group(&tenant_id, &group_id, &members, self.state.clock.now())
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::SetSubstituteGroupResponse {
@@ -126,8 +120,7 @@ impl EligibilityApi {
         let scope = Scope::new("ListSubstituteGroups", &req.tenant_id, &());
         let tokens = &self.state.page_tokens;
         let after = tokens.open(&mut v, &req.page_token, &scope, |c| Some(c.to_string()));
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         self.state.tenant(&caller, &tenant_id)?;
         let size = crate::grpc::validate::page_size(req.page_size);
         let mut rows = self
@@ -162,12 +155,11 @@ impl EligibilityApi {
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         // Configured ids (with their '.') may be named, to be told why they cannot go.
         let group_id = v.id("group_id", &req.group_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, group_id) = v.into_result(tenant_id.zip(group_id))?;
         self.state.tenant(&caller, &tenant_id)?;
         self.state
             .store
-            .delete_substitute_group(&tenant_id, &group_id.expect("validated"))
+            .delete_substitute_group(&tenant_id, &group_id)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::DeleteSubstituteGroupResponse {}))

@@ -2,3 +2,4 @@
 //! one collects every field violation (see [`super::validate::Violations`]).
 
 pub mod purchases;
+pub mod waitlist;

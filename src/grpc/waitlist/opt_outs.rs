@@ -1,6 +1,7 @@
 //! A phone's consent: opt out, opt in, its history, and erasure of the phone altogether.
 
 use super::*;
+use crate::grpc::requests::waitlist::{OptOut, PhoneRef};
 
 impl WaitlistApi {
     pub(super) async fn opt_out(
@@ -8,33 +9,17 @@ impl WaitlistApi {
         request: Request<pb::OptOutRequest>,
     ) -> Result<Response<pb::OptOutResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone(
-            "phone_number",
-            "default_region",
-            &req.phone_number,
-            &req.default_region,
-        );
-        let source = v
-            .enumeration::<pb::ConsentSource>("source", req.source, true)
-            .and_then(convert::consent_source);
-        let reason = v.text("reason", &req.reason, 500, false);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let OptOut {
+            tenant_id,
+            phone,
+            source,
+            reason,
+        } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
-        let phone = phone.expect("validated");
         let cancelled = self
             .state
             .store
-            .opt_out(
-                &tenant_id,
-                &phone,
-                source.expect("validated"),
-                reason.as_deref(),
-                self.now(),
-            )
+            .opt_out(&tenant_id, &phone, source, reason.as_deref(), self.now())
             .await
             .map_err(ApiError::from)?;
         tracing::info!(phone = %phone.redacted(), cancelled, "opt-out");
@@ -60,20 +45,12 @@ impl WaitlistApi {
             &req.default_region,
         );
         let consent = consent(&mut v, "consent", req.consent.as_ref(), now);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, (phone, consent)) = v.into_result(tenant_id.zip(phone.zip(consent)))?;
         let policy = self.policy(&caller, &tenant_id)?;
-        let phone = phone.expect("validated");
         let state = self
             .state
             .store
-            .opt_in(
-                &tenant_id,
-                &phone,
-                &consent.expect("validated"),
-                policy.double_opt_in,
-                now,
-            )
+            .opt_in(&tenant_id, &phone, &consent, policy.double_opt_in, now)
             .await
             .map_err(ApiError::from)?;
         tracing::info!(phone = %phone.redacted(), ?state, "opt-in");
@@ -87,22 +64,12 @@ impl WaitlistApi {
         request: Request<pb::GetConsentHistoryRequest>,
     ) -> Result<Response<pb::GetConsentHistoryResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone(
-            "phone_number",
-            "default_region",
-            &req.phone_number,
-            &req.default_region,
-        );
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let PhoneRef { tenant_id, phone } = request.into_inner().try_into()?;
         let policy = self.policy(&caller, &tenant_id)?;
         let history = self
             .state
             .store
-            .consent_history(&tenant_id, &phone.expect("validated"), policy.double_opt_in)
+            .consent_history(&tenant_id, &phone, policy.double_opt_in)
             .await
             .map_err(ApiError::from)?;
         let (state, events) = history.unwrap_or((restock_domain::ConsentState::None, Vec::new()));
@@ -117,19 +84,8 @@ impl WaitlistApi {
         request: Request<pb::ErasePhoneRequest>,
     ) -> Result<Response<pb::ErasePhoneResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone(
-            "phone_number",
-            "default_region",
-            &req.phone_number,
-            &req.default_region,
-        );
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let PhoneRef { tenant_id, phone } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
-        let phone = phone.expect("validated");
         let key = self.state.erasure_key.clone();
         let outcome = self
             .state

@@ -16,10 +16,8 @@ impl WaitlistApi {
         if from.is_some() && from == to {
             v.add("to_variant_id", "must differ from from_variant_id");
         }
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, (from, to)) = v.into_result(tenant_id.zip(from.zip(to)))?;
         self.policy(&caller, &tenant_id)?;
-        let (from, to) = (from.expect("validated"), to.expect("validated"));
         let done = self
             .state
             .store
@@ -75,8 +73,7 @@ impl WaitlistApi {
                 );
             }
         }
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         self.policy(&caller, &tenant_id)?;
         let updated = self
             .state

@@ -138,19 +138,19 @@ impl WaitlistApi {
                 }
             })
             .flatten();
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
-        let policy = self.policy(&caller, &tenant_id)?;
-        let (phone, consent) = (phone.expect("validated"), consent.expect("validated"));
-        let target = match &variant_id {
-            Some(variant_id) => Target::Variant {
+        let target = match (&variant_id, &product_id) {
+            (Some(variant_id), _) => Some(Target::Variant {
                 variant_id: variant_id.clone(),
-            },
-            None => Target::Product {
-                product_id: product_id.clone().expect("validated"),
+            }),
+            (None, Some(product_id)) => Some(Target::Product {
+                product_id: product_id.clone(),
                 wanted_options: req.wanted_options.clone(),
-            },
+            }),
+            (None, None) => None,
         };
+        let (tenant_id, (phone, (consent, target))) =
+            v.into_result(tenant_id.zip(phone.zip(consent.zip(target))))?;
+        let policy = self.policy(&caller, &tenant_id)?;
         let new = NewSubscription {
             tenant_id,
             phone,
@@ -201,20 +201,13 @@ impl WaitlistApi {
         let source = v
             .enumeration::<pb::ConsentSource>("source", req.source, true)
             .and_then(convert::consent_source);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let (tenant_id, (id, source)) = v.into_result(tenant_id.zip(id.zip(source)))?;
         let policy = self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let row = self
             .state
             .store
-            .confirm(
-                &tenant_id,
-                id.expect("validated"),
-                source.expect("validated"),
-                policy.double_opt_in,
-                now,
-            )
+            .confirm(&tenant_id, id, source, policy.double_opt_in, now)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ConfirmSubscriptionResponse {

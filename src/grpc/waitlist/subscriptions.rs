@@ -1,6 +1,7 @@
 //! One shopper's subscriptions: unsubscribe, get, list, and the place in a waitlist.
 
 use super::*;
+use crate::grpc::requests::waitlist::SubscriptionRef;
 
 impl WaitlistApi {
     pub(super) async fn unsubscribe(
@@ -8,18 +9,16 @@ impl WaitlistApi {
         request: Request<pb::UnsubscribeRequest>,
     ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = v.uuid("subscription_id", &req.subscription_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let SubscriptionRef {
+            tenant_id,
+            subscription_id: id,
+        } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let row = self
             .state
             .store
-            .unsubscribe(&tenant_id, id.expect("validated"), now)
+            .unsubscribe(&tenant_id, id, now)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::UnsubscribeResponse {
@@ -32,18 +31,16 @@ impl WaitlistApi {
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = v.uuid("subscription_id", &req.subscription_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let SubscriptionRef {
+            tenant_id,
+            subscription_id: id,
+        } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let (row, _) = self
             .state
             .store
-            .get_subscription(&tenant_id, id.expect("validated"), now)
+            .get_subscription(&tenant_id, id, now)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetSubscriptionResponse {
@@ -97,8 +94,7 @@ impl WaitlistApi {
         let after = tokens
             .open(&mut v, &req.page_token, &scope, |c| c.parse::<i64>().ok())
             .unwrap_or(0);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let tenant_id = v.into_result(tenant_id)?;
         self.policy(&caller, &tenant_id)?;
         let size = crate::grpc::validate::page_size(req.page_size);
         let now = self.now();
@@ -128,17 +124,15 @@ impl WaitlistApi {
         request: Request<pb::GetWaitlistPositionRequest>,
     ) -> Result<Response<pb::GetWaitlistPositionResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = v.uuid("subscription_id", &req.subscription_id, true);
-        v.finish()?;
-        let tenant_id = tenant_id.expect("validated");
+        let SubscriptionRef {
+            tenant_id,
+            subscription_id: id,
+        } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
         let pos = self
             .state
             .store
-            .waitlist_position(&tenant_id, id.expect("validated"), self.now())
+            .waitlist_position(&tenant_id, id, self.now())
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::GetWaitlistPositionResponse {
