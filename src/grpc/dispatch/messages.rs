@@ -1,6 +1,7 @@
 //! Messages: get, list (in send or plan order, by an opaque cursor), export.
 
 use super::*;
+use crate::grpc::requests::dispatch::MessageRef;
 
 pub(super) fn message_cursor(c: MessageCursor) -> String {
     match c {
@@ -34,11 +35,10 @@ impl DispatchApi {
         request: Request<pb::GetMessageRequest>,
     ) -> Result<Response<pb::GetMessageResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let message_id = v.uuid("message_id", &req.message_id, true);
-        let (tenant_id, message_id) = v.into_result(tenant_id.zip(message_id))?;
+        let MessageRef {
+            tenant_id,
+            message_id,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         let row = self
             .state

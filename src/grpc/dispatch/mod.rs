@@ -34,8 +34,6 @@ mod views;
 use releases::*;
 use views::*;
 
-/// Longest reason a caller may give for pausing or cancelling a release.
-const MAX_REASON: usize = 500;
 const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(60);

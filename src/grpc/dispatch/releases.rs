@@ -1,6 +1,7 @@
 //! Releases: get, list, watch, and steer (pause, resume, cancel).
 
 use super::*;
+use crate::grpc::requests::dispatch::{ReleaseRef, SteerRelease};
 
 pub(super) fn page_size_rule(v: &mut Violations, raw: i32) {
     if raw < 0 {
@@ -32,11 +33,10 @@ impl DispatchApi {
         request: Request<pb::GetReleaseRequest>,
     ) -> Result<Response<pb::GetReleaseResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let release_id = v.uuid("release_id", &req.release_id, true);
-        let (tenant_id, release_id) = v.into_result(tenant_id.zip(release_id))?;
+        let ReleaseRef {
+            tenant_id,
+            release_id,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self.release(&tenant_id, release_id).await?;
         Ok(Response::new(pb::GetReleaseResponse {
@@ -176,13 +176,14 @@ impl DispatchApi {
         request: Request<pb::PauseReleaseRequest>,
     ) -> Result<Response<pb::PauseReleaseResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let release_id = v.uuid("release_id", &req.release_id, true);
-        let reason = v.text("reason", &req.reason, MAX_REASON, true);
-        let (tenant_id, (release_id, reason)) =
-            v.into_result(tenant_id.zip(release_id.zip(reason)))?;
+        let SteerRelease {
+            release:
+                ReleaseRef {
+                    tenant_id,
+                    release_id,
+                },
+            reason,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .steer(&tenant_id, release_id, Steer::Pause, &reason)
@@ -197,11 +198,10 @@ impl DispatchApi {
         request: Request<pb::ResumeReleaseRequest>,
     ) -> Result<Response<pb::ResumeReleaseResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let release_id = v.uuid("release_id", &req.release_id, true);
-        let (tenant_id, release_id) = v.into_result(tenant_id.zip(release_id))?;
+        let ReleaseRef {
+            tenant_id,
+            release_id,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .steer(&tenant_id, release_id, Steer::Resume, "")
@@ -216,13 +216,14 @@ impl DispatchApi {
         request: Request<pb::CancelReleaseRequest>,
     ) -> Result<Response<pb::CancelReleaseResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let release_id = v.uuid("release_id", &req.release_id, true);
-        let reason = v.text("reason", &req.reason, MAX_REASON, true);
-        let (tenant_id, (release_id, reason)) =
-            v.into_result(tenant_id.zip(release_id.zip(reason)))?;
+        let SteerRelease {
+            release:
+                ReleaseRef {
+                    tenant_id,
+                    release_id,
+                },
+            reason,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         let release = self
             .steer(&tenant_id, release_id, Steer::Cancel, &reason)

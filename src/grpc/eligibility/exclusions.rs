@@ -1,6 +1,7 @@
 //! Merchandising exclusions made through the API: create, delete, list.
 
 use super::*;
+use crate::grpc::requests::eligibility::{CreateExclusion, ExclusionRef};
 
 pub(super) fn exclusion(
     row: restock_store::inventory::ExclusionRow,
@@ -28,33 +29,15 @@ impl EligibilityApi {
         request: Request<pb::CreateExclusionRequest>,
     ) -> Result<Response<pb::CreateExclusionResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
         let now = self.state.clock.now();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let (product_id, variant_id) = match &req.target {
-            None => {
-                v.add("product_id", "a product_id or a variant_id is required");
-                (None, None)
-            }
-            Some(pb::create_exclusion_request::Target::ProductId(p)) => {
-                (v.id("product_id", p, true), None)
-            }
-            Some(pb::create_exclusion_request::Target::VariantId(x)) => {
-                (None, v.id("variant_id", x, true))
-            }
-        };
-        let reason = v.text("reason", &req.reason, 500, true);
-        let creator = v.id("creator", &req.creator, true);
-        let expires_at = req.expire_time.as_ref().and_then(|ts| {
-            let t = v.timestamp("expire_time", ts)?;
-            if t <= now {
-                v.add("expire_time", "must be in the future");
-                return None;
-            }
-            Some(t)
-        });
-        let (tenant_id, (reason, creator)) = v.into_result(tenant_id.zip(reason.zip(creator)))?;
+        let CreateExclusion {
+            tenant_id,
+            product_id,
+            variant_id,
+            reason,
+            creator,
+            expires_at,
+        } = CreateExclusion::parse(request.into_inner(), now)?;
         self.state.tenant(&caller, &tenant_id)?;
         let (row, created) = self
             .state
@@ -81,11 +64,10 @@ impl EligibilityApi {
         request: Request<pb::DeleteExclusionRequest>,
     ) -> Result<Response<pb::DeleteExclusionResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let id = v.uuid("exclusion_id", &req.exclusion_id, true);
-        let (tenant_id, id) = v.into_result(tenant_id.zip(id))?;
+        let ExclusionRef {
+            tenant_id,
+            exclusion_id: id,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         self.state
             .store

@@ -2,6 +2,7 @@
 //! (`Explain`), and whom a restock would text (`DryRun`).
 
 use super::*;
+use crate::grpc::requests::eligibility::Explain;
 
 /// Runs the engine for one stored subscription, with the texts and purchases its query read.
 /// Cap state lives in Redis and is consulted when sending; here caps are taken as free.
@@ -58,13 +59,12 @@ impl EligibilityApi {
         request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let subscription_id = v.uuid("subscription_id", &req.subscription_id, true);
-        let restock_id = v.uuid("restock_id", &req.restock_id, false);
-        let asked_variant = v.id("variant_id", &req.variant_id, false);
-        let (tenant_id, subscription_id) = v.into_result(tenant_id.zip(subscription_id))?;
+        let Explain {
+            tenant_id,
+            subscription_id,
+            restock_id,
+            variant_id: asked_variant,
+        } = request.into_inner().try_into()?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let now = self.state.clock.now();
         let store = &self.state.store;
