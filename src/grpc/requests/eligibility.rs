@@ -1,6 +1,7 @@
 //! EligibilityService's requests as typed commands.
 
 use chrono::{DateTime, Utc};
+use restock_store::substitutes::Member;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -110,4 +111,112 @@ impl TryFrom<pb::ExplainRequest> for Explain {
             });
         v.into_result(parts)
     }
+}
+
+/// A valid SetSubstituteGroup: an API group id and 2 or more distinct members.
+#[derive(Debug)]
+pub struct SetSubstituteGroup {
+    pub tenant_id: String,
+    pub group_id: String,
+    pub members: Vec<Member>,
+}
+
+impl TryFrom<pb::SetSubstituteGroupRequest> for SetSubstituteGroup {
+    type Error = ApiError;
+    fn try_from(req: pb::SetSubstituteGroupRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let group_id = group_id(&mut v, &req.group_id);
+        let members = substitute_members(&mut v, &req.members);
+        let parts = tenant_id
+            .zip(group_id)
+            .map(|(tenant_id, group_id)| SetSubstituteGroup {
+                tenant_id,
+                group_id,
+                members,
+            });
+        v.into_result(parts)
+    }
+}
+
+/// One substitute group of a tenant: DeleteSubstituteGroup.
+#[derive(Debug)]
+pub struct SubstituteGroupRef {
+    pub tenant_id: String,
+    pub group_id: String,
+}
+
+impl TryFrom<pb::DeleteSubstituteGroupRequest> for SubstituteGroupRef {
+    type Error = ApiError;
+    fn try_from(req: pb::DeleteSubstituteGroupRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        // Configured ids (with their '.') may be named, to be told why they cannot go.
+        let group_id = v.id("group_id", &req.group_id, true);
+        let parts = tenant_id
+            .zip(group_id)
+            .map(|(tenant_id, group_id)| SubstituteGroupRef {
+                tenant_id,
+                group_id,
+            });
+        v.into_result(parts)
+    }
+}
+
+/// Most characters of a substitute group id.
+const MAX_GROUP_ID: usize = 64;
+
+/// An API group id: letters, digits, '-' and '_' (a '.' marks the configuration's groups).
+fn group_id(v: &mut Violations, raw: &str) -> Option<String> {
+    if raw.is_empty() {
+        v.add("group_id", "is required");
+        return None;
+    }
+    if raw.len() > MAX_GROUP_ID
+        || !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        v.add(
+            "group_id",
+            format!("must be 1 to {MAX_GROUP_ID} letters, digits, '-' or '_'"),
+        );
+        return None;
+    }
+    Some(raw.to_string())
+}
+
+/// 2 to 100 distinct members, each a variant or a product.
+fn substitute_members(v: &mut Violations, raw: &[pb::SubstituteMember]) -> Vec<Member> {
+    use pb::substitute_member::Member as M;
+    let max = restock_domain::tenant::MAX_SUBSTITUTE_MEMBERS;
+    if raw.len() < 2 || raw.len() > max {
+        v.add("members", format!("must hold 2 to {max} members"));
+    }
+    let mut members = Vec::with_capacity(raw.len());
+    for (i, m) in raw.iter().enumerate().take(max) {
+        let member = match &m.member {
+            None => {
+                v.add(
+                    format!("members[{i}]"),
+                    "a variant_id or a product_id is required",
+                );
+                None
+            }
+            Some(M::VariantId(x)) => v
+                .id(&format!("members[{i}].variant_id"), x, true)
+                .map(Member::Variant),
+            Some(M::ProductId(x)) => v
+                .id(&format!("members[{i}].product_id"), x, true)
+                .map(Member::Product),
+        };
+        if let Some(member) = member {
+            if members.contains(&member) {
+                v.add(format!("members[{i}]"), "names a member already named");
+            } else {
+                members.push(member);
+            }
+        }
+    }
+    members
 }

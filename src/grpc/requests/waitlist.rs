@@ -116,3 +116,64 @@ impl TryFrom<pb::OptOutRequest> for OptOut {
         v.into_result(parts)
     }
 }
+
+/// A valid ConfirmSubscription: the subscription and where the confirmation came from.
+pub struct ConfirmSubscription {
+    pub subscription: SubscriptionRef,
+    pub source: ConsentSource,
+}
+
+impl TryFrom<pb::ConfirmSubscriptionRequest> for ConfirmSubscription {
+    type Error = ApiError;
+    fn try_from(req: pb::ConfirmSubscriptionRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let subscription_id = v.uuid("subscription_id", &req.subscription_id, true);
+        let source = v
+            .enumeration::<pb::ConsentSource>("source", req.source, true)
+            .and_then(convert::consent_source);
+        let parts = match (tenant_id, subscription_id, source) {
+            (Some(tenant_id), Some(subscription_id), Some(source)) => Some(ConfirmSubscription {
+                subscription: SubscriptionRef {
+                    tenant_id,
+                    subscription_id,
+                },
+                source,
+            }),
+            _ => None,
+        };
+        v.into_result(parts)
+    }
+}
+
+/// A valid TransferWaitlist: two different variants.
+#[derive(Debug)]
+pub struct TransferWaitlist {
+    pub tenant_id: String,
+    pub from_variant_id: String,
+    pub to_variant_id: String,
+}
+
+impl TryFrom<pb::TransferWaitlistRequest> for TransferWaitlist {
+    type Error = ApiError;
+    fn try_from(req: pb::TransferWaitlistRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let from = v.id("from_variant_id", &req.from_variant_id, true);
+        let to = v.id("to_variant_id", &req.to_variant_id, true);
+        if from.is_some() && from == to {
+            v.add("to_variant_id", "must differ from from_variant_id");
+        }
+        let parts = match (tenant_id, from, to) {
+            (Some(tenant_id), Some(from_variant_id), Some(to_variant_id)) => {
+                Some(TransferWaitlist {
+                    tenant_id,
+                    from_variant_id,
+                    to_variant_id,
+                })
+            }
+            _ => None,
+        };
+        v.into_result(parts)
+    }
+}

@@ -1,6 +1,7 @@
 //! A waitlist's order: moving places between subscriptions, and propensity scores.
 
 use super::*;
+use crate::grpc::requests::waitlist::TransferWaitlist;
 
 impl WaitlistApi {
     pub(super) async fn transfer_waitlist(
@@ -8,15 +9,11 @@ impl WaitlistApi {
         request: Request<pb::TransferWaitlistRequest>,
     ) -> Result<Response<pb::TransferWaitlistResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let from = v.id("from_variant_id", &req.from_variant_id, true);
-        let to = v.id("to_variant_id", &req.to_variant_id, true);
-        if from.is_some() && from == to {
-            v.add("to_variant_id", "must differ from from_variant_id");
-        }
-        let (tenant_id, (from, to)) = v.into_result(tenant_id.zip(from.zip(to)))?;
+        let TransferWaitlist {
+            tenant_id,
+            from_variant_id: from,
+            to_variant_id: to,
+        } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
         let done = self
             .state

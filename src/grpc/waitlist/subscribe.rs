@@ -1,6 +1,7 @@
 //! Subscribe (idempotent, with the consent it records) and its double opt-in confirmation.
 
 use super::*;
+use crate::grpc::requests::waitlist::{ConfirmSubscription, SubscriptionRef};
 
 pub(super) fn consent(
     v: &mut Violations,
@@ -194,14 +195,14 @@ impl WaitlistApi {
         request: Request<pb::ConfirmSubscriptionRequest>,
     ) -> Result<Response<pb::ConfirmSubscriptionResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let id = v.uuid("subscription_id", &req.subscription_id, true);
-        let source = v
-            .enumeration::<pb::ConsentSource>("source", req.source, true)
-            .and_then(convert::consent_source);
-        let (tenant_id, (id, source)) = v.into_result(tenant_id.zip(id.zip(source)))?;
+        let ConfirmSubscription {
+            subscription:
+                SubscriptionRef {
+                    tenant_id,
+                    subscription_id: id,
+                },
+            source,
+        } = request.into_inner().try_into()?;
         let policy = self.policy(&caller, &tenant_id)?;
         let now = self.now();
         let row = self
