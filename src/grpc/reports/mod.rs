@@ -9,28 +9,22 @@ use restock_domain::TenantPolicy;
 use restock_store::reports::{DayFigures, Figures, Scope, SignupFigures};
 
 use super::convert::timestamp;
-use super::validate::Violations;
+use super::requests::reports::{PeriodReport, ReleaseReport, VariantReport};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::reporting::{self, OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
 use crate::startup::AppState;
 
-/// The longest period a report may cover.
-const MAX_PERIOD_DAYS: i64 = 400;
-
 pub async fn release(
     state: &AppState,
     caller: &Caller,
     req: pb::GetReleaseReportRequest,
 ) -> Result<pb::GetReleaseReportResponse, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let release_id = v.uuid("release_id", &req.release_id, true);
-    v.finish()?;
-    let (Some(tenant_id), Some(release_id)) = (tenant_id, release_id) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let ReleaseReport {
+        tenant_id,
+        release_id,
+    } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
     if !state.store.release_exists(&tenant_id, release_id).await? {
         return Err(ApiError::NotFound(format!(
@@ -48,26 +42,12 @@ pub async fn variant(
     caller: &Caller,
     req: pb::GetVariantReportRequest,
 ) -> Result<pb::GetVariantReportResponse, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let variant_id = v.id("variant_id", &req.variant_id, true);
-    let from = req
-        .start_time
-        .as_ref()
-        .and_then(|t| v.timestamp("start_time", t));
-    let before = req
-        .end_time
-        .as_ref()
-        .and_then(|t| v.timestamp("end_time", t));
-    if let (Some(from), Some(before)) = (from, before) {
-        if before <= from {
-            v.add("end_time", "must be after start_time");
-        }
-    }
-    v.finish()?;
-    let (Some(tenant_id), Some(variant_id)) = (tenant_id, variant_id) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let VariantReport {
+        tenant_id,
+        variant_id,
+        from,
+        before,
+    } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
     let scope = Scope::Variant {
         variant_id,
@@ -84,31 +64,11 @@ pub async fn period(
     caller: &Caller,
     req: pb::GetPeriodReportRequest,
 ) -> Result<pb::GetPeriodReportResponse, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
-        None => {
-            v.add(field, "is required");
-            None
-        }
-        Some(ts) => v.timestamp(field, ts),
-    };
-    let from = time("start_time", req.start_time.as_ref());
-    let before = time("end_time", req.end_time.as_ref());
-    if let (Some(from), Some(before)) = (from, before) {
-        if before <= from {
-            v.add("end_time", "must be after start_time");
-        } else if before - from > chrono::Duration::days(MAX_PERIOD_DAYS) {
-            v.add(
-                "end_time",
-                format!("must be at most {MAX_PERIOD_DAYS} days after start_time"),
-            );
-        }
-    }
-    v.finish()?;
-    let (Some(tenant_id), Some(from), Some(before)) = (tenant_id, from, before) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let PeriodReport {
+        tenant_id,
+        from,
+        before,
+    } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
     let report = build(state, policy, &tenant_id, &Scope::Period { from, before }).await?;
     let days = state

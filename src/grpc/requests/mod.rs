@@ -4,4 +4,5 @@
 pub mod dispatch;
 pub mod eligibility;
 pub mod purchases;
+pub mod reports;
 pub mod waitlist;
