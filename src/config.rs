@@ -8,6 +8,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 use restock_domain::TenantPolicy;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -31,7 +32,7 @@ pub struct Settings {
     /// Key of the hash that replaces erased personal data. Unset: a random key per process,
     /// fine for development, but hashes then differ between runs.
     #[serde(default)]
-    pub erasure_key: Option<String>,
+    pub erasure_key: Option<SecretString>,
     /// Brands by tenant id.
     pub tenants: BTreeMap<String, TenantPolicy>,
 }
@@ -112,7 +113,7 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
@@ -121,20 +122,7 @@ pub struct ServerSettings {
     /// `RESTOCK__SERVER__PAGE_TOKEN_KEY`). Unset: a random key per process, so a token works
     /// only against the process that issued it; set the same key on every replica.
     #[serde(default)]
-    pub page_token_key: Option<String>,
-}
-
-impl std::fmt::Debug for ServerSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerSettings")
-            .field("shutdown_grace_seconds", &self.shutdown_grace_seconds)
-            .field("health_check_interval_ms", &self.health_check_interval_ms)
-            .field(
-                "page_token_key",
-                &self.page_token_key.as_ref().map(|_| "[redacted]"),
-            )
-            .finish()
-    }
+    pub page_token_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,7 +185,7 @@ pub enum ProviderKind {
     Twilio,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmsSettings {
     pub provider: ProviderKind,
@@ -208,7 +196,7 @@ pub struct SmsSettings {
     /// Also the key of the webhook signatures. Set it through the environment
     /// (`RESTOCK__SMS__TWILIO_AUTH_TOKEN`), never in a file in the repository.
     #[serde(default)]
-    pub twilio_auth_token: String,
+    pub twilio_auth_token: SecretString,
     /// A second Twilio account that takes texts over when the first rejects our account or
     /// sender, or cannot be reached (tenants name its sender in `fallback_sender_id`). Unset:
     /// a tenant's fallback sender is tried on the first account.
@@ -217,7 +205,7 @@ pub struct SmsSettings {
     /// Through the environment only (`RESTOCK__SMS__FALLBACK_TWILIO_AUTH_TOKEN`); also checks
     /// the signatures of that account's webhooks.
     #[serde(default)]
-    pub fallback_twilio_auth_token: String,
+    pub fallback_twilio_auth_token: SecretString,
     /// The fallback account's API; empty means `twilio_base_url`.
     #[serde(default)]
     pub fallback_twilio_base_url: String,
@@ -228,28 +216,6 @@ pub struct SmsSettings {
 
 fn default_fallback_cool_down_seconds() -> u64 {
     30
-}
-
-impl std::fmt::Debug for SmsSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmsSettings")
-            .field("provider", &self.provider)
-            .field("log_path", &self.log_path)
-            .field("twilio_base_url", &self.twilio_base_url)
-            .field("twilio_account_sid", &self.twilio_account_sid)
-            .field("twilio_auth_token", &"[redacted]")
-            .field(
-                "fallback_twilio_account_sid",
-                &self.fallback_twilio_account_sid,
-            )
-            .field("fallback_twilio_auth_token", &"[redacted]")
-            .field("fallback_twilio_base_url", &self.fallback_twilio_base_url)
-            .field(
-                "fallback_cool_down_seconds",
-                &self.fallback_cool_down_seconds,
-            )
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -384,7 +350,8 @@ impl Settings {
             }
         }
         if self.sms.provider == ProviderKind::Twilio
-            && (self.sms.twilio_account_sid.is_empty() || self.sms.twilio_auth_token.is_empty())
+            && (self.sms.twilio_account_sid.is_empty()
+                || self.sms.twilio_auth_token.expose_secret().is_empty())
         {
             return bad(
                 "sms.twilio_auth_token",
@@ -399,7 +366,9 @@ impl Settings {
                 &self.sms.fallback_twilio_auth_token,
             ),
         ] {
-            if token == crate::auth::DEV_WEBHOOK_TOKEN && !self.http.host.is_loopback() {
+            if token.expose_secret() == crate::auth::DEV_WEBHOOK_TOKEN
+                && !self.http.host.is_loopback()
+            {
                 return bad(
                     key,
                     "the development webhook token is published in config/dev.toml and is \
@@ -421,14 +390,18 @@ impl Settings {
         if d.poll_interval_ms == 0 {
             return bad("dispatch.poll_interval_ms", "must be at least 1");
         }
-        if self.erasure_key.as_deref().is_some_and(|k| k.len() < 16) {
+        if self
+            .erasure_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 16)
+        {
             return bad("erasure_key", "must be at least 16 characters");
         }
         if self
             .server
             .page_token_key
-            .as_deref()
-            .is_some_and(|k| k.len() < 16)
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 16)
         {
             return bad("server.page_token_key", "must be at least 16 characters");
         }
@@ -531,6 +504,34 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_show_in_debug_output() {
+        let secrets = [
+            (
+                "RESTOCK__SMS__TWILIO_AUTH_TOKEN",
+                "primary-provider-token-1f2e",
+            ),
+            (
+                "RESTOCK__SMS__FALLBACK_TWILIO_AUTH_TOKEN",
+                "fallback-provider-token-9a8b",
+            ),
+            ("RESTOCK__ERASURE_KEY", "erasure-key-0123456789abcdef"),
+            (
+                "RESTOCK__SERVER__PAGE_TOKEN_KEY",
+                "page-token-key-0123456789abcdef",
+            ),
+        ];
+        let s = Settings::load_from(None, env(&secrets)).unwrap();
+        assert_eq!(
+            s.sms.twilio_auth_token.expose_secret(),
+            "primary-provider-token-1f2e"
+        );
+        let printed = format!("{s:?} {s:#?}");
+        for (var, value) in secrets {
+            assert!(!printed.contains(value), "{var} printed: {printed}");
+        }
+    }
+
+    #[test]
     fn a_bad_value_names_its_key() {
         let e = Settings::load_from(None, env(&[("RESTOCK__GRPC__PORT", "lots")])).unwrap_err();
         assert!(e.to_string().contains("grpc.port"), "{e}");
@@ -587,7 +588,10 @@ mod tests {
     fn the_development_webhook_token_is_refused_beyond_loopback_and_its_tenants_text_all_day() {
         let dev = concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev.toml");
         let s = Settings::load_from(Some(Path::new(dev)), env(&[])).unwrap();
-        assert_eq!(s.sms.twilio_auth_token, crate::auth::DEV_WEBHOOK_TOKEN);
+        assert_eq!(
+            s.sms.twilio_auth_token.expose_secret(),
+            crate::auth::DEV_WEBHOOK_TOKEN
+        );
         for t in ["sim-immediate", "sim-staged", "sim-proportional"] {
             let p = &s.tenants[t];
             assert_eq!(p.quiet_hours_start, p.quiet_hours_end, "{t} texts all day");

@@ -11,6 +11,7 @@ use anyhow::Context;
 use restock_domain::clock::{Clock, SystemClock};
 use restock_domain::TenantPolicy;
 use restock_store::Store;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -95,7 +96,7 @@ fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider
             let sms = &settings.sms;
             let mut config = restock_sms::TwilioConfig::new(
                 sms.twilio_account_sid.clone(),
-                sms.twilio_auth_token.clone(),
+                sms.twilio_auth_token.expose_secret().to_string(),
             );
             config.base_url = sms.twilio_base_url.clone();
             let primary: Arc<dyn restock_sms::Provider> = Arc::new(
@@ -107,7 +108,7 @@ fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider
                 } else {
                     let mut config = restock_sms::TwilioConfig::new(
                         sms.fallback_twilio_account_sid.clone(),
-                        sms.fallback_twilio_auth_token.clone(),
+                        sms.fallback_twilio_auth_token.expose_secret().to_string(),
                     );
                     config.base_url = if sms.fallback_twilio_base_url.is_empty() {
                         sms.twilio_base_url.clone()
@@ -217,14 +218,14 @@ impl Application {
             None => format!("http://{}", http_listener.local_addr()?),
         };
         let erasure_key = match &settings.erasure_key {
-            Some(k) => k.as_bytes().to_vec(),
+            Some(k) => k.expose_secret().as_bytes().to_vec(),
             None => {
                 tracing::warn!("erasure_key is not set: using a random key for this process");
                 uuid::Uuid::new_v4().as_bytes().to_vec()
             }
         };
         let page_tokens = match &settings.server.page_token_key {
-            Some(k) => grpc::paging::PageTokens::new(k.as_bytes()),
+            Some(k) => grpc::paging::PageTokens::new(k.expose_secret().as_bytes()),
             None => {
                 tracing::warn!("server.page_token_key is not set: using a random key for this process (page tokens work only against it)");
                 grpc::paging::PageTokens::new(&rand::random::<[u8; 32]>())
@@ -254,8 +255,9 @@ impl Application {
                 &settings.sms.fallback_twilio_auth_token,
             ]
             .into_iter()
+            .map(|t| t.expose_secret())
             .filter(|t| !t.is_empty())
-            .cloned()
+            .map(str::to_string)
             .collect(),
             draining: watch::channel(false).0,
             page_tokens,

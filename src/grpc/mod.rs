@@ -8,6 +8,7 @@ pub mod layers;
 pub mod paging;
 pub mod purchases;
 pub mod reports;
+pub mod requests;
 pub mod validate;
 pub mod views;
 pub mod waitlist;

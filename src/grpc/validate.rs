@@ -51,6 +51,15 @@ impl Violations {
         }
     }
 
+    /// The command when nothing was found and every required part is present (`parts` is
+    /// `None` only where a violation was recorded), else the violations as INVALID_ARGUMENT.
+    pub fn into_result<T>(self, parts: Option<T>) -> Result<T, ApiError> {
+        match parts {
+            Some(command) if self.0.is_empty() => Ok(command),
+            _ => Err(ApiError::InvalidArgument(self.0)),
+        }
+    }
+
     /// An identifier: at most [`MAX_ID`] characters, no control characters, not blank.
     /// Answers `None` when empty (after recording a violation if `required`) or bad.
     pub fn id(&mut self, field: &str, value: &str, required: bool) -> Option<String> {

@@ -27,7 +27,7 @@ pub fn use_fake(settings: &mut Settings, fake: &FakeTwilio) {
     settings.sms.provider = ProviderKind::Twilio;
     settings.sms.twilio_base_url = config.base_url;
     settings.sms.twilio_account_sid = config.account_sid;
-    settings.sms.twilio_auth_token = config.auth_token;
+    settings.sms.twilio_auth_token = config.auth_token.into();
     settings.dispatch.poll_interval_ms = 50;
     settings.dispatch.retry_base_ms = 200;
     // Plenty of throughput unless a test says otherwise.

@@ -95,7 +95,7 @@ async fn a_refused_sender_hands_the_release_to_the_fallback_account() {
         s.sms.twilio_auth_token = "not-the-token".into();
         let fallback = second.config();
         s.sms.fallback_twilio_account_sid = fallback.account_sid;
-        s.sms.fallback_twilio_auth_token = fallback.auth_token;
+        s.sms.fallback_twilio_auth_token = fallback.auth_token.into();
         s.sms.fallback_twilio_base_url = fallback.base_url;
         s.tenants.get_mut("demo").unwrap().fallback_sender_id = Some(FALLBACK.into());
     })

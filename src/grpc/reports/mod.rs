@@ -9,28 +9,22 @@ use restock_domain::TenantPolicy;
 use restock_store::reports::{DayFigures, Figures, Scope, SignupFigures};
 
 use super::convert::timestamp;
-use super::validate::Violations;
+use super::requests::reports::{PeriodReport, ReleaseReport, VariantReport};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::reporting::{self, OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
 use crate::startup::AppState;
 
-/// The longest period a report may cover.
-const MAX_PERIOD_DAYS: i64 = 400;
-
 pub async fn release(
     state: &AppState,
     caller: &Caller,
     req: pb::GetReleaseReportRequest,
 ) -> Result<pb::GetReleaseReportResponse, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let release_id = v.uuid("release_id", &req.release_id, true);
-    v.finish()?;
-    let (Some(tenant_id), Some(release_id)) = (tenant_id, release_id) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let ReleaseReport {
+        tenant_id,
+        release_id,
+    } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
     if !state.store.release_exists(&tenant_id, release_id).await? {
         return Err(ApiError::NotFound(format!(
@@ -48,26 +42,12 @@ pub async fn variant(
     caller: &Caller,
     req: pb::GetVariantReportRequest,
 ) -> Result<pb::GetVariantReportResponse, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let variant_id = v.id("variant_id", &req.variant_id, true);
-    let from = req
-        .start_time
-        .as_ref()
-        .and_then(|t| v.timestamp("start_time", t));
-    let before = req
-        .end_time
-        .as_ref()
-        .and_then(|t| v.timestamp("end_time", t));
-    if let (Some(from), Some(before)) = (from, before) {
-        if before <= from {
-            v.add("end_time", "must be after start_time");
-        }
-    }
-    v.finish()?;
-    let (Some(tenant_id), Some(variant_id)) = (tenant_id, variant_id) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let VariantReport {
+        tenant_id,
+        variant_id,
+        from,
+        before,
+    } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
     let scope = Scope::Variant {
         variant_id,
@@ -84,31 +64,11 @@ pub async fn period(
     caller: &Caller,
     req: pb::GetPeriodReportRequest,
 ) -> Result<pb::GetPeriodReportResponse, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
-        None => {
-            v.add(field, "is required");
-            None
-        }
-        Some(ts) => v.timestamp(field, ts),
-    };
-    let from = time("start_time", req.start_time.as_ref());
-    let before = time("end_time", req.end_time.as_ref());
-    if let (Some(from), Some(before)) = (from, before) {
-        if before <= from {
-            v.add("end_time", "must be after start_time");
-        } else if before - from > chrono::Duration::days(MAX_PERIOD_DAYS) {
-            v.add(
-                "end_time",
-                format!("must be at most {MAX_PERIOD_DAYS} days after start_time"),
-            );
-        }
-    }
-    v.finish()?;
-    let (Some(tenant_id), Some(from), Some(before)) = (tenant_id, from, before) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let PeriodReport {
+        tenant_id,
+        from,
+        before,
+    } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
     let report = build(state, policy, &tenant_id, &Scope::Period { from, before }).await?;
     let days = state
@@ -361,155 +321,4 @@ fn duration(d: Duration) -> prost_types::Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use restock_store::reports::CurrencyFigures;
-
-    fn hours(h: u64) -> Duration {
-        Duration::from_secs(h * 3600)
-    }
-
-    #[test]
-    fn an_empty_scope_computes_nothing_rather_than_zero() {
-        let r = shape(&Figures::default(), Utc::now(), hours(24), hours(168));
-        assert_eq!(r.delivery_rate.unwrap().value, None);
-        assert_eq!(r.conversion_rate.unwrap().value, None);
-        assert!(r.revenue.is_empty());
-        assert_eq!(r.time_to_purchase_median, None);
-        let lift = r.lift.unwrap();
-        assert!(!lift.available);
-        assert_eq!(
-            lift.unavailable_reason,
-            pb::LiftUnavailableReason::NoTreatment as i32
-        );
-        assert_eq!(lift.difference_interval, None);
-        assert!(!r.windows_closed);
-    }
-
-    #[test]
-    fn all_held_out_has_no_treatment_and_no_rates_over_nothing_sent() {
-        // Five recipients, all in the control group, one of whom bought anyway.
-        let f = Figures {
-            release_count: 1,
-            held_out_count: 5,
-            holdout_conversions: 1,
-            ..Figures::default()
-        };
-        let r = shape(&f, Utc::now(), hours(24), hours(168));
-        assert_eq!(
-            (r.recipient_count, r.held_out_count, r.sent_count),
-            (0, 5, 0)
-        );
-        let lift = r.lift.unwrap();
-        assert!(!lift.available);
-        assert_eq!(
-            lift.unavailable_reason,
-            pb::LiftUnavailableReason::NoTreatment as i32
-        );
-        let holdout = lift.holdout_conversion.unwrap();
-        assert_eq!((holdout.numerator, holdout.denominator), (1, 5));
-        assert_eq!(holdout.value, Some(0.2));
-        for rate in [
-            r.delivery_rate,
-            r.conversion_rate,
-            r.complaint_rate,
-            r.opt_out_rate,
-        ] {
-            let rate = rate.unwrap();
-            assert_eq!((rate.numerator, rate.denominator, rate.value), (0, 0, None));
-        }
-        assert_eq!(r.complaints_per_thousand_texts, None);
-        assert_eq!(r.opt_outs_per_thousand_texts, None);
-    }
-
-    #[test]
-    fn cached_figures_add_up_like_one_reading_of_both_releases() {
-        let usd = |orders, minor| CurrencyFigures {
-            currency: "USD".into(),
-            orders,
-            units: orders,
-            revenue_minor: minor,
-            last_click_orders: 0,
-            last_click_revenue_minor: 0,
-            refund_count: 0,
-            refunded_minor: 0,
-        };
-        let mut a = Figures {
-            sent_count: 10,
-            failures: vec![restock_store::reports::FailureCount {
-                code: "30007".into(),
-                count: 1,
-            }],
-            currencies: vec![usd(1, 1_000)],
-            times_to_purchase: vec![Duration::from_secs(60)],
-            ..Figures::default()
-        };
-        let b = Figures {
-            sent_count: 5,
-            failures: vec![
-                restock_store::reports::FailureCount {
-                    code: "30003".into(),
-                    count: 2,
-                },
-                restock_store::reports::FailureCount {
-                    code: "30007".into(),
-                    count: 2,
-                },
-            ],
-            currencies: vec![
-                CurrencyFigures {
-                    currency: "EUR".into(),
-                    ..usd(1, 500)
-                },
-                usd(2, -300),
-            ],
-            times_to_purchase: vec![Duration::from_secs(30)],
-            ..Figures::default()
-        };
-        a.add(&b);
-        assert_eq!(a.sent_count, 15);
-        let codes: Vec<_> = a
-            .failures
-            .iter()
-            .map(|f| (f.code.as_str(), f.count))
-            .collect();
-        assert_eq!(codes, [("30007", 3), ("30003", 2)]);
-        let money: Vec<_> = a
-            .currencies
-            .iter()
-            .map(|c| (c.currency.as_str(), c.orders, c.revenue_minor))
-            .collect();
-        assert_eq!(money, [("EUR", 1, 500), ("USD", 3, 700)]);
-        assert_eq!(a.times_to_purchase.len(), 2);
-    }
-
-    #[test]
-    fn no_holdout_leaves_incremental_revenue_unset() {
-        let f = Figures {
-            recipient_count: 10,
-            sent_count: 10,
-            conversion_count: 2,
-            treatment_conversions: 2,
-            currencies: vec![CurrencyFigures {
-                currency: "USD".into(),
-                orders: 2,
-                units: 2,
-                revenue_minor: 5_000,
-                last_click_orders: 0,
-                last_click_revenue_minor: 0,
-                refund_count: 0,
-                refunded_minor: 0,
-            }],
-            ..Figures::default()
-        };
-        let r = shape(&f, Utc::now(), hours(24), hours(168));
-        let lift = r.lift.unwrap();
-        assert_eq!(
-            lift.unavailable_reason,
-            pb::LiftUnavailableReason::NoHoldout as i32
-        );
-        let usd = &r.revenue[0];
-        assert_eq!(usd.incremental_revenue, None);
-        assert_eq!(usd.revenue_per_text.as_ref().unwrap().amount_minor, 500);
-    }
-}
+mod tests;

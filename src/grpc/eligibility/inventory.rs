@@ -1,0 +1,286 @@
+//! Inventory in (a stream, a batch, a snapshot) and stock out.
+
+use super::*;
+
+impl EligibilityApi {
+    pub(super) async fn stream_inventory(
+        &self,
+        request: Request<Streaming<pb::StreamInventoryRequest>>,
+    ) -> Result<Response<AckStream>, Status> {
+        let caller = crate::grpc::caller(&request)?;
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(ACK_BUFFER);
+        let state = self.state.clone();
+        let mut draining = state.draining.subscribe();
+        // The events' spans are children of the call's.
+        let call_span = tracing::Span::current();
+        tokio::spawn(async move {
+            // In order, an ack only once its event is durable; what has already arrived is
+            // applied together (one transaction), so the HTTP/2 buffers drain as fast as a
+            // producer fills them.
+            let mut open = true;
+            while open {
+                // A drain ends the stream between batches, so it never holds the shutdown; the
+                // sender resends what was not acknowledged to another replica.
+                let mut next = tokio::select! {
+                    biased;
+                    _ = async { drop(draining.wait_for(|d| *d).await) } => {
+                        let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect and resend the events not acknowledged"))).await;
+                        return;
+                    }
+                    next = inbound.next() => next,
+                };
+                let mut batch = Vec::new();
+                loop {
+                    match next {
+                        Some(Ok(msg)) => batch.push(msg),
+                        Some(Err(status)) => {
+                            tracing::debug!(%status, "inventory stream ended by the client");
+                            open = false;
+                            break;
+                        }
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    }
+                    if batch.len() >= STREAM_BATCH {
+                        break;
+                    }
+                    // Only what is already here: a lone event is not held back for company.
+                    match inbound.next().now_or_never() {
+                        Some(n) => next = n,
+                        None => break,
+                    }
+                }
+                for answer in process_events(&state, &caller, &batch).await {
+                    let answer = answer
+                        .map(|ack| pb::StreamInventoryResponse { ack: Some(ack) })
+                        .map_err(Status::from);
+                    let failed = answer.is_err();
+                    if tx.send(answer).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+        }.instrument(call_span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    pub(super) async fn report_inventory(
+        &self,
+        request: Request<pb::ReportInventoryRequest>,
+    ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
+        let caller = crate::grpc::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.events.is_empty() {
+            v.add("events", "at least one event is required");
+        } else if req.events.len() > MAX_BATCH {
+            v.add("events", format!("at most {MAX_BATCH} events per call"));
+        }
+        let tenant_id = v.into_result(tenant_id)?;
+        self.state.tenant(&caller, &tenant_id)?;
+        let mut acks = Vec::with_capacity(req.events.len());
+        for (i, event) in req.events.iter().enumerate() {
+            acks.push(
+                process_event(
+                    &self.state,
+                    &tenant_id,
+                    Some(event),
+                    &format!("events[{i}]."),
+                )
+                .await?,
+            );
+        }
+        Ok(Response::new(pb::ReportInventoryResponse { acks }))
+    }
+
+    pub(super) async fn get_stock(
+        &self,
+        request: Request<pb::GetStockRequest>,
+    ) -> Result<Response<pb::GetStockResponse>, Status> {
+        let caller = crate::grpc::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let variant_id = v.id("variant_id", &req.variant_id, true);
+        if req.location_ids.len() > 100 {
+            v.add("location_ids", "at most 100 locations");
+        }
+        for (i, l) in req.location_ids.iter().enumerate() {
+            v.id(&format!("location_ids[{i}]"), l, true);
+        }
+        let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
+        let stock = self
+            .state
+            .store
+            .stock(&tenant_id, &variant_id, &req.location_ids)
+            .await
+            .map_err(ApiError::from)?;
+        if stock.locations.is_empty() && stock.product_id.is_none() && stock.details.title.is_none()
+        {
+            return Err(ApiError::NotFound(format!(
+                "no stock or details of variant \"{variant_id}\""
+            ))
+            .into());
+        }
+        let total = total_available(&stock.locations);
+        Ok(Response::new(pb::GetStockResponse {
+            variant_id,
+            product_id: stock.product_id.unwrap_or_default(),
+            variant: Some(pb::VariantDetails {
+                title: stock.details.title.unwrap_or_default(),
+                options: stock.details.options,
+                deep_link: stock.details.deep_link.unwrap_or_default(),
+            }),
+            locations: stock
+                .locations
+                .into_iter()
+                .map(|l| pb::LocationStock {
+                    in_stock: l.available >= policy.restock_threshold,
+                    location_id: l.location_id,
+                    available_to_sell: l.available,
+                    on_order: l.on_order,
+                    sequence_number: l.last_sequence.unwrap_or(0) as u64,
+                    observe_time: l.last_observed_at.map(timestamp),
+                    update_time: Some(timestamp(l.updated_at)),
+                    last_event_id: l.last_event_id.unwrap_or_default(),
+                    last_restock_id: l.last_restock_id.map(|r| r.to_string()).unwrap_or_default(),
+                    last_restock_time: l.last_restock_at.map(timestamp),
+                })
+                .collect(),
+            total_available_to_sell: total,
+            restock_threshold: policy.restock_threshold,
+            rearm_level: policy.rearm_level,
+        }))
+    }
+
+    pub(super) async fn sync_inventory(
+        &self,
+        request: Request<Streaming<pb::SyncInventoryRequest>>,
+    ) -> Result<Response<pb::SyncInventoryResponse>, Status> {
+        let caller = crate::grpc::caller(&request)?;
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| ApiError::field("tenant_id", "the snapshot stream was empty"))?;
+        let now = self.state.clock.now();
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &first.tenant_id, true);
+        let snapshot_at = v.past_time("snapshot_time", first.snapshot_time.as_ref(), now, true);
+        for (i, l) in first.location_ids.iter().enumerate() {
+            v.id(&format!("location_ids[{i}]"), l, true);
+        }
+        let (tenant_id, snapshot_at) = v.into_result(tenant_id.zip(snapshot_at))?;
+        let policy = self.state.tenant(&caller, &tenant_id)?;
+        let detection = restock_policy(policy);
+        let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());
+        let mut session = self
+            .state
+            .store
+            .begin_sync(&tenant_id, snapshot_at)
+            .await
+            .map_err(ApiError::from)?;
+        let (mut received, mut rejected_count) = (0u64, 0u64);
+        let mut rejections = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            if msg.tenant_id != tenant_id {
+                return Err(ApiError::field(
+                    "tenant_id",
+                    "must be the same on every message of a sync",
+                )
+                .into());
+            }
+            if msg.levels.len() > MAX_SYNC_CHUNK {
+                return Err(ApiError::field(
+                    "levels",
+                    format!("at most {MAX_SYNC_CHUNK} levels per message"),
+                )
+                .into());
+            }
+            let mut chunk = Vec::with_capacity(msg.levels.len());
+            for l in &msg.levels {
+                let index = received;
+                received += 1;
+                if received > MAX_SYNC_LEVELS {
+                    return Err(ApiError::field(
+                        "levels",
+                        format!("at most {MAX_SYNC_LEVELS} levels per sync"),
+                    )
+                    .into());
+                }
+                let mut lv = Violations::default();
+                let order = match l.sequence_number {
+                    0 => Order::Observed(snapshot_at),
+                    n => match i64::try_from(n) {
+                        Ok(n) => Order::Sequence(n),
+                        Err(_) => {
+                            lv.add("sequence_number", "must be at most 2^63 - 1");
+                            Order::Observed(snapshot_at)
+                        }
+                    },
+                };
+                let parsed = level(
+                    &mut lv,
+                    "",
+                    &l.variant_id,
+                    &l.location_id,
+                    l.available_to_sell,
+                    l.on_order,
+                    Some(order),
+                    &l.product_id,
+                    l.variant.as_ref(),
+                );
+                match parsed {
+                    Some(level) if lv.is_empty() => chunk.push(level),
+                    _ => {
+                        rejected_count += 1;
+                        if rejections.len() < MAX_REJECTIONS {
+                            rejections.push(pb::SyncRejection {
+                                index,
+                                variant_id: l.variant_id.clone(),
+                                location_id: l.location_id.clone(),
+                                field_violations: lv.into_field_violations(),
+                            });
+                        }
+                    }
+                }
+            }
+            session
+                .apply(&chunk, &detection, now)
+                .await
+                .map_err(ApiError::from)?;
+            next = inbound.message().await?;
+        }
+        let counts = session
+            .commit(zero_missing, &locations, &detection, now)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(
+            tenant_id,
+            received,
+            changed = counts.changed,
+            zeroed = counts.zeroed,
+            restocks = counts.restocks_started,
+            "inventory synced"
+        );
+        if counts.restocks_started > 0 {
+            self.state.dispatch_wake.notify_one();
+        }
+        Ok(Response::new(pb::SyncInventoryResponse {
+            received_count: received,
+            changed_count: counts.changed,
+            unchanged_count: counts.unchanged,
+            stale_count: counts.stale,
+            zeroed_count: counts.zeroed,
+            rejected_count,
+            rejections,
+            restocks_started_count: counts.restocks_started,
+        }))
+    }
+}

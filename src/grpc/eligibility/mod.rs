@@ -1,0 +1,166 @@
+//! EligibilityService: inventory in (stream, batch, snapshot), stock out, merchandising
+//! exclusions, and the eligibility engine's answers (`Explain`, `DryRun`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use restock_domain::eligibility::{Decision, Outcome, RestockContext};
+use restock_domain::restock::Hysteresis;
+use restock_domain::TenantPolicy;
+use restock_store::eligibility::CandidateRow;
+use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
+use restock_store::substitutes::{GroupRow, Member};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::convert::{decision, timestamp};
+use super::paging::{parse_time_cursor, time_cursor, Scope};
+use super::validate::Violations;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::proto::v1 as pb;
+use crate::proto::v1::eligibility_service_server::EligibilityService;
+use crate::startup::AppState;
+
+mod events;
+mod exclusions;
+mod explain;
+mod inventory;
+mod substitutes;
+
+use events::*;
+use explain::*;
+
+/// Acknowledgements buffered per stream. A client that stops reading them stops being read
+/// from: the server's memory per stream is this many acks, whatever the client sends.
+const ACK_BUFFER: usize = 64;
+/// Events of one stream applied in one transaction, at most.
+const STREAM_BATCH: usize = 256;
+const MAX_BATCH: usize = 1_000;
+const MAX_SYNC_CHUNK: usize = 1_000;
+const MAX_SYNC_LEVELS: u64 = 1_000_000;
+const MAX_REJECTIONS: usize = 100;
+/// Most units one level may hold (available to sell, on order, a dry run's assumption): far
+/// above any real stock, and low enough that totals over locations never overflow an `i64`.
+const MAX_UNITS: i64 = 1_000_000_000;
+
+/// The service.
+pub struct EligibilityApi {
+    state: Arc<AppState>,
+}
+
+impl EligibilityApi {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// The parts of a tenant's policy that restock detection reads.
+pub fn restock_policy(policy: &TenantPolicy) -> RestockPolicy<'_> {
+    RestockPolicy {
+        hysteresis: Hysteresis {
+            threshold: policy.restock_threshold,
+            rearm_level: policy.rearm_level,
+        },
+        excluded_products: &policy.excluded_products,
+        excluded_variants: &policy.excluded_variants,
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::StreamInventoryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EligibilityService for EligibilityApi {
+    async fn stream_inventory(
+        &self,
+        request: Request<Streaming<pb::StreamInventoryRequest>>,
+    ) -> Result<Response<AckStream>, Status> {
+        EligibilityApi::stream_inventory(self, request).await
+    }
+
+    async fn report_inventory(
+        &self,
+        request: Request<pb::ReportInventoryRequest>,
+    ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
+        EligibilityApi::report_inventory(self, request).await
+    }
+
+    async fn get_stock(
+        &self,
+        request: Request<pb::GetStockRequest>,
+    ) -> Result<Response<pb::GetStockResponse>, Status> {
+        EligibilityApi::get_stock(self, request).await
+    }
+
+    async fn sync_inventory(
+        &self,
+        request: Request<Streaming<pb::SyncInventoryRequest>>,
+    ) -> Result<Response<pb::SyncInventoryResponse>, Status> {
+        EligibilityApi::sync_inventory(self, request).await
+    }
+
+    async fn create_exclusion(
+        &self,
+        request: Request<pb::CreateExclusionRequest>,
+    ) -> Result<Response<pb::CreateExclusionResponse>, Status> {
+        EligibilityApi::create_exclusion(self, request).await
+    }
+
+    async fn delete_exclusion(
+        &self,
+        request: Request<pb::DeleteExclusionRequest>,
+    ) -> Result<Response<pb::DeleteExclusionResponse>, Status> {
+        EligibilityApi::delete_exclusion(self, request).await
+    }
+
+    async fn list_exclusions(
+        &self,
+        request: Request<pb::ListExclusionsRequest>,
+    ) -> Result<Response<pb::ListExclusionsResponse>, Status> {
+        EligibilityApi::list_exclusions(self, request).await
+    }
+
+    async fn set_substitute_group(
+        &self,
+        request: Request<pb::SetSubstituteGroupRequest>,
+    ) -> Result<Response<pb::SetSubstituteGroupResponse>, Status> {
+        EligibilityApi::set_substitute_group(self, request).await
+    }
+
+    async fn list_substitute_groups(
+        &self,
+        request: Request<pb::ListSubstituteGroupsRequest>,
+    ) -> Result<Response<pb::ListSubstituteGroupsResponse>, Status> {
+        EligibilityApi::list_substitute_groups(self, request).await
+    }
+
+    async fn delete_substitute_group(
+        &self,
+        request: Request<pb::DeleteSubstituteGroupRequest>,
+    ) -> Result<Response<pb::DeleteSubstituteGroupResponse>, Status> {
+        EligibilityApi::delete_substitute_group(self, request).await
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        EligibilityApi::explain(self, request).await
+    }
+
+    async fn dry_run(
+        &self,
+        request: Request<pb::DryRunRequest>,
+    ) -> Result<Response<pb::DryRunResponse>, Status> {
+        EligibilityApi::dry_run(self, request).await
+    }
+}

@@ -1,0 +1,8 @@
+//! Requests as typed commands: a command exists only if its request was valid, and parsing
+//! one collects every field violation (see [`super::validate::Violations`]).
+
+pub mod dispatch;
+pub mod eligibility;
+pub mod purchases;
+pub mod reports;
+pub mod waitlist;

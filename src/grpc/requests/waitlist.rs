@@ -1,0 +1,179 @@
+//! WaitlistService's requests as typed commands.
+
+use restock_domain::{ConsentSource, Phone};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::grpc::convert;
+use crate::grpc::validate::Violations;
+use crate::proto::v1 as pb;
+
+/// One subscription of a tenant: Unsubscribe, GetSubscription, GetWaitlistPosition.
+#[derive(Debug)]
+pub struct SubscriptionRef {
+    pub tenant_id: String,
+    pub subscription_id: Uuid,
+}
+
+impl SubscriptionRef {
+    fn parse(tenant_id: &str, subscription_id: &str) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", tenant_id, true);
+        let subscription_id = v.uuid("subscription_id", subscription_id, true);
+        let parts = tenant_id
+            .zip(subscription_id)
+            .map(|(tenant_id, subscription_id)| SubscriptionRef {
+                tenant_id,
+                subscription_id,
+            });
+        v.into_result(parts)
+    }
+}
+
+macro_rules! subscription_ref_from {
+    ($($request:ty),*) => {$(
+        impl TryFrom<$request> for SubscriptionRef {
+            type Error = ApiError;
+            fn try_from(req: $request) -> Result<Self, ApiError> {
+                Self::parse(&req.tenant_id, &req.subscription_id)
+            }
+        }
+    )*};
+}
+subscription_ref_from!(
+    pb::UnsubscribeRequest,
+    pb::GetSubscriptionRequest,
+    pb::GetWaitlistPositionRequest
+);
+
+/// One phone of a tenant: GetConsentHistory, ErasePhone.
+pub struct PhoneRef {
+    pub tenant_id: String,
+    pub phone: Phone,
+}
+
+impl PhoneRef {
+    fn parse(tenant_id: &str, phone_number: &str, default_region: &str) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", tenant_id, true);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            phone_number,
+            default_region,
+        );
+        let parts = tenant_id
+            .zip(phone)
+            .map(|(tenant_id, phone)| PhoneRef { tenant_id, phone });
+        v.into_result(parts)
+    }
+}
+
+macro_rules! phone_ref_from {
+    ($($request:ty),*) => {$(
+        impl TryFrom<$request> for PhoneRef {
+            type Error = ApiError;
+            fn try_from(req: $request) -> Result<Self, ApiError> {
+                Self::parse(&req.tenant_id, &req.phone_number, &req.default_region)
+            }
+        }
+    )*};
+}
+phone_ref_from!(pb::GetConsentHistoryRequest, pb::ErasePhoneRequest);
+
+/// A valid OptOut.
+pub struct OptOut {
+    pub tenant_id: String,
+    pub phone: Phone,
+    pub source: ConsentSource,
+    pub reason: Option<String>,
+}
+
+impl TryFrom<pb::OptOutRequest> for OptOut {
+    type Error = ApiError;
+    fn try_from(req: pb::OptOutRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
+        let source = v
+            .enumeration::<pb::ConsentSource>("source", req.source, true)
+            .and_then(convert::consent_source);
+        let reason = v.text("reason", &req.reason, 500, false);
+        let parts = match (tenant_id, phone, source) {
+            (Some(tenant_id), Some(phone), Some(source)) => Some(OptOut {
+                tenant_id,
+                phone,
+                source,
+                reason,
+            }),
+            _ => None,
+        };
+        v.into_result(parts)
+    }
+}
+
+/// A valid ConfirmSubscription: the subscription and where the confirmation came from.
+pub struct ConfirmSubscription {
+    pub subscription: SubscriptionRef,
+    pub source: ConsentSource,
+}
+
+impl TryFrom<pb::ConfirmSubscriptionRequest> for ConfirmSubscription {
+    type Error = ApiError;
+    fn try_from(req: pb::ConfirmSubscriptionRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let subscription_id = v.uuid("subscription_id", &req.subscription_id, true);
+        let source = v
+            .enumeration::<pb::ConsentSource>("source", req.source, true)
+            .and_then(convert::consent_source);
+        let parts = match (tenant_id, subscription_id, source) {
+            (Some(tenant_id), Some(subscription_id), Some(source)) => Some(ConfirmSubscription {
+                subscription: SubscriptionRef {
+                    tenant_id,
+                    subscription_id,
+                },
+                source,
+            }),
+            _ => None,
+        };
+        v.into_result(parts)
+    }
+}
+
+/// A valid TransferWaitlist: two different variants.
+#[derive(Debug)]
+pub struct TransferWaitlist {
+    pub tenant_id: String,
+    pub from_variant_id: String,
+    pub to_variant_id: String,
+}
+
+impl TryFrom<pb::TransferWaitlistRequest> for TransferWaitlist {
+    type Error = ApiError;
+    fn try_from(req: pb::TransferWaitlistRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let from = v.id("from_variant_id", &req.from_variant_id, true);
+        let to = v.id("to_variant_id", &req.to_variant_id, true);
+        if from.is_some() && from == to {
+            v.add("to_variant_id", "must differ from from_variant_id");
+        }
+        let parts = match (tenant_id, from, to) {
+            (Some(tenant_id), Some(from_variant_id), Some(to_variant_id)) => {
+                Some(TransferWaitlist {
+                    tenant_id,
+                    from_variant_id,
+                    to_variant_id,
+                })
+            }
+            _ => None,
+        };
+        v.into_result(parts)
+    }
+}
