@@ -3,7 +3,6 @@
 
 use restock::proto::v1 as pb;
 use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use tokio_stream::StreamExt;
 
 use crate::helpers::*;
@@ -14,10 +13,6 @@ const OUTSIDE: [(&str, i64); 2] = [("1969", -1), ("10000", 253_402_300_800)];
 
 fn at(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos: 0 })
-}
-
-fn eligibility(app: &TestApp) -> EligibilityServiceClient<Channel> {
-    EligibilityServiceClient::new(app.channel.clone())
 }
 
 fn dispatch(app: &TestApp) -> DispatchServiceClient<Channel> {
@@ -72,7 +67,8 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
         );
 
         // EligibilityService.ReportInventory: the event is REJECTED, naming the field.
-        let acks = eligibility(&app)
+        let acks = app
+            .eligibility()
             .report_inventory(pb::ReportInventoryRequest {
                 tenant_id: "demo".into(),
                 events: vec![observed(&format!("r-{year}"), seconds)],
@@ -90,7 +86,8 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
         assert_eq!(fields, ["events[0].observe_time"], "{year}");
 
         // EligibilityService.StreamInventory: REJECTED, and the stream goes on.
-        let mut acks = eligibility(&app)
+        let mut acks = app
+            .eligibility()
             .stream_inventory(tokio_stream::iter(vec![
                 pb::StreamInventoryRequest {
                     tenant_id: "demo".into(),
@@ -117,7 +114,7 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
 
         // EligibilityService.SyncInventory.
         names(
-            eligibility(&app)
+            app.eligibility()
                 .sync_inventory(tokio_stream::iter(vec![pb::SyncInventoryRequest {
                     tenant_id: "demo".into(),
                     snapshot_time: at(seconds),
@@ -130,7 +127,7 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
 
         // EligibilityService.CreateExclusion.
         names(
-            eligibility(&app)
+            app.eligibility()
                 .create_exclusion(pb::CreateExclusionRequest {
                     tenant_id: "demo".into(),
                     target: Some(pb::create_exclusion_request::Target::VariantId(
@@ -193,7 +190,8 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
 async fn huge_stock_levels_never_overflow_a_total() {
     let app = spawn_app().await;
     // Two locations at i64::MAX: today's sum panicked the handler.
-    let acks = eligibility(&app)
+    let acks = app
+        .eligibility()
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![
@@ -228,7 +226,8 @@ async fn huge_stock_levels_never_overflow_a_total() {
         assert_eq!(fields, [format!("events[{i}].{field}")]);
     }
     // The bound itself is accepted at several locations, and totals add up.
-    let acks = eligibility(&app)
+    let acks = app
+        .eligibility()
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![
@@ -243,7 +242,8 @@ async fn huge_stock_levels_never_overflow_a_total() {
     assert!(acks
         .iter()
         .all(|a| a.outcome == pb::InventoryOutcome::Applied as i32));
-    let stock = eligibility(&app)
+    let stock = app
+        .eligibility()
         .get_stock(pb::GetStockRequest {
             tenant_id: "demo".into(),
             variant_id: "sku-max".into(),
@@ -254,7 +254,8 @@ async fn huge_stock_levels_never_overflow_a_total() {
         .into_inner();
     assert_eq!(stock.total_available_to_sell, 2_000_000_000);
     // A snapshot is held to the same bound.
-    let synced = eligibility(&app)
+    let synced = app
+        .eligibility()
         .sync_inventory(tokio_stream::iter(vec![pb::SyncInventoryRequest {
             tenant_id: "demo".into(),
             snapshot_time: at(chrono::Utc::now().timestamp() - 1),
@@ -272,7 +273,7 @@ async fn huge_stock_levels_never_overflow_a_total() {
     assert_eq!(synced.rejected_count, 1);
     // DryRun refuses an assumption past the bound.
     names(
-        eligibility(&app)
+        app.eligibility()
             .dry_run(pb::DryRunRequest {
                 tenant_id: "demo".into(),
                 variant_id: "sku-max".into(),

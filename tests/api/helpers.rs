@@ -232,6 +232,14 @@ impl TestApp {
         WaitlistServiceClient::new(self.channel.clone())
     }
 
+    pub fn eligibility(
+        &self,
+    ) -> restock::proto::v1::eligibility_service_client::EligibilityServiceClient<Channel> {
+        restock::proto::v1::eligibility_service_client::EligibilityServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+
     /// A direct connection to this test's database, for checking what was (not) written.
     pub async fn db(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.db_url, NoTls).await.unwrap();

@@ -653,8 +653,7 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
     walk.push(format!("YES -> {:?}", pb::SubscriptionStatus::Active));
 
     // The restock: one text.
-    let mut inventory =
-        pb::eligibility_service_client::EligibilityServiceClient::new(app.channel.clone());
+    let mut inventory = app.eligibility();
     for (event_id, available, seq) in [("walk-1", 0, 1), ("walk-2", 4, 2)] {
         inventory
             .report_inventory(pb::ReportInventoryRequest {

@@ -8,14 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use restock::proto::v1 as pb;
 use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 
 use crate::dispatch::{eventually, phones, set_stock, subscribe_all};
 use crate::helpers::*;
-
-fn eligibility(app: &TestApp) -> EligibilityServiceClient<Channel> {
-    EligibilityServiceClient::new(app.channel.clone())
-}
 
 fn dispatch(app: &TestApp) -> DispatchServiceClient<Channel> {
     DispatchServiceClient::new(app.channel.clone())
@@ -119,7 +114,7 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
     )
     .await;
     for variant in ["sku-1", "sku-2", "sku-3"] {
-        eligibility(&app)
+        app.eligibility()
             .create_exclusion(pb::CreateExclusionRequest {
                 tenant_id: "demo".into(),
                 target: Some(pb::create_exclusion_request::Target::VariantId(
@@ -207,7 +202,7 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
         "ListExclusions",
         Box::new(|app, tenant, other_filter, page_token| {
             Box::pin(async move {
-                eligibility(app)
+                app.eligibility()
                     .list_exclusions(pb::ListExclusionsRequest {
                         tenant_id: tenant.into(),
                         page_size: 1,
@@ -226,7 +221,7 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
         "DryRun",
         Box::new(|app, tenant, other_filter, page_token| {
             Box::pin(async move {
-                eligibility(app)
+                app.eligibility()
                     .dry_run(pb::DryRunRequest {
                         tenant_id: tenant.into(),
                         variant_id: "sku-1".into(),
@@ -251,7 +246,8 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
 async fn a_token_of_one_list_rpc_is_refused_by_another() {
     let app = spawn_app().await;
     subscribe_all(&app, "sku-1", &phones(3, 0)).await;
-    let token = eligibility(&app)
+    let token = app
+        .eligibility()
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
             variant_id: "sku-1".into(),

@@ -1027,7 +1027,7 @@ async fn unknown_tenants_releases_and_messages_are_not_found() {
 }
 
 async fn exclude_variant(app: &TestApp, variant: &str) {
-    dispatch_exclusions(app)
+    app.eligibility()
         .create_exclusion(pb::CreateExclusionRequest {
             tenant_id: "demo".into(),
             target: Some(pb::create_exclusion_request::Target::VariantId(
@@ -1039,12 +1039,6 @@ async fn exclude_variant(app: &TestApp, variant: &str) {
         })
         .await
         .expect("create exclusion");
-}
-
-fn dispatch_exclusions(
-    app: &TestApp,
-) -> pb::eligibility_service_client::EligibilityServiceClient<Channel> {
-    pb::eligibility_service_client::EligibilityServiceClient::new(app.channel.clone())
 }
 
 #[tokio::test]

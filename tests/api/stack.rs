@@ -14,10 +14,6 @@ use crate::dispatch::{eventually, set_stock};
 use crate::helpers::*;
 use crate::inventory::event;
 
-fn eligibility(app: &TestApp) -> EligibilityServiceClient<Channel> {
-    EligibilityServiceClient::new(app.channel.clone())
-}
-
 fn report(variant: &str, id: &str, available: i64, seq: u64) -> pb::ReportInventoryRequest {
     pb::ReportInventoryRequest {
         tenant_id: "demo".into(),
@@ -98,7 +94,8 @@ async fn assert_deadline_exceeded(
     app: &TestApp,
     request: tonic::Request<pb::ReportInventoryRequest>,
 ) {
-    let status = eligibility(app)
+    let status = app
+        .eligibility()
         .report_inventory(request)
         .await
         .unwrap_err();
@@ -132,7 +129,8 @@ async fn a_call_past_the_callers_deadline_is_deadline_exceeded_and_rolled_back()
     assert_eq!(event_ids(&app).await, ["ev-sku-d-web-1"]);
     assert_eq!(app.count("restocks").await, 0);
     // The same event again, in time, is applied: nothing of the first attempt stands in its way.
-    let ack = eligibility(&app)
+    let ack = app
+        .eligibility()
         .report_inventory(report("sku-d", "ev-late", 5, 2))
         .await
         .unwrap()
@@ -164,7 +162,8 @@ async fn the_server_caps_the_deadline_a_caller_asks_for() {
 async fn an_inventory_stream_outlives_the_servers_deadline_cap() {
     let app = spawn_app_with(|s| s.grpc.max_call_ms = 100).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut acks = eligibility(&app)
+    let mut acks = app
+        .eligibility()
         .stream_inventory(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .unwrap()
@@ -200,7 +199,7 @@ async fn past_the_concurrency_limit_calls_are_shed_with_retry_info_while_health_
     // LIMIT calls admitted, each waiting on the lock inside its transaction.
     let admitted: Vec<_> = (0..LIMIT as u64)
         .map(|i| {
-            let mut client = eligibility(&app);
+            let mut client = app.eligibility();
             tokio::spawn(async move {
                 client
                     .report_inventory(report("sku-f", &format!("ev-in-{i}"), 5, 2 + i))
@@ -212,7 +211,7 @@ async fn past_the_concurrency_limit_calls_are_shed_with_retry_info_while_health_
     // A flood meanwhile: every call is answered at once, none queued.
     let flood: Vec<_> = (0..50)
         .map(|i| {
-            let mut client = eligibility(&app);
+            let mut client = app.eligibility();
             tokio::spawn(async move {
                 client
                     .get_stock(pb::GetStockRequest {
@@ -244,7 +243,7 @@ async fn past_the_concurrency_limit_calls_are_shed_with_retry_info_while_health_
     for call in admitted {
         call.await.unwrap().expect("an admitted call answers");
     }
-    eligibility(&app)
+    app.eligibility()
         .get_stock(pb::GetStockRequest {
             tenant_id: "demo".into(),
             variant_id: "sku-f".into(),
@@ -266,7 +265,7 @@ async fn every_call_gets_a_request_id_echoed_in_its_response() {
         .metadata_mut()
         .insert("x-request-id", "checkout-7f3a.1".parse().unwrap());
     // Not found, as the variant is unknown: answers, errors included, carry the id.
-    let status = eligibility(&app).get_stock(request).await.unwrap_err();
+    let status = app.eligibility().get_stock(request).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(
         status.metadata().get("x-request-id").unwrap(),
@@ -279,7 +278,7 @@ async fn every_call_gets_a_request_id_echoed_in_its_response() {
     request
         .metadata_mut()
         .insert("x-request-id", "checkout-7f3a.2".parse().unwrap());
-    let response = eligibility(&app).list_exclusions(request).await.unwrap();
+    let response = app.eligibility().list_exclusions(request).await.unwrap();
     assert_eq!(
         response.metadata().get("x-request-id").unwrap(),
         "checkout-7f3a.2"
@@ -289,7 +288,7 @@ async fn every_call_gets_a_request_id_echoed_in_its_response() {
     request
         .metadata_mut()
         .insert("x-request-id", "not one we log as it is".parse().unwrap());
-    let status = eligibility(&app).get_stock(request).await.unwrap_err();
+    let status = app.eligibility().get_stock(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let made = status
         .metadata()

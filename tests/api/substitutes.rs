@@ -4,17 +4,12 @@
 use std::time::Duration;
 
 use restock::proto::v1 as pb;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
 
 use crate::dispatch::{db, dispatch, eventually, set_stock, spawn_sender, texting_hours};
 use crate::helpers::*;
 use crate::purchases::ts;
-
-fn eligibility(app: &TestApp) -> EligibilityServiceClient<Channel> {
-    EligibilityServiceClient::new(app.channel.clone())
-}
 
 fn variant(v: &str) -> pb::SubstituteMember {
     pb::SubstituteMember {
@@ -33,7 +28,7 @@ async fn set_group(
     group: &str,
     members: Vec<pb::SubstituteMember>,
 ) -> Result<pb::SetSubstituteGroupResponse, tonic::Status> {
-    eligibility(app)
+    app.eligibility()
         .set_substitute_group(pb::SetSubstituteGroupRequest {
             tenant_id: "demo".into(),
             group_id: group.into(),
@@ -156,7 +151,8 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
     );
 
     // Explain says which purchase stopped Bob's text.
-    let why = eligibility(&app)
+    let why = app
+        .eligibility()
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: bob_id.clone(),
@@ -195,7 +191,8 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
     assert_eq!(substitute, 2);
 
     // DryRun counts both buyers under the reason.
-    let dry = eligibility(&app)
+    let dry = app
+        .eligibility()
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
             variant_id: "parka-red".into(),
@@ -212,14 +209,15 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
     assert_eq!(counted, Some(2), "{:?}", dry.skipped_by_reason);
 
     // The group deleted, the purchase no longer suppresses anything.
-    eligibility(&app)
+    app.eligibility()
         .delete_substitute_group(pb::DeleteSubstituteGroupRequest {
             tenant_id: "demo".into(),
             group_id: "parka".into(),
         })
         .await
         .unwrap();
-    let why = eligibility(&app)
+    let why = app
+        .eligibility()
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: bob_id,
@@ -248,7 +246,7 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
     .await;
     app.clock.set(texting_hours());
     // The catalogue: boot-new-42 and boot-new-43 are variants of product boot-new.
-    let mut e = eligibility(&app);
+    let mut e = app.eligibility();
     for (i, v) in ["boot-new-42", "boot-new-43"].iter().enumerate() {
         let mut ev = crate::inventory::event(&format!("cat-{i}"), v, "web", 0, 1);
         ev.product_id = "boot-new".into();
@@ -264,7 +262,7 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
     let new_43 = subscribe_ny(&app, "boot-new-43", phone).await;
     buy(&app, "order-1", phone, "boot-new-42").await;
     let reason = |id: String, v: &'static str| {
-        let mut e = eligibility(&app);
+        let mut e = app.eligibility();
         async move {
             e.explain(pb::ExplainRequest {
                 tenant_id: "demo".into(),
@@ -348,7 +346,7 @@ async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
             .await
             .unwrap();
     }
-    let mut e = eligibility(&app);
+    let mut e = app.eligibility();
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {

@@ -1321,7 +1321,9 @@ async fn stock_levels(
     .collect())
 }
 
-fn strategy_of(r: &Row) -> Strategy {
+/// A stored release's strategy, from its `strategy`, `stage_shares_bps`, `wave_interval_ms`,
+/// `oversubscription`, `first_wave_share_bps` and `absorbed_share_bps` columns.
+pub(crate) fn strategy_of(r: &Row) -> Strategy {
     let name: Option<String> = r.get("strategy");
     let interval = Duration::from_millis(r.get::<_, i64>("wave_interval_ms").max(0) as u64);
     match name.as_deref() {

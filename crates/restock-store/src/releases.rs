@@ -162,37 +162,10 @@ const MESSAGE_COLUMNS: &str = "m.tenant_id, m.message_id, m.release_id, m.subscr
 const MESSAGE_FROM: &str = "FROM messages m LEFT JOIN contacts c \
     ON c.tenant_id = m.tenant_id AND c.contact_id = m.contact_id";
 
+/// The release's strategy; `None` before it was planned (no strategy stored yet).
 fn strategy(r: &Row) -> Option<Strategy> {
-    let name: Option<String> = r.get("strategy");
-    let interval =
-        std::time::Duration::from_millis(r.get::<_, i64>("wave_interval_ms").max(0) as u64);
-    Some(match name.as_deref()? {
-        "staged" => Strategy::Staged {
-            shares_bps: r
-                .get::<_, Vec<i32>>("stage_shares_bps")
-                .into_iter()
-                .map(|s| s.max(0) as u32)
-                .collect(),
-            interval,
-        },
-        "proportional" => Strategy::Proportional {
-            factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
-            interval,
-        },
-        "sell_through" => Strategy::SellThrough {
-            first_share_bps: r
-                .get::<_, Option<i32>>("first_wave_share_bps")
-                .unwrap_or(10_000)
-                .max(1) as u32,
-            absorbed_share_bps: r
-                .get::<_, Option<i32>>("absorbed_share_bps")
-                .unwrap_or(10_000)
-                .max(1) as u32,
-            factor: r.get::<_, Option<f64>>("oversubscription").unwrap_or(1.0),
-            interval,
-        },
-        _ => Strategy::Immediate,
-    })
+    r.get::<_, Option<String>>("strategy")?;
+    Some(crate::dispatch::strategy_of(r))
 }
 
 fn release_row(r: &Row) -> ReleaseView {
