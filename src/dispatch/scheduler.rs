@@ -15,24 +15,24 @@ use super::Engine;
 const RECONCILE_BATCH: i64 = 500;
 /// How many expired leases of texts never handed over one pass puts back in line.
 const REQUEUE_BATCH: i64 = 5_000;
+/// Releases planned at once, each by a task holding one connection: a second planner keeps a
+/// small restock from waiting for a large one's plan.
+const PLANNERS: usize = 2;
 /// Provider look-ups in flight during reconciliation.
 const LOOKUP_CONCURRENCY: usize = 16;
 
 pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     let tenants = Arc::new(engine.state.tenants.clone());
-    let mut planner = PolicyPlanner {
-        tenants: tenants.clone(),
-        public_base_url: engine.state.public_base_url.clone(),
-        now: engine.state.clock.now(),
-        render_failures: HashMap::new(),
-        on_claimable: Some(Box::new({
-            let engine = engine.clone();
-            move || engine.work.notify_waiters()
-        })),
-    };
+    let mut planners = tokio::task::JoinSet::new();
     let mut failures = 0u32;
     loop {
-        match tick(&engine, &mut planner, &tenants).await {
+        // Releases are planned beside this loop, up to PLANNERS at once: a small restock is
+        // planned (and texted) while a large one's plan is still being written.
+        while planners.try_join_next().is_some() {}
+        if planners.len() < PLANNERS {
+            planners.spawn(planner_task(engine.clone(), tenants.clone(), stop.clone()));
+        }
+        match tick(&engine, &tenants).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures += 1;
@@ -43,22 +43,53 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             }
         }
         let wait = engine.poll() * failures.clamp(1, 8);
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = engine.state.dispatch_wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+        let stopping = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            _ = engine.state.dispatch_wake.notified() => false,
+            _ = tokio::time::sleep(wait) => false,
+        };
+        if stopping {
+            // A plan cut short resumes from its last committed chunk, as after a crash.
+            planners.shutdown().await;
+            return;
         }
     }
 }
 
-async fn tick(
+/// Plans releases until none is left that no other planner holds.
+async fn planner_task(
+    engine: Arc<Engine>,
+    tenants: Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut planner = PolicyPlanner {
+        tenants,
+        public_base_url: engine.state.public_base_url.clone(),
+        now: engine.state.clock.now(),
+        render_failures: HashMap::new(),
+        on_claimable: Some(Box::new({
+            let engine = engine.clone();
+            move || engine.work.notify_waiters()
+        })),
+    };
+    match plan_releases(&engine, &mut planner, &stop).await {
+        // Waves of what was planned may be due: the scheduler looks at once.
+        Ok(n) if n > 0 => engine.state.dispatch_wake.notify_one(),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "planning releases failed"),
+    }
+}
+
+/// Plans releases until none is left to plan by this task; answers how many it planned.
+async fn plan_releases(
     engine: &Arc<Engine>,
     planner: &mut PolicyPlanner,
-    tenants: &BTreeMap<String, restock_domain::TenantPolicy>,
-) -> anyhow::Result<()> {
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<u32> {
     let store = &engine.state.store;
     let clock = &engine.state.clock;
-    loop {
+    let mut count = 0;
+    while !*stop.borrow() {
         let now = clock.now();
         planner.now = now;
         let started = std::time::Instant::now();
@@ -101,7 +132,17 @@ async fn tick(
         if planned.opened {
             engine.work.notify_waiters();
         }
+        count += 1;
     }
+    Ok(count)
+}
+
+async fn tick(
+    engine: &Arc<Engine>,
+    tenants: &BTreeMap<String, restock_domain::TenantPolicy>,
+) -> anyhow::Result<()> {
+    let store = &engine.state.store;
+    let clock = &engine.state.clock;
     let threshold = |tenant: &str| tenants.get(tenant).map_or(1, |p| p.restock_threshold);
     let opened = store.open_due_waves(&threshold, clock.now()).await?
         + store.open_absorbed_waves(&threshold, clock.now()).await?;

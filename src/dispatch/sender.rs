@@ -74,7 +74,14 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
                 }
                 continue;
             }
-            Ok(_) => failures = 0,
+            Ok(_) => {
+                failures = 0;
+                // Out of work: shared cap tokens the last batches took and could not use go
+                // back now rather than with a next batch that may not come soon.
+                if let Err(e) = engine.caps.settle().await {
+                    tracing::debug!(sender = index, error = %e, "settling cap refunds failed");
+                }
+            }
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures % 20 == 0 {

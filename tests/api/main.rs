@@ -9,6 +9,7 @@ mod dispatch;
 mod eligibility;
 mod erasure;
 mod errors;
+mod fairness;
 mod fences;
 mod helpers;
 mod http;

@@ -96,6 +96,31 @@ pub struct Grant {
     taken: Taken,
 }
 
+/// Refund calls of shared tokens not yet sent (see the crate header).
+#[derive(Clone, Default)]
+pub(crate) struct Owed(std::sync::Arc<std::sync::Mutex<Vec<Call<'static>>>>);
+
+impl std::fmt::Debug for Owed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Owed")
+            .field(&self.0.lock().map_or(0, |o| o.len()))
+            .finish()
+    }
+}
+
+impl Owed {
+    fn owe(&self, calls: impl IntoIterator<Item = Call<'static>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(calls);
+    }
+
+    fn take(&self) -> Vec<Call<'static>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// The shared limits of one scope that some requests of the batch all need: one counted take.
 #[derive(Debug)]
 struct Group {
@@ -329,8 +354,9 @@ fn warn_on_failed_refunds(replies: &[redis::Value]) {
 
 impl Caps {
     /// Takes one token from every limit of each request, all or none per request, and says
-    /// which requests may be sent. Answers are in the order of `requests`. Two to three round
-    /// trips for requests with shared limits, one for the others (see the crate header).
+    /// which requests may be sent. Answers are in the order of `requests`. Two round trips for
+    /// requests with shared limits (the shared slots, then the phones'), one for the others;
+    /// each slot is touched once (see the crate header).
     ///
     /// On `Err` nothing may be sent; tokens some requests took are lost, which only delays.
     pub async fn check(&self, requests: &[CapRequest]) -> Result<Vec<CapAnswer>, CapsError> {
@@ -359,11 +385,30 @@ impl Caps {
         if grants.is_empty() {
             return Ok(());
         }
-        let calls: Vec<Call<'static>> = grants
-            .iter()
-            .map(|g| refund_call(g.keys.clone(), &g.buckets, &g.taken, 1, 0))
-            .collect();
-        let replies = script::run_tolerant(&self.conn, &calls).await?;
+        let mut calls = self.owed.take();
+        calls.extend(
+            grants
+                .iter()
+                .map(|g| refund_call(g.keys.clone(), &g.buckets, &g.taken, 1, 0)),
+        );
+        let replies = self
+            .timed(true, script::run_tolerant(&self.conn, &calls))
+            .await?;
+        warn_on_failed_refunds(&replies);
+        Ok(())
+    }
+
+    /// Sends the refunds of shared tokens still owed (see the crate header), in one round
+    /// trip; nothing when none is owed. A sender calls it when it runs out of work, so tokens
+    /// taken and not used are not held while nothing else would send them.
+    pub async fn settle(&self) -> Result<(), CapsError> {
+        let calls = self.owed.take();
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let replies = self
+            .timed(true, script::run_tolerant(&self.conn, &calls))
+            .await?;
         warn_on_failed_refunds(&replies);
         Ok(())
     }
@@ -389,11 +434,14 @@ impl Caps {
         let mut answers: Vec<Option<CapAnswer>> = vec![None; n];
 
         // Phase 1: counted takes on shared groups; requests with nothing shared go straight on.
-        let mut calls: Vec<Call<'static>> = plan
-            .groups
-            .iter()
-            .map(|g| take_call(g.keys.clone(), &g.buckets, g.demand, false))
-            .collect();
+        // Refunds owed by earlier batches go first, on their slots, ahead of these takes.
+        let mut calls: Vec<Call<'static>> = self.owed.take();
+        let owed = calls.len();
+        calls.extend(
+            plan.groups
+                .iter()
+                .map(|g| take_call(g.keys.clone(), &g.buckets, g.demand, false)),
+        );
         let mut direct = Vec::new();
         for (r, answer) in answers.iter_mut().enumerate() {
             if !plan.shared[r].is_empty() {
@@ -407,8 +455,16 @@ impl Caps {
             }
         }
         let replies = self
-            .timed(!calls.is_empty(), script::run(&self.conn, &calls))
+            .timed(!calls.is_empty(), script::run_tolerant(&self.conn, &calls))
             .await?;
+        let (refund_replies, replies) = replies.split_at(owed);
+        warn_on_failed_refunds(refund_replies);
+        if let Some(redis::Value::ServerError(e)) = replies
+            .iter()
+            .find(|r| matches!(r, redis::Value::ServerError(_)))
+        {
+            return Err(redis::RedisError::from(e.clone()).into());
+        }
         let (group_replies, direct_replies) = replies.split_at(plan.groups.len());
         let taken = parse_all(group_replies, plan.groups.iter().map(|g| g.keys.len()))?;
         for (&r, reply) in direct.iter().zip(direct_replies) {
@@ -466,24 +522,21 @@ impl Caps {
                 calls.push(plan.own_take(requests, r, 1, quiet));
             }
         }
-        for (g, group) in plan.groups.iter().enumerate() {
-            if left[g] > 0 {
-                calls.push(refund_call(
-                    group.keys.clone(),
-                    &group.buckets,
-                    &taken[g],
-                    left[g],
-                    0,
-                ));
-            }
-        }
-        let replies = self
+        // Unused shared tokens are owed back: their slots were touched in phase 1.
+        self.owed.owe(
+            plan.groups
+                .iter()
+                .enumerate()
+                .filter(|&(g, _)| left[g] > 0)
+                .map(|(g, group)| {
+                    refund_call(group.keys.clone(), &group.buckets, &taken[g], left[g], 0)
+                }),
+        );
+        let own_replies = self
             .timed(!calls.is_empty(), script::run_tolerant(&self.conn, &calls))
             .await?;
-        let (own_replies, refund_replies) = replies.split_at(pending.len());
-        warn_on_failed_refunds(refund_replies);
         let mut back: Vec<u64> = vec![0; plan.groups.len()];
-        for (&r, reply) in pending.iter().zip(own_replies) {
+        for (&r, reply) in pending.iter().zip(&own_replies) {
             let t = parse_take(reply, plan.own[r].len())?;
             let buckets = own_buckets(requests, &plan, r);
             let answer = own_answer(&requests[r], &plan.own[r], &buckets, &t);
@@ -496,29 +549,22 @@ impl Caps {
             answers[r] = Some(answer);
         }
 
-        // Phase 3: a phone said no; its shared tokens go back. The answers stand either way.
-        let calls: Vec<Call<'static>> = plan
-            .groups
-            .iter()
-            .enumerate()
-            .filter(|&(g, _)| back[g] > 0)
-            .map(|(g, group)| {
-                refund_call(
-                    group.keys.clone(),
-                    &group.buckets,
-                    &taken[g],
-                    back[g],
-                    left[g],
-                )
-            })
-            .collect();
-        match self
-            .timed(!calls.is_empty(), script::run_tolerant(&self.conn, &calls))
-            .await
-        {
-            Ok(replies) => warn_on_failed_refunds(&replies),
-            Err(e) => tracing::warn!(error = %e, "cap refund failed; the tokens stay spent"),
-        }
+        // Phase 3: a phone said no; its shared tokens are owed back. The answers stand.
+        self.owed.owe(
+            plan.groups
+                .iter()
+                .enumerate()
+                .filter(|&(g, _)| back[g] > 0)
+                .map(|(g, group)| {
+                    refund_call(
+                        group.keys.clone(),
+                        &group.buckets,
+                        &taken[g],
+                        back[g],
+                        left[g],
+                    )
+                }),
+        );
 
         Ok(answers
             .into_iter()
@@ -532,6 +578,8 @@ impl Caps {
     /// trip.
     pub async fn peek(&self, requests: &[CapRequest]) -> Result<Vec<CapAnswer>, CapsError> {
         let plan = Plan::build(&self.prefix, requests)?;
+        // What is owed goes back first, so the answer counts it (peek is off the send path).
+        self.settle().await?;
         let mut calls: Vec<Call<'static>> = plan
             .groups
             .iter()

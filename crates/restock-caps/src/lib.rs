@@ -17,6 +17,12 @@
 //!    same round trip.
 //! 3. Only if a phone said no in step 2: the shared tokens of those requests are refunded.
 //!
+//! The refunds of steps 2 and 3 go to the shared slots, which step 1 touched already; they are
+//! not sent in a round trip of their own but owed, and sent in the first pipeline of the next
+//! check (or `peek`, `give_back`, [`Caps::settle`]) ahead of its takes on the same slot. So a
+//! batch costs one round trip per slot: step 1 on the shared slots, step 2 on the phones'. A
+//! sender going idle settles what is owed; tokens owed meanwhile only delay.
+//!
 //! Shared first because the sender's throughput is what runs out in a big release: a batch of
 //! 1,000 then costs two scripts on the sender and tenant plus one per text that can go, not a
 //! debit and a refund per phone. And a token held for a moment only ever makes a concurrent
@@ -59,6 +65,10 @@ pub struct Caps {
     prefix: Arc<str>,
     /// Told how long each round trip to Redis took (the metrics' Redis latency).
     round_trips: Option<RoundTripObserver>,
+    /// Refunds of shared tokens a batch took and could not use, sent ahead of the next round
+    /// trip of any check (same slot, same pipeline, so before its takes): a batch touches each
+    /// slot once. See `check.rs`.
+    owed: check::Owed,
 }
 
 /// Called with the duration of every pipelined round trip of cap scripts (failed ones too:
@@ -87,6 +97,7 @@ impl Caps {
             conn,
             prefix: prefix.into(),
             round_trips: None,
+            owed: check::Owed::default(),
         })
     }
 

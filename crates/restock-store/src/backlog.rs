@@ -1,6 +1,7 @@
 //! The outbox's backlog for `/metrics`: messages not yet handed over, by state, and how long the
-//! oldest due one has waited. Both read the partial indexes the claim uses (`messages_open`,
-//! `messages_due`), so a scrape costs the backlog's size in index entries, not the outbox's.
+//! oldest due one has waited. The counts come from the release tallies the engine keeps as it
+//! moves messages (see `V8__counters.sql`), the oldest from the first entry of each live
+//! release in `messages_due`: a scrape never reads the outbox itself.
 
 use chrono::{DateTime, Utc};
 
@@ -21,8 +22,12 @@ impl Store {
         let client = self.client().await?;
         let by_state = query(
             &client,
-            "SELECT status, count(*) FROM messages \
-             WHERE status IN ('planned', 'deferred', 'sending') GROUP BY status",
+            "SELECT status, sum(messages)::bigint FROM ( \
+               SELECT status, messages FROM release_tallies \
+               WHERE status IN ('planned', 'deferred', 'sending') \
+               UNION ALL SELECT status, messages FROM release_tally_deltas \
+               WHERE status IN ('planned', 'deferred', 'sending')) t \
+             GROUP BY status HAVING sum(messages) <> 0",
             &[],
         )
         .await?
@@ -31,8 +36,12 @@ impl Store {
         .collect();
         let oldest_due = query_one(
             &client,
-            "SELECT min(due_at) FROM messages \
-             WHERE status IN ('planned', 'deferred') AND wave IS NOT NULL",
+            "SELECT min(d.due_at) FROM releases r CROSS JOIN LATERAL ( \
+               SELECT m.due_at FROM messages m \
+               WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
+                 AND m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL \
+               ORDER BY m.due_at LIMIT 1) d \
+             WHERE r.state IN ('planning', 'sending')",
             &[],
         )
         .await?

@@ -1021,6 +1021,11 @@ impl Store {
     }
 
     /// Claims up to `limit` due messages of sending releases for `owner`, under a lease.
+    ///
+    /// Releases take turns: the batch holds the first due message of every release, then the
+    /// second of each, and so on (each release in its own plan order, due first). A restock of
+    /// twenty phones is claimed in the next batch even while another tenant's 100,000 are
+    /// sending, rather than after them. Each release is one range of `messages_due`.
     pub async fn claim_due(
         &self,
         owner: &str,
@@ -1032,11 +1037,18 @@ impl Store {
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
         let sql = format!(
             "WITH due AS ( \
-               SELECT m.tenant_id, m.message_id, m.status AS previous_status, m.reason AS previous_reason \
-               FROM messages m JOIN releases r ON r.tenant_id = m.tenant_id AND r.release_id = m.release_id \
-               WHERE m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL AND m.due_at <= $1 \
-                 AND r.state IN ('sending', 'planning') \
-               ORDER BY m.due_at, m.position LIMIT $4 FOR UPDATE OF m SKIP LOCKED), \
+               SELECT d.tenant_id, d.message_id, d.previous_status, d.previous_reason \
+               FROM releases r CROSS JOIN LATERAL ( \
+                 SELECT m.tenant_id, m.message_id, m.status AS previous_status, \
+                   m.reason AS previous_reason, m.due_at, m.position, \
+                   row_number() OVER (ORDER BY m.due_at, m.position) AS turn \
+                 FROM (SELECT m.tenant_id, m.message_id, m.status, m.reason, m.due_at, m.position \
+                   FROM messages m \
+                   WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
+                     AND m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL AND m.due_at <= $1 \
+                   ORDER BY m.due_at, m.position LIMIT $4 FOR UPDATE SKIP LOCKED) m) d \
+               WHERE r.state IN ('sending', 'planning') \
+               ORDER BY d.turn, d.due_at, d.position LIMIT $4), \
              claimed AS ( \
                UPDATE messages m SET status = 'sending', lease_owner = $2, lease_until = $3, \
                  attempted_at = $1, updated_at = $1 \

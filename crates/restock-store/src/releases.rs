@@ -497,7 +497,13 @@ impl Store {
                 ));
             }
             if let Some(s) = filter.subscription_id {
-                w.add("m.subscription_id = $", s);
+                // Through its phone's texts (messages_by_contact): a subscription's texts are
+                // among them, and the outbox has no index by subscription.
+                let s = w.bind(s);
+                w.add_plain(&format!(
+                    "m.subscription_id = {s} AND m.contact_id = (SELECT s.contact_id \
+                     FROM subscriptions s WHERE s.tenant_id = {tenant} AND s.subscription_id = {s})"
+                ));
             }
             if !filter.statuses.is_empty() {
                 w.add("m.status = ANY($)", filter.statuses.clone());
