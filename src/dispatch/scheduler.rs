@@ -18,9 +18,27 @@ const REQUEUE_BATCH: i64 = 5_000;
 /// Provider look-ups in flight during reconciliation.
 const LOOKUP_CONCURRENCY: usize = 16;
 
-pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+/// What one scheduler pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Releases planned.
+    pub planned: u32,
+    /// Waves opened.
+    pub opened: u64,
+}
+
+/// One scheduler pass, as the loop of [`run`] makes them (for callers that step the workers).
+pub async fn run_once(engine: &Arc<Engine>) -> anyhow::Result<Pass> {
     let tenants = Arc::new(engine.state.tenants.clone());
-    let mut planner = PolicyPlanner {
+    let mut planner = planner(engine, &tenants);
+    tick(engine, &mut planner, &tenants).await
+}
+
+fn planner(
+    engine: &Arc<Engine>,
+    tenants: &Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
+) -> PolicyPlanner {
+    PolicyPlanner {
         tenants: tenants.clone(),
         public_base_url: engine.state.public_base_url.clone(),
         now: engine.state.clock.now(),
@@ -29,11 +47,16 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             let engine = engine.clone();
             move || engine.work.notify_waiters()
         })),
-    };
+    }
+}
+
+pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let tenants = Arc::new(engine.state.tenants.clone());
+    let mut planner = planner(&engine, &tenants);
     let mut failures = 0u32;
     loop {
         match tick(&engine, &mut planner, &tenants).await {
-            Ok(()) => failures = 0,
+            Ok(_) => failures = 0,
             Err(e) => {
                 failures += 1;
                 // Postgres down: back off, and say so once in a while rather than every tick.
@@ -55,9 +78,10 @@ async fn tick(
     engine: &Arc<Engine>,
     planner: &mut PolicyPlanner,
     tenants: &BTreeMap<String, restock_domain::TenantPolicy>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Pass> {
     let store = &engine.state.store;
     let clock = &engine.state.clock;
+    let mut pass = Pass::default();
     loop {
         let now = clock.now();
         planner.now = now;
@@ -98,6 +122,7 @@ async fn tick(
             &planned.tenant_id,
             u64::from(planned.texts + planned.held_out + planned.skipped),
         );
+        pass.planned += 1;
         if planned.opened {
             engine.work.notify_waiters();
         }
@@ -105,11 +130,13 @@ async fn tick(
     let threshold = |tenant: &str| tenants.get(tenant).map_or(1, |p| p.restock_threshold);
     let opened = store.open_due_waves(&threshold, clock.now()).await?
         + store.open_absorbed_waves(&threshold, clock.now()).await?;
+    pass.opened = u64::from(opened);
     if opened > 0 {
         engine.work.notify_waiters();
     }
     store.complete_finished(clock.now()).await?;
-    reconcile(engine).await
+    reconcile(engine).await?;
+    Ok(pass)
 }
 
 /// Decides the messages whose lease ran out mid-send. The provider is asked whether it has the

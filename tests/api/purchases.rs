@@ -3,66 +3,29 @@
 
 use std::time::Duration;
 
-use restock::proto::v1 as pb;
-use restock_sms::fake::FakeTwilio;
-use tonic::Code;
-
-use crate::dispatch::{db, dispatch, eventually, phones, set_stock, spawn_sender, subscribe_all};
 use crate::helpers::*;
 
-pub fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
-
-fn order(
+/// One unit of `variant` for 49.99 USD.
+fn order_of(
     id: &str,
     phone: &str,
     variant: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) -> pb::RecordPurchaseRequest {
-    pb::RecordPurchaseRequest {
-        tenant_id: "demo".into(),
-        order_id: id.into(),
-        phone_number: phone.into(),
-        default_region: "US".into(),
-        lines: vec![pb::PurchaseLine {
-            variant_id: variant.into(),
-            quantity: 1,
-            total_price: Some(pb::Money {
-                amount_minor: 4_999,
-                currency_code: "USD".into(),
-            }),
-            location_id: String::new(),
-        }],
-        purchase_time: Some(ts(at)),
-        ..Default::default()
-    }
+    purchase(id, phone, variant, 1, (4_999, "USD"), at)
 }
+use restock::proto::v1 as pb;
+use restock_sms::fake::FakeTwilio;
+use tonic::Code;
 
 /// Waits until `n` messages are recorded as sent (the provider has them a moment earlier).
-async fn sent(app: &TestApp, n: i64) {
+async fn until_sent(app: &TestApp, n: i64) {
     eventually(
         Duration::from_secs(10),
         "texts recorded as sent",
-        || async { crate::dispatch::statuses(app).await.get("sent") == Some(&n) },
+        || async { statuses(app).await.get("sent") == Some(&n) },
     )
     .await;
-}
-
-async fn subscription_status(app: &TestApp, phone: &str) -> String {
-    db(app)
-        .await
-        .query_one(
-            "SELECT s.status FROM subscriptions s JOIN contacts c USING (tenant_id, contact_id) \
-             WHERE c.phone_e164 = $1",
-            &[&phone],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
@@ -73,13 +36,13 @@ async fn a_purchase_after_a_text_is_credited_to_it_once_and_converts_the_subscri
     subscribe_all(&app, "sku-1", &[phone.to_string()]).await;
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
     assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    sent(&app, 1).await;
+    until_sent(&app, 1).await;
     app.clock.advance(chrono::Duration::hours(2));
     let at = app.clock.now_dt();
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     // National format, as a storefront may send it.
     let first = client
-        .record_purchase(order("o-1", "(415) 555-1000", "sku-1", at))
+        .record_purchase(order_of("o-1", "(415) 555-1000", "sku-1", at))
         .await
         .unwrap()
         .into_inner();
@@ -88,21 +51,33 @@ async fn a_purchase_after_a_text_is_credited_to_it_once_and_converts_the_subscri
     let a = &first.attributions[0];
     assert_eq!(a.basis(), pb::AttributionBasis::Text);
     assert!(!a.message_id.is_empty() && !a.release_id.is_empty());
-    assert_eq!(subscription_status(&app, phone).await, "converted");
+    let subs = app
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant_id: "demo".into(),
+            phone_number: phone.into(),
+            default_region: "US".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .subscriptions;
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].status(), pb::SubscriptionStatus::Converted);
     // Again: the first answer, nothing recorded twice.
     let again = client
-        .record_purchase(order("o-1", "(415) 555-1000", "sku-1", at))
+        .record_purchase(order_of("o-1", "(415) 555-1000", "sku-1", at))
         .await
         .unwrap()
         .into_inner();
     assert!(!again.created);
     assert_eq!(again.attributions, first.attributions);
     // The same order id with other content is refused.
-    let mut other = order("o-1", "(415) 555-1000", "sku-1", at);
+    let mut other = order_of("o-1", "(415) 555-1000", "sku-1", at);
     other.lines[0].quantity = 2;
     let err = client.record_purchase(other).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
-    let lines: i64 = db(&app)
+    let lines: i64 = app
+        .db()
         .await
         .query_one("SELECT count(*) FROM purchase_lines", &[])
         .await
@@ -122,17 +97,17 @@ async fn a_click_extends_the_window_and_a_purchase_without_a_text_is_not_attribu
     subscribe_all(&app, "sku-1", &[phone.to_string()]).await;
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
     assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    sent(&app, 1).await;
+    until_sent(&app, 1).await;
     let body = fake.messages()[0].body.clone();
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
     app.clock.advance(chrono::Duration::days(2));
-    let click = crate::http::get(&app, &format!("/r/{token}"), &[]).await;
+    let click = app.click(&token, &[]).await;
     assert_eq!(click.status, 302);
     app.clock.advance(chrono::Duration::days(1));
     let at = app.clock.now_dt();
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let credited = client
-        .record_purchase(order("o-2", phone, "sku-1", at))
+        .record_purchase(order_of("o-2", phone, "sku-1", at))
         .await
         .unwrap()
         .into_inner();
@@ -142,7 +117,7 @@ async fn a_click_extends_the_window_and_a_purchase_without_a_text_is_not_attribu
     );
     // Another variant, never texted about: recorded, not attributed.
     let other = client
-        .record_purchase(order("o-3", phone, "sku-9", at))
+        .record_purchase(order_of("o-3", phone, "sku-9", at))
         .await
         .unwrap()
         .into_inner();
@@ -157,13 +132,12 @@ async fn a_recent_buyer_is_not_texted_about_what_they_bought() {
     let buyers = phones(2, 1100);
     subscribe_all(&app, "sku-1", &buyers).await;
     let at = app.clock.now_dt();
-    dispatch(&app)
-        .record_purchase(order("o-4", &buyers[0], "sku-1", at))
+    app.record_purchase(order_of("o-4", &buyers[0], "sku-1", at))
         .await
         .unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
     assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(Duration::from_secs(10), "the buyer skipped", || async {
         db.query_opt(
             "SELECT 1 FROM messages WHERE status = 'skipped' AND reason = 'recently_purchased'",
@@ -183,7 +157,7 @@ async fn a_recent_buyer_is_not_texted_about_what_they_bought() {
 async fn bad_purchases_name_every_bad_field_and_record_nothing() {
     let app = spawn_app().await;
     let now = app.clock.now_dt();
-    let mut bad = order("", "", "", now + chrono::Duration::hours(1));
+    let mut bad = order_of("", "", "", now + chrono::Duration::hours(1));
     bad.lines.push(pb::PurchaseLine {
         variant_id: "sku-2".into(),
         quantity: 0,
@@ -193,7 +167,7 @@ async fn bad_purchases_name_every_bad_field_and_record_nothing() {
         }),
         location_id: String::new(),
     });
-    let err = dispatch(&app).record_purchase(bad).await.unwrap_err();
+    let err = app.record_purchase(bad).await.unwrap_err();
     let mut fields = violated_fields(&err);
     fields.sort();
     assert_eq!(
@@ -208,9 +182,9 @@ async fn bad_purchases_name_every_bad_field_and_record_nothing() {
             "purchase_time",
         ]
     );
-    let mut twice = order("o-5", "+14155551200", "sku-1", now);
+    let mut twice = order_of("o-5", "+14155551200", "sku-1", now);
     twice.lines.push(twice.lines[0].clone());
-    let err = dispatch(&app).record_purchase(twice).await.unwrap_err();
+    let err = app.record_purchase(twice).await.unwrap_err();
     assert_eq!(violated_fields(&err), vec!["lines[1].variant_id"]);
     assert_eq!(app.count("purchases").await, 0);
 }
@@ -226,11 +200,10 @@ async fn one_reminder_follows_for_those_who_have_not_bought() {
     subscribe_all(&app, "sku-1", &shoppers).await;
     set_stock(&app, "sku-1", "loc-1", 10, 1).await;
     assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
-    sent(&app, 3).await;
+    until_sent(&app, 3).await;
     // One buys within the hour.
     app.clock.advance(chrono::Duration::minutes(30));
-    dispatch(&app)
-        .record_purchase(order("o-6", &shoppers[0], "sku-1", app.clock.now_dt()))
+    app.record_purchase(order_of("o-6", &shoppers[0], "sku-1", app.clock.now_dt()))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
