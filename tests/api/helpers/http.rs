@@ -31,6 +31,9 @@ impl Answer {
 
 /// A client that does not follow redirects.
 pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a TLS provider of its own (as the server's provider client is):
+    // the process's default is ring, whoever installs it first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
