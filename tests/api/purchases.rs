@@ -1,7 +1,6 @@
 //! Purchases in: idempotent on the order id, attributed to the latest text within the
 //! tenant's windows, and suppressing texts to recent buyers; and the follow-up reminder.
 
-
 use crate::helpers::*;
 
 use restock::proto::v1 as pb;

@@ -2,7 +2,6 @@
 //! confirmation, purchase channels (last-click against assisted revenue), carrier complaints and
 //! opt-outs blamed on the latest text. Each figure checked against counts known by hand.
 
-use std::time::Duration;
 
 use crate::helpers::*;
 use chrono::{DateTime, TimeZone, Utc};
@@ -326,14 +325,14 @@ async fn product_views_are_validated_count_by_count_and_nothing_is_written_when_
 
 /// A server texting `phones` about sku-1 with no holdout; answers once every text is sent.
 async fn texted_app(fake: &FakeTwilio, phones: &[String]) -> TestApp {
-    let app = spawn_sender(fake, |s| {
+    let app = spawn_stepped_sender(fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
     subscribe_all(&app, "sku-1", phones).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
     let n = phones.len() as i64;
-    eventually(Duration::from_secs(10), "every text sent", || async {
+    app.until("every text sent", || async {
         statuses(&app).await.get("sent") == Some(&n)
     })
     .await;
@@ -810,7 +809,7 @@ async fn carrier_filtering_and_blocking_count_as_complaints_per_thousand_texts()
 #[tokio::test]
 async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
@@ -819,13 +818,13 @@ async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
     subscribe_all(&app, "sku-1", &p).await;
     subscribe_all(&app, "sku-2", &p[..1]).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(Duration::from_secs(10), "sku-1 texted", || async {
+    app.until("sku-1 texted", || async {
         statuses(&app).await.get("sent") == Some(&3)
     })
     .await;
     app.clock.advance(chrono::Duration::hours(2));
     set_stock(&app, "sku-2", "loc-1", 50, 1).await;
-    eventually(Duration::from_secs(10), "sku-2 texted", || async {
+    app.until("sku-2 texted", || async {
         statuses(&app).await.get("sent") == Some(&4)
     })
     .await;
@@ -855,7 +854,7 @@ async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
 async fn sell_through_counts_anyones_units_in_the_day_after_the_restock_and_segments_cost_the_set_price(
 ) {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.0;
         t.segment_price_milli_minor = Some(790);
@@ -866,7 +865,7 @@ async fn sell_through_counts_anyones_units_in_the_day_after_the_restock_and_segm
     subscribe_all(&app, "sku-1", &p).await;
     let t0 = app.clock.now_dt();
     set_stock(&app, "sku-1", "loc-1", 10, 1).await;
-    eventually(Duration::from_secs(10), "every text sent", || async {
+    app.until("every text sent", || async {
         statuses(&app).await.get("sent") == Some(&2)
     })
     .await;
@@ -954,7 +953,7 @@ async fn export(
 #[tokio::test]
 async fn export_streams_every_message_once_in_order_with_its_outcomes_across_batches() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.5;
         t.storefront_url = Some("https://shop.example/".into());
@@ -964,14 +963,10 @@ async fn export_streams_every_message_once_in_order_with_its_outcomes_across_bat
     subscribe_all(&app, "sku-1", &p).await;
     let t0 = app.clock.now_dt();
     set_stock(&app, "sku-1", "loc-1", 1_000, 1).await;
-    eventually(
-        Duration::from_secs(30),
-        "every message at an outcome",
-        || async {
-            let s = statuses(&app).await;
-            s.get("held_out").copied().unwrap_or(0) + s.get("sent").copied().unwrap_or(0) == 510
-        },
-    )
+    app.until("every message at an outcome", || async {
+        let s = statuses(&app).await;
+        s.get("held_out").copied().unwrap_or(0) + s.get("sent").copied().unwrap_or(0) == 510
+    })
     .await;
     let first = fake.messages().into_iter().next().unwrap();
     let token = first
@@ -1123,7 +1118,7 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     use pb::PurchaseChannel::{SmsLink, Web};
     let fake = FakeTwilio::start().await.unwrap();
     let p = phones(4, 1_100);
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.0;
         t.storefront_url = Some("https://shop.example/".into());
@@ -1131,23 +1126,19 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     .await;
     subscribe_all(&app, "sku-1", &p).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(
-        Duration::from_secs(10),
-        "the release to complete",
-        || async {
-            statuses(&app).await.get("sent") == Some(&4)
-                && app
-                    .list_releases(pb::ListReleasesRequest {
-                        tenant_id: "demo".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .releases[0]
-                    .state()
-                    == pb::ReleaseState::Completed
-        },
-    )
+    app.until("the release to complete", || async {
+        statuses(&app).await.get("sent") == Some(&4)
+            && app
+                .list_releases(pb::ListReleasesRequest {
+                    tenant_id: "demo".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .releases[0]
+                .state()
+                == pb::ReleaseState::Completed
+    })
     .await;
     let t0 = app.clock.now_dt();
     let mut client = app.dispatch();
@@ -1259,7 +1250,7 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     assert_eq!(settle(&app).await, 1);
     subscribe_all(&app, "sku-2", &p[..2]).await;
     set_stock(&app, "sku-2", "loc-1", 50, 1).await;
-    eventually(Duration::from_secs(10), "sku-2 texted", || async {
+    app.until("sku-2 texted", || async {
         statuses(&app).await.get("sent").copied().unwrap_or(0) >= 5
     })
     .await;

@@ -1,7 +1,6 @@
 //! Reports: a small release with hand-known outcomes (texts, a held-out group, a click, an
 //! opt-out, purchases in two currencies, one outside every window), each figure checked.
 
-use std::time::Duration;
 
 use crate::helpers::*;
 use restock::proto::v1 as pb;
@@ -36,7 +35,7 @@ async fn groups(app: &TestApp) -> (Vec<String>, Vec<String>) {
 #[tokio::test]
 async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.5;
         t.storefront_url = Some("https://shop.example/".into());
@@ -45,16 +44,10 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
     let t0 = app.clock.now_dt();
     subscribe_all(&app, "sku-1", &phones(40, 700)).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(
-        Duration::from_secs(10),
-        "the release to complete",
-        || async {
-            let s = statuses(&app).await;
-            !s.contains_key("planned")
-                && !s.contains_key("sending")
-                && s.values().sum::<i64>() == 40
-        },
-    )
+    app.until("the release to complete", || async {
+        let s = statuses(&app).await;
+        !s.contains_key("planned") && !s.contains_key("sending") && s.values().sum::<i64>() == 40
+    })
     .await;
     let (texted, held) = groups(&app).await;
     let (s, h) = (texted.len() as u64, held.len() as u64);
@@ -299,7 +292,7 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
 #[tokio::test]
 async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_failures_by_code() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
@@ -312,7 +305,7 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
     // An invalid number: a permanent failure with the provider's code.
     fake.reject_number(&phones[3], 21211);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    eventually(Duration::from_secs(10), "the outcomes", || async {
+    app.until("the outcomes", || async {
         let s = statuses(&app).await;
         s.get("sent") == Some(&4) && s.get("failed") == Some(&1)
     })
