@@ -2,7 +2,6 @@
 //! format the person's identifiers were given in, and their order cannot be matched again.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::helpers::*;
 use restock::proto::v1 as pb;
@@ -63,7 +62,7 @@ fn dump(db_url: &str) -> String {
 #[tokio::test]
 async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://shop.example/".into());
     })
     .await;
@@ -81,13 +80,8 @@ async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() 
     consent.user_agent = USER_AGENT.into();
     app.subscribe(req).await.unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    eventually(
-        Duration::from_secs(10),
-        "the text recorded as sent",
-        || async { statuses(&app).await.get("sent") == Some(&1) },
-    )
-    .await;
+    assert_eq!(app.settle(10).await.claimed, 1);
+    assert_eq!(statuses(&app).await.get("sent"), Some(&1));
     let body = fake.messages()[0].body.clone();
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
     app.clock.advance(chrono::Duration::hours(1));

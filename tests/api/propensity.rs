@@ -11,7 +11,6 @@ use restock::dispatch::planner::PolicyPlanner;
 use crate::helpers::*;
 use crate::planning::Crashing;
 use restock::proto::v1 as pb;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use restock_domain::tenant::{ReleaseOrder, ReleaseStrategy};
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
@@ -37,7 +36,7 @@ async fn score(app: &TestApp, scores: &[(&str, f32)]) -> Result<u64, tonic::Stat
 #[tokio::test]
 async fn a_release_texts_by_tier_then_score_then_arrival() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.release_order = ReleaseOrder::TierScoreArrival;
         t.release_strategy = ReleaseStrategy::Staged;
@@ -62,8 +61,8 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
     );
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 6, 2).await;
-    assert!(fake.wait_for_messages(3, Duration::from_secs(20)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.settle(10).await.claimed, 3);
+    assert_eq!(fake.message_count(), 3);
     // The first wave: the first half of the order (handed over side by side: in any order).
     let mut first: Vec<String> = fake.messages().into_iter().map(|m| m.to).collect();
     first.sort();
@@ -77,17 +76,15 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
         (&s1, None),
         (&s6, None),
     ];
-    let mut e = EligibilityServiceClient::new(app.channel.clone());
     for (place, (id, used)) in expected.iter().enumerate() {
-        let why = e
+        let why = app
             .explain(pb::ExplainRequest {
                 tenant_id: "demo".into(),
                 subscription_id: id.to_string(),
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(why.release_order, "tier_score_arrival");
         assert_eq!(why.propensity_score, *used, "{id}");
         assert_eq!(why.release_place, place as u32 + 1, "{id}");
@@ -98,24 +95,23 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
 #[tokio::test]
 async fn scores_do_not_reorder_a_release_of_an_arrival_tenant() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let a = app.subscribed_in_tier("sku-1", "+14155550601", 0).await;
     let b = app.subscribed_in_tier("sku-1", "+14155550602", 0).await;
     score(&app, &[(&b, 1.0), (&a, 0.0)]).await.unwrap();
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 6, 2).await;
-    assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
-    let mut e = EligibilityServiceClient::new(app.channel.clone());
+    assert_eq!(app.settle(10).await.claimed, 2);
+    assert_eq!(fake.message_count(), 2);
     for (place, id) in [&a, &b].iter().enumerate() {
-        let why = e
+        let why = app
             .explain(pb::ExplainRequest {
                 tenant_id: "demo".into(),
                 subscription_id: id.to_string(),
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(why.release_order, "arrival");
         assert_eq!(why.release_place, place as u32 + 1);
     }

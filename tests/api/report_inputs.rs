@@ -2,7 +2,6 @@
 //! confirmation, purchase channels (last-click against assisted revenue), carrier complaints and
 //! opt-outs blamed on the latest text. Each figure checked against counts known by hand.
 
-
 use crate::helpers::*;
 use chrono::{DateTime, TimeZone, Utc};
 use restock::proto::v1 as pb;

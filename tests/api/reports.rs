@@ -1,7 +1,6 @@
 //! Reports: a small release with hand-known outcomes (texts, a held-out group, a click, an
 //! opt-out, purchases in two currencies, one outside every window), each figure checked.
 
-
 use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_domain::report::{self, Ratio};

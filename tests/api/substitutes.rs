@@ -1,8 +1,6 @@
 //! Close substitutes: a purchase of one member of a group stops restock texts about the others,
 //! in planning and again at send time; Explain names the purchase; DryRun counts it.
 
-use std::time::Duration;
-
 use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
@@ -44,16 +42,17 @@ async fn subscribe_ny(app: &TestApp, variant: &str, phone: &str) -> String {
         .subscription_id
 }
 
-async fn message_of(db: &tokio_postgres::Client, subscription: &str) -> (String, Option<String>) {
-    let id = uuid::Uuid::parse_str(subscription).unwrap();
-    let r = db
-        .query_one(
-            "SELECT status, reason FROM messages WHERE subscription_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1))
+/// The status and reason of the one message to `subscription`, as ListMessages answers.
+async fn message_of(app: &TestApp, subscription: &str) -> (pb::MessageStatus, pb::ReasonCode) {
+    let found = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            subscription_id: subscription.into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    (found[0].status(), found[0].reason())
 }
 
 /// Ann bought the other colour before the restock: planning skips her. Bob buys it after his
@@ -62,7 +61,7 @@ async fn message_of(db: &tokio_postgres::Client, subscription: &str) -> (String,
 #[tokio::test]
 async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let night = texting_hours() - chrono::Duration::hours(15); // 23:00 in New York
     app.clock.set(night);
     let created = set_group(
@@ -101,21 +100,22 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
 
     set_stock(&app, "parka-red", "loc-1", 0, 1).await;
     set_stock(&app, "parka-red", "loc-1", 9, 2).await;
-    let db = app.db().await;
-    eventually(Duration::from_secs(10), "the release planned", || async {
-        db.query_one("SELECT count(*) FROM messages", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 3
-    })
-    .await;
+    assert_eq!(app.step().await.planned, 1);
     assert_eq!(
-        message_of(&db, &ann_id).await,
-        ("skipped".into(), Some("substitute_purchased".into()))
+        message_of(&app, &ann_id).await,
+        (
+            pb::MessageStatus::Skipped,
+            pb::ReasonCode::SubstitutePurchased
+        )
     );
-    assert_eq!(message_of(&db, &bob_id).await.0, "deferred");
-    assert_eq!(message_of(&db, &cy_id).await.0, "deferred");
+    assert_eq!(
+        message_of(&app, &bob_id).await.0,
+        pb::MessageStatus::Deferred
+    );
+    assert_eq!(
+        message_of(&app, &cy_id).await.0,
+        pb::MessageStatus::Deferred
+    );
 
     // After planning, before the morning: Bob buys the blue one.
     app.clock.set(night + chrono::Duration::hours(2));
@@ -130,16 +130,14 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
     .await
     .expect("record the purchase");
     app.clock.set(night + chrono::Duration::hours(9)); // 08:00 in New York
-    assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
-    eventually(Duration::from_secs(10), "Bob's text decided", || async {
-        !["deferred", "sending"].contains(&message_of(&db, &bob_id).await.0.as_str())
-    })
-    .await;
+    assert_eq!(app.settle(10).await.claimed, 2);
     assert_eq!(
-        message_of(&db, &bob_id).await,
-        ("skipped".into(), Some("substitute_purchased".into()))
+        message_of(&app, &bob_id).await,
+        (
+            pb::MessageStatus::Skipped,
+            pb::ReasonCode::SubstitutePurchased
+        )
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let to: Vec<String> = fake.messages().into_iter().map(|m| m.to).collect();
     assert_eq!(
         to,
