@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
 
@@ -167,7 +166,7 @@ async fn the_senders_rate_is_never_exceeded_at_the_provider() {
 #[tokio::test]
 async fn a_phone_at_its_cap_is_deferred_not_dropped() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.phone_cap_texts = 1;
         t.phone_cap_hours = 24;
@@ -181,32 +180,23 @@ async fn a_phone_at_its_cap_is_deferred_not_dropped() {
         .await
         .unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    assert_eq!(app.settle(10).await.claimed, 1);
+    assert_eq!(fake.message_count(), 1);
     set_stock(&app, "sku-2", "loc-1", 5, 1).await;
-    let db = app.db().await;
-    eventually(
-        Duration::from_secs(10),
-        "the second text deferred",
-        || async {
-            db.query_opt(
-                "SELECT 1 FROM messages WHERE variant_id = 'sku-2' AND status = 'deferred' \
-             AND reason = 'frequency_cap_phone'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .is_some()
-        },
-    )
-    .await;
-    let due: DateTime<Utc> = db
-        .query_one(
-            "SELECT due_at FROM messages WHERE variant_id = 'sku-2'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    app.settle(10).await;
+    let second = app.release_of("sku-2").await.release_id;
+    let deferred = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            release_id: second,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(deferred[0].status(), pb::MessageStatus::Deferred);
+    assert_eq!(deferred[0].reason(), pb::ReasonCode::FrequencyCapPhone);
+    let due =
+        chrono::DateTime::from_timestamp(deferred[0].defer_until_time.unwrap().seconds, 0).unwrap();
     // Deferred about a day (until the cap's window frees, then to texting hours).
     assert!(
         due > app.clock.now_dt() + chrono::Duration::hours(23),
@@ -433,7 +423,7 @@ async fn a_proportional_release_opens_waves_by_the_stock() {
 #[tokio::test]
 async fn a_phone_waiting_for_the_variant_and_its_product_gets_one_text() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let phone = "+14155550900";
     app.subscribe(subscribe_request("sku-1", phone))
         .await
@@ -450,18 +440,18 @@ async fn a_phone_waiting_for_the_variant_and_its_product_gets_one_text() {
     })
     .await
     .unwrap();
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    app.until("the release to complete", || async {
-        app.release_of("sku-1").await.state() == pb::ReleaseState::Completed
-    })
-    .await;
+    app.settle(10).await;
+    assert_eq!(
+        app.release_of("sku-1").await.state(),
+        pb::ReleaseState::Completed
+    );
     assert_eq!(fake.message_count(), 1);
 }
 
 #[tokio::test]
 async fn explain_and_dry_run_know_who_was_just_texted() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let sub = app
         .subscribe(subscribe_request("sku-1", "+14155551500"))
         .await
@@ -469,11 +459,7 @@ async fn explain_and_dry_run_know_who_was_just_texted() {
         .subscription
         .unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    eventually(Duration::from_secs(10), "recorded as sent", || async {
-        statuses(&app).await.get("sent") == Some(&1)
-    })
-    .await;
+    assert_eq!(app.settle(10).await.claimed, 1);
     let explained = app
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
@@ -484,24 +470,21 @@ async fn explain_and_dry_run_know_who_was_just_texted() {
         .unwrap();
     assert_eq!(explained.reason(), pb::ReasonCode::RecentlyNotified);
     // The text it explains, by id, and the subscription reads as texted.
-    let sent: uuid::Uuid = app
-        .db()
-        .await
-        .query_one("SELECT message_id FROM messages WHERE status = 'sent'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(explained.message_id, sent.to_string());
-    let got = app
-        .get_subscription(pb::GetSubscriptionRequest {
+    let sent = app
+        .all_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
-            subscription_id: sub.subscription_id.clone(),
+            statuses: vec![pb::MessageStatus::Sent as i32],
+            ..Default::default()
         })
-        .await
-        .unwrap()
-        .subscription
-        .unwrap();
-    assert_eq!(got.status(), pb::SubscriptionStatus::Notified);
+        .await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(explained.message_id, sent[0].message_id);
+    assert_eq!(
+        app.subscription_status("demo", &sub.subscription_id)
+            .await
+            .0,
+        pb::SubscriptionStatus::Notified
+    );
     let dry = app
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
