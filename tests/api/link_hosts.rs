@@ -3,7 +3,6 @@
 //! variant.
 
 use restock::proto::v1 as pb;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 
 use crate::helpers::*;
 
@@ -84,13 +83,12 @@ async fn subscribe_never_overwrites_what_the_catalog_says_about_a_variant() {
         options: [("size".to_string(), "M".to_string())].into(),
         deep_link: format!("{SHOP}/p/trail?v=sku-1"),
     });
-    EligibilityServiceClient::new(app.channel.clone())
-        .report_inventory(pb::ReportInventoryRequest {
-            tenant_id: "demo".into(),
-            events: vec![ev],
-        })
-        .await
-        .unwrap();
+    app.report_inventory(pb::ReportInventoryRequest {
+        tenant_id: "demo".into(),
+        events: vec![ev],
+    })
+    .await
+    .unwrap();
     let catalog = stored(&app, "sku-1").await;
     assert_eq!(
         catalog.3.as_deref(),

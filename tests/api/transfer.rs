@@ -4,7 +4,6 @@
 
 use crate::helpers::*;
 use restock::proto::v1 as pb;
-use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
 use tonic::Code;
 
 async fn transfer(
@@ -155,18 +154,16 @@ async fn a_transfer_waits_until_no_release_of_the_source_is_in_flight() {
     assert_eq!(subscription(&app, &a).await.variant_id, "sku-old");
     counters_equal_a_recount(&app).await;
     // A release of the target is no obstacle; the source's is.
-    let mut d = DispatchServiceClient::new(app.channel.clone());
-    let releases = d
+    let releases = app
         .list_releases(pb::ListReleasesRequest {
             tenant_id: "demo".into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
         .releases;
     assert_eq!(releases.len(), 1);
-    d.cancel_release(pb::CancelReleaseRequest {
+    app.cancel_release(pb::CancelReleaseRequest {
         tenant_id: "demo".into(),
         release_id: releases[0].release_id.clone(),
         reason: "moving the waitlist".into(),
