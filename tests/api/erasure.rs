@@ -85,7 +85,7 @@ async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() 
     let body = fake.messages()[0].body.clone();
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
     app.clock.advance(chrono::Duration::hours(1));
-    let click = app.click(&token, &[("User-Agent", CLICK_AGENT)]).await;
+    let click = app.click(token, &[("User-Agent", CLICK_AGENT)]).await;
     assert_eq!(click.status, 302);
     app.clock.advance(chrono::Duration::hours(1));
     let bought_at = app.clock.now_dt();
@@ -122,7 +122,7 @@ async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() 
     assert!(erased.erased);
 
     // The link still works (the shopper may tap it again), and keeps nothing of who tapped.
-    let click = app.click(&token, &[("User-Agent", CLICK_AGENT)]).await;
+    let click = app.click(token, &[("User-Agent", CLICK_AGENT)]).await;
     assert_eq!(click.status, 302);
 
     let after = dump(&app.db_url);

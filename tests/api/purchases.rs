@@ -93,7 +93,7 @@ async fn a_click_extends_the_window_and_a_purchase_without_a_text_is_not_attribu
     let body = fake.messages()[0].body.clone();
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
     app.clock.advance(chrono::Duration::days(2));
-    let click = app.click(&token, &[]).await;
+    let click = app.click(token, &[]).await;
     assert_eq!(click.status, 302);
     app.clock.advance(chrono::Duration::days(1));
     let at = app.clock.now_dt();

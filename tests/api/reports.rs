@@ -80,7 +80,7 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
         .unwrap()
         .body;
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
-    assert_eq!(app.click(&token, &[]).await.status, 302);
+    assert_eq!(app.click(token, &[]).await.status, 302);
     // t+3d: the clicker buys, credited through the click (past the 24 h text window).
     app.clock.advance(chrono::Duration::hours(71));
     let t3d = app.clock.now_dt();
