@@ -235,6 +235,10 @@ pub struct DispatchSettings {
     pub retry_base_ms: u64,
     /// How often an idle scheduler looks for work (it is also woken by restocks).
     pub poll_interval_ms: u64,
+    /// Whether the planner, scheduler, senders and confirmation loop run in the background.
+    /// Off, nothing is planned or sent until a caller steps the workers itself
+    /// (`crate::dispatch::step`): tests do, to drive a release one pass at a time.
+    pub background: bool,
 }
 
 /// A setting that cannot be used, named by its key.

@@ -42,6 +42,11 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// One pass of the loop of [`run`] (for callers that step the workers).
+pub async fn run_once(engine: &Arc<Engine>) -> Result<(), restock_store::StoreError> {
+    pass(engine).await
+}
+
 async fn pass(engine: &Arc<Engine>) -> Result<(), restock_store::StoreError> {
     let state = &engine.state;
     let store = &state.store;

@@ -388,11 +388,13 @@ impl Application {
             ))
         });
 
-        let mut dispatch = engine
+        // Without `dispatch.background` the workers run only when stepped (`dispatch::step`).
+        let background = engine.filter(|e| e.settings.background);
+        let mut dispatch = background
             .clone()
             .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
             .unwrap_or_default();
-        if let Some(e) = engine {
+        if let Some(e) = background {
             dispatch.push(tokio::spawn(crate::confirm::run(e, stop_tx.subscribe())));
         }
 
@@ -520,5 +522,10 @@ impl Application {
     /// The shared state (tests reach the store through it).
     pub fn state(&self) -> Arc<AppState> {
         self.state.clone()
+    }
+
+    /// The dispatch engine, when this process dispatches: what `dispatch::step` drives.
+    pub fn engine(&self) -> Option<Arc<crate::dispatch::Engine>> {
+        self.engine.clone()
     }
 }

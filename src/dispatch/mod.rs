@@ -146,6 +146,40 @@ pub fn start(engine: Arc<Engine>, stop: watch::Receiver<bool>) -> Vec<JoinHandle
     tasks
 }
 
+/// What one [`step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Releases planned.
+    pub planned: u32,
+    /// Waves opened.
+    pub opened: u64,
+    /// Messages the senders claimed and decided: sent, or deferred, skipped, failed, each
+    /// one's outcome recorded.
+    pub claimed: usize,
+}
+
+/// One pass of every worker, in the order the loops meet a restock: the scheduler (plans,
+/// opens due waves, completes, reconciles), the confirmation texts, then the senders until no
+/// message is due. For a process started without `dispatch.background`.
+pub async fn step(engine: &Arc<Engine>) -> anyhow::Result<Step> {
+    let pass = scheduler::run_once(engine).await?;
+    crate::confirm::run_once(engine).await?;
+    let mut claimed = 0;
+    // Bounded, so a message that stays due (a fault) ends the step rather than spinning.
+    for _ in 0..10_000 {
+        let batch = sender::send_once(engine).await?;
+        if batch == 0 {
+            break;
+        }
+        claimed += batch;
+    }
+    Ok(Step {
+        planned: pass.planned,
+        opened: pass.opened,
+        claimed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::region_of;

@@ -21,6 +21,43 @@ const PLANNERS: usize = 2;
 /// Provider look-ups in flight during reconciliation.
 const LOOKUP_CONCURRENCY: usize = 16;
 
+/// What one scheduler pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Releases planned.
+    pub planned: u32,
+    /// Waves opened.
+    pub opened: u64,
+}
+
+/// One scheduler pass for callers that step the workers: the releases waiting to be planned
+/// are planned in the pass itself (the loop of [`run`] plans them beside it), then the pass.
+pub async fn run_once(engine: &Arc<Engine>) -> anyhow::Result<Pass> {
+    let tenants = Arc::new(engine.state.tenants.clone());
+    let mut planner = planner(engine, &tenants);
+    let (_, stop) = watch::channel(false);
+    let planned = plan_releases(engine, &mut planner, &stop).await?;
+    let mut pass = tick(engine, &tenants).await?;
+    pass.planned = planned;
+    Ok(pass)
+}
+
+fn planner(
+    engine: &Arc<Engine>,
+    tenants: &Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
+) -> PolicyPlanner {
+    PolicyPlanner {
+        tenants: tenants.clone(),
+        public_base_url: engine.state.public_base_url.clone(),
+        now: engine.state.clock.now(),
+        render_failures: HashMap::new(),
+        on_claimable: Some(Box::new({
+            let engine = engine.clone();
+            move || engine.work.notify_waiters()
+        })),
+    }
+}
+
 pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     let tenants = Arc::new(engine.state.tenants.clone());
     let mut planners = tokio::task::JoinSet::new();
@@ -33,7 +70,7 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             planners.spawn(planner_task(engine.clone(), tenants.clone(), stop.clone()));
         }
         match tick(&engine, &tenants).await {
-            Ok(()) => failures = 0,
+            Ok(_) => failures = 0,
             Err(e) => {
                 failures += 1;
                 // Postgres down: back off, and say so once in a while rather than every tick.
@@ -62,16 +99,7 @@ async fn planner_task(
     tenants: Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
     stop: watch::Receiver<bool>,
 ) {
-    let mut planner = PolicyPlanner {
-        tenants,
-        public_base_url: engine.state.public_base_url.clone(),
-        now: engine.state.clock.now(),
-        render_failures: HashMap::new(),
-        on_claimable: Some(Box::new({
-            let engine = engine.clone();
-            move || engine.work.notify_waiters()
-        })),
-    };
+    let mut planner = planner(&engine, &tenants);
     match plan_releases(&engine, &mut planner, &stop).await {
         // Waves of what was planned may be due: the scheduler looks at once.
         Ok(n) if n > 0 => engine.state.dispatch_wake.notify_one(),
@@ -140,17 +168,20 @@ async fn plan_releases(
 async fn tick(
     engine: &Arc<Engine>,
     tenants: &BTreeMap<String, restock_domain::TenantPolicy>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Pass> {
     let store = &engine.state.store;
     let clock = &engine.state.clock;
+    let mut pass = Pass::default();
     let threshold = |tenant: &str| tenants.get(tenant).map_or(1, |p| p.restock_threshold);
     let opened = store.open_due_waves(&threshold, clock.now()).await?
         + store.open_absorbed_waves(&threshold, clock.now()).await?;
+    pass.opened = u64::from(opened);
     if opened > 0 {
         engine.work.notify_waiters();
     }
     store.complete_finished(clock.now()).await?;
-    reconcile(engine).await
+    reconcile(engine).await?;
+    Ok(pass)
 }
 
 /// Decides the messages whose lease ran out mid-send. The provider is asked whether it has the

@@ -97,6 +97,31 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
     }
 }
 
+/// Claims one batch of due messages and sends it, as the loop of [`run`] does (for callers
+/// that step the workers); answers how many messages it claimed.
+pub async fn send_once(engine: &Arc<Engine>) -> anyhow::Result<usize> {
+    let claimed_at = Instant::now();
+    let batch = engine
+        .state
+        .store
+        .claim_due(
+            &engine.owner,
+            engine.lease(),
+            i64::from(engine.settings.batch_size),
+            engine.state.clock.now(),
+        )
+        .await?;
+    let claimed = batch.len();
+    if claimed > 0 {
+        let span = batch_span(&batch);
+        process(engine, batch, claimed_at).instrument(span).await?;
+    } else {
+        // Out of work, as the loop: owed cap refunds go back now.
+        engine.caps.settle().await?;
+    }
+    Ok(claimed)
+}
+
 /// One claimed message on its way.
 /// A variant's live stock per location and the exclusions in force, as a batch reads them.
 type VariantNow = (Vec<(String, i64)>, LiveExclusions);

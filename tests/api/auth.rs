@@ -4,16 +4,13 @@
 
 use std::time::Duration;
 
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use restock::proto::v1::waitlist_service_client::WaitlistServiceClient;
 use restock_sms::fake::FakeTwilio;
 use tonic::{Code, Status};
-
-use crate::dispatch::{eventually, set_stock, spawn_sender, subscribe_all};
-use crate::helpers::*;
-use crate::inventory::event;
 
 /// Every RPC of the proto and the scope the table gives it.
 const RPCS: &[(&str, &str)] = &[
@@ -87,9 +84,9 @@ impl Ids {
     }
 }
 
-fn ts(seconds_ago: i64) -> prost_types::Timestamp {
+fn seconds_ago(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
-        seconds: chrono::Utc::now().timestamp() - seconds_ago,
+        seconds: chrono::Utc::now().timestamp() - seconds,
         nanos: 0,
     }
 }
@@ -208,7 +205,7 @@ async fn call(channel: &Channel, rpc: &str, tenant: &str, ids: &Ids) -> Result<(
         "SyncInventory" => {
             let msg = pb::SyncInventoryRequest {
                 tenant_id: t(),
-                snapshot_time: Some(ts(60)),
+                snapshot_time: Some(seconds_ago(60)),
                 location_ids: vec!["web".into()],
                 levels: vec![pb::StockLevel {
                     variant_id: "sku-auth".into(),
@@ -386,7 +383,7 @@ async fn call(channel: &Channel, rpc: &str, tenant: &str, ids: &Ids) -> Result<(
                     }),
                     ..Default::default()
                 }],
-                purchase_time: Some(ts(30)),
+                purchase_time: Some(seconds_ago(30)),
                 ..Default::default()
             })
             .await
@@ -409,16 +406,16 @@ async fn call(channel: &Channel, rpc: &str, tenant: &str, ids: &Ids) -> Result<(
         "GetPeriodReport" => d
             .get_period_report(pb::GetPeriodReportRequest {
                 tenant_id: t(),
-                start_time: Some(ts(86_400)),
-                end_time: Some(ts(0)),
+                start_time: Some(seconds_ago(86_400)),
+                end_time: Some(seconds_ago(0)),
             })
             .await
             .map(drop),
         "ExportMessages" => d
             .export_messages(pb::ExportMessagesRequest {
                 tenant_id: t(),
-                start_time: Some(ts(86_400)),
-                end_time: Some(ts(0)),
+                start_time: Some(seconds_ago(86_400)),
+                end_time: Some(seconds_ago(0)),
             })
             .await
             .map(drop),

@@ -2,21 +2,15 @@
 //! every RPC that takes one, and stock levels whose totals would overflow.
 
 use restock::proto::v1 as pb;
-use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
 use tokio_stream::StreamExt;
 
 use crate::helpers::*;
-use crate::inventory::event;
 
 /// 1969-12-31T23:59:59Z and 10000-01-01T00:00:00Z: one second outside the accepted range.
 const OUTSIDE: [(&str, i64); 2] = [("1969", -1), ("10000", 253_402_300_800)];
 
 fn at(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos: 0 })
-}
-
-fn dispatch(app: &TestApp) -> DispatchServiceClient<Channel> {
-    DispatchServiceClient::new(app.channel.clone())
 }
 
 /// Asserts an INVALID_ARGUMENT naming exactly `field`.
@@ -41,41 +35,34 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
         // WaitlistService.Subscribe: the consent's capture time and the expiry.
         let mut req = subscribe_request("sku-1", "+14155550300");
         req.consent.as_mut().unwrap().capture_time = at(seconds);
-        names(
-            app.waitlist().subscribe(req).await,
-            "consent.capture_time",
-            year,
-        );
+        names(app.subscribe(req).await, "consent.capture_time", year);
         let mut req = subscribe_request("sku-1", "+14155550300");
         req.expire_time = at(seconds);
-        names(app.waitlist().subscribe(req).await, "expire_time", year);
+        names(app.subscribe(req).await, "expire_time", year);
 
         // WaitlistService.OptIn.
         let mut consent = web_consent();
         consent.capture_time = at(seconds);
         names(
-            app.waitlist()
-                .opt_in(pb::OptInRequest {
-                    tenant_id: "demo".into(),
-                    phone_number: "+14155550301".into(),
-                    consent: Some(consent),
-                    ..Default::default()
-                })
-                .await,
+            app.opt_in(pb::OptInRequest {
+                tenant_id: "demo".into(),
+                phone_number: "+14155550301".into(),
+                consent: Some(consent),
+                ..Default::default()
+            })
+            .await,
             "consent.capture_time",
             year,
         );
 
         // EligibilityService.ReportInventory: the event is REJECTED, naming the field.
         let acks = app
-            .eligibility()
             .report_inventory(pb::ReportInventoryRequest {
                 tenant_id: "demo".into(),
                 events: vec![observed(&format!("r-{year}"), seconds)],
             })
             .await
             .expect("a bad event is acknowledged, not an error")
-            .into_inner()
             .acks;
         assert_eq!(
             acks[0].outcome,
@@ -87,7 +74,6 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
 
         // EligibilityService.StreamInventory: REJECTED, and the stream goes on.
         let mut acks = app
-            .eligibility()
             .stream_inventory(tokio_stream::iter(vec![
                 pb::StreamInventoryRequest {
                     tenant_id: "demo".into(),
@@ -99,8 +85,7 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
                 },
             ]))
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let bad = acks.next().await.unwrap().unwrap().ack.unwrap();
         assert_eq!(bad.outcome, pb::InventoryOutcome::Rejected as i32, "{year}");
         let fields: Vec<_> = bad.field_violations.iter().map(|v| &v.field).collect();
@@ -114,30 +99,28 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
 
         // EligibilityService.SyncInventory.
         names(
-            app.eligibility()
-                .sync_inventory(tokio_stream::iter(vec![pb::SyncInventoryRequest {
-                    tenant_id: "demo".into(),
-                    snapshot_time: at(seconds),
-                    ..Default::default()
-                }]))
-                .await,
+            app.sync_inventory(tokio_stream::iter(vec![pb::SyncInventoryRequest {
+                tenant_id: "demo".into(),
+                snapshot_time: at(seconds),
+                ..Default::default()
+            }]))
+            .await,
             "snapshot_time",
             year,
         );
 
         // EligibilityService.CreateExclusion.
         names(
-            app.eligibility()
-                .create_exclusion(pb::CreateExclusionRequest {
-                    tenant_id: "demo".into(),
-                    target: Some(pb::create_exclusion_request::Target::VariantId(
-                        "sku-x".into(),
-                    )),
-                    reason: "recall".into(),
-                    creator: "merch".into(),
-                    expire_time: at(seconds),
-                })
-                .await,
+            app.create_exclusion(pb::CreateExclusionRequest {
+                tenant_id: "demo".into(),
+                target: Some(pb::create_exclusion_request::Target::VariantId(
+                    "sku-x".into(),
+                )),
+                reason: "recall".into(),
+                creator: "merch".into(),
+                expire_time: at(seconds),
+            })
+            .await,
             "expire_time",
             year,
         );
@@ -153,29 +136,28 @@ async fn timestamps_before_1970_or_after_9999_are_invalid_in_every_rpc() {
             } else {
                 req.create_time_end = at(seconds);
             }
-            names(dispatch(&app).list_releases(req).await, field, year);
+            names(app.list_releases(req).await, field, year);
         }
 
         // DispatchService.RecordPurchase.
         names(
-            dispatch(&app)
-                .record_purchase(pb::RecordPurchaseRequest {
-                    tenant_id: "demo".into(),
-                    order_id: format!("o-{year}"),
-                    phone_number: "+14155550302".into(),
-                    lines: vec![pb::PurchaseLine {
-                        variant_id: "sku-1".into(),
-                        quantity: 1,
-                        total_price: Some(pb::Money {
-                            amount_minor: 100,
-                            currency_code: "USD".into(),
-                        }),
-                        location_id: String::new(),
-                    }],
-                    purchase_time: at(seconds),
-                    ..Default::default()
-                })
-                .await,
+            app.record_purchase(pb::RecordPurchaseRequest {
+                tenant_id: "demo".into(),
+                order_id: format!("o-{year}"),
+                phone_number: "+14155550302".into(),
+                lines: vec![pb::PurchaseLine {
+                    variant_id: "sku-1".into(),
+                    quantity: 1,
+                    total_price: Some(pb::Money {
+                        amount_minor: 100,
+                        currency_code: "USD".into(),
+                    }),
+                    location_id: String::new(),
+                }],
+                purchase_time: at(seconds),
+                ..Default::default()
+            })
+            .await,
             "purchase_time",
             year,
         );
@@ -191,7 +173,6 @@ async fn huge_stock_levels_never_overflow_a_total() {
     let app = spawn_app().await;
     // Two locations at i64::MAX: today's sum panicked the handler.
     let acks = app
-        .eligibility()
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![
@@ -205,7 +186,6 @@ async fn huge_stock_levels_never_overflow_a_total() {
         })
         .await
         .expect("a clean answer, not a panic")
-        .into_inner()
         .acks;
     for (i, ack) in acks.iter().enumerate() {
         assert_eq!(
@@ -227,7 +207,6 @@ async fn huge_stock_levels_never_overflow_a_total() {
     }
     // The bound itself is accepted at several locations, and totals add up.
     let acks = app
-        .eligibility()
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![
@@ -237,25 +216,21 @@ async fn huge_stock_levels_never_overflow_a_total() {
         })
         .await
         .unwrap()
-        .into_inner()
         .acks;
     assert!(acks
         .iter()
         .all(|a| a.outcome == pb::InventoryOutcome::Applied as i32));
     let stock = app
-        .eligibility()
         .get_stock(pb::GetStockRequest {
             tenant_id: "demo".into(),
             variant_id: "sku-max".into(),
             location_ids: vec![],
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(stock.total_available_to_sell, 2_000_000_000);
     // A snapshot is held to the same bound.
     let synced = app
-        .eligibility()
         .sync_inventory(tokio_stream::iter(vec![pb::SyncInventoryRequest {
             tenant_id: "demo".into(),
             snapshot_time: at(chrono::Utc::now().timestamp() - 1),
@@ -268,19 +243,17 @@ async fn huge_stock_levels_never_overflow_a_total() {
             ..Default::default()
         }]))
         .await
-        .expect("a clean answer")
-        .into_inner();
+        .expect("a clean answer");
     assert_eq!(synced.rejected_count, 1);
     // DryRun refuses an assumption past the bound.
     names(
-        app.eligibility()
-            .dry_run(pb::DryRunRequest {
-                tenant_id: "demo".into(),
-                variant_id: "sku-max".into(),
-                assume_available: i64::MAX,
-                ..Default::default()
-            })
-            .await,
+        app.dry_run(pb::DryRunRequest {
+            tenant_id: "demo".into(),
+            variant_id: "sku-max".into(),
+            assume_available: i64::MAX,
+            ..Default::default()
+        })
+        .await,
         "assume_available",
         "-",
     );

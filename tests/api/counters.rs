@@ -4,17 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
-
-use crate::dispatch::{db, eventually, phones, set_stock, spawn_sender, subscribe_all};
-use crate::helpers::*;
 
 type Tallies = BTreeMap<(Option<i32>, String, Option<String>), (i64, i64)>;
 
 /// The outbox counted the slow way.
 async fn counted(app: &TestApp) -> Tallies {
-    db(app)
+    app.db()
         .await
         .query(
             "SELECT wave, status, reason, count(*), COALESCE(sum(segments), 0)::bigint \
@@ -30,7 +28,8 @@ async fn counted(app: &TestApp) -> Tallies {
 
 /// Every release's tallies, as GetRelease reads them.
 async fn kept(app: &TestApp) -> Tallies {
-    let ids: Vec<uuid::Uuid> = db(app)
+    let ids: Vec<uuid::Uuid> = app
+        .db()
         .await
         .query("SELECT release_id FROM releases", &[])
         .await
@@ -64,7 +63,7 @@ async fn tallies_match(app: &TestApp) {
 }
 
 async fn fold(app: &TestApp) {
-    db(app)
+    app.db()
         .await
         .execute("SELECT release_tallies_fold()", &[])
         .await
@@ -80,7 +79,7 @@ async fn release_tallies_equal_a_count_of_the_outbox_through_retries_deferrals_s
     // One subscriber sleeps in Tokyo (04:00 there): deferred to the morning.
     let mut night = subscribe_request("sku-1", &phones[0]);
     night.time_zone = "Asia/Tokyo".into();
-    app.waitlist().subscribe(night).await.unwrap();
+    app.subscribe(night).await.unwrap();
     subscribe_all(&app, "sku-1", &phones[1..]).await;
     // The provider says one phone opted out (suppressed), another is invalid (failed), and
     // throttles two creates (retried).
@@ -88,7 +87,7 @@ async fn release_tallies_equal_a_count_of_the_outbox_through_retries_deferrals_s
     fake.reject_number(&phones[11], 21211);
     fake.throttle_next(2, Duration::from_secs(1));
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(Duration::from_secs(10), "first outcomes", || async {
         let n: i64 = db
             .query_one(
@@ -173,31 +172,27 @@ async fn a_new_subscriptions_place_counts_tiers_lapsed_and_batched_subscriptions
                 nanos: 0,
             });
         }
-        app.waitlist().subscribe(req).await.unwrap();
+        app.subscribe(req).await.unwrap();
     }
     app.clock.advance(chrono::Duration::hours(2));
     // A tier-0 subscription joins behind the tier-1 one and the two unexpired tier-0 ones.
     let new = app
-        .waitlist()
         .subscribe(subscribe_request("sku-line", "+14155550909"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(new.waitlist_position, 4);
     let counted = app
-        .waitlist()
         .get_waitlist_position(pb::GetWaitlistPositionRequest {
             tenant_id: "demo".into(),
             subscription_id: new.subscription.unwrap().subscription_id,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!((counted.position, counted.waiting_count), (4, 4));
     // A tier-1 subscription goes ahead of every tier 0.
     let mut req = subscribe_request("sku-line", "+14155550910");
     req.priority_tier = 1;
-    let vip = app.waitlist().subscribe(req).await.unwrap().into_inner();
+    let vip = app.subscribe(req).await.unwrap();
     assert_eq!(vip.waitlist_position, 2);
     let stored: i64 = app
         .db()

@@ -9,7 +9,7 @@ use restock::demo::{self, Pace, Truth};
 use restock::proto::v1 as pb;
 use restock_domain::clock::ManualClock;
 
-use crate::helpers::{spawn_app_with, TEST_TOKEN};
+use crate::helpers::{ratio, spawn_app_with, TEST_TOKEN};
 
 /// Moves the test server's clock on (waves a few seconds apart come due) instead of waiting.
 struct TestClock(std::sync::Arc<ManualClock>);
@@ -21,12 +21,7 @@ impl Pace for TestClock {
     }
 }
 
-fn parts(r: &Option<pb::Ratio>) -> (u64, u64) {
-    let r = (*r).expect("a ratio");
-    (r.numerator, r.denominator)
-}
-
-fn check(t: &Truth, r: &pb::AttributionReport, what: &str, currency: &str) {
+fn check_report(t: &Truth, r: &pb::AttributionReport, what: &str, currency: &str) {
     assert_eq!(r.recipient_count, t.recipients, "{what}: recipients");
     assert_eq!(r.held_out_count, t.held_out, "{what}: held out");
     assert_eq!(r.sent_count, t.sent, "{what}: sent");
@@ -40,7 +35,9 @@ fn check(t: &Truth, r: &pb::AttributionReport, what: &str, currency: &str) {
         .collect();
     assert_eq!(failures, t.failures, "{what}: failures by code");
     assert_eq!(
-        parts(&r.complaint_rate),
+        ratio(&r.complaint_rate)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
         (t.complaints, t.sent),
         "{what}: complaints"
     );
@@ -49,14 +46,23 @@ fn check(t: &Truth, r: &pb::AttributionReport, what: &str, currency: &str) {
         r.unique_click_count, t.unique_clicks,
         "{what}: unique clicks"
     );
-    assert_eq!(parts(&r.click_through_rate), (t.unique_clicks, t.sent));
     assert_eq!(
-        parts(&r.opt_out_rate),
+        ratio(&r.click_through_rate)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
+        (t.unique_clicks, t.sent)
+    );
+    assert_eq!(
+        ratio(&r.opt_out_rate)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
         (t.opt_outs, t.sent),
         "{what}: opt-outs"
     );
     assert_eq!(
-        parts(&r.conversion_rate),
+        ratio(&r.conversion_rate)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
         (t.conversions, t.sent),
         "{what}: conversions"
     );
@@ -78,17 +84,26 @@ fn check(t: &Truth, r: &pb::AttributionReport, what: &str, currency: &str) {
     );
     let lift = r.lift.as_ref().unwrap();
     assert_eq!(
-        parts(&lift.treatment_conversion),
+        ratio(&lift.treatment_conversion)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
         (t.texted_buyers, t.recipients)
     );
     assert_eq!(
-        parts(&lift.holdout_conversion),
+        ratio(&lift.holdout_conversion)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
         (t.holdout_buyers, t.held_out)
     );
     let s = r.signups.as_ref().unwrap();
     assert_eq!(s.signup_count, t.signups, "{what}: signups");
     assert_eq!(s.product_view_count, t.views, "{what}: views");
-    assert_eq!(parts(&s.signup_rate), (t.signups, t.views));
+    assert_eq!(
+        ratio(&s.signup_rate)
+            .map(|(n, d, _)| (n, d))
+            .expect("a ratio"),
+        (t.signups, t.views)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +141,7 @@ async fn the_demo_simulation_reports_every_count_it_drew_and_an_interval_holding
             t.held_out >= 15 && t.delivered > 0 && t.clicks > 0,
             "{what}: {t:?}"
         );
-        check(t, &r.report, what, r.restock.currency);
+        check_report(t, &r.report, what, r.restock.currency);
         let lift = r.report.lift.as_ref().unwrap();
         assert!(lift.available, "{what}");
         let i = lift.difference_interval.unwrap();

@@ -1,169 +1,29 @@
 //! Dispatch: restocks become texts, each phone texted once, at the pace and hours allowed,
 //! through a loopback provider that speaks Twilio's API.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use restock::config::{ProviderKind, Settings};
 use restock::proto::v1 as pb;
-use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use restock_sms::fake::FakeTwilio;
 
 use crate::helpers::*;
-use crate::inventory::event;
-
-/// 19:00 UTC of the next day: texting hours in every US zone (14:00 in New York, 09:00 in
-/// Honolulu), and after the real now, so consents captured "now" are in the past.
-pub fn texting_hours() -> DateTime<Utc> {
-    let tomorrow = Utc::now().date_naive() + chrono::Days::new(1);
-    Utc.from_utc_datetime(&tomorrow.and_hms_opt(19, 0, 0).unwrap())
-}
-
-/// Points the server at the fake provider.
-pub fn use_fake(settings: &mut Settings, fake: &FakeTwilio) {
-    let config = fake.config();
-    settings.sms.provider = ProviderKind::Twilio;
-    settings.sms.twilio_base_url = config.base_url;
-    settings.sms.twilio_account_sid = config.account_sid;
-    settings.sms.twilio_auth_token = config.auth_token.into();
-    settings.dispatch.poll_interval_ms = 50;
-    settings.dispatch.retry_base_ms = 200;
-    // Plenty of throughput unless a test says otherwise.
-    settings.tenants.get_mut("demo").unwrap().sender_mps = 1_000;
-}
-
-/// A server sending through `fake`, its clock in texting hours.
-pub async fn spawn_sender(fake: &FakeTwilio, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let app = spawn_app_with(|s| {
-        use_fake(s, fake);
-        tweak(s);
-    })
-    .await;
-    app.clock.set(texting_hours());
-    app
-}
-
-pub fn dispatch(app: &TestApp) -> DispatchServiceClient<Channel> {
-    DispatchServiceClient::new(app.channel.clone())
-}
-
-/// `n` distinct US phones.
-pub fn phones(n: usize, offset: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("+1415555{:04}", offset + i))
-        .collect()
-}
-
-/// Subscribes every phone to `variant`, 16 at a time.
-pub async fn subscribe_all(app: &TestApp, variant: &str, phones: &[String]) {
-    use futures::StreamExt;
-    futures::stream::iter(phones.iter().cloned())
-        .map(|p| {
-            let mut client = app.waitlist();
-            let variant = variant.to_string();
-            async move {
-                client
-                    .subscribe(subscribe_request(&variant, &p))
-                    .await
-                    .expect("subscribe");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<()>>()
-        .await;
-}
-
-/// Reports one stock level of `variant` at `location`.
-pub async fn set_stock(app: &TestApp, variant: &str, location: &str, available: i64, seq: u64) {
-    let ack = EligibilityServiceClient::new(app.channel.clone())
-        .report_inventory(pb::ReportInventoryRequest {
-            tenant_id: "demo".into(),
-            events: vec![event(
-                &format!("ev-{variant}-{location}-{seq}"),
-                variant,
-                location,
-                available,
-                seq,
-            )],
-        })
-        .await
-        .expect("report inventory")
-        .into_inner();
-    assert_eq!(ack.acks.len(), 1);
-}
-
-pub async fn db(app: &TestApp) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&app.db_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-}
-
-/// Message statuses of the database, counted.
-pub async fn statuses(app: &TestApp) -> HashMap<String, i64> {
-    db(app)
-        .await
-        .query("SELECT status, count(*) FROM messages GROUP BY status", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-/// Polls until `check` holds, for at most `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn per_phone(fake: &FakeTwilio) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for msg in fake.messages() {
-        *m.entry(msg.to).or_insert(0) += 1;
-    }
-    m
-}
 
 #[tokio::test]
 async fn a_restock_texts_every_waiting_phone_once() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let phones = phones(40, 0);
     subscribe_all(&app, "sku-1", &phones).await;
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 12, 2).await;
-    assert!(fake.wait_for_messages(40, Duration::from_secs(20)).await);
-    let db = db(&app).await;
-    eventually(
-        Duration::from_secs(10),
-        "the release to complete",
-        || async {
-            let r = db
-                .query_one("SELECT state FROM releases", &[])
-                .await
-                .unwrap();
-            r.get::<_, String>(0) == "completed"
-        },
-    )
-    .await;
+    let done = app.settle(10).await;
+    assert_eq!((done.planned, done.claimed), (1, 40), "{done:?}");
+    let release = app.release_of("sku-1").await;
+    assert_eq!(release.state(), pb::ReleaseState::Completed);
+    assert_eq!(release.counts.as_ref().unwrap().sent_count, 40);
     let sent = per_phone(&fake);
     assert_eq!(sent.len(), 40);
     assert!(sent.values().all(|&n| n == 1), "{sent:?}");
-    assert_eq!(statuses(&app).await.get("sent"), Some(&40));
     // Each text carries its own link, and the brand's opt-out language.
     let body = &fake.messages()[0].body;
     assert!(body.contains("/r/"), "{body}");
@@ -196,57 +56,25 @@ async fn a_restock_texts_every_waiting_phone_once() {
             query["t=demo&m=".len()..].to_string()
         })
         .collect();
-    let ours: std::collections::HashSet<String> = db
-        .query("SELECT message_id::text FROM messages", &[])
+    let ours: std::collections::HashSet<String> = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            release_id: release.release_id.clone(),
+            page_size: 100,
+            ..Default::default()
+        })
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
+        .into_iter()
+        .map(|m| m.message_id)
         .collect();
+    assert_eq!(named.len(), 40);
     assert_eq!(named, ours);
-}
-
-/// The rows of `sql` (one text column, one bigint column) as a map.
-async fn counts(app: &TestApp, sql: &str) -> HashMap<String, i64> {
-    db(app)
-        .await
-        .query(sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-async fn release_state(app: &TestApp) -> String {
-    db(app)
-        .await
-        .query_one(
-            "SELECT state FROM releases ORDER BY created_at DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// Waits until the newest release is planned (its messages exist).
-async fn planned(app: &TestApp) {
-    eventually(
-        Duration::from_secs(10),
-        "the release to be planned",
-        || async {
-            let s = release_state(app).await;
-            s != "planning"
-        },
-    )
-    .await;
 }
 
 #[tokio::test]
 async fn a_restock_at_11pm_defers_texts_to_8am_local_then_paces_them() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().sender_mps = 2;
     })
     .await;
@@ -257,32 +85,37 @@ async fn a_restock_at_11pm_defers_texts_to_8am_local_then_paces_them() {
     for p in &phones {
         let mut req = subscribe_request("sku-1", p);
         req.time_zone = "America/New_York".into();
-        app.waitlist().subscribe(req).await.unwrap();
+        app.subscribe(req).await.unwrap();
     }
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 9, 2).await;
-    planned(&app).await;
-    let db = db(&app).await;
-    let rows = db
-        .query("SELECT status, reason, due_at FROM messages", &[])
-        .await
-        .unwrap();
+    let step = app.step().await;
+    assert_eq!((step.planned, step.claimed), (1, 0), "{step:?}");
+    let rows = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(rows.len(), 6);
     let morning = night + chrono::Duration::hours(9);
-    for r in &rows {
-        assert_eq!(r.get::<_, String>(0), "deferred");
+    for m in &rows {
+        assert_eq!(m.status(), pb::MessageStatus::Deferred);
+        assert_eq!(m.reason(), pb::ReasonCode::QuietHours);
         assert_eq!(
-            r.get::<_, Option<String>>(1).as_deref(),
-            Some("quiet_hours")
+            m.defer_until_time.map(|t| t.seconds),
+            Some(morning.timestamp()),
+            "08:00 New York time"
         );
-        assert_eq!(r.get::<_, DateTime<Utc>>(2), morning, "08:00 New York time");
     }
-    // A minute before eight: nothing.
+    // A minute before eight: a pass of every worker sends nothing.
     app.clock.set(morning - chrono::Duration::minutes(1));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.step().await.claimed, 0);
     assert_eq!(fake.message_count(), 0);
     // At eight they go, at the sender's pace (2 a second), in waitlist order.
     app.clock.set(morning);
-    assert!(fake.wait_for_messages(6, Duration::from_secs(20)).await);
+    assert_eq!(app.settle(10).await.claimed, 6);
+    assert_eq!(fake.message_count(), 6);
     let got = fake.messages();
     // Waitlist order, one pacing slot (2 texts a second) after the other. Texts of one slot are
     // handed over side by side, and a slow hand-over may land after the next slot's, so an
@@ -333,48 +166,37 @@ async fn the_senders_rate_is_never_exceeded_at_the_provider() {
 #[tokio::test]
 async fn a_phone_at_its_cap_is_deferred_not_dropped() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.phone_cap_texts = 1;
         t.phone_cap_hours = 24;
     })
     .await;
     let phone = "+14155550300";
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", phone))
+    app.subscribe(subscribe_request("sku-1", phone))
         .await
         .unwrap();
-    app.waitlist()
-        .subscribe(subscribe_request("sku-2", phone))
+    app.subscribe(subscribe_request("sku-2", phone))
         .await
         .unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
+    assert_eq!(app.settle(10).await.claimed, 1);
+    assert_eq!(fake.message_count(), 1);
     set_stock(&app, "sku-2", "loc-1", 5, 1).await;
-    let db = db(&app).await;
-    eventually(
-        Duration::from_secs(10),
-        "the second text deferred",
-        || async {
-            db.query_opt(
-                "SELECT 1 FROM messages WHERE variant_id = 'sku-2' AND status = 'deferred' \
-             AND reason = 'frequency_cap_phone'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .is_some()
-        },
-    )
-    .await;
-    let due: DateTime<Utc> = db
-        .query_one(
-            "SELECT due_at FROM messages WHERE variant_id = 'sku-2'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    app.settle(10).await;
+    let second = app.release_of("sku-2").await.release_id;
+    let deferred = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            release_id: second,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(deferred.len(), 1);
+    assert_eq!(deferred[0].status(), pb::MessageStatus::Deferred);
+    assert_eq!(deferred[0].reason(), pb::ReasonCode::FrequencyCapPhone);
+    let due =
+        chrono::DateTime::from_timestamp(deferred[0].defer_until_time.unwrap().seconds, 0).unwrap();
     // Deferred about a day (until the cap's window frees, then to texting hours).
     assert!(
         due > app.clock.now_dt() + chrono::Duration::hours(23),
@@ -386,39 +208,33 @@ async fn a_phone_at_its_cap_is_deferred_not_dropped() {
 #[tokio::test]
 async fn throttled_sends_are_retried_with_backoff_and_sent_once() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     subscribe_all(&app, "sku-1", &phones(5, 300)).await;
     fake.throttle_next(3, Duration::from_secs(1));
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(2, Duration::from_secs(10)).await);
-    let db = db(&app).await;
-    eventually(Duration::from_secs(10), "retries planned", || async {
-        let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM messages WHERE status = 'planned' AND last_error_code IS NOT NULL",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        n == 3
-    })
-    .await;
-    // Retry-After is honoured: nothing before a second has passed on the clock.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.step().await.claimed, 5);
+    assert_eq!(fake.message_count(), 2);
+    let all = || {
+        app.all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            ..Default::default()
+        })
+    };
+    let retrying: Vec<pb::Message> = all()
+        .await
+        .into_iter()
+        .filter(|m| m.status() == pb::MessageStatus::Planned && m.last_error.is_some())
+        .collect();
+    assert_eq!(retrying.len(), 3, "{retrying:?}");
+    // Retry-After is honoured: a pass of every worker sends nothing before a second has passed
+    // on the clock.
+    assert_eq!(app.step().await.claimed, 0);
     assert_eq!(fake.message_count(), 2);
     app.clock.advance(chrono::Duration::seconds(2));
-    assert!(fake.wait_for_messages(5, Duration::from_secs(10)).await);
-    eventually(Duration::from_secs(10), "all sent", || async {
-        statuses(&app).await.get("sent") == Some(&5)
-    })
-    .await;
+    assert_eq!(app.settle(10).await.claimed, 3);
+    assert_eq!(statuses(&app).await.get("sent"), Some(&5));
     assert_eq!(fake.message_count(), 5);
-    let retried: i64 = db
-        .query_one("SELECT count(*) FROM messages WHERE attempts = 2", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let retried = all().await.iter().filter(|m| m.attempt_count == 2).count();
     assert_eq!(retried, 3);
 }
 
@@ -431,7 +247,7 @@ async fn an_unknown_outcome_is_reconciled_with_the_provider_never_blindly_resent
     // did not). Both look the same to the sender: outcome unknown.
     fake.fail_after_create_next(2);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(Duration::from_secs(10), "two unknown sends", || async {
         let n: i64 = db
             .query_one(
@@ -460,59 +276,68 @@ async fn an_unknown_outcome_is_reconciled_with_the_provider_never_blindly_resent
 #[tokio::test]
 async fn a_provider_opt_out_is_recorded_and_an_invalid_number_is_not_retried() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let phones = phones(3, 500);
     subscribe_all(&app, "sku-1", &phones).await;
     fake.reject_number(&phones[1], 21610);
     // An invalid number is a permanent failure: no retry.
     fake.reject_number(&phones[2], 21211);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    eventually(Duration::from_secs(10), "outcomes", || async {
-        let s = statuses(&app).await;
-        s.get("sent") == Some(&1) && s.get("suppressed") == Some(&1) && s.get("failed") == Some(&1)
-    })
-    .await;
+    app.settle(10).await;
+    let s = statuses(&app).await;
+    assert_eq!(
+        (s.get("sent"), s.get("suppressed"), s.get("failed")),
+        (Some(&1), Some(&1), Some(&1)),
+        "{s:?}"
+    );
+    // Ten minutes on, a pass of every worker retries nothing.
     app.clock.advance(chrono::Duration::minutes(10));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let attempts: i32 = db(&app)
-        .await
-        .query_one(
-            "SELECT attempts FROM messages WHERE status = 'failed' AND last_error_permanent",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(attempts, 1);
+    assert_eq!(app.step().await.claimed, 0);
+    let failed: Vec<pb::Message> = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            statuses: vec![pb::MessageStatus::Failed as i32],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].last_error.as_ref().unwrap().permanent,
+        "{failed:?}"
+    );
+    assert_eq!(failed[0].attempt_count, 1);
     assert_eq!(fake.create_requests(), 3);
-    let opt_outs: i64 = db(&app)
+    let history = app
+        .get_consent_history(pb::GetConsentHistoryRequest {
+            tenant_id: "demo".into(),
+            phone_number: phones[1].clone(),
+            default_region: "US".into(),
+        })
         .await
-        .query_one(
-            "SELECT count(*) FROM consent_events e JOIN contacts c USING (tenant_id, contact_id) \
-             WHERE e.kind = 'opt_out' AND c.phone_e164 = $1",
-            &[&phones[1]],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(opt_outs, 1);
+        .unwrap();
+    assert_eq!(history.consent_state(), pb::ConsentState::OptedOut);
+    let opt_outs = history
+        .events
+        .iter()
+        .filter(|e| e.kind() == pb::ConsentEventKind::OptOut)
+        .count();
+    assert_eq!(opt_outs, 1, "{history:?}");
 }
 
 #[tokio::test]
 async fn the_holdout_group_is_recorded_and_never_texted() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.5;
     })
     .await;
     subscribe_all(&app, "sku-1", &phones(40, 600)).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(
-        Duration::from_secs(10),
-        "the release to complete",
-        || async { release_state(&app).await == "completed" },
-    )
-    .await;
+    app.settle(10).await;
+    assert_eq!(
+        app.release_of("sku-1").await.state(),
+        pb::ReleaseState::Completed
+    );
     let s = statuses(&app).await;
     let (held, sent) = (s["held_out"], s["sent"]);
     assert_eq!(held + sent, 40, "{s:?}");
@@ -523,7 +348,7 @@ async fn the_holdout_group_is_recorded_and_never_texted() {
 #[tokio::test]
 async fn a_staged_release_sells_out_before_its_second_wave_and_the_rest_keep_their_place() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.release_strategy = restock_domain::tenant::ReleaseStrategy::Staged;
         t.stage_shares_bps = vec![3000, 7000];
@@ -533,7 +358,7 @@ async fn a_staged_release_sells_out_before_its_second_wave_and_the_rest_keep_the
     let phones = phones(10, 700);
     subscribe_all(&app, "sku-1", &phones).await;
     set_stock(&app, "sku-1", "loc-1", 4, 1).await;
-    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
+    assert_eq!(app.settle(10).await.claimed, 3);
     // The first 30% of the line (handed over side by side, so in any order).
     let mut first: Vec<String> = fake.messages().iter().map(|m| m.to.clone()).collect();
     first.sort();
@@ -541,32 +366,44 @@ async fn a_staged_release_sells_out_before_its_second_wave_and_the_rest_keep_the
     // Sold out before the next wave.
     set_stock(&app, "sku-1", "loc-1", 0, 2).await;
     app.clock.advance(chrono::Duration::seconds(601));
-    eventually(Duration::from_secs(10), "sold out", || async {
-        release_state(&app).await == "sold_out"
-    })
-    .await;
-    let reasons = counts(
-        &app,
-        "SELECT COALESCE(reason, status), count(*) FROM messages GROUP BY 1",
-    )
-    .await;
-    assert_eq!(reasons.get("release_sold_out"), Some(&7), "{reasons:?}");
+    app.settle(10).await;
+    let release = app.release_of("sku-1").await;
+    assert_eq!(release.state(), pb::ReleaseState::SoldOut);
+    let counts = release.counts.unwrap();
+    assert_eq!(
+        counts
+            .skipped_by_reason
+            .iter()
+            .map(|r| (r.reason(), r.count))
+            .collect::<Vec<_>>(),
+        [(pb::ReasonCode::ReleaseSoldOut, 7)],
+        "{counts:?}"
+    );
     assert_eq!(fake.message_count(), 3);
     // Everyone stays on the waitlist, in their place, for the next restock; the three texted
     // read NOTIFIED.
-    let statuses = counts(
-        &app,
-        "SELECT status, count(*) FROM subscriptions GROUP BY 1",
-    )
-    .await;
-    assert_eq!(statuses.get("active"), Some(&7), "{statuses:?}");
-    assert_eq!(statuses.get("notified"), Some(&3), "{statuses:?}");
+    let app = &app;
+    let with_status = |status: pb::SubscriptionStatus| async move {
+        app.list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant_id: "demo".into(),
+            variant_id: "sku-1".into(),
+            status: status as i32,
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .subscriptions
+        .len()
+    };
+    assert_eq!(with_status(pb::SubscriptionStatus::Active).await, 7);
+    assert_eq!(with_status(pb::SubscriptionStatus::Notified).await, 3);
 }
 
 #[tokio::test]
 async fn a_proportional_release_opens_waves_by_the_stock() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.release_strategy = restock_domain::tenant::ReleaseStrategy::Proportional;
         t.oversubscription_factor = 1.0;
@@ -575,105 +412,87 @@ async fn a_proportional_release_opens_waves_by_the_stock() {
     .await;
     subscribe_all(&app, "sku-1", &phones(10, 800)).await;
     set_stock(&app, "sku-1", "loc-1", 3, 1).await;
-    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.settle(10).await.claimed, 3);
     assert_eq!(fake.message_count(), 3, "one wave of stock × 1.0");
     set_stock(&app, "sku-1", "loc-1", 2, 2).await;
     app.clock.advance(chrono::Duration::seconds(301));
-    assert!(fake.wait_for_messages(5, Duration::from_secs(10)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.settle(10).await.claimed, 2);
     assert_eq!(fake.message_count(), 5);
 }
 
 #[tokio::test]
 async fn a_phone_waiting_for_the_variant_and_its_product_gets_one_text() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let phone = "+14155550900";
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", phone))
+    app.subscribe(subscribe_request("sku-1", phone))
         .await
         .unwrap();
     let mut product = subscribe_request("", phone);
     product.variant_id.clear();
     product.product_id = "prod-1".into();
-    app.waitlist().subscribe(product).await.unwrap();
+    app.subscribe(product).await.unwrap();
     let mut ev = event("ev-1", "sku-1", "loc-1", 5, 1);
     ev.product_id = "prod-1".into();
-    EligibilityServiceClient::new(app.channel.clone())
-        .report_inventory(pb::ReportInventoryRequest {
-            tenant_id: "demo".into(),
-            events: vec![ev],
-        })
-        .await
-        .unwrap();
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    eventually(Duration::from_secs(10), "completed", || async {
-        release_state(&app).await == "completed"
+    app.report_inventory(pb::ReportInventoryRequest {
+        tenant_id: "demo".into(),
+        events: vec![ev],
     })
-    .await;
+    .await
+    .unwrap();
+    app.settle(10).await;
+    assert_eq!(
+        app.release_of("sku-1").await.state(),
+        pb::ReleaseState::Completed
+    );
     assert_eq!(fake.message_count(), 1);
 }
 
 #[tokio::test]
 async fn explain_and_dry_run_know_who_was_just_texted() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let sub = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "+14155551500"))
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    eventually(Duration::from_secs(10), "recorded as sent", || async {
-        statuses(&app).await.get("sent") == Some(&1)
-    })
-    .await;
-    let mut eligibility = EligibilityServiceClient::new(app.channel.clone());
-    let explained = eligibility
+    assert_eq!(app.settle(10).await.claimed, 1);
+    let explained = app
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: sub.subscription_id.clone(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(explained.reason(), pb::ReasonCode::RecentlyNotified);
     // The text it explains, by id, and the subscription reads as texted.
-    let sent: uuid::Uuid = app
-        .db()
-        .await
-        .query_one("SELECT message_id FROM messages WHERE status = 'sent'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(explained.message_id, sent.to_string());
-    let got = app
-        .waitlist()
-        .get_subscription(pb::GetSubscriptionRequest {
+    let sent = app
+        .all_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
-            subscription_id: sub.subscription_id.clone(),
+            statuses: vec![pb::MessageStatus::Sent as i32],
+            ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
-    assert_eq!(got.status(), pb::SubscriptionStatus::Notified);
-    let dry = eligibility
+        .await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(explained.message_id, sent[0].message_id);
+    assert_eq!(
+        app.subscription_status("demo", &sub.subscription_id)
+            .await
+            .0,
+        pb::SubscriptionStatus::Notified
+    );
+    let dry = app
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
             variant_id: "sku-1".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(dry.skip_count, 1);
     assert_eq!(
         dry.skipped_by_reason[0].reason(),
@@ -743,7 +562,10 @@ async fn a_redis_outage_holds_texts_back_and_sending_resumes_by_itself() {
     subscribe_all(&app, "sku-1", &phones(5, 1600)).await;
     proxy.cut().await;
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    planned(&app).await;
+    app.until("the release to be planned", || async {
+        app.release_of("sku-1").await.state() != pb::ReleaseState::Planning
+    })
+    .await;
     // Without its caps nothing goes out (fail closed), and nothing is lost either.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(fake.message_count(), 0);
@@ -766,7 +588,7 @@ async fn an_outcome_the_provider_cannot_be_asked_about_is_unknown_and_never_rese
     subscribe_all(&app, "sku-1", &phones(1, 1700)).await;
     fake.fail_after_create_next(1);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(Duration::from_secs(10), "an unknown send", || async {
         db.query_opt(
             "SELECT 1 FROM messages WHERE status = 'sending' AND lease_owner IS NULL",

@@ -2,7 +2,6 @@
 
 use chrono::TimeZone;
 use restock::proto::v1 as pb;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 
 use crate::helpers::*;
 
@@ -10,11 +9,6 @@ use crate::helpers::*;
 /// restock they make does not put its subscribers in the re-notify window.
 async fn quiet_app() -> TestApp {
     spawn_app_with(|s| s.dispatch.enabled = false).await
-}
-use crate::inventory::{event, stream};
-
-fn client(app: &TestApp) -> EligibilityServiceClient<Channel> {
-    EligibilityServiceClient::new(app.channel.clone())
 }
 
 /// 15:00 in New York, 10:00 in Honolulu, 20:00 in London: inside every texting window.
@@ -24,28 +18,15 @@ fn afternoon_in_the_us() -> chrono::DateTime<chrono::Utc> {
         .unwrap()
 }
 
-async fn subscribe(app: &TestApp, req: pb::SubscribeRequest) -> String {
-    app.waitlist()
-        .subscribe(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .subscription_id
-}
-
 async fn explain(app: &TestApp, subscription_id: &str, variant_id: &str) -> pb::ExplainResponse {
-    client(app)
-        .explain(pb::ExplainRequest {
-            tenant_id: "demo".into(),
-            subscription_id: subscription_id.into(),
-            variant_id: variant_id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    app.explain(pb::ExplainRequest {
+        tenant_id: "demo".into(),
+        subscription_id: subscription_id.into(),
+        variant_id: variant_id.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 fn verdicts(r: &pb::ExplainResponse) -> Vec<(pb::EligibilityRule, pb::RuleVerdict)> {
@@ -63,7 +44,9 @@ fn verdicts(r: &pb::ExplainResponse) -> Vec<(pb::EligibilityRule, pb::RuleVerdic
 #[tokio::test]
 async fn explain_reads_out_every_rule_and_defers_through_the_night() {
     let app = quiet_app().await;
-    let id = subscribe(&app, subscribe_request("sku-1", "+14155550123")).await;
+    let id = app
+        .subscribed(subscribe_request("sku-1", "+14155550123"))
+        .await;
     let acks = stream(
         &app,
         vec![pb::StreamInventoryRequest {
@@ -120,17 +103,18 @@ async fn explain_reads_out_every_rule_and_defers_through_the_night() {
 #[tokio::test]
 async fn explain_says_an_opted_out_shopper_is_never_texted() {
     let app = quiet_app().await;
-    let id = subscribe(&app, subscribe_request("sku-1", "+14155550124")).await;
-    app.waitlist()
-        .opt_out(pb::OptOutRequest {
-            tenant_id: "demo".into(),
-            phone_number: "+14155550124".into(),
-            source: pb::ConsentSource::Sms as i32,
-            reason: "STOP".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let id = app
+        .subscribed(subscribe_request("sku-1", "+14155550124"))
+        .await;
+    app.opt_out(pb::OptOutRequest {
+        tenant_id: "demo".into(),
+        phone_number: "+14155550124".into(),
+        source: pb::ConsentSource::Sms as i32,
+        reason: "STOP".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     stream(
         &app,
         vec![pb::StreamInventoryRequest {
@@ -156,7 +140,7 @@ async fn explain_finds_the_matching_variant_of_a_product_level_alert() {
     let mut req = subscribe_request("", "+14155550125");
     req.product_id = "prod-1".into();
     req.wanted_options = [("size".to_string(), "M".to_string())].into();
-    let id = subscribe(&app, req).await;
+    let id = app.subscribed(req).await;
     let with = |id: &str, variant: &str, size: &str| {
         let mut e = event(id, variant, "web", 4, 1);
         e.product_id = "prod-1".into();
@@ -188,20 +172,23 @@ async fn explain_finds_the_matching_variant_of_a_product_level_alert() {
 #[tokio::test]
 async fn dry_run_counts_every_waiting_shopper_by_reason_and_changes_nothing() {
     let app = quiet_app().await;
-    let us1 = subscribe(&app, subscribe_request("sku-1", "+14155550131")).await;
+    let us1 = app
+        .subscribed(subscribe_request("sku-1", "+14155550131"))
+        .await;
     let mut vip = subscribe_request("sku-1", "+14155550132");
     vip.priority_tier = 5;
-    let vip = subscribe(&app, vip).await;
+    let vip = app.subscribed(vip).await;
     let mut gb = subscribe_request("sku-1", "07400 123456");
     gb.default_region = "GB".into();
-    subscribe(&app, gb).await;
+    app.subscribed(gb).await;
     let mut elsewhere = subscribe_request("sku-1", "+14155550133");
     elsewhere.location_ids = vec!["store-2".into()];
-    subscribe(&app, elsewhere).await;
+    app.subscribed(elsewhere).await;
     let mut many = subscribe_request("sku-1", "+14155550134");
     many.desired_quantity = 10;
-    subscribe(&app, many).await;
-    subscribe(&app, subscribe_request("sku-other", "+14155550135")).await;
+    app.subscribed(many).await;
+    app.subscribed(subscribe_request("sku-other", "+14155550135"))
+        .await;
     // 21:30 in London (quiet), 16:30 in New York and 11:30 in Honolulu (not quiet).
     app.clock.set(
         chrono::Utc
@@ -215,7 +202,7 @@ async fn dry_run_counts_every_waiting_shopper_by_reason_and_changes_nothing() {
     );
 
     let run = |page_token: String, page_size: i32, example_decision: pb::EligibilityDecision| {
-        let mut c = client(&app);
+        let mut c = app.eligibility();
         async move {
             c.dry_run(pb::DryRunRequest {
                 tenant_id: "demo".into(),
@@ -291,7 +278,7 @@ async fn dry_run_counts_every_waiting_shopper_by_reason_and_changes_nothing() {
 #[tokio::test]
 async fn explain_and_dry_run_name_their_bad_fields() {
     let app = quiet_app().await;
-    let err = client(&app)
+    let err = app
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: "nope".into(),
@@ -303,7 +290,7 @@ async fn explain_and_dry_run_name_their_bad_fields() {
     let mut fields = violated_fields(&err);
     fields.sort();
     assert_eq!(fields, ["restock_id", "subscription_id"]);
-    let err = client(&app)
+    let err = app
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
             assume_available: -1,
@@ -315,7 +302,7 @@ async fn explain_and_dry_run_name_their_bad_fields() {
     let mut fields = violated_fields(&err);
     fields.sort();
     assert_eq!(fields, ["assume_available", "example_reason", "variant_id"]);
-    let err = client(&app)
+    let err = app
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: uuid::Uuid::new_v4().to_string(),

@@ -2,13 +2,10 @@
 //! format the person's identifiers were given in, and their order cannot be matched again.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
-
-use crate::dispatch::{dispatch, eventually, set_stock, spawn_sender, statuses};
-use crate::helpers::*;
 
 const PHONE_E164: &str = "+14155550132";
 const PHONE_NATIONAL: &str = "(415) 555-0132";
@@ -62,34 +59,10 @@ fn dump(db_url: &str) -> String {
     String::from_utf8(out.stdout).expect("a UTF-8 dump")
 }
 
-fn order(at: chrono::DateTime<chrono::Utc>) -> pb::RecordPurchaseRequest {
-    pb::RecordPurchaseRequest {
-        tenant_id: "demo".into(),
-        order_id: ORDER.into(),
-        customer_id: CUSTOMER.into(),
-        phone_number: PHONE_NATIONAL.into(),
-        default_region: "US".into(),
-        lines: vec![pb::PurchaseLine {
-            variant_id: "sku-1".into(),
-            quantity: 1,
-            total_price: Some(pb::Money {
-                amount_minor: 4_999,
-                currency_code: "USD".into(),
-            }),
-            location_id: String::new(),
-        }],
-        purchase_time: Some(prost_types::Timestamp {
-            seconds: at.timestamp(),
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://shop.example/".into());
     })
     .await;
@@ -105,59 +78,51 @@ async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() 
         format!("I, {NAME}, want a text when it is back. Reply STOP to opt out.");
     consent.ip_address = IP.into();
     consent.user_agent = USER_AGENT.into();
-    app.waitlist().subscribe(req).await.unwrap();
+    app.subscribe(req).await.unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    eventually(
-        Duration::from_secs(10),
-        "the text recorded as sent",
-        || async { statuses(&app).await.get("sent") == Some(&1) },
-    )
-    .await;
+    assert_eq!(app.settle(10).await.claimed, 1);
+    assert_eq!(statuses(&app).await.get("sent"), Some(&1));
     let body = fake.messages()[0].body.clone();
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
     app.clock.advance(chrono::Duration::hours(1));
-    let click =
-        crate::http::get(&app, &format!("/r/{token}"), &[("User-Agent", CLICK_AGENT)]).await;
+    let click = app.click(token, &[("User-Agent", CLICK_AGENT)]).await;
     assert_eq!(click.status, 302);
     app.clock.advance(chrono::Duration::hours(1));
     let bought_at = app.clock.now_dt();
-    let first = dispatch(&app)
-        .record_purchase(order(bought_at))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first.attributions[0].basis(), pb::AttributionBasis::Click);
-    app.waitlist()
-        .opt_out(pb::OptOutRequest {
-            tenant_id: "demo".into(),
-            phone_number: PHONE_E164.into(),
-            source: pb::ConsentSource::Support as i32,
-            reason: format!("{NAME} called from {PHONE_NATIONAL} and asked to stop"),
-            ..Default::default()
+    let first = app
+        .record_purchase(pb::RecordPurchaseRequest {
+            customer_id: CUSTOMER.into(),
+            ..purchase(ORDER, PHONE_NATIONAL, "sku-1", 1, (4_999, "USD"), bought_at)
         })
         .await
         .unwrap();
+    assert_eq!(first.attributions[0].basis(), pb::AttributionBasis::Click);
+    app.opt_out(pb::OptOutRequest {
+        tenant_id: "demo".into(),
+        phone_number: PHONE_E164.into(),
+        source: pb::ConsentSource::Support as i32,
+        reason: format!("{NAME} called from {PHONE_NATIONAL} and asked to stop"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let before = dump(&app.db_url);
     assert!(
         before.contains(PHONE_E164) && before.contains(CUSTOMER) && before.contains(CLICK_AGENT)
     );
 
     let erased = app
-        .waitlist()
         .erase_phone(pb::ErasePhoneRequest {
             tenant_id: "demo".into(),
             phone_number: PHONE_NATIONAL.into(),
             default_region: "US".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(erased.erased);
 
     // The link still works (the shopper may tap it again), and keeps nothing of who tapped.
-    let click =
-        crate::http::get(&app, &format!("/r/{token}"), &[("User-Agent", CLICK_AGENT)]).await;
+    let click = app.click(token, &[("User-Agent", CLICK_AGENT)]).await;
     assert_eq!(click.status, 302);
 
     let after = dump(&app.db_url);
@@ -185,7 +150,14 @@ async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() 
     assert_eq!(app.count("clicks").await, 2);
 
     // The erased shopper's order sent again must not be matched to their text.
-    match dispatch(&app).record_purchase(order(bought_at)).await {
+    match app
+        .dispatch()
+        .record_purchase(pb::RecordPurchaseRequest {
+            customer_id: CUSTOMER.into(),
+            ..purchase(ORDER, PHONE_NATIONAL, "sku-1", 1, (4_999, "USD"), bought_at)
+        })
+        .await
+    {
         Ok(again) => {
             let again = again.into_inner();
             assert!(!again.created, "the order was recorded once already");
@@ -201,13 +173,12 @@ async fn erasure_leaves_nothing_in_the_database_that_links_back_to_the_person() 
     }
     assert_eq!(app.count("purchase_lines").await, 1, "not recorded twice");
     // Nor a new order of the same customer.
-    let mut other = order(bought_at);
+    let mut other = pb::RecordPurchaseRequest {
+        customer_id: CUSTOMER.into(),
+        ..purchase(ORDER, PHONE_NATIONAL, "sku-1", 1, (4_999, "USD"), bought_at)
+    };
     other.order_id = "order-erase-other".into();
     other.phone_number = String::new();
-    let other = dispatch(&app)
-        .record_purchase(other)
-        .await
-        .unwrap()
-        .into_inner();
+    let other = app.record_purchase(other).await.unwrap();
     assert_eq!(other.attributions[0].basis(), pb::AttributionBasis::None);
 }

@@ -5,7 +5,7 @@ use restock_store::StoreError;
 
 use crate::helpers::*;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+async fn session(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -16,16 +16,16 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 #[tokio::test]
 async fn postgres_shutting_a_session_down_mid_statement_is_unavailable() {
     let db_url = fresh_database().await;
-    let victim = connect(&db_url).await;
+    let victim = session(&db_url).await;
     let pid: i32 = victim
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .unwrap()
         .get(0);
-    let killer = connect(&db_url).await;
+    let killer = session(&db_url).await;
     let slow = tokio::spawn(async move { victim.query("SELECT pg_sleep(10)", &[]).await });
     // Terminate once the statement is running (SQLSTATE 57P01, admin_shutdown).
-    crate::dispatch::eventually(std::time::Duration::from_secs(5), "sleeping", || async {
+    eventually(std::time::Duration::from_secs(5), "sleeping", || async {
         killer
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' AND state = 'active'",
@@ -50,7 +50,7 @@ async fn postgres_shutting_a_session_down_mid_statement_is_unavailable() {
 #[tokio::test]
 async fn a_statement_postgres_refuses_is_described_in_its_own_words() {
     let db_url = fresh_database().await;
-    let client = connect(&db_url).await;
+    let client = session(&db_url).await;
     let e = client
         .query("SELECT 1 / 0", &[])
         .await

@@ -8,7 +8,6 @@ use std::time::Duration;
 use restock::dispatch::planner::PolicyPlanner;
 use restock_sms::fake::FakeTwilio;
 
-use crate::dispatch::{db, eventually, phones, set_stock, subscribe_all, texting_hours};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -63,7 +62,8 @@ async fn a_small_release_is_claimed_in_the_next_batch_while_a_large_one_is_sendi
     );
     // Each release still goes in its own plan order: the large one's first seven.
     let ids: Vec<uuid::Uuid> = claimed.iter().map(|c| c.message_id).collect();
-    let rows = db(&app)
+    let rows = app
+        .db()
         .await
         .query(
             "SELECT variant_id, array_agg(position ORDER BY position) FROM messages \
@@ -92,7 +92,7 @@ async fn a_small_restock_is_planned_and_texted_while_a_large_plan_is_stuck() {
     set_stock(&quiet, "sku-big", "loc-1", 500, 1).await;
     // Its planning will get stuck: an uncommitted text to one of its phones holds the key its
     // first chunk needs, so the planner's insert waits for this transaction.
-    let mut blocker = db(&quiet).await;
+    let mut blocker = quiet.db().await;
     let tx = blocker.transaction().await.unwrap();
     tx.execute(
         "INSERT INTO messages (tenant_id, message_id, release_id, subscription_id, contact_id,            variant_id, kind, position, status, body, segments, encoding, sender_id, link_token,            created_at, updated_at)          SELECT r.tenant_id, gen_random_uuid(), r.release_id, s.subscription_id, s.contact_id,            r.variant_id, 'first', NULL, 'skipped', NULL, 0, 'gsm7', NULL, md5(random()::text), now(), now()          FROM releases r JOIN subscriptions s ON s.tenant_id = r.tenant_id AND s.variant_id = r.variant_id          WHERE r.variant_id = 'sku-big' ORDER BY s.seq LIMIT 1",
@@ -103,13 +103,11 @@ async fn a_small_restock_is_planned_and_texted_while_a_large_plan_is_stuck() {
 
     // A dispatching replica starts: one planner takes the large release and waits.
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_app_on(quiet.db_url.clone(), |s| {
-        crate::dispatch::use_fake(s, &fake)
-    })
-    .await;
+    let app = spawn_app_on(quiet.db_url.clone(), |s| use_fake(s, &fake)).await;
     app.clock.set(texting_hours());
     let planning_big = || async {
-        let waiting: i64 = db(&app)
+        let waiting: i64 = app
+            .db()
             .await
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \

@@ -4,16 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use restock::http::signature::twilio_signature;
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
 
-use crate::dispatch::{eventually, phones};
 use crate::helpers::*;
-use crate::http::{form_encode, owned, request};
-use crate::replicas::{
-    message_statuses, outbox, per_phone, restock_through, subscribe_through, Server,
-};
+use crate::replicas::{message_statuses, outbox, restock_through, subscribe_through, Server};
 
 /// The demo tenants' sender: a STOP to it opts the phone out of both.
 const SENDER: &str = "+15005550006";
@@ -66,17 +61,12 @@ async fn take_off(server: &Server, fake: &FakeTwilio, phone: &str, way: Way, k: 
                 ("NumSegments", "1"),
                 ("NumMedia", "0"),
             ]);
-            let url = format!("http://{}{path}", server.http);
-            let signature = twilio_signature(&fake.config().auth_token, &url, &params);
-            let answer = request(
+            let answer = post_signed(
+                &http_client(),
                 server.http.parse().unwrap(),
-                "POST",
                 path,
-                &[
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                    ("X-Twilio-Signature", &signature),
-                ],
-                form_encode(&params).as_bytes(),
+                &params,
+                &fake.config().auth_token,
             )
             .await;
             assert_eq!(answer.status, 200, "{answer:?}");

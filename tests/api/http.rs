@@ -1,15 +1,12 @@
 //! The HTTP listener: tracked links, the provider's webhooks (signed as Twilio signs them) and
 //! `/metrics`, driven over real HTTP/1.1 against the running server.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock::http::signature::twilio_signature;
 use restock::proto::v1 as pb;
 use restock_domain::clock::Clock;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -17,154 +14,13 @@ use crate::helpers::*;
 const TOKEN: &str = "test-token";
 const SENDER: &str = "+15005550006";
 
-/// An answer, read whole.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request on its own connection (`Connection: close`), answer read to the end.
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // A server that refuses a body (too large) may answer and close before reading it all:
-    // a failed write or a reset after the answer arrived is part of that.
-    let _ = stream.write_all(body).await;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if !raw.is_empty() => {
-                eprintln!("connection ended with {e} after {} bytes", raw.len());
-                break;
-            }
-            Err(e) => panic!("reading the answer: {e}"),
-        }
-    }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an answer has a head");
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
-    }
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = std::str::from_utf8(&data[..eol]).unwrap();
-        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
-        data = &data[eol + 2 + size + 2..];
-    }
-}
-
-pub async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
-    request(app.http_addr, "GET", path, headers, b"").await
-}
-
-pub fn form_encode(params: &[(String, String)]) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    params
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-pub fn owned(params: &[(&str, &str)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Posts a form to a webhook, signed as Twilio signs it when `signed`, else with a forged
-/// signature.
+/// Posts `params` to a webhook, signed as the provider signs when `signed`, else forged.
 async fn post_webhook(app: &TestApp, path: &str, params: &[(&str, &str)], signed: bool) -> Answer {
-    let params = owned(params);
-    let url = format!("http://{}{path}", app.http_addr);
-    let signature = if signed {
-        twilio_signature(TOKEN, &url, &params)
+    if signed {
+        app.webhook(path, params).await
     } else {
-        twilio_signature("not-the-token", &url, &params)
-    };
-    request(
-        app.http_addr,
-        "POST",
-        path,
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("X-Twilio-Signature", &signature),
-        ],
-        form_encode(&params).as_bytes(),
-    )
-    .await
+        app.forged_webhook(path, params).await
+    }
 }
 
 async fn spawn() -> TestApp {
@@ -190,11 +46,10 @@ struct Sent {
     sid: String,
 }
 
-async fn subscribe(app: &TestApp, tenant: &str, variant: &str, phone: &str) -> Uuid {
+async fn subscribe_in(app: &TestApp, tenant: &str, variant: &str, phone: &str) -> Uuid {
     let mut req = subscribe_request(variant, phone);
     req.tenant_id = tenant.into();
-    let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
-    r.subscription.unwrap().subscription_id.parse().unwrap()
+    app.subscribed(req).await.parse().unwrap()
 }
 
 async fn sent_text(
@@ -205,7 +60,7 @@ async fn sent_text(
     status: &str,
 ) -> Sent {
     let tenant = "demo";
-    let subscription_id = subscribe(app, tenant, variant, phone).await;
+    let subscription_id = subscribe_in(app, tenant, variant, phone).await;
     let db = app.db().await;
     let now: DateTime<Utc> = Utc::now();
     db.execute(
@@ -308,31 +163,15 @@ async fn ledger(app: &TestApp, tenant: &str, phone: &str) -> Vec<(String, String
         .collect()
 }
 
-async fn subscription_status(app: &TestApp, tenant: &str, id: Uuid) -> (String, Option<String>) {
-    let row = app
-        .db()
-        .await
-        .query_one(
-            "SELECT status, cancel_reason FROM subscriptions \
-             WHERE tenant_id = $1 AND subscription_id = $2",
-            &[&tenant, &id],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 async fn consent_state(app: &TestApp, tenant: &str, phone: &str) -> pb::ConsentState {
     let r = app
-        .waitlist()
         .get_consent_history(pb::GetConsentHistoryRequest {
             tenant_id: tenant.into(),
             phone_number: phone.into(),
             default_region: "US".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     r.consent_state()
 }
 
@@ -350,12 +189,7 @@ async fn tracked_link_redirects_with_utm_and_records_every_click() {
     )
     .await;
     let long_agent = "Mozilla/5.0 ".repeat(40);
-    let first = get(
-        &app,
-        &format!("/r/{}", sent.token),
-        &[("User-Agent", &long_agent)],
-    )
-    .await;
+    let first = app.click(&sent.token, &[("User-Agent", &long_agent)]).await;
     assert_eq!(first.status, 302, "{first:?}");
     assert_eq!(
         first.header("location").unwrap(),
@@ -385,7 +219,7 @@ async fn tracked_link_redirects_with_utm_and_records_every_click() {
 
     // A second click is recorded too; the first click's time stays.
     app.clock.advance(chrono::Duration::hours(2));
-    let again = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    let again = app.click(&sent.token, &[]).await;
     assert_eq!(again.status, 302);
     assert_eq!(app.count("clicks").await, 2);
     let (.., first_click) = message(&app, &sent).await;
@@ -394,14 +228,9 @@ async fn tracked_link_redirects_with_utm_and_records_every_click() {
         Some(clicked_at.timestamp_micros())
     );
     // A HEAD (link previews, scanners) is redirected but is no click.
-    let head = request(
-        app.http_addr,
-        "HEAD",
-        &format!("/r/{}", sent.token),
-        &[],
-        b"",
-    )
-    .await;
+    let head = app
+        .http_request("HEAD", &format!("/r/{}", sent.token), &[], Vec::new())
+        .await;
     assert_eq!(head.status, 302);
     assert_eq!(app.count("clicks").await, 2);
 }
@@ -410,7 +239,7 @@ async fn tracked_link_redirects_with_utm_and_records_every_click() {
 async fn tracked_link_without_deep_link_goes_to_the_storefront() {
     let app = spawn().await;
     let sent = sent_text(&app, "sku-plain", "+14155550102", None, "sent").await;
-    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    let a = app.click(&sent.token, &[]).await;
     assert_eq!(a.status, 302);
     let location = a.header("location").unwrap();
     assert!(
@@ -428,7 +257,7 @@ async fn tracked_link_with_nowhere_to_go_is_not_found() {
     })
     .await;
     let sent = sent_text(&app, "sku-nolink", "+14155550103", None, "sent").await;
-    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    let a = app.click(&sent.token, &[]).await;
     assert_eq!(a.status, 404);
     assert_eq!(app.count("clicks").await, 0);
 }
@@ -444,10 +273,10 @@ async fn malformed_and_unknown_tokens_get_the_same_not_found() {
         "sent",
     )
     .await;
-    let unknown = get(&app, "/r/AAAAAAAAAAAAAAAAAAAAAA", &[]).await;
-    let short = get(&app, "/r/abc", &[]).await;
-    let bad_chars = get(&app, "/r/AAAAAAAAAAAAAAAAAAAA%2B%2F", &[]).await;
-    let long = get(&app, &format!("/r/{}", "A".repeat(500)), &[]).await;
+    let unknown = app.http_get("/r/AAAAAAAAAAAAAAAAAAAAAA", &[]).await;
+    let short = app.http_get("/r/abc", &[]).await;
+    let bad_chars = app.http_get("/r/AAAAAAAAAAAAAAAAAAAA%2B%2F", &[]).await;
+    let long = app.http_get(&format!("/r/{}", "A".repeat(500)), &[]).await;
     for a in [&unknown, &short, &bad_chars, &long] {
         assert_eq!(a.status, 404, "{a:?}");
         assert_eq!(a.body, unknown.body);
@@ -462,15 +291,14 @@ async fn clicks_still_work_after_erasure() {
     let app = spawn().await;
     let phone = "+14155550105";
     let sent = sent_text(&app, "sku-1", phone, Some("https://shop.example/p"), "sent").await;
-    app.waitlist()
-        .erase_phone(pb::ErasePhoneRequest {
-            tenant_id: "demo".into(),
-            phone_number: phone.into(),
-            default_region: "US".into(),
-        })
-        .await
-        .unwrap();
-    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    app.erase_phone(pb::ErasePhoneRequest {
+        tenant_id: "demo".into(),
+        phone_number: phone.into(),
+        default_region: "US".into(),
+    })
+    .await
+    .unwrap();
+    let a = app.click(&sent.token, &[]).await;
     assert_eq!(a.status, 302);
     assert_eq!(app.count("clicks").await, 1);
 }
@@ -489,7 +317,9 @@ async fn set_variant_stock(app: &TestApp, variant: &str, available: i64) {
 }
 
 async fn api_status(app: &TestApp, sent: &Sent) -> pb::SubscriptionStatus {
-    crate::journey::status_of(app, sent.tenant, &sent.subscription_id.to_string()).await
+    app.subscription_status(sent.tenant, sent.subscription_id)
+        .await
+        .0
 }
 
 async fn click_outcomes(app: &TestApp) -> Vec<String> {
@@ -529,7 +359,7 @@ async fn a_click_after_the_variant_sold_out_again_lands_marked_and_waits_again()
         .unwrap();
     // In stock: an ordinary click; the subscription stays notified.
     set_variant_stock(&app, "sku-1", 3).await;
-    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    let a = app.click(&sent.token, &[]).await;
     assert_eq!(a.status, 302);
     let location = a.header("location").unwrap().to_string();
     assert!(!location.contains("restock="), "{location}");
@@ -539,7 +369,7 @@ async fn a_click_after_the_variant_sold_out_again_lands_marked_and_waits_again()
     );
     // Sold out again.
     set_variant_stock(&app, "sku-1", 0).await;
-    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    let a = app.click(&sent.token, &[]).await;
     assert_eq!(a.status, 302);
     let location = a.header("location").unwrap();
     assert!(
@@ -554,14 +384,9 @@ async fn a_click_after_the_variant_sold_out_again_lands_marked_and_waits_again()
         pb::SubscriptionStatus::Active
     );
     // A link preview (HEAD) is neither a click nor a reason to move the subscription.
-    let head = request(
-        app.http_addr,
-        "HEAD",
-        &format!("/r/{}", sent.token),
-        &[],
-        b"",
-    )
-    .await;
+    let head = app
+        .http_request("HEAD", &format!("/r/{}", sent.token), &[], Vec::new())
+        .await;
     assert_eq!(head.status, 302);
     assert_eq!(click_outcomes(&app).await.len(), 2);
 }
@@ -593,7 +418,7 @@ async fn a_brand_can_keep_sold_out_clickers_notified() {
         .await
         .unwrap();
     set_variant_stock(&app, "sku-1", 0).await;
-    let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+    let a = app.click(&sent.token, &[]).await;
     assert!(a.header("location").unwrap().contains("restock=sold_out"));
     assert_eq!(click_outcomes(&app).await, ["sold_out"]);
     assert_eq!(
@@ -612,7 +437,7 @@ async fn tracked_link_never_leaves_the_brands_hosts() {
         ("sku-userinfo", "https://demo.example@evil.example/p"),
     ] {
         let sent = sent_text(&app, variant, "+14155550120", Some(link), "sent").await;
-        let a = get(&app, &format!("/r/{}", sent.token), &[]).await;
+        let a = app.click(&sent.token, &[]).await;
         assert_eq!(a.status, 302, "{a:?}");
         let location = a.header("location").unwrap();
         assert!(
@@ -628,7 +453,7 @@ async fn tracked_link_never_leaves_the_brands_hosts() {
 
 const STATUS: &str = "/webhooks/twilio/status";
 
-fn report<'a>(sid: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
+fn delivery_params<'a>(sid: &'a str, status: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
         ("ApiVersion", "2010-04-01"),
@@ -652,7 +477,7 @@ async fn status_callback_moves_sent_to_delivered_and_late_reports_change_nothing
         "sent",
     )
     .await;
-    let a = post_webhook(&app, STATUS, &report(&sent.sid, "delivered"), true).await;
+    let a = post_webhook(&app, STATUS, &delivery_params(&sent.sid, "delivered"), true).await;
     assert_eq!(a.status, 204, "{a:?}");
     assert!(a.body.is_empty());
     let (status, provider_status, report_at, ..) = message(&app, &sent).await;
@@ -666,7 +491,7 @@ async fn status_callback_moves_sent_to_delivered_and_late_reports_change_nothing
     // A late "sent" and a duplicate "delivered" leave the message as it is.
     app.clock.advance(chrono::Duration::minutes(5));
     for late in ["sent", "delivered", "failed"] {
-        let a = post_webhook(&app, STATUS, &report(&sent.sid, late), true).await;
+        let a = post_webhook(&app, STATUS, &delivery_params(&sent.sid, late), true).await;
         assert_eq!(a.status, 204, "{a:?}");
     }
     let (status, provider_status, later_report_at, error, _) = message(&app, &sent).await;
@@ -687,13 +512,13 @@ async fn status_callback_records_progress_and_moves_a_racing_send() {
         "sending",
     )
     .await;
-    post_webhook(&app, STATUS, &report(&sent.sid, "sending"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "sending"), true).await;
     let (status, provider_status, ..) = message(&app, &sent).await;
     assert_eq!(
         (status.as_str(), provider_status.as_deref()),
         ("sending", Some("sending"))
     );
-    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "sent"), true).await;
     let (status, provider_status, report_at, ..) = message(&app, &sent).await;
     assert_eq!(
         (status.as_str(), provider_status.as_deref()),
@@ -713,31 +538,37 @@ async fn status_callback_with_a_bad_signature_is_refused_and_changes_nothing() {
         "sent",
     )
     .await;
-    let forged = post_webhook(&app, STATUS, &report(&sent.sid, "delivered"), false).await;
-    assert_eq!(forged.status, 403);
-    let unsigned = request(
-        app.http_addr,
-        "POST",
+    let forged = post_webhook(
+        &app,
         STATUS,
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form_encode(&owned(&report(&sent.sid, "delivered"))).as_bytes(),
+        &delivery_params(&sent.sid, "delivered"),
+        false,
     )
     .await;
+    assert_eq!(forged.status, 403);
+    let unsigned = app
+        .http_request(
+            "POST",
+            STATUS,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form_encode(&owned(&delivery_params(&sent.sid, "delivered"))).into_bytes(),
+        )
+        .await;
     assert_eq!(unsigned.status, 403);
     // Signed for other parameters than the ones sent.
     let url = format!("http://{}{STATUS}", app.http_addr);
-    let signature = twilio_signature(TOKEN, &url, &owned(&report(&sent.sid, "sent")));
-    let swapped = request(
-        app.http_addr,
-        "POST",
-        STATUS,
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("X-Twilio-Signature", &signature),
-        ],
-        form_encode(&owned(&report(&sent.sid, "delivered"))).as_bytes(),
-    )
-    .await;
+    let signature = twilio_signature(TOKEN, &url, &owned(&delivery_params(&sent.sid, "sent")));
+    let swapped = app
+        .http_request(
+            "POST",
+            STATUS,
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("X-Twilio-Signature", &signature),
+            ],
+            form_encode(&owned(&delivery_params(&sent.sid, "delivered"))).into_bytes(),
+        )
+        .await;
     assert_eq!(swapped.status, 403);
     let (status, provider_status, report_at, ..) = message(&app, &sent).await;
     assert_eq!(status, "sent");
@@ -757,7 +588,13 @@ async fn status_callback_signed_with_the_query_string_is_accepted() {
     )
     .await;
     let path = format!("{STATUS}?m={}", sent.message_id);
-    let a = post_webhook(&app, &path, &report(&sent.sid, "undelivered"), true).await;
+    let a = post_webhook(
+        &app,
+        &path,
+        &delivery_params(&sent.sid, "undelivered"),
+        true,
+    )
+    .await;
     assert_eq!(a.status, 204, "{a:?}");
     let (status, _, report_at, ..) = message(&app, &sent).await;
     assert_eq!(status, "undelivered");
@@ -775,7 +612,13 @@ async fn status_callback_for_an_unknown_message_is_acknowledged() {
         "sent",
     )
     .await;
-    let a = post_webhook(&app, STATUS, &report("SMdoesnotexist", "delivered"), true).await;
+    let a = post_webhook(
+        &app,
+        STATUS,
+        &delivery_params("SMdoesnotexist", "delivered"),
+        true,
+    )
+    .await;
     assert_eq!(a.status, 204, "{a:?}");
     assert_eq!(message(&app, &sent).await.0, "sent");
 }
@@ -813,12 +656,18 @@ async fn a_report_that_beats_the_sends_outcome_is_held_then_applied_once() {
     let own = format!("{STATUS}?t={}&m={}", sent.tenant, sent.message_id);
     // Another tenant's name on the URL finds nothing to hold.
     let foreign = format!("{STATUS}?t=other&m={}", sent.message_id);
-    let a = post_webhook(&app, &foreign, &report(&sent.sid, "delivered"), true).await;
+    let a = post_webhook(
+        &app,
+        &foreign,
+        &delivery_params(&sent.sid, "delivered"),
+        true,
+    )
+    .await;
     assert_eq!(a.status, 204, "{a:?}");
     assert_eq!(held().await, 0);
     // Held, twice over (a provider retry), without touching the message.
     for _ in 0..2 {
-        let a = post_webhook(&app, &own, &report(&sent.sid, "delivered"), true).await;
+        let a = post_webhook(&app, &own, &delivery_params(&sent.sid, "delivered"), true).await;
         assert_eq!(a.status, 204, "{a:?}");
     }
     assert_eq!(held().await, 1);
@@ -835,7 +684,7 @@ async fn a_report_that_beats_the_sends_outcome_is_held_then_applied_once() {
     )
     .await
     .unwrap();
-    crate::dispatch::eventually(
+    eventually(
         Duration::from_secs(20),
         "the held report applied",
         || async { message(&app, &sent).await.0 == "delivered" },
@@ -846,7 +695,7 @@ async fn a_report_that_beats_the_sends_outcome_is_held_then_applied_once() {
     assert_eq!(provider_status.as_deref(), Some("delivered"));
     assert!(report_at.is_some());
     // Acted on once: the same report again is a replay.
-    let a = post_webhook(&app, &own, &report(&sent.sid, "delivered"), true).await;
+    let a = post_webhook(&app, &own, &delivery_params(&sent.sid, "delivered"), true).await;
     assert_eq!(a.status, 204, "{a:?}");
     assert_eq!(held().await, 0);
     assert_eq!(message(&app, &sent).await.2, report_at);
@@ -874,7 +723,7 @@ async fn a_report_naming_a_text_of_unknown_outcome_settles_it() {
         .await
         .unwrap();
     let own = format!("{STATUS}?t={}&m={}", sent.tenant, sent.message_id);
-    post_webhook(&app, &own, &report(&sent.sid, "delivered"), true).await;
+    post_webhook(&app, &own, &delivery_params(&sent.sid, "delivered"), true).await;
     let (status, provider_status, ..) = message(&app, &sent).await;
     assert_eq!(
         (status.as_str(), provider_status.as_deref()),
@@ -898,8 +747,8 @@ async fn recipient_unsubscribed_at_the_provider_records_an_opt_out() {
     let app = spawn().await;
     let phone = "+14155550111";
     let sent = sent_text(&app, "sku-1", phone, Some("https://shop.example/p"), "sent").await;
-    let other = subscribe(&app, "demo", "sku-2", phone).await;
-    let mut params = report(&sent.sid, "failed");
+    let other = subscribe_in(&app, "demo", "sku-2", phone).await;
+    let mut params = delivery_params(&sent.sid, "failed");
     params.push(("ErrorCode", "21610"));
     let a = post_webhook(&app, STATUS, &params, true).await;
     assert_eq!(a.status, 204, "{a:?}");
@@ -923,8 +772,11 @@ async fn recipient_unsubscribed_at_the_provider_records_an_opt_out() {
     );
     for sub in [sent.subscription_id, other] {
         assert_eq!(
-            subscription_status(&app, "demo", sub).await,
-            ("cancelled".into(), Some("opted_out".into()))
+            app.subscription_status("demo", sub).await,
+            (
+                pb::SubscriptionStatus::Cancelled,
+                pb::CancelReason::OptedOut
+            )
         );
     }
     assert_eq!(
@@ -967,8 +819,8 @@ async fn stop_reply_opts_out_all_subscriptions() {
     let app = spawn().await;
     let phone = "+14155550112";
     let subs = [
-        subscribe(&app, "demo", "sku-1", phone).await,
-        subscribe(&app, "demo", "sku-2", phone).await,
+        subscribe_in(&app, "demo", "sku-1", phone).await,
+        subscribe_in(&app, "demo", "sku-2", phone).await,
     ];
     let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, " Stop "), true).await;
     assert_twiml(&a);
@@ -982,8 +834,11 @@ async fn stop_reply_opts_out_all_subscriptions() {
     );
     for sub in subs {
         assert_eq!(
-            subscription_status(&app, "demo", sub).await,
-            ("cancelled".into(), Some("opted_out".into()))
+            app.subscription_status("demo", sub).await,
+            (
+                pb::SubscriptionStatus::Cancelled,
+                pb::CancelReason::OptedOut
+            )
         );
     }
     let events = ledger(&app, "demo", phone).await;
@@ -1003,7 +858,7 @@ async fn stop_reply_opts_out_all_subscriptions() {
 async fn stop_reply_opts_out_of_every_brand_on_the_sender() {
     let app = spawn_app_with(|s| s.sms.twilio_auth_token = TOKEN.into()).await;
     let phone = "+14155550113";
-    subscribe(&app, "demo", "sku-1", phone).await;
+    subscribe_in(&app, "demo", "sku-1", phone).await;
     let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, "opt out"), true).await;
     assert_twiml(&a);
     assert!(
@@ -1024,7 +879,7 @@ async fn stop_reply_opts_out_of_every_brand_on_the_sender() {
 async fn start_reply_opts_back_in() {
     let app = spawn().await;
     let phone = "+14155550114";
-    subscribe(&app, "demo", "sku-1", phone).await;
+    subscribe_in(&app, "demo", "sku-1", phone).await;
     post_webhook(&app, INBOUND, &inbound(phone, SENDER, "STOP"), true).await;
     assert_eq!(
         consent_state(&app, "demo", phone).await,
@@ -1053,10 +908,10 @@ async fn yes_reply_confirms_a_pending_double_opt_in() {
     let app = spawn().await;
     let phone = "+14155550115";
     let tenant = "demo-double-opt-in";
-    let sub = subscribe(&app, tenant, "sku-1", phone).await;
+    let sub = subscribe_in(&app, tenant, "sku-1", phone).await;
     assert_eq!(
-        subscription_status(&app, tenant, sub).await.0,
-        "pending_confirmation"
+        app.subscription_status(tenant, sub).await.0,
+        pb::SubscriptionStatus::PendingConfirmation
     );
     let a = post_webhook(&app, INBOUND, &inbound(phone, "+15005550009", "YES"), true).await;
     assert_twiml(&a);
@@ -1066,7 +921,10 @@ async fn yes_reply_confirms_a_pending_double_opt_in() {
         "{}",
         a.body
     );
-    assert_eq!(subscription_status(&app, tenant, sub).await.0, "active");
+    assert_eq!(
+        app.subscription_status(tenant, sub).await.0,
+        pb::SubscriptionStatus::Active
+    );
     assert_eq!(
         consent_state(&app, tenant, phone).await,
         pb::ConsentState::OptedIn
@@ -1124,7 +982,7 @@ async fn other_texts_get_an_empty_answer() {
 async fn a_replayed_start_does_not_undo_a_later_stop() {
     let app = spawn().await;
     let phone = "+14155550121";
-    subscribe(&app, "demo", "sku-1", phone).await;
+    subscribe_in(&app, "demo", "sku-1", phone).await;
     let start = inbound(phone, SENDER, "START");
     let a = post_webhook(&app, INBOUND, &start, true).await;
     assert_twiml(&a);
@@ -1159,9 +1017,9 @@ async fn a_replayed_status_callback_does_not_move_a_message_back() {
         "sending",
     )
     .await;
-    let sending = report(&sent.sid, "sending");
+    let sending = delivery_params(&sent.sid, "sending");
     post_webhook(&app, STATUS, &sending, true).await;
-    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "sent"), true).await;
     let (status, provider_status, ..) = message(&app, &sent).await;
     assert_eq!(
         (status.as_str(), provider_status.as_deref()),
@@ -1190,15 +1048,15 @@ async fn a_late_earlier_status_callback_does_not_move_the_provider_status_back()
         "sending",
     )
     .await;
-    post_webhook(&app, STATUS, &report(&sent.sid, "sent"), true).await;
-    post_webhook(&app, STATUS, &report(&sent.sid, "sending"), true).await;
-    post_webhook(&app, STATUS, &report(&sent.sid, "queued"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "sent"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "sending"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "queued"), true).await;
     let (status, provider_status, ..) = message(&app, &sent).await;
     assert_eq!(
         (status.as_str(), provider_status.as_deref()),
         ("sent", Some("sent"))
     );
-    post_webhook(&app, STATUS, &report(&sent.sid, "delivered"), true).await;
+    post_webhook(&app, STATUS, &delivery_params(&sent.sid, "delivered"), true).await;
     let (status, provider_status, ..) = message(&app, &sent).await;
     assert_eq!(
         (status.as_str(), provider_status.as_deref()),
@@ -1229,12 +1087,15 @@ async fn webhook_receipts_are_kept_a_week_then_pruned() {
 async fn inbound_with_a_bad_signature_is_refused() {
     let app = spawn().await;
     let phone = "+14155550118";
-    let sub = subscribe(&app, "demo", "sku-1", phone).await;
+    let sub = subscribe_in(&app, "demo", "sku-1", phone).await;
     let before = app.count("consent_events").await;
     let a = post_webhook(&app, INBOUND, &inbound(phone, SENDER, "STOP"), false).await;
     assert_eq!(a.status, 403);
     assert_eq!(app.count("consent_events").await, before);
-    assert_eq!(subscription_status(&app, "demo", sub).await.0, "active");
+    assert_eq!(
+        app.subscription_status("demo", sub).await.0,
+        pb::SubscriptionStatus::Active
+    );
 }
 
 #[tokio::test]
@@ -1255,16 +1116,16 @@ async fn webhooks_are_refused_without_an_auth_token() {
 #[tokio::test]
 async fn wrong_methods_and_oversized_bodies_are_refused() {
     let app = spawn().await;
-    assert_eq!(get(&app, STATUS, &[]).await.status, 405);
+    assert_eq!(app.http_get(STATUS, &[]).await.status, 405);
     let big = vec![b'a'; 100 * 1024];
-    let a = request(
-        app.http_addr,
-        "POST",
-        INBOUND,
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &big,
-    )
-    .await;
+    let a = app
+        .http_request(
+            "POST",
+            INBOUND,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            big,
+        )
+        .await;
     assert_eq!(a.status, 413, "{a:?}");
 }
 
@@ -1275,20 +1136,20 @@ async fn metrics_are_exposed_for_prometheus() {
     // A real text through the sender and a real link request: the counters move because the
     // server did the work, not because the test touched them.
     let fake = restock_sms::fake::FakeTwilio::start().await.unwrap();
-    let app = crate::dispatch::spawn_sender(&fake, |_| {}).await;
-    subscribe(&app, "demo", "sku-m", "+14155550188").await;
-    crate::dispatch::set_stock(&app, "sku-m", "web", 0, 1).await;
-    crate::dispatch::set_stock(&app, "sku-m", "web", 5, 2).await;
+    let app = spawn_sender(&fake, |_| {}).await;
+    subscribe_in(&app, "demo", "sku-m", "+14155550188").await;
+    set_stock(&app, "sku-m", "web", 0, 1).await;
+    set_stock(&app, "sku-m", "web", 5, 2).await;
     assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
-    get(&app, "/r/AAAAAAAAAAAAAAAAAAAAAA", &[]).await;
-    let mut a = get(&app, "/metrics", &[]).await;
+    app.http_get("/r/AAAAAAAAAAAAAAAAAAAAAA", &[]).await;
+    let mut a = app.http_get("/metrics", &[]).await;
     // The outcome is counted as the sender records it, just after the provider answered.
     for _ in 0..200 {
         if a.body.contains("outcome=\"sent\"} 1") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        a = get(&app, "/metrics", &[]).await;
+        a = app.http_get("/metrics", &[]).await;
     }
     assert_eq!(a.status, 200);
     assert!(a.header("content-type").unwrap().contains("text"), "{a:?}");
@@ -1317,7 +1178,6 @@ fn sample(body: &str, name: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
-    use crate::dispatch::{eventually, phones, set_stock, spawn_sender, texting_hours};
     let fake = restock_sms::fake::FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, |_| {}).await;
     // 23:00 in New York: the texts wait for 08:00.
@@ -1326,7 +1186,7 @@ async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
     for p in phones(5, 300) {
         let mut req = subscribe_request("sku-1", &p);
         req.time_zone = "America/New_York".into();
-        app.waitlist().subscribe(req).await.unwrap();
+        app.subscribe(req).await.unwrap();
     }
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 9, 2).await;
@@ -1346,7 +1206,7 @@ async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
         },
     )
     .await;
-    let metrics = get(&app, "/metrics", &[]).await.body;
+    let metrics = app.metrics().await.body;
     assert_eq!(
         sample(&metrics, "restock_outbox_messages{state=\"deferred\"}"),
         Some(5.0),
@@ -1366,7 +1226,7 @@ async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
     replica
         .clock
         .set(night + chrono::Duration::hours(9) + chrono::Duration::hours(2));
-    let metrics = get(&replica, "/metrics", &[]).await.body;
+    let metrics = replica.metrics().await.body;
     assert_eq!(
         sample(&metrics, "restock_outbox_oldest_due_age_seconds"),
         Some(7200.0),
@@ -1378,7 +1238,7 @@ async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
         None,
         "the replica served no Subscribe"
     );
-    let metrics = get(&app, "/metrics", &[]).await.body;
+    let metrics = app.metrics().await.body;
     assert_eq!(
         sample(&metrics, "restock_grpc_calls_total{service=\"restock.v1.WaitlistService\",method=\"Subscribe\",code=\"OK\"}"),
         Some(5.0),
@@ -1388,10 +1248,9 @@ async fn the_outbox_backlog_and_its_oldest_due_wait_are_on_metrics() {
 
 #[tokio::test]
 async fn the_pool_and_the_redis_round_trips_of_sending_are_on_metrics() {
-    use crate::dispatch::{eventually, phones, set_stock, spawn_sender, subscribe_all};
     let fake = restock_sms::fake::FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, |_| {}).await;
-    let metrics = get(&app, "/metrics", &[]).await.body;
+    let metrics = app.metrics().await.body;
     // Nothing sent yet: no cap checked, so no round trip to Redis measured.
     assert_eq!(
         sample(&metrics, "restock_redis_round_trip_seconds_count"),
@@ -1415,12 +1274,12 @@ async fn the_pool_and_the_redis_round_trips_of_sending_are_on_metrics() {
         std::time::Duration::from_secs(10),
         "the caps' round trips on /metrics",
         || async {
-            let metrics = get(&app, "/metrics", &[]).await.body;
+            let metrics = app.metrics().await.body;
             sample(&metrics, "restock_redis_round_trip_seconds_count").unwrap_or(0.0) >= 1.0
         },
     )
     .await;
-    let metrics = get(&app, "/metrics", &[]).await.body;
+    let metrics = app.metrics().await.body;
     let sum = sample(&metrics, "restock_redis_round_trip_seconds_sum").unwrap();
     assert!(sum > 0.0 && sum < 10.0, "{metrics}");
     // Read at the scrape: the calls above opened connections, none of them is waited for now.
@@ -1456,7 +1315,7 @@ async fn tracked_links_are_rate_limited_per_client_address() {
     let mut answers = Vec::new();
     for i in 0..20 {
         let path = format!("/r/AAAAAAAAAAAAAAAAAAAA{i:02}");
-        answers.push(request(app.http_addr, "GET", &path, &[], b"").await);
+        answers.push(app.http_get(&path, &[]).await);
     }
     // The burst is answered (unknown tokens: 404), the rest is refused with a time to retry,
     // before any look-up.

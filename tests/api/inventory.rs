@@ -9,51 +9,11 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-fn client(app: &TestApp) -> EligibilityServiceClient<Channel> {
-    EligibilityServiceClient::new(app.channel.clone())
-}
-
-pub fn event(
-    id: &str,
-    variant: &str,
-    location: &str,
-    available: i64,
-    seq: u64,
-) -> pb::InventoryEvent {
-    pb::InventoryEvent {
-        event_id: id.into(),
-        variant_id: variant.into(),
-        location_id: location.into(),
-        available_to_sell: available,
-        order: Some(pb::inventory_event::Order::SequenceNumber(seq)),
-        ..Default::default()
-    }
-}
-
 fn req(event: pb::InventoryEvent) -> pb::StreamInventoryRequest {
     pb::StreamInventoryRequest {
         tenant_id: "demo".into(),
         event: Some(event),
     }
-}
-
-/// Streams `events` and answers their acks, in order.
-pub async fn stream(
-    app: &TestApp,
-    events: Vec<pb::StreamInventoryRequest>,
-) -> Vec<pb::InventoryAck> {
-    let n = events.len();
-    let mut acks = client(app)
-        .stream_inventory(tokio_stream::iter(events))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(ack) = acks.next().await {
-        out.push(ack.unwrap().ack.unwrap());
-    }
-    assert_eq!(out.len(), n, "one ack per event");
-    out
 }
 
 fn outcome(ack: &pb::InventoryAck) -> pb::InventoryOutcome {
@@ -72,15 +32,13 @@ async fn restocks(app: &TestApp) -> Vec<(String, Option<String>, bool)> {
 }
 
 async fn stock(app: &TestApp, variant: &str) -> pb::GetStockResponse {
-    client(app)
-        .get_stock(pb::GetStockRequest {
-            tenant_id: "demo".into(),
-            variant_id: variant.into(),
-            location_ids: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    app.get_stock(pb::GetStockRequest {
+        tenant_id: "demo".into(),
+        variant_id: variant.into(),
+        location_ids: vec![],
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -284,11 +242,10 @@ async fn a_client_that_reconnects_and_resends_ends_where_one_that_never_disconne
     let flaky = spawn_app().await;
     {
         // Three events go out; the connection drops after two acks.
-        let mut acks = client(&flaky)
+        let mut acks = flaky
             .stream_inventory(tokio_stream::iter(events[..3].to_vec()))
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         acks.next().await.unwrap().unwrap();
         acks.next().await.unwrap().unwrap();
     }
@@ -451,7 +408,7 @@ async fn a_producer_that_reads_no_acks_is_held_back() {
 #[tokio::test]
 async fn report_inventory_has_the_stream_semantics() {
     let app = spawn_app().await;
-    let acks = client(&app)
+    let acks = app
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![
@@ -462,7 +419,6 @@ async fn report_inventory_has_the_stream_semantics() {
         })
         .await
         .unwrap()
-        .into_inner()
         .acks;
     assert_eq!(outcome(&acks[0]), pb::InventoryOutcome::Applied);
     assert!(acks[0].restock_started);
@@ -472,7 +428,7 @@ async fn report_inventory_has_the_stream_semantics() {
         "events[2].available_to_sell"
     );
 
-    let err = client(&app)
+    let err = app
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![],
@@ -480,7 +436,7 @@ async fn report_inventory_has_the_stream_semantics() {
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["events"]);
-    let err = client(&app)
+    let err = app
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "nobody".into(),
             events: vec![event("x", "v", "l", 1, 1)],
@@ -488,7 +444,7 @@ async fn report_inventory_has_the_stream_semantics() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = client(&app)
+    let err = app
         .get_stock(pb::GetStockRequest {
             tenant_id: "demo".into(),
             variant_id: "never-seen".into(),
@@ -505,7 +461,7 @@ async fn excluded_variants_and_products_start_no_restock() {
         s.tenants.get_mut("demo").unwrap().excluded_products = vec!["prod-recalled".into()]
     })
     .await;
-    let created = client(&app)
+    let created = app
         .create_exclusion(pb::CreateExclusionRequest {
             tenant_id: "demo".into(),
             target: Some(pb::create_exclusion_request::Target::VariantId(
@@ -516,8 +472,7 @@ async fn excluded_variants_and_products_start_no_restock() {
             expire_time: None,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(created.created);
     let mut from_recalled = event("x2", "sku-y", "web", 5, 1);
     from_recalled.product_id = "prod-recalled".into();
@@ -550,23 +505,21 @@ async fn excluded_variants_and_products_start_no_restock() {
         "excluded restocks are recorded, not started"
     );
 
-    let list = client(&app)
+    let list = app
         .list_exclusions(pb::ListExclusionsRequest {
             tenant_id: "demo".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(list.exclusions.len(), 1);
     let id = list.exclusions[0].exclusion_id.clone();
-    client(&app)
-        .delete_exclusion(pb::DeleteExclusionRequest {
-            tenant_id: "demo".into(),
-            exclusion_id: id,
-        })
-        .await
-        .unwrap();
+    app.delete_exclusion(pb::DeleteExclusionRequest {
+        tenant_id: "demo".into(),
+        exclusion_id: id,
+    })
+    .await
+    .unwrap();
     let acks = stream(
         &app,
         vec![
@@ -579,7 +532,7 @@ async fn excluded_variants_and_products_start_no_restock() {
         acks[1].restock_started,
         "a lifted exclusion lets the next restock through"
     );
-    let err = client(&app)
+    let err = app
         .create_exclusion(pb::CreateExclusionRequest {
             tenant_id: "demo".into(),
             ..Default::default()
@@ -604,7 +557,7 @@ async fn sync(
     app: &TestApp,
     chunks: Vec<pb::SyncInventoryRequest>,
 ) -> Result<pb::SyncInventoryResponse, tonic::Status> {
-    client(app)
+    app.eligibility()
         .sync_inventory(tokio_stream::iter(chunks))
         .await
         .map(|r| r.into_inner())
@@ -767,11 +720,10 @@ async fn a_producer_flooding_one_stream_gets_every_ack_in_order() {
         }
     });
     let started = std::time::Instant::now();
-    let mut acks = client(&app)
+    let mut acks = app
         .stream_inventory(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let mut n = 0usize;
     while let Some(ack) = acks.next().await {
         let ack = ack.unwrap_or_else(|s| panic!("stream broke after {n} acks: {s:?}"));

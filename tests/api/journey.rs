@@ -3,12 +3,9 @@
 
 use std::time::Duration;
 
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
-
-use crate::dispatch::{db, eventually, phones, set_stock, spawn_sender, texting_hours};
-use crate::helpers::*;
-use crate::replicas::per_phone;
 
 /// The count a `SELECT count(*) ...` answers.
 async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -21,7 +18,7 @@ async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     // 23:00 in New York.
     let night = texting_hours() - chrono::Duration::hours(15);
     app.clock.set(night);
@@ -30,36 +27,34 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
     for p in &phones {
         let mut req = subscribe_request("sku-1", p);
         req.time_zone = "America/New_York".into();
-        let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
+        let r = app.subscribe(req).await.unwrap();
         ids.push(r.subscription.unwrap().subscription_id);
     }
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 9, 2).await;
-    let db = db(&app).await;
-    eventually(Duration::from_secs(10), "five deferred texts", || async {
-        count(
-            &db,
-            "SELECT count(*) FROM messages WHERE status = 'deferred'",
-        )
-        .await
-            == 5
-    })
-    .await;
+    app.settle(10).await;
+    assert_eq!(statuses(&app).await.get("deferred"), Some(&5));
     // Sold out overnight.
     app.clock.set(night + chrono::Duration::hours(4));
     set_stock(&app, "sku-1", "loc-1", 0, 3).await;
     // Eight in the morning: the texts come due and find no stock.
     app.clock.set(night + chrono::Duration::hours(9));
-    eventually(
-        Duration::from_secs(20),
-        "the deferred texts decided",
-        || async {
-            count(&db, "SELECT count(*) FROM messages WHERE status = 'skipped' AND reason = 'not_in_stock'").await
-            == 5
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.settle(10).await.claimed,
+        5,
+        "the deferred texts decided"
+    );
+    let skipped = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            statuses: vec![pb::MessageStatus::Skipped as i32],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    assert!(skipped
+        .iter()
+        .all(|m| m.reason() == pb::ReasonCode::NotInStock));
     assert_eq!(
         fake.message_count(),
         0,
@@ -67,7 +62,7 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
     );
     for id in &ids {
         assert_eq!(
-            status_of(&app, "demo", id).await,
+            app.subscription_status("demo", &id).await.0,
             pb::SubscriptionStatus::Active,
             "{id}"
         );
@@ -75,8 +70,7 @@ async fn a_deferred_text_whose_variant_sold_out_by_send_time_is_not_sent() {
     // Back in stock at noon: the same shoppers are texted, once each.
     app.clock.set(night + chrono::Duration::hours(13));
     set_stock(&app, "sku-1", "loc-1", 7, 4).await;
-    assert!(fake.wait_for_messages(5, Duration::from_secs(20)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.settle(10).await.claimed, 5);
     let sent = per_phone(&fake);
     assert_eq!(sent.len(), 5);
     assert!(sent.values().all(|&n| n == 1), "{sent:?}");
@@ -101,11 +95,11 @@ async fn a_refused_sender_hands_the_release_to_the_fallback_account() {
     })
     .await;
     let phones = phones(20, 400);
-    crate::dispatch::subscribe_all(&app, "sku-1", &phones).await;
+    subscribe_all(&app, "sku-1", &phones).await;
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 8, 2).await;
     assert!(second.wait_for_messages(20, Duration::from_secs(30)).await);
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(
         Duration::from_secs(10),
         "every text recorded sent",
@@ -137,7 +131,7 @@ async fn each_phone_is_texted_from_a_sender_its_country_allows() {
     })
     .await;
     let phones = ["+14155550150", "+447400123456", "+33612345678"];
-    crate::dispatch::subscribe_all(
+    subscribe_all(
         &app,
         "sku-1",
         &phones.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -146,7 +140,7 @@ async fn each_phone_is_texted_from_a_sender_its_country_allows() {
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 8, 2).await;
     assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(
         Duration::from_secs(10),
         "the French phone skipped",
@@ -180,20 +174,6 @@ async fn each_phone_is_texted_from_a_sender_its_country_allows() {
     );
 }
 
-pub async fn status_of(app: &TestApp, tenant: &str, id: &str) -> pb::SubscriptionStatus {
-    app.waitlist()
-        .get_subscription(pb::GetSubscriptionRequest {
-            tenant_id: tenant.into(),
-            subscription_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .status()
-}
-
 async fn subscribe_to(
     app: &TestApp,
     tenant: &str,
@@ -204,7 +184,7 @@ async fn subscribe_to(
     let mut req = subscribe_request(variant, phone);
     req.tenant_id = tenant.into();
     req.time_zone = zone.into();
-    let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
+    let r = app.subscribe(req).await.unwrap();
     r.subscription.unwrap().subscription_id
 }
 
@@ -252,17 +232,16 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
     assert!(fake.wait_for_messages(3, Duration::from_secs(20)).await);
     assert_eq!(fake.messages()[2].to, ann);
     // Ann confirms (as a YES reply does): her whole batch is active.
-    app.waitlist()
-        .confirm_subscription(pb::ConfirmSubscriptionRequest {
-            tenant_id: TENANT.into(),
-            subscription_id: ann_1.clone(),
-            source: pb::ConsentSource::Sms as i32,
-        })
-        .await
-        .unwrap();
+    app.confirm_subscription(pb::ConfirmSubscriptionRequest {
+        tenant_id: TENANT.into(),
+        subscription_id: ann_1.clone(),
+        source: pb::ConsentSource::Sms as i32,
+    })
+    .await
+    .unwrap();
     for id in [&ann_1, &ann_2, &ann_3] {
         assert_eq!(
-            status_of(&app, TENANT, id).await,
+            app.subscription_status(TENANT, &id).await.0,
             pb::SubscriptionStatus::Active
         );
     }
@@ -271,16 +250,18 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
     eventually(
         Duration::from_secs(20),
         "Bob's subscription lapsed",
-        || async { status_of(&app, TENANT, &bob_1).await == pb::SubscriptionStatus::Lapsed },
+        || async {
+            app.subscription_status(TENANT, &bob_1).await.0 == pb::SubscriptionStatus::Lapsed
+        },
     )
     .await;
     assert_eq!(
-        status_of(&app, TENANT, &ann_1).await,
+        app.subscription_status(TENANT, &ann_1).await.0,
         pb::SubscriptionStatus::Active
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fake.message_count(), 3);
-    let db = db(&app).await;
+    let db = app.db().await;
     let statuses: Vec<String> = db
         .query(
             "SELECT status FROM confirmation_texts ORDER BY created_at",
@@ -299,14 +280,12 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
     let mut waits = Vec::new();
     for id in [&ann_1, &ann_2, &ann_3] {
         let created = app
-            .waitlist()
             .get_subscription(pb::GetSubscriptionRequest {
                 tenant_id: TENANT.into(),
                 subscription_id: id.clone(),
             })
             .await
             .unwrap()
-            .into_inner()
             .subscription
             .unwrap()
             .create_time
@@ -318,7 +297,7 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
         seconds: t.timestamp(),
         nanos: 0,
     };
-    let s = crate::dispatch::dispatch(&app)
+    let s = app
         .get_period_report(pb::GetPeriodReportRequest {
             tenant_id: TENANT.into(),
             start_time: Some(ts(afternoon - chrono::Duration::days(2))),
@@ -326,7 +305,6 @@ async fn a_double_opt_in_shopper_is_asked_once_and_what_is_never_confirmed_lapse
         })
         .await
         .unwrap()
-        .into_inner()
         .report
         .unwrap()
         .signups
@@ -359,23 +337,22 @@ async fn an_opt_out_before_the_confirmation_goes_out_cancels_it() {
     app.clock.set(night);
     let phone = "+14155550171";
     subscribe_to(&app, TENANT, "sku-1", phone, "America/New_York").await;
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(
         Duration::from_secs(10),
         "a confirmation planned",
         || async { count(&db, "SELECT count(*) FROM confirmation_texts").await == 1 },
     )
     .await;
-    app.waitlist()
-        .opt_out(pb::OptOutRequest {
-            tenant_id: TENANT.into(),
-            phone_number: phone.into(),
-            source: pb::ConsentSource::Sms as i32,
-            reason: "STOP".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    app.opt_out(pb::OptOutRequest {
+        tenant_id: TENANT.into(),
+        phone_number: phone.into(),
+        source: pb::ConsentSource::Sms as i32,
+        reason: "STOP".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     app.clock.set(night + chrono::Duration::hours(10));
     eventually(
         Duration::from_secs(20),
@@ -409,15 +386,14 @@ async fn a_variant_level_text_carries_the_promise_of_the_shoppers_stocked_locati
     let mut req = subscribe_request("sku-1", near_2);
     // Store 1 first, but it gets no stock: Store 2 is the nearest that has it.
     req.location_ids = vec!["store-1".into(), "store-2".into()];
-    app.waitlist().subscribe(req).await.unwrap();
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", anywhere))
+    app.subscribe(req).await.unwrap();
+    app.subscribe(subscribe_request("sku-1", anywhere))
         .await
         .unwrap();
     set_stock(&app, "sku-1", "store-2", 0, 1).await;
     set_stock(&app, "sku-1", "store-2", 6, 2).await;
     assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
-    let db = db(&app).await;
+    let db = app.db().await;
     let location: Option<String> = db
         .query_one("SELECT location_id FROM releases", &[])
         .await
@@ -454,15 +430,12 @@ async fn a_shopper_whose_click_found_it_sold_out_is_texted_at_the_next_restock()
     let line = phones(3, 400);
     let (sold_out_clicker, in_stock_clicker, silent) = (&line[0], &line[1], &line[2]);
     for p in &line {
-        app.waitlist()
-            .subscribe(subscribe_request("sku-1", p))
-            .await
-            .unwrap();
+        app.subscribe(subscribe_request("sku-1", p)).await.unwrap();
     }
     set_stock(&app, "sku-1", "web", 0, 1).await;
     set_stock(&app, "sku-1", "web", 2, 2).await;
     assert!(fake.wait_for_messages(3, Duration::from_secs(20)).await);
-    let db = db(&app).await;
+    let db = app.db().await;
     eventually(Duration::from_secs(10), "three texts recorded", || async {
         count(&db, "SELECT count(*) FROM messages WHERE status = 'sent'").await == 3
     })
@@ -481,21 +454,21 @@ async fn a_shopper_whose_click_found_it_sold_out_is_texted_at_the_next_restock()
         }
     };
     // One clicks while it is there; then it sells out, and the other clicks.
-    let a = crate::http::get(
-        &app,
-        &format!("/r/{}", token(in_stock_clicker.clone()).await),
-        &[],
-    )
-    .await;
+    let a = app
+        .http_get(
+            &format!("/r/{}", token(in_stock_clicker.clone()).await),
+            &[],
+        )
+        .await;
     assert!(!a.header("location").unwrap().contains("restock="));
     app.clock.advance(chrono::Duration::hours(1));
     set_stock(&app, "sku-1", "web", 0, 3).await;
-    let a = crate::http::get(
-        &app,
-        &format!("/r/{}", token(sold_out_clicker.clone()).await),
-        &[],
-    )
-    .await;
+    let a = app
+        .http_get(
+            &format!("/r/{}", token(sold_out_clicker.clone()).await),
+            &[],
+        )
+        .await;
     assert!(a.header("location").unwrap().contains("restock=sold_out"));
 
     // Back a day later, well inside the 72 h re-notify window.
@@ -530,13 +503,12 @@ async fn a_text_the_provider_throttled_does_not_spend_the_phones_cap() {
     })
     .await;
     fake.throttle_next(2, Duration::from_millis(50));
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", "+14155550450"))
+    app.subscribe(subscribe_request("sku-1", "+14155550450"))
         .await
         .unwrap();
     set_stock(&app, "sku-1", "web", 0, 1).await;
     set_stock(&app, "sku-1", "web", 3, 2).await;
-    let db = db(&app).await;
+    let db = app.db().await;
     // The retries are due a moment later on the test's clock: move it along.
     for _ in 0..100 {
         if fake.message_count() > 0 {
@@ -593,8 +565,6 @@ async fn a_text_the_provider_throttled_does_not_spend_the_phones_cap() {
 /// the subscription CONVERTED. The statuses are printed for the closing note.
 #[tokio::test]
 async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
-    use restock::http::signature::twilio_signature;
-
     const TENANT: &str = "demo-double-opt-in";
     let fake = FakeTwilio::start().await.unwrap();
     let app = spawn_sender(&fake, |s| {
@@ -608,10 +578,10 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
     let id = subscribe_to(&app, TENANT, "sku-1", phone, "America/New_York").await;
     walk.push(format!(
         "Subscribe -> {:?}",
-        status_of(&app, TENANT, &id).await
+        app.subscription_status(TENANT, &id).await.0
     ));
     assert_eq!(
-        status_of(&app, TENANT, &id).await,
+        app.subscription_status(TENANT, &id).await.0,
         pb::SubscriptionStatus::PendingConfirmation
     );
     assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
@@ -620,34 +590,23 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
     walk.push(format!("confirmation text: {:?}", ask.body));
 
     // The shopper answers YES, through the provider's signed webhook.
-    let url = format!("http://{}/webhooks/twilio/inbound", app.http_addr);
-    let params: Vec<(String, String)> = [
-        ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-        ("Body", "YES"),
-        ("From", phone),
-        ("MessageSid", "SM0000000000000000000000000000yes1"),
-        ("NumMedia", "0"),
-        ("NumSegments", "1"),
-        ("To", "+15005550019"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let signature = twilio_signature(&fake.config().auth_token, &url, &params);
-    let a = crate::http::request(
-        app.http_addr,
-        "POST",
-        "/webhooks/twilio/inbound",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("X-Twilio-Signature", &signature),
-        ],
-        crate::http::form_encode(&params).as_bytes(),
-    )
-    .await;
+    let a = app
+        .webhook(
+            INBOUND_WEBHOOK,
+            &[
+                ("AccountSid", "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+                ("Body", "YES"),
+                ("From", phone),
+                ("MessageSid", "SM0000000000000000000000000000yes1"),
+                ("NumMedia", "0"),
+                ("NumSegments", "1"),
+                ("To", "+15005550019"),
+            ],
+        )
+        .await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(
-        status_of(&app, TENANT, &id).await,
+        app.subscription_status(TENANT, &id).await.0,
         pb::SubscriptionStatus::Active
     );
     walk.push(format!("YES -> {:?}", pb::SubscriptionStatus::Active));
@@ -658,9 +617,7 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
         inventory
             .report_inventory(pb::ReportInventoryRequest {
                 tenant_id: TENANT.into(),
-                events: vec![crate::inventory::event(
-                    event_id, "sku-1", "web", available, seq,
-                )],
+                events: vec![event(event_id, "sku-1", "web", available, seq)],
             })
             .await
             .unwrap();
@@ -669,18 +626,18 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
     let text = fake.messages()[1].clone();
     assert_eq!(text.to, phone);
     eventually(Duration::from_secs(10), "NOTIFIED", || async {
-        status_of(&app, TENANT, &id).await == pb::SubscriptionStatus::Notified
+        app.subscription_status(TENANT, &id).await.0 == pb::SubscriptionStatus::Notified
     })
     .await;
     walk.push(format!("restock text: {:?} -> NOTIFIED", text.body));
 
     // The click, then the purchase an hour later.
     let token = text.body.split("/r/").nth(1).expect("a tracked link")[..22].to_string();
-    let a = crate::http::get(&app, &format!("/r/{token}"), &[]).await;
+    let a = app.click(&token, &[]).await;
     assert_eq!(a.status, 302);
     walk.push(format!("click -> 302 {}", a.header("location").unwrap()));
     app.clock.advance(chrono::Duration::hours(1));
-    let bought = crate::dispatch::dispatch(&app)
+    let bought = app
         .record_purchase(pb::RecordPurchaseRequest {
             tenant_id: TENANT.into(),
             order_id: "walk-1".into(),
@@ -694,28 +651,26 @@ async fn a_double_opt_in_shopper_walks_from_signup_to_a_converted_purchase() {
                 }),
                 location_id: String::new(),
             }],
-            purchase_time: Some(crate::purchases::ts(app.clock.now_dt())),
+            purchase_time: Some(ts(app.clock.now_dt())),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     walk.push(format!("RecordPurchase -> {:?}", bought.attributions));
     assert_eq!(
-        status_of(&app, TENANT, &id).await,
+        app.subscription_status(TENANT, &id).await.0,
         pb::SubscriptionStatus::Converted
     );
     walk.push("GetSubscription -> CONVERTED".into());
     // The release's report counts the signup where its journey ended.
     let release_id = bought.attributions[0].release_id.clone();
-    let report = crate::dispatch::dispatch(&app)
+    let report = app
         .get_release_report(pb::GetReleaseReportRequest {
             tenant_id: TENANT.into(),
             release_id,
         })
         .await
         .unwrap()
-        .into_inner()
         .report
         .unwrap();
     let signups = report.signups.unwrap();

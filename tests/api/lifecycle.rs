@@ -53,12 +53,11 @@ async fn redis_down_stops_dispatch_in_health_not_the_waitlist() {
     )
     .await;
     // Postgres still answers, so the waitlist works regardless.
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", "+14155550900"))
+    app.subscribe(subscribe_request("sku-1", "+14155550900"))
         .await
         .unwrap();
     // And the metrics say which dependency is down, for the alert that pages on it.
-    let metrics = crate::http::get(&app, "/metrics", &[]).await.body;
+    let metrics = app.metrics().await.body;
     assert!(
         metrics.contains("restock_dependency_up{dependency=\"redis\"} 0"),
         "{metrics}"

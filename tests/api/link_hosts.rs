@@ -3,10 +3,8 @@
 //! variant.
 
 use restock::proto::v1 as pb;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 
 use crate::helpers::*;
-use crate::inventory::event;
 
 /// The demo tenant's storefront host (config/default.toml), the only host allowed by default.
 const SHOP: &str = "https://demo-outfitters.example";
@@ -85,13 +83,12 @@ async fn subscribe_never_overwrites_what_the_catalog_says_about_a_variant() {
         options: [("size".to_string(), "M".to_string())].into(),
         deep_link: format!("{SHOP}/p/trail?v=sku-1"),
     });
-    EligibilityServiceClient::new(app.channel.clone())
-        .report_inventory(pb::ReportInventoryRequest {
-            tenant_id: "demo".into(),
-            events: vec![ev],
-        })
-        .await
-        .unwrap();
+    app.report_inventory(pb::ReportInventoryRequest {
+        tenant_id: "demo".into(),
+        events: vec![ev],
+    })
+    .await
+    .unwrap();
     let catalog = stored(&app, "sku-1").await;
     assert_eq!(
         catalog.3.as_deref(),
@@ -106,23 +103,21 @@ async fn subscribe_never_overwrites_what_the_catalog_says_about_a_variant() {
         options: [("size".to_string(), "XL".to_string())].into(),
         deep_link: format!("{SHOP}/sale/elsewhere"),
     });
-    app.waitlist().subscribe(req).await.unwrap();
+    app.subscribe(req).await.unwrap();
     assert_eq!(stored(&app, "sku-1").await, catalog);
 
     // A variant the catalog never described is filled in by the first Subscribe, and a later
     // Subscribe does not rewrite it.
-    app.waitlist()
-        .subscribe(with_link("sku-2", "+14155550902", &format!("{SHOP}/p/two")))
+    app.subscribe(with_link("sku-2", "+14155550902", &format!("{SHOP}/p/two")))
         .await
         .unwrap();
-    app.waitlist()
-        .subscribe(with_link(
-            "sku-2",
-            "+14155550903",
-            &format!("{SHOP}/p/other"),
-        ))
-        .await
-        .unwrap();
+    app.subscribe(with_link(
+        "sku-2",
+        "+14155550903",
+        &format!("{SHOP}/p/other"),
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         stored(&app, "sku-2").await.3.as_deref(),
         Some(&*format!("{SHOP}/p/two"))

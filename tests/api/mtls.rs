@@ -156,7 +156,7 @@ async fn tls_channel(
 }
 
 /// Subscribe through `channel`, without a token.
-async fn subscribe(channel: Channel, phone: &str) -> Result<(), tonic::Status> {
+async fn subscribe_over(channel: Channel, phone: &str) -> Result<(), tonic::Status> {
     WaitlistServiceClient::new(channel)
         .subscribe(subscribe_request("sku-mtls", phone))
         .await
@@ -165,10 +165,10 @@ async fn subscribe(channel: Channel, phone: &str) -> Result<(), tonic::Status> {
 
 /// A call that never reached the API: the connection failed, or the call on it did, with a
 /// transport error rather than an answer of the server's.
-async fn refused(channel: Result<Channel, tonic::transport::Error>, phone: &str) -> bool {
+async fn is_refused(channel: Result<Channel, tonic::transport::Error>, phone: &str) -> bool {
     match channel {
         Err(_) => true,
-        Ok(channel) => match subscribe(channel, phone).await {
+        Ok(channel) => match subscribe_over(channel, phone).await {
             Ok(()) => false,
             Err(status) => matches!(status.code(), Code::Unavailable | Code::Unknown),
         },
@@ -180,7 +180,9 @@ async fn a_client_certificate_of_a_known_caller_works_without_a_token() {
     let pki = Pki::new();
     let app = spawn_tls(&pki, false).await;
     let channel = tls_channel(&app, &pki, Some(&pki.gateway)).await.unwrap();
-    subscribe(channel.clone(), "+14155550101").await.unwrap();
+    subscribe_over(channel.clone(), "+14155550101")
+        .await
+        .unwrap();
     assert_eq!(app.count("subscriptions").await, 1);
     // The tenant check holds for certificate callers as for tokens.
     let mut other = subscribe_request("sku-mtls", "+14155550102");
@@ -197,7 +199,7 @@ async fn a_certificate_without_the_scope_is_permission_denied_and_writes_nothing
     let pki = Pki::new();
     let app = spawn_tls(&pki, false).await;
     let channel = tls_channel(&app, &pki, Some(&pki.reader)).await.unwrap();
-    let status = subscribe(channel.clone(), "+14155550103")
+    let status = subscribe_over(channel.clone(), "+14155550103")
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
@@ -220,7 +222,7 @@ async fn a_certificate_of_another_ca_is_refused_at_the_handshake() {
     let app = spawn_tls(&pki, false).await;
     // The foreign certificate carries the same name as a known caller's: names do not count.
     assert!(
-        refused(
+        is_refused(
             tls_channel(&app, &pki, Some(&pki.foreign)).await,
             "+14155550104"
         )
@@ -234,7 +236,7 @@ async fn a_certificate_the_ca_signed_but_no_credential_names_is_unauthenticated(
     let pki = Pki::new();
     let app = spawn_tls(&pki, false).await;
     let channel = tls_channel(&app, &pki, Some(&pki.unknown)).await.unwrap();
-    let status = subscribe(channel, "+14155550105").await.unwrap_err();
+    let status = subscribe_over(channel, "+14155550105").await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert_eq!(app.count("subscriptions").await, 0);
 }
@@ -274,7 +276,7 @@ async fn with_tls_on_plain_text_connections_fail() {
         .unwrap()
         .connect()
         .await;
-    assert!(refused(plain, "+14155550109").await);
+    assert!(is_refused(plain, "+14155550109").await);
     // Not even with a good token.
     let plain = Channel::from_shared(format!("http://{}", app.addr))
         .unwrap()
@@ -294,7 +296,7 @@ async fn with_tls_on_plain_text_connections_fail() {
 async fn when_client_certificates_are_required_a_client_without_one_is_refused() {
     let pki = Pki::new();
     let app = spawn_tls(&pki, true).await;
-    assert!(refused(tls_channel(&app, &pki, None).await, "+14155550111").await);
+    assert!(is_refused(tls_channel(&app, &pki, None).await, "+14155550111").await);
     // Not even with a token: the handshake comes first.
     if let Ok(channel) = tls_channel(&app, &pki, None).await {
         let status = WaitlistServiceClient::new(with_token(channel, TEST_TOKEN))
@@ -307,6 +309,6 @@ async fn when_client_certificates_are_required_a_client_without_one_is_refused()
         );
     }
     let channel = tls_channel(&app, &pki, Some(&pki.gateway)).await.unwrap();
-    subscribe(channel, "+14155550113").await.unwrap();
+    subscribe_over(channel, "+14155550113").await.unwrap();
     assert_eq!(app.count("subscriptions").await, 1);
 }

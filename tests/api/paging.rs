@@ -4,17 +4,10 @@
 
 use std::time::Duration;
 
+use crate::helpers::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use restock::proto::v1 as pb;
-use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
-
-use crate::dispatch::{eventually, phones, set_stock, subscribe_all};
-use crate::helpers::*;
-
-fn dispatch(app: &TestApp) -> DispatchServiceClient<Channel> {
-    DispatchServiceClient::new(app.channel.clone())
-}
 
 /// `demo` and a second tenant, `other`, with the same policy.
 async fn two_tenants() -> TestApp {
@@ -51,7 +44,7 @@ fn tamper(token: &str) -> String {
     }
 }
 
-fn refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+fn assert_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
     let status = result.expect_err(&format!("{what}: the token must be refused"));
     assert_eq!(
         violated_fields(&status),
@@ -74,7 +67,7 @@ type Lister<'a> = Box<
 
 /// Asserts, for one RPC: its token works as issued; edited, for another tenant or for other
 /// filters it is refused.
-async fn check<'a>(app: &'a TestApp, rpc: &str, list: Lister<'a>) {
+async fn check_paging<'a>(app: &'a TestApp, rpc: &str, list: Lister<'a>) {
     let token = list(app, "demo", false, String::new())
         .await
         .unwrap_or_else(|e| panic!("{rpc}: first page: {e:?}"));
@@ -85,15 +78,15 @@ async fn check<'a>(app: &'a TestApp, rpc: &str, list: Lister<'a>) {
     list(app, "demo", false, token.clone())
         .await
         .unwrap_or_else(|e| panic!("{rpc}: the token as issued must work: {e:?}"));
-    refused(
+    assert_refused(
         list(app, "demo", false, tamper(&token)).await,
         &format!("{rpc} edited"),
     );
-    refused(
+    assert_refused(
         list(app, "other", false, token.clone()).await,
         &format!("{rpc} other tenant"),
     );
-    refused(
+    assert_refused(
         list(app, "demo", true, token.clone()).await,
         &format!("{rpc} other filter"),
     );
@@ -114,21 +107,20 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
     )
     .await;
     for variant in ["sku-1", "sku-2", "sku-3"] {
-        app.eligibility()
-            .create_exclusion(pb::CreateExclusionRequest {
-                tenant_id: "demo".into(),
-                target: Some(pb::create_exclusion_request::Target::VariantId(
-                    variant.into(),
-                )),
-                reason: "recall".into(),
-                creator: "merch".into(),
-                expire_time: None,
-            })
-            .await
-            .unwrap();
+        app.create_exclusion(pb::CreateExclusionRequest {
+            tenant_id: "demo".into(),
+            target: Some(pb::create_exclusion_request::Target::VariantId(
+                variant.into(),
+            )),
+            reason: "recall".into(),
+            creator: "merch".into(),
+            expire_time: None,
+        })
+        .await
+        .unwrap();
     }
 
-    check(
+    check_paging(
         &app,
         "ListSubscriptions",
         Box::new(|app, tenant, other_filter, page_token| {
@@ -151,12 +143,12 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
         }),
     )
     .await;
-    check(
+    check_paging(
         &app,
         "ListReleases",
         Box::new(|app, tenant, other_filter, page_token| {
             Box::pin(async move {
-                dispatch(app)
+                app.dispatch()
                     .list_releases(pb::ListReleasesRequest {
                         tenant_id: tenant.into(),
                         page_size: 1,
@@ -174,12 +166,12 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
         }),
     )
     .await;
-    check(
+    check_paging(
         &app,
         "ListMessages",
         Box::new(|app, tenant, other_filter, page_token| {
             Box::pin(async move {
-                dispatch(app)
+                app.dispatch()
                     .list_messages(pb::ListMessagesRequest {
                         tenant_id: tenant.into(),
                         page_size: 1,
@@ -197,7 +189,7 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
         }),
     )
     .await;
-    check(
+    check_paging(
         &app,
         "ListExclusions",
         Box::new(|app, tenant, other_filter, page_token| {
@@ -216,7 +208,7 @@ async fn page_tokens_are_signed_and_bound_to_tenant_and_filters_in_every_list_rp
         }),
     )
     .await;
-    check(
+    check_paging(
         &app,
         "DryRun",
         Box::new(|app, tenant, other_filter, page_token| {
@@ -247,7 +239,6 @@ async fn a_token_of_one_list_rpc_is_refused_by_another() {
     let app = spawn_app().await;
     subscribe_all(&app, "sku-1", &phones(3, 0)).await;
     let token = app
-        .eligibility()
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
             variant_id: "sku-1".into(),
@@ -256,17 +247,15 @@ async fn a_token_of_one_list_rpc_is_refused_by_another() {
         })
         .await
         .unwrap()
-        .into_inner()
         .next_page_token;
     assert!(!token.is_empty());
-    refused(
-        app.waitlist()
-            .list_subscriptions(pb::ListSubscriptionsRequest {
-                tenant_id: "demo".into(),
-                page_token: token,
-                ..Default::default()
-            })
-            .await,
+    assert_refused(
+        app.list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant_id: "demo".into(),
+            page_token: token,
+            ..Default::default()
+        })
+        .await,
         "a DryRun token in ListSubscriptions",
     );
 }

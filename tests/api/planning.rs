@@ -6,11 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::*;
 use restock::dispatch::planner::PolicyPlanner;
 use restock_store::dispatch::{PlanChoice, PlanContext, PlanRow, Planner, ReleaseSettings};
-
-use crate::dispatch::{db, phones, set_stock, subscribe_all, texting_hours};
-use crate::helpers::*;
 
 /// A planner that dies after `left` decisions, as a process killed mid-plan.
 pub struct Crashing {
@@ -58,7 +56,7 @@ async fn a_planning_cut_short_resumes_after_its_last_chunk_without_duplicates_or
         .await
         .unwrap_err();
     assert!(crashed.is_panic());
-    let db = db(&app).await;
+    let db = app.db().await;
     let (messages, state): (i64, String) = {
         let r = db
             .query_one(

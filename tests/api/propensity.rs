@@ -8,43 +8,26 @@ use std::time::Duration;
 
 use restock::dispatch::planner::PolicyPlanner;
 
+use crate::helpers::*;
+use crate::planning::Crashing;
 use restock::proto::v1 as pb;
-use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use restock_domain::tenant::{ReleaseOrder, ReleaseStrategy};
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
 
-use crate::dispatch::{db, phones, set_stock, spawn_sender, subscribe_all, texting_hours};
-use crate::helpers::*;
-use crate::planning::Crashing;
-
-async fn subscribe(app: &TestApp, phone: &str, tier: u32) -> String {
-    let mut req = subscribe_request("sku-1", phone);
-    req.priority_tier = tier;
-    app.waitlist()
-        .subscribe(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .subscription_id
-}
-
 async fn score(app: &TestApp, scores: &[(&str, f32)]) -> Result<u64, tonic::Status> {
-    app.waitlist()
-        .set_propensity_scores(pb::SetPropensityScoresRequest {
-            tenant_id: "demo".into(),
-            scores: scores
-                .iter()
-                .map(|(id, s)| pb::PropensityScore {
-                    subscription_id: id.to_string(),
-                    score: *s,
-                })
-                .collect(),
-        })
-        .await
-        .map(|r| r.into_inner().updated_count)
+    app.set_propensity_scores(pb::SetPropensityScoresRequest {
+        tenant_id: "demo".into(),
+        scores: scores
+            .iter()
+            .map(|(id, s)| pb::PropensityScore {
+                subscription_id: id.to_string(),
+                score: *s,
+            })
+            .collect(),
+    })
+    .await
+    .map(|r| r.updated_count)
 }
 
 /// Six shoppers in two tiers, some scored: the release plans tier 1 (scored, then unscored),
@@ -53,7 +36,7 @@ async fn score(app: &TestApp, scores: &[(&str, f32)]) -> Result<u64, tonic::Stat
 #[tokio::test]
 async fn a_release_texts_by_tier_then_score_then_arrival() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.release_order = ReleaseOrder::TierScoreArrival;
         t.release_strategy = ReleaseStrategy::Staged;
@@ -62,12 +45,12 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
     })
     .await;
     let phone = |i: u32| format!("+1415555{:04}", 500 + i);
-    let s1 = subscribe(&app, &phone(1), 0).await;
-    let s2 = subscribe(&app, &phone(2), 0).await;
-    let s3 = subscribe(&app, &phone(3), 1).await;
-    let s4 = subscribe(&app, &phone(4), 0).await;
-    let s5 = subscribe(&app, &phone(5), 1).await;
-    let s6 = subscribe(&app, &phone(6), 0).await;
+    let s1 = app.subscribed_in_tier("sku-1", &phone(1), 0).await;
+    let s2 = app.subscribed_in_tier("sku-1", &phone(2), 0).await;
+    let s3 = app.subscribed_in_tier("sku-1", &phone(3), 1).await;
+    let s4 = app.subscribed_in_tier("sku-1", &phone(4), 0).await;
+    let s5 = app.subscribed_in_tier("sku-1", &phone(5), 1).await;
+    let s6 = app.subscribed_in_tier("sku-1", &phone(6), 0).await;
     // A first score replaced by a second one.
     assert_eq!(score(&app, &[(&s4, 0.1)]).await.unwrap(), 1);
     assert_eq!(
@@ -78,8 +61,8 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
     );
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 6, 2).await;
-    assert!(fake.wait_for_messages(3, Duration::from_secs(20)).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.settle(10).await.claimed, 3);
+    assert_eq!(fake.message_count(), 3);
     // The first wave: the first half of the order (handed over side by side: in any order).
     let mut first: Vec<String> = fake.messages().into_iter().map(|m| m.to).collect();
     first.sort();
@@ -93,17 +76,15 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
         (&s1, None),
         (&s6, None),
     ];
-    let mut e = EligibilityServiceClient::new(app.channel.clone());
     for (place, (id, used)) in expected.iter().enumerate() {
-        let why = e
+        let why = app
             .explain(pb::ExplainRequest {
                 tenant_id: "demo".into(),
                 subscription_id: id.to_string(),
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(why.release_order, "tier_score_arrival");
         assert_eq!(why.propensity_score, *used, "{id}");
         assert_eq!(why.release_place, place as u32 + 1, "{id}");
@@ -114,24 +95,23 @@ async fn a_release_texts_by_tier_then_score_then_arrival() {
 #[tokio::test]
 async fn scores_do_not_reorder_a_release_of_an_arrival_tenant() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
-    let a = subscribe(&app, "+14155550601", 0).await;
-    let b = subscribe(&app, "+14155550602", 0).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
+    let a = app.subscribed_in_tier("sku-1", "+14155550601", 0).await;
+    let b = app.subscribed_in_tier("sku-1", "+14155550602", 0).await;
     score(&app, &[(&b, 1.0), (&a, 0.0)]).await.unwrap();
     set_stock(&app, "sku-1", "loc-1", 0, 1).await;
     set_stock(&app, "sku-1", "loc-1", 6, 2).await;
-    assert!(fake.wait_for_messages(2, Duration::from_secs(20)).await);
-    let mut e = EligibilityServiceClient::new(app.channel.clone());
+    assert_eq!(app.settle(10).await.claimed, 2);
+    assert_eq!(fake.message_count(), 2);
     for (place, id) in [&a, &b].iter().enumerate() {
-        let why = e
+        let why = app
             .explain(pb::ExplainRequest {
                 tenant_id: "demo".into(),
                 subscription_id: id.to_string(),
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(why.release_order, "arrival");
         assert_eq!(why.release_place, place as u32 + 1);
     }
@@ -141,7 +121,7 @@ async fn scores_do_not_reorder_a_release_of_an_arrival_tenant() {
 #[tokio::test]
 async fn propensity_scores_are_validated_and_set_all_or_nothing() {
     let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
-    let a = subscribe(&app, "+14155550611", 0).await;
+    let a = app.subscribed_in_tier("sku-1", "+14155550611", 0).await;
     let status = score(
         &app,
         &[(&a, f32::NAN), (&a, 1.5), ("not-a-uuid", -0.1), ("", 0.5)],
@@ -173,7 +153,7 @@ async fn propensity_scores_are_validated_and_set_all_or_nothing() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
-    let db = crate::dispatch::db(&app).await;
+    let db = app.db().await;
     let set: Option<f32> = db
         .query_one("SELECT propensity_score FROM subscriptions", &[])
         .await
@@ -184,11 +164,9 @@ async fn propensity_scores_are_validated_and_set_all_or_nothing() {
     let mut req = subscribe_request("sku-1", "+14155550612");
     req.tenant_id = "demo-double-opt-in".into();
     let theirs = app
-        .waitlist()
         .subscribe(req)
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap()
         .subscription_id;
@@ -210,9 +188,9 @@ async fn a_planning_by_score_cut_short_resumes_without_duplicates_or_gaps() {
     app.clock.set(texting_hours());
     subscribe_all(&app, "sku-1", &phones(600, 0)).await;
     for p in phones(100, 600) {
-        subscribe(&app, &p, 1).await;
+        app.subscribed_in_tier("sku-1", &p, 1).await;
     }
-    let db = db(&app).await;
+    let db = app.db().await;
     let ids: Vec<String> = db
         .query(
             "SELECT subscription_id::text FROM subscriptions ORDER BY seq",

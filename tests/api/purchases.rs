@@ -1,108 +1,76 @@
 //! Purchases in: idempotent on the order id, attributed to the latest text within the
 //! tenant's windows, and suppressing texts to recent buyers; and the follow-up reminder.
 
-use std::time::Duration;
+use crate::helpers::*;
 
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
 
-use crate::dispatch::{db, dispatch, eventually, phones, set_stock, spawn_sender, subscribe_all};
-use crate::helpers::*;
-
-pub fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: 0,
-    }
-}
-
-fn order(
+/// One unit of `variant` for 49.99 USD.
+fn order_of(
     id: &str,
     phone: &str,
     variant: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) -> pb::RecordPurchaseRequest {
-    pb::RecordPurchaseRequest {
-        tenant_id: "demo".into(),
-        order_id: id.into(),
-        phone_number: phone.into(),
-        default_region: "US".into(),
-        lines: vec![pb::PurchaseLine {
-            variant_id: variant.into(),
-            quantity: 1,
-            total_price: Some(pb::Money {
-                amount_minor: 4_999,
-                currency_code: "USD".into(),
-            }),
-            location_id: String::new(),
-        }],
-        purchase_time: Some(ts(at)),
-        ..Default::default()
-    }
+    purchase(id, phone, variant, 1, (4_999, "USD"), at)
 }
 
-/// Waits until `n` messages are recorded as sent (the provider has them a moment earlier).
-async fn sent(app: &TestApp, n: i64) {
-    eventually(
-        Duration::from_secs(10),
-        "texts recorded as sent",
-        || async { crate::dispatch::statuses(app).await.get("sent") == Some(&n) },
-    )
+/// Steps the workers until `n` messages are recorded as sent.
+async fn until_sent(app: &TestApp, n: i64) {
+    app.until("texts recorded as sent", || async {
+        statuses(app).await.get("sent") == Some(&n)
+    })
     .await;
-}
-
-async fn subscription_status(app: &TestApp, phone: &str) -> String {
-    db(app)
-        .await
-        .query_one(
-            "SELECT s.status FROM subscriptions s JOIN contacts c USING (tenant_id, contact_id) \
-             WHERE c.phone_e164 = $1",
-            &[&phone],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 #[tokio::test]
 async fn a_purchase_after_a_text_is_credited_to_it_once_and_converts_the_subscription() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let phone = "+14155551000";
     subscribe_all(&app, "sku-1", &[phone.to_string()]).await;
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    sent(&app, 1).await;
+    until_sent(&app, 1).await;
     app.clock.advance(chrono::Duration::hours(2));
     let at = app.clock.now_dt();
-    let mut client = dispatch(&app);
     // National format, as a storefront may send it.
-    let first = client
-        .record_purchase(order("o-1", "(415) 555-1000", "sku-1", at))
+    let first = app
+        .record_purchase(order_of("o-1", "(415) 555-1000", "sku-1", at))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(first.created);
     assert_eq!(first.attributions.len(), 1);
     let a = &first.attributions[0];
     assert_eq!(a.basis(), pb::AttributionBasis::Text);
     assert!(!a.message_id.is_empty() && !a.release_id.is_empty());
-    assert_eq!(subscription_status(&app, phone).await, "converted");
-    // Again: the first answer, nothing recorded twice.
-    let again = client
-        .record_purchase(order("o-1", "(415) 555-1000", "sku-1", at))
+    let subs = app
+        .list_subscriptions(pb::ListSubscriptionsRequest {
+            tenant_id: "demo".into(),
+            phone_number: phone.into(),
+            default_region: "US".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
-        .into_inner();
+        .subscriptions;
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].status(), pb::SubscriptionStatus::Converted);
+    // Again: the first answer, nothing recorded twice.
+    let again = app
+        .record_purchase(order_of("o-1", "(415) 555-1000", "sku-1", at))
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.attributions, first.attributions);
     // The same order id with other content is refused.
-    let mut other = order("o-1", "(415) 555-1000", "sku-1", at);
+    let mut other = order_of("o-1", "(415) 555-1000", "sku-1", at);
     other.lines[0].quantity = 2;
-    let err = client.record_purchase(other).await.unwrap_err();
+    let err = app.record_purchase(other).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
-    let lines: i64 = db(&app)
+    let lines: i64 = app
+        .db()
         .await
         .query_one("SELECT count(*) FROM purchase_lines", &[])
         .await
@@ -114,38 +82,34 @@ async fn a_purchase_after_a_text_is_credited_to_it_once_and_converts_the_subscri
 #[tokio::test]
 async fn a_click_extends_the_window_and_a_purchase_without_a_text_is_not_attributed() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().storefront_url = Some("https://shop.example/".into());
     })
     .await;
     let phone = "+14155551001";
     subscribe_all(&app, "sku-1", &[phone.to_string()]).await;
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    sent(&app, 1).await;
+    until_sent(&app, 1).await;
     let body = fake.messages()[0].body.clone();
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
     app.clock.advance(chrono::Duration::days(2));
-    let click = crate::http::get(&app, &format!("/r/{token}"), &[]).await;
+    let click = app.click(token, &[]).await;
     assert_eq!(click.status, 302);
     app.clock.advance(chrono::Duration::days(1));
     let at = app.clock.now_dt();
-    let mut client = dispatch(&app);
-    let credited = client
-        .record_purchase(order("o-2", phone, "sku-1", at))
+    let credited = app
+        .record_purchase(order_of("o-2", phone, "sku-1", at))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         credited.attributions[0].basis(),
         pb::AttributionBasis::Click
     );
     // Another variant, never texted about: recorded, not attributed.
-    let other = client
-        .record_purchase(order("o-3", phone, "sku-9", at))
+    let other = app
+        .record_purchase(order_of("o-3", phone, "sku-9", at))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(other.attributions[0].basis(), pb::AttributionBasis::None);
     assert!(other.attributions[0].message_id.is_empty());
 }
@@ -153,29 +117,25 @@ async fn a_click_extends_the_window_and_a_purchase_without_a_text_is_not_attribu
 #[tokio::test]
 async fn a_recent_buyer_is_not_texted_about_what_they_bought() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let buyers = phones(2, 1100);
     subscribe_all(&app, "sku-1", &buyers).await;
     let at = app.clock.now_dt();
-    dispatch(&app)
-        .record_purchase(order("o-4", &buyers[0], "sku-1", at))
+    app.record_purchase(order_of("o-4", &buyers[0], "sku-1", at))
         .await
         .unwrap();
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    assert!(fake.wait_for_messages(1, Duration::from_secs(10)).await);
-    let db = db(&app).await;
-    eventually(Duration::from_secs(10), "the buyer skipped", || async {
-        db.query_opt(
-            "SELECT 1 FROM messages WHERE status = 'skipped' AND reason = 'recently_purchased'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .is_some()
-    })
-    .await;
+    app.settle(10).await;
+    let skipped = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            statuses: vec![pb::MessageStatus::Skipped as i32],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].reason(), pb::ReasonCode::RecentlyPurchased);
     assert_eq!(fake.messages()[0].to, buyers[1]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.message_count(), 1);
 }
 
@@ -183,7 +143,7 @@ async fn a_recent_buyer_is_not_texted_about_what_they_bought() {
 async fn bad_purchases_name_every_bad_field_and_record_nothing() {
     let app = spawn_app().await;
     let now = app.clock.now_dt();
-    let mut bad = order("", "", "", now + chrono::Duration::hours(1));
+    let mut bad = order_of("", "", "", now + chrono::Duration::hours(1));
     bad.lines.push(pb::PurchaseLine {
         variant_id: "sku-2".into(),
         quantity: 0,
@@ -193,7 +153,7 @@ async fn bad_purchases_name_every_bad_field_and_record_nothing() {
         }),
         location_id: String::new(),
     });
-    let err = dispatch(&app).record_purchase(bad).await.unwrap_err();
+    let err = app.record_purchase(bad).await.unwrap_err();
     let mut fields = violated_fields(&err);
     fields.sort();
     assert_eq!(
@@ -208,9 +168,9 @@ async fn bad_purchases_name_every_bad_field_and_record_nothing() {
             "purchase_time",
         ]
     );
-    let mut twice = order("o-5", "+14155551200", "sku-1", now);
+    let mut twice = order_of("o-5", "+14155551200", "sku-1", now);
     twice.lines.push(twice.lines[0].clone());
-    let err = dispatch(&app).record_purchase(twice).await.unwrap_err();
+    let err = app.record_purchase(twice).await.unwrap_err();
     assert_eq!(violated_fields(&err), vec!["lines[1].variant_id"]);
     assert_eq!(app.count("purchases").await, 0);
 }
@@ -218,32 +178,29 @@ async fn bad_purchases_name_every_bad_field_and_record_nothing() {
 #[tokio::test]
 async fn one_reminder_follows_for_those_who_have_not_bought() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().reminder_after_minutes = Some(60);
     })
     .await;
     let shoppers = phones(3, 1300);
     subscribe_all(&app, "sku-1", &shoppers).await;
     set_stock(&app, "sku-1", "loc-1", 10, 1).await;
-    assert!(fake.wait_for_messages(3, Duration::from_secs(10)).await);
-    sent(&app, 3).await;
+    until_sent(&app, 3).await;
     // One buys within the hour.
     app.clock.advance(chrono::Duration::minutes(30));
-    dispatch(&app)
-        .record_purchase(order("o-6", &shoppers[0], "sku-1", app.clock.now_dt()))
+    app.record_purchase(order_of("o-6", &shoppers[0], "sku-1", app.clock.now_dt()))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.settle(10).await;
     assert_eq!(fake.message_count(), 3, "no reminder before the hour");
     app.clock.advance(chrono::Duration::minutes(31));
-    assert!(fake.wait_for_messages(5, Duration::from_secs(10)).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.settle(10).await;
     let got = fake.messages();
     assert_eq!(got.len(), 5, "two reminders, none to the buyer");
     assert!(got[3..].iter().all(|m| m.to != shoppers[0]));
     assert!(got[3].body.contains("still in stock"), "{}", got[3].body);
     // Exactly one reminder each, ever.
     app.clock.advance(chrono::Duration::hours(2));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.settle(10).await;
     assert_eq!(fake.message_count(), 5);
 }

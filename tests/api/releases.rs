@@ -4,15 +4,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::helpers::*;
 use restock::config::Settings;
 use restock::proto::v1 as pb;
 use restock_domain::tenant::ReleaseStrategy;
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-use crate::dispatch::*;
-use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -30,53 +28,18 @@ async fn restock(app: &TestApp, variant: &str, location: &str) {
     set_stock(app, variant, location, 12, 2).await;
 }
 
-async fn list(app: &TestApp, req: pb::ListReleasesRequest) -> pb::ListReleasesResponse {
-    dispatch(app)
-        .list_releases(req)
-        .await
-        .expect("list releases")
-        .into_inner()
-}
-
-fn releases_of(variant: &str) -> pb::ListReleasesRequest {
-    pb::ListReleasesRequest {
-        tenant_id: "demo".into(),
-        variant_id: variant.into(),
-        ..Default::default()
-    }
-}
-
-/// The release of `variant`'s restock, once there is one.
-async fn release_of(app: &TestApp, variant: &str) -> pb::Release {
-    eventually(WAIT, "a release", || async {
-        !list(app, releases_of(variant)).await.releases.is_empty()
-    })
-    .await;
-    list(app, releases_of(variant)).await.releases.remove(0)
-}
-
-async fn get(app: &TestApp, release_id: &str) -> pb::Release {
-    dispatch(app)
-        .get_release(pb::GetReleaseRequest {
-            tenant_id: "demo".into(),
-            release_id: release_id.into(),
-        })
-        .await
-        .expect("get release")
-        .into_inner()
-        .release
-        .unwrap()
-}
-
-/// Polls the release until `check` holds.
+/// The release once `check` holds (stepping a stepped app's workers, else polling).
 async fn release_until(
     app: &TestApp,
     release_id: &str,
     what: &str,
     check: impl Fn(&pb::Release) -> bool,
 ) -> pb::Release {
-    eventually(WAIT, what, || async { check(&get(app, release_id).await) }).await;
-    get(app, release_id).await
+    app.until(what, || async {
+        check(&app.release("demo", release_id).await)
+    })
+    .await;
+    app.release("demo", release_id).await
 }
 
 fn counts(r: &pb::Release) -> &pb::MessageCounts {
@@ -87,33 +50,11 @@ fn by_reason(list: &[pb::ReasonCount]) -> Vec<(pb::ReasonCode, u64)> {
     list.iter().map(|r| (r.reason(), r.count)).collect()
 }
 
-async fn messages(app: &TestApp, req: pb::ListMessagesRequest) -> pb::ListMessagesResponse {
-    dispatch(app)
-        .list_messages(req)
-        .await
-        .expect("list messages")
-        .into_inner()
-}
-
 fn messages_of(release_id: &str) -> pb::ListMessagesRequest {
     pb::ListMessagesRequest {
         tenant_id: "demo".into(),
         release_id: release_id.into(),
         ..Default::default()
-    }
-}
-
-/// Every message `req` lists, page after page of `page_size`.
-async fn all_messages(app: &TestApp, mut req: pb::ListMessagesRequest) -> Vec<pb::Message> {
-    let mut all = Vec::new();
-    loop {
-        let page = messages(app, req.clone()).await;
-        assert!(page.messages.len() <= req.page_size.max(1) as usize);
-        all.extend(page.messages);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        req.page_token = page.next_page_token;
     }
 }
 
@@ -134,13 +75,13 @@ fn sorted(mut fields: Vec<String>) -> Vec<String> {
 #[tokio::test]
 async fn a_completed_release_shows_its_wave_counts_and_holdout() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.5;
     })
     .await;
     subscribe_all(&app, "sku-1", &phones(20, 0)).await;
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     let r = release_until(&app, &id, "the release to complete", |r| {
         r.state() == pb::ReleaseState::Completed
     })
@@ -194,14 +135,12 @@ async fn a_completed_release_shows_its_wave_counts_and_holdout() {
     assert_eq!(wc.segment_count, c.segment_count);
 
     // In plan order the texts come first, the holdout (never to be sent) last, across pages.
-    let listed = all_messages(
-        &app,
-        pb::ListMessagesRequest {
+    let listed = app
+        .all_messages(pb::ListMessagesRequest {
             page_size: 3,
             ..messages_of(&id)
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(listed.len(), 20);
     let ids: HashSet<&str> = listed.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids.len(), 20);
@@ -220,22 +159,30 @@ async fn a_completed_release_shows_its_wave_counts_and_holdout() {
 #[tokio::test]
 async fn list_releases_filters_newest_first_and_binds_page_tokens_to_filters() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let mut ids = Vec::new();
     for (i, variant) in ["sku-1", "sku-2", "sku-3"].into_iter().enumerate() {
         subscribe_all(&app, variant, &phones(2, 10 * i)).await;
         restock(&app, variant, "loc-1").await;
-        ids.push(release_of(&app, variant).await.release_id);
+        ids.push(app.release_of(variant).await.release_id);
         app.clock.advance(chrono::Duration::seconds(10));
     }
     // sku-1, in stock at loc-1, now restocks at loc-2 too: a release of that location alone.
     restock(&app, "sku-1", "loc-2").await;
-    eventually(WAIT, "a second release of sku-1", || async {
-        list(&app, releases_of("sku-1")).await.releases.len() == 2
+    app.until("a second release of sku-1", || async {
+        app.list_releases(releases_of("sku-1"))
+            .await
+            .expect("list releases")
+            .releases
+            .len()
+            == 2
     })
     .await;
     ids.push(
-        list(&app, releases_of("sku-1")).await.releases[0]
+        app.list_releases(releases_of("sku-1"))
+            .await
+            .expect("list releases")
+            .releases[0]
             .release_id
             .clone(),
     );
@@ -248,25 +195,23 @@ async fn list_releases_filters_newest_first_and_binds_page_tokens_to_filters() {
     };
 
     // Newest first, two pages.
-    let first = list(
-        &app,
-        pb::ListReleasesRequest {
+    let first = app
+        .list_releases(pb::ListReleasesRequest {
             page_size: 2,
             ..demo()
-        },
-    )
-    .await;
+        })
+        .await
+        .expect("list releases");
     assert_eq!(id_list(&first), [ids[3].clone(), ids[2].clone()]);
     assert!(!first.next_page_token.is_empty());
-    let second = list(
-        &app,
-        pb::ListReleasesRequest {
+    let second = app
+        .list_releases(pb::ListReleasesRequest {
             page_size: 2,
             page_token: first.next_page_token.clone(),
             ..demo()
-        },
-    )
-    .await;
+        })
+        .await
+        .expect("list releases");
     assert_eq!(id_list(&second), [ids[1].clone(), ids[0].clone()]);
     assert!(second.next_page_token.is_empty());
     // Every release carries its waves and counters.
@@ -275,7 +220,7 @@ async fn list_releases_filters_newest_first_and_binds_page_tokens_to_filters() {
     // The filters.
     let only = |req: pb::ListReleasesRequest| {
         let app = &app;
-        async move { id_list(&list(app, req).await) }
+        async move { id_list(&app.list_releases(req).await.expect("list releases")) }
     };
     assert_eq!(only(releases_of("sku-2")).await, [ids[1].clone()]);
     assert_eq!(
@@ -286,7 +231,7 @@ async fn list_releases_filters_newest_first_and_binds_page_tokens_to_filters() {
         .await,
         [ids[3].clone()]
     );
-    let restock_id = get(&app, &ids[0]).await.restock_id;
+    let restock_id = app.release("demo", &ids[0]).await.restock_id;
     assert_eq!(
         only(pb::ListReleasesRequest {
             restock_id,
@@ -304,7 +249,7 @@ async fn list_releases_filters_newest_first_and_binds_page_tokens_to_filters() {
     let created = |i: usize| {
         let app = &app;
         let id = ids[i].clone();
-        async move { get(app, &id).await.create_time.unwrap() }
+        async move { app.release("demo", &id).await.create_time.unwrap() }
     };
     assert_eq!(
         only(pb::ListReleasesRequest {
@@ -341,7 +286,7 @@ async fn list_releases_filters_newest_first_and_binds_page_tokens_to_filters() {
     .is_empty());
 
     // A token belongs to the filters of its first page.
-    let err = dispatch(&app)
+    let err = app
         .list_releases(pb::ListReleasesRequest {
             page_size: 2,
             page_token: first.next_page_token,
@@ -358,13 +303,13 @@ async fn watch_release_streams_progress_and_ends_ok_after_the_release_ends() {
     let app = spawn_sender(&fake, two_waves).await;
     subscribe_all(&app, "sku-1", &phones(4, 0)).await;
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     release_until(&app, &id, "wave 1 to be sent", |r| {
         counts(r).sent_count == 2
     })
     .await;
 
-    let mut stream = dispatch(&app)
+    let mut stream = app
         .watch_release(pb::WatchReleaseRequest {
             tenant_id: "demo".into(),
             release_id: id.clone(),
@@ -374,8 +319,7 @@ async fn watch_release_streams_progress_and_ends_ok_after_the_release_ends() {
             }),
         })
         .await
-        .expect("watch")
-        .into_inner();
+        .expect("watch");
     // A snapshot at once: wave 1 sent, wave 2 waiting for its time.
     let first = tokio::time::timeout(WAIT, stream.message())
         .await
@@ -414,15 +358,14 @@ async fn watch_release_streams_progress_and_ends_ok_after_the_release_ends() {
         .all(|s| s.state() == pb::ReleaseState::Sending));
 
     // Watching an ended release answers it once and ends.
-    let mut again = dispatch(&app)
+    let mut again = app
         .watch_release(pb::WatchReleaseRequest {
             tenant_id: "demo".into(),
             release_id: id,
             min_interval: None,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(again.message().await.unwrap().is_some());
     assert!(again.message().await.unwrap().is_none());
 }
@@ -430,10 +373,10 @@ async fn watch_release_streams_progress_and_ends_ok_after_the_release_ends() {
 #[tokio::test]
 async fn a_paused_release_opens_no_wave_until_resumed() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, two_waves).await;
+    let app = spawn_stepped_sender(&fake, two_waves).await;
     subscribe_all(&app, "sku-1", &phones(4, 0)).await;
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     let r = release_until(&app, &id, "wave 1 to be sent", |r| {
         counts(r).sent_count == 2
     })
@@ -463,42 +406,40 @@ async fn a_paused_release_opens_no_wave_until_resumed() {
         release_id: id.clone(),
         reason: reason.into(),
     };
-    let paused = dispatch(&app)
+    let paused = app
         .pause_release(pause("stock count in progress"))
         .await
         .expect("pause")
-        .into_inner()
         .release
         .unwrap();
     assert_eq!(paused.state(), pb::ReleaseState::Paused);
     assert_eq!(paused.state_reason, "stock count in progress");
     // Pausing again changes nothing.
-    let again = dispatch(&app)
+    let again = app
         .pause_release(pause("again"))
         .await
         .expect("pause again")
-        .into_inner()
         .release
         .unwrap();
     assert_eq!(again.state(), pb::ReleaseState::Paused);
     assert_eq!(again.state_reason, "stock count in progress");
 
-    // Wave 2's time passes: nothing opens while paused (the scheduler polls every 50 ms).
+    // Wave 2's time passes: a pass of every worker opens nothing while paused.
     app.clock.advance(chrono::Duration::hours(2));
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let held = get(&app, &id).await;
+    let step = app.step().await;
+    assert_eq!((step.opened, step.claimed), (0, 0), "{step:?}");
+    let held = app.release("demo", &id).await;
     assert_eq!(held.state(), pb::ReleaseState::Paused);
     assert_eq!(held.waves[1].state(), pb::WaveState::Pending);
     assert_eq!(fake.message_count(), 2);
 
-    let resumed = dispatch(&app)
+    let resumed = app
         .resume_release(pb::ResumeReleaseRequest {
             tenant_id: "demo".into(),
             release_id: id.clone(),
         })
         .await
         .expect("resume")
-        .into_inner()
         .release
         .unwrap();
     assert_eq!(resumed.state(), pb::ReleaseState::Sending);
@@ -512,7 +453,7 @@ async fn a_paused_release_opens_no_wave_until_resumed() {
     assert_eq!(done.waves[1].counts.as_ref().unwrap().sent_count, 2);
 
     // An ended release can be neither paused nor resumed.
-    let err = dispatch(&app)
+    let err = app
         .resume_release(pb::ResumeReleaseRequest {
             tenant_id: "demo".into(),
             release_id: id.clone(),
@@ -522,20 +463,17 @@ async fn a_paused_release_opens_no_wave_until_resumed() {
     let (subject, description) = precondition(&err);
     assert_eq!(subject, "release_id");
     assert!(description.contains("completed"), "{description}");
-    let err = dispatch(&app)
-        .pause_release(pause("too late"))
-        .await
-        .unwrap_err();
+    let err = app.pause_release(pause("too late")).await.unwrap_err();
     precondition(&err);
 }
 
 #[tokio::test]
 async fn a_cancelled_release_skips_the_rest_and_stays_cancelled() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, two_waves).await;
+    let app = spawn_stepped_sender(&fake, two_waves).await;
     subscribe_all(&app, "sku-1", &phones(4, 0)).await;
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     release_until(&app, &id, "wave 1 to be sent", |r| {
         counts(r).sent_count == 2
     })
@@ -546,11 +484,10 @@ async fn a_cancelled_release_skips_the_rest_and_stays_cancelled() {
         release_id: id.clone(),
         reason: "wrong price on the product page".into(),
     };
-    let r = dispatch(&app)
+    let r = app
         .cancel_release(cancel())
         .await
         .expect("cancel")
-        .into_inner()
         .release
         .unwrap();
     assert_eq!(r.state(), pb::ReleaseState::Cancelled);
@@ -566,15 +503,14 @@ async fn a_cancelled_release_skips_the_rest_and_stays_cancelled() {
     assert_eq!(r.waves[1].state(), pb::WaveState::Cancelled);
 
     // Cancelling again changes nothing; resuming or pausing is refused.
-    let again = dispatch(&app)
+    let again = app
         .cancel_release(cancel())
         .await
         .expect("cancel again")
-        .into_inner()
         .release
         .unwrap();
     assert_eq!(again.state(), pb::ReleaseState::Cancelled);
-    let err = dispatch(&app)
+    let err = app
         .resume_release(pb::ResumeReleaseRequest {
             tenant_id: "demo".into(),
             release_id: id.clone(),
@@ -583,19 +519,19 @@ async fn a_cancelled_release_skips_the_rest_and_stays_cancelled() {
         .unwrap_err();
     assert!(precondition(&err).1.contains("cancelled"));
 
-    // Wave 2's time passes: nothing more is sent.
+    // Wave 2's time passes: a pass of every worker sends nothing more.
     app.clock.advance(chrono::Duration::hours(2));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let step = app.step().await;
+    assert_eq!((step.opened, step.claimed), (0, 0), "{step:?}");
     assert_eq!(fake.message_count(), 2);
-    let skipped = messages(
-        &app,
-        pb::ListMessagesRequest {
+    let skipped = app
+        .list_messages(pb::ListMessagesRequest {
             statuses: vec![pb::MessageStatus::Skipped as i32],
             ..messages_of(&id)
-        },
-    )
-    .await
-    .messages;
+        })
+        .await
+        .expect("list messages")
+        .messages;
     assert_eq!(skipped.len(), 2);
     assert!(skipped
         .iter()
@@ -605,21 +541,16 @@ async fn a_cancelled_release_skips_the_rest_and_stays_cancelled() {
 #[tokio::test]
 async fn messages_list_in_plan_order_and_filter_by_phone_subscription_and_status() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, two_waves).await;
+    let app = spawn_stepped_sender(&fake, two_waves).await;
     // One at a time, so the waitlist order (and so the plan order) is the phones' order.
     let phones = phones(4, 0);
     let mut subscriptions = Vec::new();
     for p in &phones {
-        let s = app
-            .waitlist()
-            .subscribe(subscribe_request("sku-1", p))
-            .await
-            .unwrap()
-            .into_inner();
+        let s = app.subscribe(subscribe_request("sku-1", p)).await.unwrap();
         subscriptions.push(s.subscription.unwrap().subscription_id);
     }
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     release_until(&app, &id, "wave 1 to be sent", |r| {
         counts(r).sent_count == 2
     })
@@ -643,19 +574,18 @@ async fn messages_list_in_plan_order_and_filter_by_phone_subscription_and_status
         ..messages_of(&id)
     };
     assert_eq!(
-        plan(&all_messages(&app, paged.clone()).await),
+        plan(&app.all_messages(paged.clone()).await),
         expect([(1, Sent), (1, Sent), (0, Planned), (0, Planned)])
     );
 
     // Status filter.
-    let planned = messages(
-        &app,
-        pb::ListMessagesRequest {
+    let planned = app
+        .list_messages(pb::ListMessagesRequest {
             statuses: vec![Planned as i32],
             ..messages_of(&id)
-        },
-    )
-    .await;
+        })
+        .await
+        .expect("list messages");
     assert_eq!(
         plan(&planned.messages),
         expect([(1, Sent), (1, Sent), (0, Planned), (0, Planned)])[2..]
@@ -667,21 +597,20 @@ async fn messages_list_in_plan_order_and_filter_by_phone_subscription_and_status
         r.state() == pb::ReleaseState::Completed
     })
     .await;
-    let all = all_messages(&app, paged.clone()).await;
+    let all = app.all_messages(paged.clone()).await;
     assert_eq!(
         plan(&all),
         expect([(1, Sent), (1, Sent), (2, Sent), (2, Sent)])
     );
 
     // One message, whole.
-    let m = dispatch(&app)
+    let m = app
         .get_message(pb::GetMessageRequest {
             tenant_id: "demo".into(),
             message_id: all[2].message_id.clone(),
         })
         .await
         .expect("get message")
-        .into_inner()
         .message
         .unwrap();
     assert_eq!(m, all[2]);
@@ -713,19 +642,18 @@ async fn messages_list_in_plan_order_and_filter_by_phone_subscription_and_status
         &phones[1][5..8],
         &phones[1][8..]
     );
-    let by_phone = messages(
-        &app,
-        pb::ListMessagesRequest {
+    let by_phone = app
+        .list_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
             phone_number: national.clone(),
             default_region: "US".into(),
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await
+        .expect("list messages");
     assert_eq!(by_phone.messages.len(), 1);
     assert_eq!(by_phone.messages[0].phone_number, phones[1]);
-    let err = dispatch(&app)
+    let err = app
         .list_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
             phone_number: national,
@@ -736,35 +664,36 @@ async fn messages_list_in_plan_order_and_filter_by_phone_subscription_and_status
     assert_eq!(violated_fields(&err), ["phone_number"]);
 
     // Subscription filter.
-    let by_subscription = messages(
-        &app,
-        pb::ListMessagesRequest {
+    let by_subscription = app
+        .list_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
             subscription_id: subscriptions[3].clone(),
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await
+        .expect("list messages");
     assert_eq!(plan(&by_subscription.messages), expect([(2, Sent); 4])[3..]);
 
     // Without a release: every message of the tenant, newest first, paged.
-    let newest = all_messages(
-        &app,
-        pb::ListMessagesRequest {
+    let newest = app
+        .all_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
             page_size: 3,
             ..Default::default()
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(newest.len(), 4);
     let newest_ids: HashSet<String> = newest.into_iter().map(|m| m.message_id).collect();
     let all_ids: HashSet<String> = all.iter().map(|m| m.message_id.clone()).collect();
     assert_eq!(newest_ids, all_ids);
 
     // A token belongs to the filters of its first page.
-    let token = messages(&app, paged).await.next_page_token;
-    let err = dispatch(&app)
+    let token = app
+        .list_messages(paged)
+        .await
+        .expect("list messages")
+        .next_page_token;
+    let err = app
         .list_messages(pb::ListMessagesRequest {
             page_size: 1,
             page_token: token,
@@ -779,7 +708,7 @@ async fn messages_list_in_plan_order_and_filter_by_phone_subscription_and_status
 #[tokio::test]
 async fn bad_input_is_invalid_argument_naming_every_bad_field() {
     let app = spawn_app().await;
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let long = "x".repeat(501);
 
     let err = client
@@ -930,7 +859,7 @@ async fn bad_input_is_invalid_argument_naming_every_bad_field() {
 #[tokio::test]
 async fn unknown_tenants_releases_and_messages_are_not_found() {
     let app = spawn_app().await;
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let missing = uuid::Uuid::new_v4().to_string();
     let demo = |tenant: &str| pb::GetReleaseRequest {
         tenant_id: tenant.into(),
@@ -1027,27 +956,26 @@ async fn unknown_tenants_releases_and_messages_are_not_found() {
 }
 
 async fn exclude_variant(app: &TestApp, variant: &str) {
-    app.eligibility()
-        .create_exclusion(pb::CreateExclusionRequest {
-            tenant_id: "demo".into(),
-            target: Some(pb::create_exclusion_request::Target::VariantId(
-                variant.into(),
-            )),
-            reason: "recalled".into(),
-            creator: "merchandising".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create exclusion");
+    app.create_exclusion(pb::CreateExclusionRequest {
+        tenant_id: "demo".into(),
+        target: Some(pb::create_exclusion_request::Target::VariantId(
+            variant.into(),
+        )),
+        reason: "recalled".into(),
+        creator: "merchandising".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create exclusion");
 }
 
 #[tokio::test]
 async fn an_exclusion_made_during_a_release_stops_the_waves_not_yet_planned() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, two_waves).await;
+    let app = spawn_stepped_sender(&fake, two_waves).await;
     subscribe_all(&app, "sku-1", &phones(4, 0)).await;
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     release_until(&app, &id, "wave 1 to be sent", |r| {
         counts(r).sent_count == 2
     })
@@ -1071,17 +999,17 @@ async fn an_exclusion_made_during_a_release_stops_the_waves_not_yet_planned() {
 #[tokio::test]
 async fn an_exclusion_made_after_planning_stops_the_texts_not_yet_sent() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     // 23:00 in New York: the texts are planned, deferred to 08:00.
     let night = texting_hours() - chrono::Duration::hours(15);
     app.clock.set(night);
     for p in phones(3, 0) {
         let mut req = subscribe_request("sku-1", &p);
         req.time_zone = "America/New_York".into();
-        app.waitlist().subscribe(req).await.unwrap();
+        app.subscribe(req).await.unwrap();
     }
     restock(&app, "sku-1", "loc-1").await;
-    let id = release_of(&app, "sku-1").await.release_id;
+    let id = app.release_of("sku-1").await.release_id;
     release_until(&app, &id, "the texts to be deferred", |r| {
         counts(r).deferred_count == 3
     })

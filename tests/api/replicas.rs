@@ -5,10 +5,8 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use restock_sms::fake::FakeTwilio;
-
-use crate::dispatch::{eventually, phones};
 use crate::helpers::*;
+use restock_sms::fake::FakeTwilio;
 
 /// A `restock serve` process sending through `fake`.
 pub struct Server {
@@ -116,7 +114,7 @@ pub async fn restock_through(channel: &Channel, variant: &str, available: i64, s
     restock::proto::v1::eligibility_service_client::EligibilityServiceClient::new(channel.clone())
         .report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
-            events: vec![crate::inventory::event(
+            events: vec![event(
                 &format!("ev-{seq}"),
                 variant,
                 "loc-1",
@@ -126,14 +124,6 @@ pub async fn restock_through(channel: &Channel, variant: &str, available: i64, s
         })
         .await
         .unwrap();
-}
-
-pub fn per_phone(fake: &FakeTwilio) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for msg in fake.messages() {
-        *m.entry(msg.to).or_insert(0) += 1;
-    }
-    m
 }
 
 pub async fn message_statuses(db_url: &str) -> HashMap<String, i64> {

@@ -2,19 +2,11 @@
 //! confirmation, purchase channels (last-click against assisted revenue), carrier complaints and
 //! opt-outs blamed on the latest text. Each figure checked against counts known by hand.
 
-use std::time::Duration;
-
-use chrono::{DateTime, TimeZone, Utc};
-use restock::http::signature::twilio_signature;
-use restock::proto::v1 as pb;
-use restock_sms::fake::{FakeTwilio, AUTH_TOKEN};
-use tonic::Code;
-
-use crate::dispatch::{
-    dispatch, eventually, phones, set_stock, spawn_sender, statuses, subscribe_all, texting_hours,
-};
 use crate::helpers::*;
-use crate::purchases::ts;
+use chrono::{DateTime, TimeZone, Utc};
+use restock::proto::v1 as pb;
+use restock_sms::fake::FakeTwilio;
+use tonic::Code;
 
 fn views(variant: &str, product: &str, day: &str, source: &str, n: u64) -> pb::ProductViewCount {
     pb::ProductViewCount {
@@ -27,15 +19,13 @@ fn views(variant: &str, product: &str, day: &str, source: &str, n: u64) -> pb::P
 }
 
 async fn record_views(app: &TestApp, counts: Vec<pb::ProductViewCount>) -> u32 {
-    dispatch(app)
-        .record_product_views(pb::RecordProductViewsRequest {
-            tenant_id: "demo".into(),
-            counts,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .recorded_count
+    app.record_product_views(pb::RecordProductViewsRequest {
+        tenant_id: "demo".into(),
+        counts,
+    })
+    .await
+    .unwrap()
+    .recorded_count
 }
 
 async fn period(
@@ -44,45 +34,37 @@ async fn period(
     from: DateTime<Utc>,
     before: DateTime<Utc>,
 ) -> pb::AttributionReport {
-    dispatch(app)
-        .get_period_report(pb::GetPeriodReportRequest {
-            tenant_id: tenant.into(),
-            start_time: Some(ts(from)),
-            end_time: Some(ts(before)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap()
+    app.get_period_report(pb::GetPeriodReportRequest {
+        tenant_id: tenant.into(),
+        start_time: Some(ts(from)),
+        end_time: Some(ts(before)),
+    })
+    .await
+    .unwrap()
+    .report
+    .unwrap()
 }
 
-async fn variant(
+async fn variant_report(
     app: &TestApp,
     variant_id: &str,
     range: Option<(DateTime<Utc>, DateTime<Utc>)>,
 ) -> pb::AttributionReport {
-    dispatch(app)
-        .get_variant_report(pb::GetVariantReportRequest {
-            tenant_id: "demo".into(),
-            variant_id: variant_id.into(),
-            start_time: range.map(|r| ts(r.0)),
-            end_time: range.map(|r| ts(r.1)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .report
-        .unwrap()
-}
-
-fn parts(r: &Option<pb::Ratio>) -> Option<(u64, u64, Option<f64>)> {
-    r.as_ref().map(|r| (r.numerator, r.denominator, r.value))
+    app.get_variant_report(pb::GetVariantReportRequest {
+        tenant_id: "demo".into(),
+        variant_id: variant_id.into(),
+        start_time: range.map(|r| ts(r.0)),
+        end_time: range.map(|r| ts(r.1)),
+    })
+    .await
+    .unwrap()
+    .report
+    .unwrap()
 }
 
 async fn subscribe_at(app: &TestApp, at: DateTime<Utc>, req: pb::SubscribeRequest) {
     app.clock.set(at);
-    app.waitlist().subscribe(req).await.unwrap();
+    app.subscribe(req).await.unwrap();
 }
 
 #[tokio::test]
@@ -160,15 +142,14 @@ async fn signups_are_divided_by_the_views_of_the_same_tenant_days_and_a_recount_
     );
 
     // Day by day, in the tenant's zone: the late signup is on day D.
-    let answer = dispatch(&app)
+    let answer = app
         .get_period_report(pb::GetPeriodReportRequest {
             tenant_id: "demo".into(),
             start_time: Some(ts(day0)),
             end_time: Some(ts(day2)),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(answer.time_zone, "America/New_York");
     let days: Vec<_> = answer
         .days
@@ -179,7 +160,7 @@ async fn signups_are_divided_by_the_views_of_the_same_tenant_days_and_a_recount_
                 x.signup_count,
                 x.views_reported,
                 x.product_view_count,
-                parts(&x.signup_rate),
+                ratio(&x.signup_rate),
             )
         })
         .collect();
@@ -205,24 +186,24 @@ async fn signups_are_divided_by_the_views_of_the_same_tenant_days_and_a_recount_
     assert_eq!(s.signup_count, 5);
     assert!(s.views_reported);
     assert_eq!(s.product_view_count, 80);
-    assert_eq!(parts(&s.signup_rate), Some((4, 80, Some(0.05))));
-    assert_eq!(parts(&s.variant_specificity), Some((4, 5, Some(0.8))));
+    assert_eq!(ratio(&s.signup_rate), Some((4, 80, Some(0.05))));
+    assert_eq!(ratio(&s.variant_specificity), Some((4, 5, Some(0.8))));
     // Nobody was asked to confirm.
-    assert_eq!(parts(&s.confirmation_rate), Some((0, 0, None)));
+    assert_eq!(ratio(&s.confirmation_rate), Some((0, 0, None)));
     assert_eq!(s.time_to_confirm_median, None);
 
     // The variant's days: its own signups and views only.
-    let s = variant(&app, "sku-1", Some((day0, day2)))
+    let s = variant_report(&app, "sku-1", Some((day0, day2)))
         .await
         .signups
         .unwrap();
     assert_eq!((s.signup_count, s.product_view_count), (4, 50));
-    assert_eq!(parts(&s.signup_rate), Some((3, 50, Some(0.06))));
-    assert_eq!(parts(&s.variant_specificity), Some((4, 4, Some(1.0))));
+    assert_eq!(ratio(&s.signup_rate), Some((3, 50, Some(0.06))));
+    assert_eq!(ratio(&s.variant_specificity), Some((4, 4, Some(1.0))));
     // Unbounded: day D-1's views count too.
-    let s = variant(&app, "sku-1", None).await.signups.unwrap();
+    let s = variant_report(&app, "sku-1", None).await.signups.unwrap();
     assert_eq!((s.first_day.as_str(), s.last_day.as_str()), ("", ""));
-    assert_eq!(parts(&s.signup_rate), Some((3, 70, Some(3.0 / 70.0))));
+    assert_eq!(ratio(&s.signup_rate), Some((3, 70, Some(3.0 / 70.0))));
 
     // Day D+1 has a signup but no views: not reported, rather than a rate over nothing.
     let s = period(&app, "demo", day1, day2).await.signups.unwrap();
@@ -235,7 +216,7 @@ async fn signups_are_divided_by_the_views_of_the_same_tenant_days_and_a_recount_
         .await
         .signups
         .unwrap();
-    assert_eq!(parts(&s.signup_rate), Some((0, 20, Some(0.0))));
+    assert_eq!(ratio(&s.signup_rate), Some((0, 20, Some(0.0))));
 }
 
 #[tokio::test]
@@ -247,14 +228,7 @@ async fn the_confirmation_rate_counts_double_opt_ins_confirmed_and_the_median_wa
     for phone in &p[..3] {
         let mut req = subscribe_request("sku-1", phone);
         req.tenant_id = "demo-double-opt-in".into();
-        let sub = app
-            .waitlist()
-            .subscribe(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .subscription
-            .unwrap();
+        let sub = app.subscribe(req).await.unwrap().subscription.unwrap();
         assert_eq!(sub.status(), pb::SubscriptionStatus::PendingConfirmation);
         ids.push(sub.subscription_id);
     }
@@ -262,17 +236,16 @@ async fn the_confirmation_rate_counts_double_opt_ins_confirmed_and_the_median_wa
     let mut by_text = subscribe_request("sku-1", &p[3]);
     by_text.tenant_id = "demo-double-opt-in".into();
     by_text.consent.as_mut().unwrap().source = pb::ConsentSource::Sms as i32;
-    app.waitlist().subscribe(by_text).await.unwrap();
+    app.subscribe(by_text).await.unwrap();
     for (minutes, id) in [(10, &ids[0]), (20, &ids[1])] {
         app.clock.advance(chrono::Duration::minutes(minutes));
-        app.waitlist()
-            .confirm_subscription(pb::ConfirmSubscriptionRequest {
-                tenant_id: "demo-double-opt-in".into(),
-                subscription_id: id.clone(),
-                source: pb::ConsentSource::Sms as i32,
-            })
-            .await
-            .unwrap();
+        app.confirm_subscription(pb::ConfirmSubscriptionRequest {
+            tenant_id: "demo-double-opt-in".into(),
+            subscription_id: id.clone(),
+            source: pb::ConsentSource::Sms as i32,
+        })
+        .await
+        .unwrap();
     }
     let s = period(
         &app,
@@ -284,7 +257,7 @@ async fn the_confirmation_rate_counts_double_opt_ins_confirmed_and_the_median_wa
     .signups
     .unwrap();
     assert_eq!(s.signup_count, 4);
-    assert_eq!(parts(&s.confirmation_rate), Some((2, 3, Some(2.0 / 3.0))));
+    assert_eq!(ratio(&s.confirmation_rate), Some((2, 3, Some(2.0 / 3.0))));
     // 10 and 30 minutes: the nearest-rank median is the lower.
     assert_eq!(s.time_to_confirm_median.unwrap().seconds, 600);
 }
@@ -294,7 +267,7 @@ async fn product_views_are_validated_count_by_count_and_nothing_is_written_when_
     let app = spawn_app().await;
     let today = app.clock.now_dt().date_naive();
     let day = |n: i64| (today + chrono::Duration::days(n)).to_string();
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let err = client
         .record_product_views(pb::RecordProductViewsRequest {
             tenant_id: "demo".into(),
@@ -350,50 +323,23 @@ async fn product_views_are_validated_count_by_count_and_nothing_is_written_when_
 }
 
 /// A server texting `phones` about sku-1 with no holdout; answers once every text is sent.
-async fn texted(fake: &FakeTwilio, phones: &[String]) -> TestApp {
-    let app = spawn_sender(fake, |s| {
+async fn texted_app(fake: &FakeTwilio, phones: &[String]) -> TestApp {
+    let app = spawn_stepped_sender(fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
     subscribe_all(&app, "sku-1", phones).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
     let n = phones.len() as i64;
-    eventually(Duration::from_secs(10), "every text sent", || async {
+    app.until("every text sent", || async {
         statuses(&app).await.get("sent") == Some(&n)
     })
     .await;
     app
 }
 
-fn order(
-    id: &str,
-    phone: &str,
-    minor: i64,
-    currency: &str,
-    at: DateTime<Utc>,
-    channel: pb::PurchaseChannel,
-) -> pb::RecordPurchaseRequest {
-    pb::RecordPurchaseRequest {
-        tenant_id: "demo".into(),
-        order_id: id.into(),
-        phone_number: phone.into(),
-        lines: vec![pb::PurchaseLine {
-            variant_id: "sku-1".into(),
-            quantity: 1,
-            total_price: Some(pb::Money {
-                amount_minor: minor,
-                currency_code: currency.into(),
-            }),
-            location_id: String::new(),
-        }],
-        purchase_time: Some(ts(at)),
-        channel: channel as i32,
-        ..Default::default()
-    }
-}
-
 async fn release_report(app: &TestApp) -> pb::AttributionReport {
-    let mut client = dispatch(app);
+    let mut client = app.dispatch();
     let release_id = client
         .list_releases(pb::ListReleasesRequest {
             tenant_id: "demo".into(),
@@ -423,23 +369,35 @@ async fn last_click_revenue_is_the_part_of_assisted_revenue_bought_through_the_t
     use pb::PurchaseChannel::{SmsLink, Unspecified, Web};
     let fake = FakeTwilio::start().await.unwrap();
     let p = phones(4, 940);
-    let app = texted(&fake, &p).await;
-    let mut client = dispatch(&app);
+    let app = texted_app(&fake, &p).await;
+    let mut client = app.dispatch();
     app.clock.advance(chrono::Duration::hours(1));
     let t1 = app.clock.now_dt();
     for o in [
-        order("o-link", &p[0], 3_000, "USD", t1, SmsLink),
-        order("o-web", &p[1], 2_000, "USD", t1, Web),
-        order("o-eur", &p[2], 1_500, "EUR", t1, SmsLink),
+        pb::RecordPurchaseRequest {
+            channel: SmsLink as i32,
+            ..purchase("o-link", &p[0], "sku-1", 1, (3_000, "USD"), t1)
+        },
+        pb::RecordPurchaseRequest {
+            channel: Web as i32,
+            ..purchase("o-web", &p[1], "sku-1", 1, (2_000, "USD"), t1)
+        },
+        pb::RecordPurchaseRequest {
+            channel: SmsLink as i32,
+            ..purchase("o-eur", &p[2], "sku-1", 1, (1_500, "EUR"), t1)
+        },
         // Outside every window (30 h, no click): counts nowhere, link or not.
-        order(
-            "o-late",
-            &p[3],
-            999,
-            "USD",
-            t1 + chrono::Duration::hours(29),
-            SmsLink,
-        ),
+        pb::RecordPurchaseRequest {
+            channel: SmsLink as i32,
+            ..purchase(
+                "o-late",
+                &p[3],
+                "sku-1",
+                1,
+                (999, "USD"),
+                t1 + chrono::Duration::hours(29),
+            )
+        },
     ] {
         app.clock.set(
             o.purchase_time
@@ -451,18 +409,27 @@ async fn last_click_revenue_is_the_part_of_assisted_revenue_bought_through_the_t
     }
     // The same order again is the same; with another channel it is another order.
     let again = client
-        .record_purchase(order("o-link", &p[0], 3_000, "USD", t1, SmsLink))
+        .record_purchase(pb::RecordPurchaseRequest {
+            channel: SmsLink as i32,
+            ..purchase("o-link", &p[0], "sku-1", 1, (3_000, "USD"), t1)
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(!again.created);
     let err = client
-        .record_purchase(order("o-link", &p[0], 3_000, "USD", t1, Web))
+        .record_purchase(pb::RecordPurchaseRequest {
+            channel: Web as i32,
+            ..purchase("o-link", &p[0], "sku-1", 1, (3_000, "USD"), t1)
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     // An unknown channel is a violation, and writes nothing.
-    let mut bad = order("o-bad", &p[0], 1, "USD", t1, Unspecified);
+    let mut bad = pb::RecordPurchaseRequest {
+        channel: Unspecified as i32,
+        ..purchase("o-bad", &p[0], "sku-1", 1, (1, "USD"), t1)
+    };
     bad.channel = 99;
     assert_eq!(
         violated_fields(&client.record_purchase(bad).await.unwrap_err()),
@@ -502,15 +469,14 @@ async fn last_click_revenue_is_the_part_of_assisted_revenue_bought_through_the_t
             .and_hms_opt(0, 0, 0)
             .unwrap(),
     );
-    let answer = dispatch(&app)
+    let answer = app
         .get_period_report(pb::GetPeriodReportRequest {
             tenant_id: "demo".into(),
             start_time: Some(ts(start)),
             end_time: Some(ts(start + chrono::Duration::days(2))),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let [before, on] = &answer.days[..] else {
         panic!("two days, got {:?}", answer.days);
     };
@@ -522,13 +488,13 @@ async fn last_click_revenue_is_the_part_of_assisted_revenue_bought_through_the_t
         ),
         (0, 0, 0)
     );
-    assert_eq!(parts(&before.conversion_rate), Some((0, 0, None)));
+    assert_eq!(ratio(&before.conversion_rate), Some((0, 0, None)));
     assert_eq!(on.day, restock_day.to_string());
     assert_eq!(
         (on.release_count, on.recipient_count, on.sent_count),
         (1, 4, 4)
     );
-    assert_eq!(parts(&on.conversion_rate), Some((3, 4, Some(0.75))));
+    assert_eq!(ratio(&on.conversion_rate), Some((3, 4, Some(0.75))));
     let revenue: Vec<_> = on
         .revenue
         .iter()
@@ -598,15 +564,24 @@ async fn a_refund_is_negative_revenue_of_the_refunded_lines_text_even_after_ever
     use pb::PurchaseChannel::{SmsLink, Web};
     let fake = FakeTwilio::start().await.unwrap();
     let p = phones(3, 960);
-    let app = texted(&fake, &p).await;
-    let mut client = dispatch(&app);
+    let app = texted_app(&fake, &p).await;
+    let mut client = app.dispatch();
     app.clock.advance(chrono::Duration::hours(1));
     let t1 = app.clock.now_dt();
     let mut first = Vec::new();
     for o in [
-        order("o-1", &p[0], 3_000, "USD", t1, SmsLink),
-        order("o-2", &p[1], 2_000, "USD", t1, Web),
-        order("o-3", &p[2], 1_500, "EUR", t1, Web),
+        pb::RecordPurchaseRequest {
+            channel: SmsLink as i32,
+            ..purchase("o-1", &p[0], "sku-1", 1, (3_000, "USD"), t1)
+        },
+        pb::RecordPurchaseRequest {
+            channel: Web as i32,
+            ..purchase("o-2", &p[1], "sku-1", 1, (2_000, "USD"), t1)
+        },
+        pb::RecordPurchaseRequest {
+            channel: Web as i32,
+            ..purchase("o-3", &p[2], "sku-1", 1, (1_500, "EUR"), t1)
+        },
     ] {
         first.push(
             client
@@ -722,10 +697,10 @@ async fn a_refund_is_negative_revenue_of_the_refunded_lines_text_even_after_ever
         ]
     );
     assert_eq!(
-        parts(&after.conversion_rate),
-        parts(&before.conversion_rate)
+        ratio(&after.conversion_rate),
+        ratio(&before.conversion_rate)
     );
-    let lift = |r: &pb::AttributionReport| parts(&r.lift.as_ref().unwrap().treatment_conversion);
+    let lift = |r: &pb::AttributionReport| ratio(&r.lift.as_ref().unwrap().treatment_conversion);
     assert_eq!(lift(&after), lift(&before));
     assert_eq!(
         after.revenue[1]
@@ -740,15 +715,14 @@ async fn a_refund_is_negative_revenue_of_the_refunded_lines_text_even_after_ever
     // The period's day of the release nets the refunds too.
     let day = t1.date_naive();
     let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap());
-    let answer = dispatch(&app)
+    let answer = app
         .get_period_report(pb::GetPeriodReportRequest {
             tenant_id: "demo".into(),
             start_time: Some(ts(start)),
             end_time: Some(ts(start + chrono::Duration::days(1))),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let revenue: Vec<_> = answer.days[0]
         .revenue
         .iter()
@@ -791,39 +765,17 @@ async fn a_refund_is_negative_revenue_of_the_refunded_lines_text_even_after_ever
     assert_eq!(of(&p[2]), [("EUR".to_string(), 0)]);
 }
 
-const STATUS_PATH: &str = "/webhooks/twilio/status";
-
 /// Posts a signed delivery report with an error code for `sid`.
 async fn delivery_report(app: &TestApp, sid: &str, status: &str, code: Option<&str>) {
-    let mut params = crate::http::owned(&[
-        ("AccountSid", restock_sms::fake::ACCOUNT_SID),
-        ("MessageSid", sid),
-        ("MessageStatus", status),
-    ]);
-    if let Some(code) = code {
-        params.push(("ErrorCode".into(), code.into()));
-    }
-    let url = format!("http://{}{STATUS_PATH}", app.http_addr);
-    let signature = twilio_signature(AUTH_TOKEN, &url, &params);
-    let answer = crate::http::request(
-        app.http_addr,
-        "POST",
-        STATUS_PATH,
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("X-Twilio-Signature", &signature),
-        ],
-        crate::http::form_encode(&params).as_bytes(),
-    )
-    .await;
-    assert!(answer.status < 300, "{answer:?}");
+    let answer = app.delivery_report(sid, status, code).await;
+    assert_eq!(answer.status, 204, "{answer:?}");
 }
 
 #[tokio::test]
 async fn carrier_filtering_and_blocking_count_as_complaints_per_thousand_texts() {
     let fake = FakeTwilio::start().await.unwrap();
     let p = phones(4, 960);
-    let app = texted(&fake, &p).await;
+    let app = texted_app(&fake, &p).await;
     let sid = |phone: &str| {
         fake.messages()
             .into_iter()
@@ -841,7 +793,7 @@ async fn carrier_filtering_and_blocking_count_as_complaints_per_thousand_texts()
         (r.sent_count, r.delivered_count, r.undelivered_count),
         (4, 1, 3)
     );
-    assert_eq!(parts(&r.complaint_rate), Some((2, 4, Some(0.5))));
+    assert_eq!(ratio(&r.complaint_rate), Some((2, 4, Some(0.5))));
     assert_eq!(r.complaints_per_thousand_texts, Some(500.0));
     assert_eq!(r.opt_outs_per_thousand_texts, Some(0.0));
     let mut codes: Vec<_> = r
@@ -856,7 +808,7 @@ async fn carrier_filtering_and_blocking_count_as_complaints_per_thousand_texts()
 #[tokio::test]
 async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
@@ -865,13 +817,13 @@ async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
     subscribe_all(&app, "sku-1", &p).await;
     subscribe_all(&app, "sku-2", &p[..1]).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(Duration::from_secs(10), "sku-1 texted", || async {
+    app.until("sku-1 texted", || async {
         statuses(&app).await.get("sent") == Some(&3)
     })
     .await;
     app.clock.advance(chrono::Duration::hours(2));
     set_stock(&app, "sku-2", "loc-1", 50, 1).await;
-    eventually(Duration::from_secs(10), "sku-2 texted", || async {
+    app.until("sku-2 texted", || async {
         statuses(&app).await.get("sent") == Some(&4)
     })
     .await;
@@ -884,24 +836,24 @@ async fn an_opt_out_counts_against_the_latest_text_to_its_phone_only() {
         ..Default::default()
     };
     // p0's STOP follows its sku-2 text: that text is blamed, not the sku-1 text of 3 h ago.
-    app.waitlist().opt_out(opt_out(&p[0])).await.unwrap();
-    app.waitlist().opt_out(opt_out(&p[1])).await.unwrap();
+    app.opt_out(opt_out(&p[0])).await.unwrap();
+    app.opt_out(opt_out(&p[1])).await.unwrap();
     // p2 opts out after the 72 h window: blamed on nothing.
     app.clock.advance(chrono::Duration::hours(72));
-    app.waitlist().opt_out(opt_out(&p[2])).await.unwrap();
+    app.opt_out(opt_out(&p[2])).await.unwrap();
 
-    let sku1 = variant(&app, "sku-1", None).await;
-    assert_eq!(parts(&sku1.opt_out_rate), Some((1, 3, Some(1.0 / 3.0))));
+    let sku1 = variant_report(&app, "sku-1", None).await;
+    assert_eq!(ratio(&sku1.opt_out_rate), Some((1, 3, Some(1.0 / 3.0))));
     assert_eq!(sku1.opt_outs_per_thousand_texts, Some(1_000.0 / 3.0));
-    let sku2 = variant(&app, "sku-2", None).await;
-    assert_eq!(parts(&sku2.opt_out_rate), Some((1, 1, Some(1.0))));
+    let sku2 = variant_report(&app, "sku-2", None).await;
+    assert_eq!(ratio(&sku2.opt_out_rate), Some((1, 1, Some(1.0))));
 }
 
 #[tokio::test]
 async fn sell_through_counts_anyones_units_in_the_day_after_the_restock_and_segments_cost_the_set_price(
 ) {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.0;
         t.segment_price_milli_minor = Some(790);
@@ -912,11 +864,11 @@ async fn sell_through_counts_anyones_units_in_the_day_after_the_restock_and_segm
     subscribe_all(&app, "sku-1", &p).await;
     let t0 = app.clock.now_dt();
     set_stock(&app, "sku-1", "loc-1", 10, 1).await;
-    eventually(Duration::from_secs(10), "every text sent", || async {
+    app.until("every text sent", || async {
         statuses(&app).await.get("sent") == Some(&2)
     })
     .await;
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let line = |variant: &str, quantity: u32, location: &str| pb::PurchaseLine {
         variant_id: variant.into(),
         quantity,
@@ -957,7 +909,7 @@ async fn sell_through_counts_anyones_units_in_the_day_after_the_restock_and_segm
         client.record_purchase(o).await.unwrap();
     }
     let r = release_report(&app).await;
-    assert_eq!(parts(&r.sell_through), Some((6, 10, Some(0.6))));
+    assert_eq!(ratio(&r.sell_through), Some((6, 10, Some(0.6))));
     assert_eq!(r.sell_through_window.unwrap().seconds, 24 * 3600);
     let segments: u64 = fake.messages().iter().map(|m| u64::from(m.segments)).sum();
     assert_eq!(r.segment_count, segments);
@@ -974,7 +926,7 @@ async fn a_report_without_a_segment_price_leaves_the_cost_out_and_nothing_restoc
     let now = app.clock.now_dt();
     let r = period(&app, "demo", now - chrono::Duration::days(1), now).await;
     assert_eq!(r.segment_cost, None);
-    assert_eq!(parts(&r.sell_through), Some((0, 0, None)));
+    assert_eq!(ratio(&r.sell_through), Some((0, 0, None)));
     assert_eq!(r.complaints_per_thousand_texts, None);
     assert_eq!(r.opt_outs_per_thousand_texts, None);
 }
@@ -985,24 +937,22 @@ async fn export(
     before: DateTime<Utc>,
 ) -> Vec<pb::ExportMessagesResponse> {
     use futures::StreamExt;
-    dispatch(app)
-        .export_messages(pb::ExportMessagesRequest {
-            tenant_id: "demo".into(),
-            start_time: Some(ts(from)),
-            end_time: Some(ts(before)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.unwrap())
-        .collect()
-        .await
+    app.export_messages(pb::ExportMessagesRequest {
+        tenant_id: "demo".into(),
+        start_time: Some(ts(from)),
+        end_time: Some(ts(before)),
+    })
+    .await
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
+    .await
 }
 
 #[tokio::test]
 async fn export_streams_every_message_once_in_order_with_its_outcomes_across_batches() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.5;
         t.storefront_url = Some("https://shop.example/".into());
@@ -1012,14 +962,10 @@ async fn export_streams_every_message_once_in_order_with_its_outcomes_across_bat
     subscribe_all(&app, "sku-1", &p).await;
     let t0 = app.clock.now_dt();
     set_stock(&app, "sku-1", "loc-1", 1_000, 1).await;
-    eventually(
-        Duration::from_secs(30),
-        "every message at an outcome",
-        || async {
-            let s = statuses(&app).await;
-            s.get("held_out").copied().unwrap_or(0) + s.get("sent").copied().unwrap_or(0) == 510
-        },
-    )
+    app.until("every message at an outcome", || async {
+        let s = statuses(&app).await;
+        s.get("held_out").copied().unwrap_or(0) + s.get("sent").copied().unwrap_or(0) == 510
+    })
     .await;
     let first = fake.messages().into_iter().next().unwrap();
     let token = first
@@ -1032,25 +978,22 @@ async fn export_streams_every_message_once_in_order_with_its_outcomes_across_bat
         .unwrap()
         .to_string();
     for _ in 0..2 {
-        assert_eq!(
-            crate::http::get(&app, &format!("/r/{token}"), &[])
-                .await
-                .status,
-            302
-        );
+        assert_eq!(app.click(&token, &[]).await.status, 302);
     }
     app.clock.advance(chrono::Duration::hours(1));
-    dispatch(&app)
-        .record_purchase(order(
+    app.record_purchase(pb::RecordPurchaseRequest {
+        channel: pb::PurchaseChannel::SmsLink as i32,
+        ..purchase(
             "o-1",
             &first.to,
-            2_500,
-            "USD",
+            "sku-1",
+            1,
+            (2_500, "USD"),
             app.clock.now_dt(),
-            pb::PurchaseChannel::SmsLink,
-        ))
-        .await
-        .unwrap();
+        )
+    })
+    .await
+    .unwrap();
 
     let batches = export(
         &app,
@@ -1122,7 +1065,7 @@ async fn export_streams_every_message_once_in_order_with_its_outcomes_across_bat
 #[tokio::test]
 async fn export_requests_are_validated_before_the_stream_starts() {
     let app = spawn_app().await;
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let err = client
         .export_messages(pb::ExportMessagesRequest {
             tenant_id: String::new(),
@@ -1174,7 +1117,7 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     use pb::PurchaseChannel::{SmsLink, Web};
     let fake = FakeTwilio::start().await.unwrap();
     let p = phones(4, 1_100);
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.0;
         t.storefront_url = Some("https://shop.example/".into());
@@ -1182,44 +1125,35 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     .await;
     subscribe_all(&app, "sku-1", &p).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(
-        Duration::from_secs(10),
-        "the release to complete",
-        || async {
-            statuses(&app).await.get("sent") == Some(&4)
-                && dispatch(&app)
-                    .list_releases(pb::ListReleasesRequest {
-                        tenant_id: "demo".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .releases[0]
-                    .state()
-                    == pb::ReleaseState::Completed
-        },
-    )
+    app.until("the release to complete", || async {
+        statuses(&app).await.get("sent") == Some(&4)
+            && app
+                .list_releases(pb::ListReleasesRequest {
+                    tenant_id: "demo".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .releases[0]
+                .state()
+                == pb::ReleaseState::Completed
+    })
     .await;
     let t0 = app.clock.now_dt();
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     app.clock.advance(chrono::Duration::hours(1));
     client
-        .record_purchase(order(
-            "o-1",
-            &p[0],
-            3_000,
-            "USD",
-            app.clock.now_dt(),
-            SmsLink,
-        ))
+        .record_purchase(pb::RecordPurchaseRequest {
+            channel: SmsLink as i32,
+            ..purchase("o-1", &p[0], "sku-1", 1, (3_000, "USD"), app.clock.now_dt())
+        })
         .await
         .unwrap();
     // Not settled while its windows are open.
     assert_eq!(settle(&app).await, 0);
     let live = figures(release_report(&app).await);
     let days = |app: &TestApp| {
-        let mut client = dispatch(app);
+        let mut client = app.dispatch();
         async move {
             client
                 .get_period_report(pb::GetPeriodReportRequest {
@@ -1251,19 +1185,22 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     // A purchase recorded late, dated within the lift window: the cached row goes, the report
     // counts it at once.
     client
-        .record_purchase(order(
-            "o-2",
-            &p[1],
-            2_000,
-            "USD",
-            t0 + chrono::Duration::hours(2),
-            Web,
-        ))
+        .record_purchase(pb::RecordPurchaseRequest {
+            channel: Web as i32,
+            ..purchase(
+                "o-2",
+                &p[1],
+                "sku-1",
+                1,
+                (2_000, "USD"),
+                t0 + chrono::Duration::hours(2),
+            )
+        })
         .await
         .unwrap();
     assert_eq!(app.count("release_figures").await, 0);
     let r = release_report(&app).await;
-    assert_eq!(parts(&r.conversion_rate), Some((2, 4, Some(0.5))));
+    assert_eq!(ratio(&r.conversion_rate), Some((2, 4, Some(0.5))));
     assert_eq!(
         r.lift
             .as_ref()
@@ -1287,7 +1224,7 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     delivery_report(&app, &sid, "undelivered", Some("30007")).await;
     assert_eq!(app.count("release_figures").await, 0);
     let r = release_report(&app).await;
-    assert_eq!(parts(&r.complaint_rate), Some((1, 4, Some(0.25))));
+    assert_eq!(ratio(&r.complaint_rate), Some((1, 4, Some(0.25))));
     assert_eq!(settle(&app).await, 1);
     assert_eq!(figures(release_report(&app).await), figures(r));
     let body = fake
@@ -1304,12 +1241,7 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
         .next()
         .unwrap()
         .to_string();
-    assert_eq!(
-        crate::http::get(&app, &format!("/r/{token}"), &[])
-            .await
-            .status,
-        302
-    );
+    assert_eq!(app.click(&token, &[]).await.status, 302);
     assert_eq!(app.count("release_figures").await, 0);
     assert_eq!(release_report(&app).await.click_count, 1);
 
@@ -1317,7 +1249,7 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     assert_eq!(settle(&app).await, 1);
     subscribe_all(&app, "sku-2", &p[..2]).await;
     set_stock(&app, "sku-2", "loc-1", 50, 1).await;
-    eventually(Duration::from_secs(10), "sku-2 texted", || async {
+    app.until("sku-2 texted", || async {
         statuses(&app).await.get("sent").copied().unwrap_or(0) >= 5
     })
     .await;
@@ -1332,5 +1264,5 @@ async fn a_settled_release_is_added_up_from_its_cached_figures_until_a_late_writ
     assert_eq!(period.release_count, 2);
     assert_eq!(period.recipient_count, 6);
     assert_eq!(period.click_count, 1);
-    assert_eq!(parts(&period.conversion_rate).unwrap().0, 2);
+    assert_eq!(ratio(&period.conversion_rate).unwrap().0, 2);
 }

@@ -1,46 +1,15 @@
 //! Reports: a small release with hand-known outcomes (texts, a held-out group, a click, an
 //! opt-out, purchases in two currencies, one outside every window), each figure checked.
 
-use std::time::Duration;
-
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_domain::report::{self, Ratio};
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
 
-use crate::dispatch::{db, dispatch, eventually, phones, set_stock, spawn_sender, subscribe_all};
-use crate::helpers::*;
-use crate::purchases::ts;
-
-fn order(
-    id: &str,
-    phone: &str,
-    quantity: u32,
-    minor: i64,
-    currency: &str,
-    at: chrono::DateTime<chrono::Utc>,
-) -> pb::RecordPurchaseRequest {
-    pb::RecordPurchaseRequest {
-        tenant_id: "demo".into(),
-        order_id: id.into(),
-        phone_number: phone.into(),
-        lines: vec![pb::PurchaseLine {
-            variant_id: "sku-1".into(),
-            quantity,
-            total_price: Some(pb::Money {
-                amount_minor: minor,
-                currency_code: currency.into(),
-            }),
-            location_id: String::new(),
-        }],
-        purchase_time: Some(ts(at)),
-        ..Default::default()
-    }
-}
-
 /// Phones of the newest release by status: (texted, held out), in phone order.
 async fn groups(app: &TestApp) -> (Vec<String>, Vec<String>) {
-    let rows = db(app)
+    let rows = app.db()
         .await
         .query(
             "SELECT c.phone_e164, m.status FROM messages m JOIN contacts c USING (tenant_id, contact_id) \
@@ -62,15 +31,10 @@ async fn groups(app: &TestApp) -> (Vec<String>, Vec<String>) {
     (texted, held)
 }
 
-fn value(r: &Option<pb::Ratio>) -> (u64, u64, Option<f64>) {
-    let r = r.as_ref().expect("a ratio");
-    (r.numerator, r.denominator, r.value)
-}
-
 #[tokio::test]
 async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         let t = s.tenants.get_mut("demo").unwrap();
         t.holdout_share = 0.5;
         t.storefront_url = Some("https://shop.example/".into());
@@ -79,43 +43,36 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
     let t0 = app.clock.now_dt();
     subscribe_all(&app, "sku-1", &phones(40, 700)).await;
     set_stock(&app, "sku-1", "loc-1", 50, 1).await;
-    eventually(
-        Duration::from_secs(10),
-        "the release to complete",
-        || async {
-            let s = crate::dispatch::statuses(&app).await;
-            !s.contains_key("planned")
-                && !s.contains_key("sending")
-                && s.values().sum::<i64>() == 40
-        },
-    )
+    app.until("the release to complete", || async {
+        let s = statuses(&app).await;
+        !s.contains_key("planned") && !s.contains_key("sending") && s.values().sum::<i64>() == 40
+    })
     .await;
     let (texted, held) = groups(&app).await;
     let (s, h) = (texted.len() as u64, held.len() as u64);
     assert!(s >= 6 && h >= 1, "texted {s}, held out {h}");
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
 
     // t+1h: two texted phones buy, in two currencies; one held-out phone buys; one texted phone
     // opts out; one texted phone clicks its link.
     app.clock.advance(chrono::Duration::hours(1));
     let t1 = app.clock.now_dt();
     for o in [
-        order("o-usd", &texted[0], 1, 4_999, "USD", t1),
-        order("o-eur", &texted[1], 2, 3_000, "EUR", t1),
-        order("o-held", &held[0], 1, 2_000, "USD", t1),
+        purchase("o-usd", &texted[0], "sku-1", 1, (4_999, "USD"), t1),
+        purchase("o-eur", &texted[1], "sku-1", 2, (3_000, "EUR"), t1),
+        purchase("o-held", &held[0], "sku-1", 1, (2_000, "USD"), t1),
     ] {
         client.record_purchase(o).await.unwrap();
     }
-    app.waitlist()
-        .opt_out(pb::OptOutRequest {
-            tenant_id: "demo".into(),
-            phone_number: texted[4].clone(),
-            source: pb::ConsentSource::Sms as i32,
-            reason: "STOP".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    app.opt_out(pb::OptOutRequest {
+        tenant_id: "demo".into(),
+        phone_number: texted[4].clone(),
+        source: pb::ConsentSource::Sms as i32,
+        reason: "STOP".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let body = fake
         .messages()
         .into_iter()
@@ -123,28 +80,30 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
         .unwrap()
         .body;
     let token = body.split("/r/").nth(1).unwrap().split(' ').next().unwrap();
-    assert_eq!(
-        crate::http::get(&app, &format!("/r/{token}"), &[])
-            .await
-            .status,
-        302
-    );
+    assert_eq!(app.click(token, &[]).await.status, 302);
     // t+3d: the clicker buys, credited through the click (past the 24 h text window).
     app.clock.advance(chrono::Duration::hours(71));
     let t3d = app.clock.now_dt();
     client
-        .record_purchase(order("o-click", &texted[2], 1, 1_000, "USD", t3d))
+        .record_purchase(purchase(
+            "o-click",
+            &texted[2],
+            "sku-1",
+            1,
+            (1_000, "USD"),
+            t3d,
+        ))
         .await
         .unwrap();
     // t+10d: a purchase outside every window counts nowhere.
     app.clock.advance(chrono::Duration::days(7));
     let late = client
-        .record_purchase(order(
+        .record_purchase(purchase(
             "o-late",
             &texted[3],
+            "sku-1",
             1,
-            9_999,
-            "USD",
+            (9_999, "USD"),
             app.clock.now_dt(),
         ))
         .await
@@ -185,15 +144,27 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
         (r.delivered_count, r.undelivered_count, r.failed_count),
         (0, 0, 0)
     );
-    assert_eq!(value(&r.delivery_rate), (0, s, Some(0.0)));
+    assert_eq!(ratio(&r.delivery_rate).expect("a ratio"), (0, s, Some(0.0)));
     assert!(r.failures.is_empty());
     assert_eq!((r.click_count, r.unique_click_count), (1, 1));
-    assert_eq!(value(&r.click_through_rate), (1, s, Some(1.0 / s as f64)));
-    assert_eq!(value(&r.opt_out_rate), (1, s, Some(1.0 / s as f64)));
+    assert_eq!(
+        ratio(&r.click_through_rate).expect("a ratio"),
+        (1, s, Some(1.0 / s as f64))
+    );
+    assert_eq!(
+        ratio(&r.opt_out_rate).expect("a ratio"),
+        (1, s, Some(1.0 / s as f64))
+    );
     assert_eq!(r.opt_out_window.unwrap().seconds, 72 * 3600);
     // o-usd, o-eur (text) and o-click (click); not o-held (holdout) nor o-late (none).
-    assert_eq!(value(&r.conversion_rate), (3, s, Some(3.0 / s as f64)));
-    assert_eq!(value(&r.click_conversion_rate), (1, 1, Some(1.0)));
+    assert_eq!(
+        ratio(&r.conversion_rate).expect("a ratio"),
+        (3, s, Some(3.0 / s as f64))
+    );
+    assert_eq!(
+        ratio(&r.click_conversion_rate).expect("a ratio"),
+        (1, 1, Some(1.0))
+    );
 
     // Two currencies, never summed.
     let by: Vec<(&str, u64, u64, i64)> = r
@@ -224,11 +195,11 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
     let lift = r.lift.unwrap();
     assert!(lift.available);
     assert_eq!(
-        value(&lift.treatment_conversion),
+        ratio(&lift.treatment_conversion).expect("a ratio"),
         (2, s, Some(2.0 / s as f64))
     );
     assert_eq!(
-        value(&lift.holdout_conversion),
+        ratio(&lift.holdout_conversion).expect("a ratio"),
         (1, h, Some(1.0 / h as f64))
     );
     assert_eq!(lift.window.unwrap().seconds, 24 * 3_600);
@@ -290,7 +261,10 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
         .report
         .unwrap();
     assert_eq!((empty.release_count, empty.sent_count), (0, 0));
-    assert_eq!(value(&empty.conversion_rate), (0, 0, None));
+    assert_eq!(
+        ratio(&empty.conversion_rate).expect("a ratio"),
+        (0, 0, None)
+    );
     assert!(empty.revenue.is_empty() && empty.time_to_purchase_median.is_none());
     let empty_lift = empty.lift.unwrap();
     assert!(!empty_lift.available);
@@ -317,7 +291,7 @@ async fn a_release_report_counts_each_figure_of_a_hand_built_release() {
 #[tokio::test]
 async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_failures_by_code() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |s| {
+    let app = spawn_stepped_sender(&fake, |s| {
         s.tenants.get_mut("demo").unwrap().holdout_share = 0.0;
     })
     .await;
@@ -326,29 +300,29 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
     // A signed-in shopper, who buys with their customer id and no phone.
     let mut with_customer = subscribe_request("sku-1", &phones[4]);
     with_customer.customer_id = "cust-9".into();
-    app.waitlist().subscribe(with_customer).await.unwrap();
+    app.subscribe(with_customer).await.unwrap();
     // An invalid number: a permanent failure with the provider's code.
     fake.reject_number(&phones[3], 21211);
     set_stock(&app, "sku-1", "loc-1", 5, 1).await;
-    eventually(Duration::from_secs(10), "the outcomes", || async {
-        let s = crate::dispatch::statuses(&app).await;
+    app.until("the outcomes", || async {
+        let s = statuses(&app).await;
         s.get("sent") == Some(&4) && s.get("failed") == Some(&1)
     })
     .await;
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     app.clock.advance(chrono::Duration::hours(2));
     client
-        .record_purchase(order(
+        .record_purchase(purchase(
             "o-1",
             &phones[0],
+            "sku-1",
             1,
-            2_500,
-            "USD",
+            (2_500, "USD"),
             app.clock.now_dt(),
         ))
         .await
         .unwrap();
-    let mut by_customer = order("o-2", "", 1, 1_000, "USD", app.clock.now_dt());
+    let mut by_customer = purchase("o-2", "", "sku-1", 1, (1_000, "USD"), app.clock.now_dt());
     by_customer.customer_id = "cust-9".into();
     client.record_purchase(by_customer).await.unwrap();
     let r = client
@@ -376,7 +350,10 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
             count: 1
         }]
     );
-    assert_eq!(value(&r.conversion_rate), (2, 4, Some(0.5)));
+    assert_eq!(
+        ratio(&r.conversion_rate).expect("a ratio"),
+        (2, 4, Some(0.5))
+    );
     let lift = r.lift.unwrap();
     assert!(!lift.available && !lift.significant);
     assert_eq!(
@@ -384,8 +361,14 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
         pb::LiftUnavailableReason::NoHoldout
     );
     // The customer id finds the second buyer as well as the phone finds the first.
-    assert_eq!(value(&lift.treatment_conversion), (2, 5, Some(0.4)));
-    assert_eq!(value(&lift.holdout_conversion), (0, 0, None));
+    assert_eq!(
+        ratio(&lift.treatment_conversion).expect("a ratio"),
+        (2, 5, Some(0.4))
+    );
+    assert_eq!(
+        ratio(&lift.holdout_conversion).expect("a ratio"),
+        (0, 0, None)
+    );
     assert!(lift.difference_interval.is_none());
     let usd = &r.revenue[0];
     assert!(usd.incremental_revenue.is_none());
@@ -401,7 +384,7 @@ async fn a_release_without_a_holdout_says_the_lift_is_unavailable_and_counts_fai
 #[tokio::test]
 async fn report_requests_are_validated_and_an_unknown_release_is_not_found() {
     let app = spawn_app().await;
-    let mut client = dispatch(&app);
+    let mut client = app.dispatch();
     let err = client
         .get_release_report(pb::GetReleaseReportRequest {
             tenant_id: String::new(),

@@ -16,7 +16,6 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::ServingStatus;
 
 use crate::helpers::*;
-use crate::inventory::event;
 
 /// The grace the tests give: short, so a drain that waits for it is plain to see.
 const GRACE: Duration = Duration::from_secs(3);
@@ -160,7 +159,7 @@ async fn health_is_not_serving_and_new_calls_unavailable_while_a_slow_call_drain
             .await
             .is_ok_and(|r| r.into_inner().status == want as i32)
     };
-    crate::dispatch::eventually(Duration::from_secs(10), "serving", || {
+    eventually(Duration::from_secs(10), "serving", || {
         let health = health.clone();
         async move { check(health, ServingStatus::Serving).await }
     })
@@ -196,7 +195,7 @@ async fn health_is_not_serving_and_new_calls_unavailable_while_a_slow_call_drain
         .unwrap();
     tokio::spawn(connection);
     let name = db_url.rsplit('/').next().unwrap().to_string();
-    crate::dispatch::eventually(Duration::from_secs(10), "the sync in flight", || {
+    eventually(Duration::from_secs(10), "the sync in flight", || {
         let (db, name) = (&db, name.clone());
         async move {
             db.query_one(
@@ -214,7 +213,7 @@ async fn health_is_not_serving_and_new_calls_unavailable_while_a_slow_call_drain
     server.terminate();
     let sigterm = Instant::now();
     // Health says NOT_SERVING at once, on the open connection.
-    crate::dispatch::eventually(Duration::from_secs(1), "not serving", || {
+    eventually(Duration::from_secs(1), "not serving", || {
         let health = health.clone();
         async move { check(health, ServingStatus::NotServing).await }
     })

@@ -5,16 +5,13 @@
 
 use std::time::Duration;
 
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::dispatch::{eventually, set_stock};
-use crate::helpers::*;
-use crate::inventory::event;
-
-fn report(variant: &str, id: &str, available: i64, seq: u64) -> pb::ReportInventoryRequest {
+fn report_request(variant: &str, id: &str, available: i64, seq: u64) -> pb::ReportInventoryRequest {
     pb::ReportInventoryRequest {
         tenant_id: "demo".into(),
         events: vec![event(id, variant, "web", available, seq)],
@@ -119,7 +116,7 @@ async fn a_call_past_the_callers_deadline_is_deadline_exceeded_and_rolled_back()
         ),
         format!("http://{}", app.addr).parse().unwrap(),
     );
-    let mut request = tonic::Request::new(report("sku-d", "ev-late", 5, 2));
+    let mut request = tonic::Request::new(report_request("sku-d", "ev-late", 5, 2));
     request.set_timeout(Duration::from_millis(300));
     let status = patient.report_inventory(request).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -131,7 +128,7 @@ async fn a_call_past_the_callers_deadline_is_deadline_exceeded_and_rolled_back()
     // The same event again, in time, is applied: nothing of the first attempt stands in its way.
     let ack = app
         .eligibility()
-        .report_inventory(report("sku-d", "ev-late", 5, 2))
+        .report_inventory(report_request("sku-d", "ev-late", 5, 2))
         .await
         .unwrap()
         .into_inner();
@@ -149,8 +146,12 @@ async fn the_server_caps_the_deadline_a_caller_asks_for() {
     set_stock(&app, "sku-d", "web", 0, 1).await;
     let lock = lock_level(&app, "sku-d").await;
     // No deadline from the caller, then a generous one: the server's 300 ms applies to both.
-    assert_deadline_exceeded(&app, tonic::Request::new(report("sku-d", "ev-a", 5, 2))).await;
-    let mut request = tonic::Request::new(report("sku-d", "ev-b", 5, 3));
+    assert_deadline_exceeded(
+        &app,
+        tonic::Request::new(report_request("sku-d", "ev-a", 5, 2)),
+    )
+    .await;
+    let mut request = tonic::Request::new(report_request("sku-d", "ev-b", 5, 3));
     request.set_timeout(Duration::from_secs(60));
     assert_deadline_exceeded(&app, request).await;
     lock.batch_execute("ROLLBACK").await.unwrap();
@@ -202,7 +203,7 @@ async fn past_the_concurrency_limit_calls_are_shed_with_retry_info_while_health_
             let mut client = app.eligibility();
             tokio::spawn(async move {
                 client
-                    .report_inventory(report("sku-f", &format!("ev-in-{i}"), 5, 2 + i))
+                    .report_inventory(report_request("sku-f", &format!("ev-in-{i}"), 5, 2 + i))
                     .await
             })
         })

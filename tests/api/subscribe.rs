@@ -17,7 +17,7 @@ async fn subscribe_creates_an_active_subscription_first_in_line() {
     });
     req.customer_id = "cust-1".into();
     req.location_ids = vec!["store-1".into(), "store-1".into(), "web".into()];
-    let resp = app.waitlist().subscribe(req).await.unwrap().into_inner();
+    let resp = app.subscribe(req).await.unwrap();
     let sub = resp.subscription.unwrap();
     assert!(resp.created);
     assert_eq!(resp.waitlist_position, 1);
@@ -42,14 +42,12 @@ async fn subscribe_creates_an_active_subscription_first_in_line() {
 async fn subscribing_again_in_another_format_returns_the_live_subscription() {
     let app = spawn_app().await;
     let first = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "415-555-0132"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let mut again = subscribe_request("sku-1", "+1 (415) 555 0132");
     again.default_region = String::new();
-    let second = app.waitlist().subscribe(again).await.unwrap().into_inner();
+    let second = app.subscribe(again).await.unwrap();
     assert!(first.created);
     assert!(!second.created);
     assert_eq!(
@@ -90,18 +88,8 @@ async fn a_retried_request_with_its_idempotency_key_gets_the_first_answer() {
     let app = spawn_app().await;
     let mut req = subscribe_request("sku-1", "+14155550101");
     req.idempotency_key = "req-42".into();
-    let first = app
-        .waitlist()
-        .subscribe(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let retry = app
-        .waitlist()
-        .subscribe(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = app.subscribe(req.clone()).await.unwrap();
+    let retry = app.subscribe(req.clone()).await.unwrap();
     assert!(
         first.created && retry.created,
         "a retry answers the first answer"
@@ -113,7 +101,7 @@ async fn a_retried_request_with_its_idempotency_key_gets_the_first_answer() {
 
     let mut other = subscribe_request("sku-2", "+14155550101");
     other.idempotency_key = "req-42".into();
-    let err = app.waitlist().subscribe(other).await.unwrap_err();
+    let err = app.subscribe(other).await.unwrap_err();
     assert_eq!(violated_fields(&err), ["idempotency_key"]);
     assert_eq!(app.count("subscriptions").await, 1);
 }
@@ -124,12 +112,7 @@ async fn a_product_level_alert_is_keyed_by_its_wanted_options() {
     let mut req = subscribe_request("", "+14155550102");
     req.product_id = "prod-9".into();
     req.wanted_options = [("Size".to_string(), "M".to_string())].into();
-    let a = app
-        .waitlist()
-        .subscribe(req.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let a = app.subscribe(req.clone()).await.unwrap();
     let sub = a.subscription.unwrap();
     assert_eq!(sub.variant_id, "");
     assert_eq!(sub.product_id, "prod-9");
@@ -138,23 +121,9 @@ async fn a_product_level_alert_is_keyed_by_its_wanted_options() {
         Some("M")
     );
     req.wanted_options = [("size".to_string(), "M".to_string())].into();
-    assert!(
-        !app.waitlist()
-            .subscribe(req.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .created
-    );
+    assert!(!app.subscribe(req.clone()).await.unwrap().created);
     req.wanted_options = [("size".to_string(), "L".to_string())].into();
-    assert!(
-        app.waitlist()
-            .subscribe(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .created
-    );
+    assert!(app.subscribe(req).await.unwrap().created);
 }
 
 #[tokio::test]
@@ -163,11 +132,9 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
     let mut req = subscribe_request("sku-1", "+14155550103");
     req.tenant_id = "demo-double-opt-in".into();
     let sub = app
-        .waitlist()
         .subscribe(req.clone())
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     assert_eq!(
@@ -175,17 +142,9 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
         pb::SubscriptionStatus::PendingConfirmation as i32
     );
     req.variant_id = "sku-2".into();
-    let other = app
-        .waitlist()
-        .subscribe(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
+    let other = app.subscribe(req).await.unwrap().subscription.unwrap();
 
     let confirmed = app
-        .waitlist()
         .confirm_subscription(pb::ConfirmSubscriptionRequest {
             tenant_id: "demo-double-opt-in".into(),
             subscription_id: sub.subscription_id.clone(),
@@ -193,19 +152,16 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
         })
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     assert_eq!(confirmed.status, pb::SubscriptionStatus::Active as i32);
     let other = app
-        .waitlist()
         .get_subscription(pb::GetSubscriptionRequest {
             tenant_id: "demo-double-opt-in".into(),
             subscription_id: other.subscription_id,
         })
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     assert_eq!(
@@ -215,15 +171,13 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
     );
 
     let history = app
-        .waitlist()
         .get_consent_history(pb::GetConsentHistoryRequest {
             tenant_id: "demo-double-opt-in".into(),
             phone_number: "+14155550103".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(history.consent_state, pb::ConsentState::OptedIn as i32);
     let kinds: Vec<i32> = history.events.iter().map(|e| e.kind).collect();
     use pb::ConsentEventKind::*;
@@ -235,13 +189,10 @@ async fn double_opt_in_tenants_wait_for_confirmation() {
 async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
     let app = spawn_app().await;
     let sub = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "+14155550104"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let out = app
-        .waitlist()
         .opt_out(pb::OptOutRequest {
             tenant_id: "demo".into(),
             phone_number: "4155550104".into(),
@@ -250,18 +201,15 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
             reason: "STOP".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(out.cancelled_subscriptions, 1);
     let cancelled = app
-        .waitlist()
         .get_subscription(pb::GetSubscriptionRequest {
             tenant_id: "demo".into(),
             subscription_id: sub.subscription.unwrap().subscription_id,
         })
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     assert_eq!(cancelled.status, pb::SubscriptionStatus::Cancelled as i32);
@@ -269,7 +217,6 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
 
     let before = app.count("consent_events").await;
     let err = app
-        .waitlist()
         .subscribe(subscribe_request("sku-2", "+14155550104"))
         .await
         .unwrap_err();
@@ -289,7 +236,6 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
     assert_eq!(app.count("subscriptions").await, 1);
 
     let state = app
-        .waitlist()
         .opt_in(pb::OptInRequest {
             tenant_id: "demo".into(),
             phone_number: "+14155550104".into(),
@@ -297,15 +243,12 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
             consent: Some(web_consent()),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(state.consent_state, pb::ConsentState::OptedIn as i32);
     assert!(
-        app.waitlist()
-            .subscribe(subscribe_request("sku-2", "+14155550104"))
+        app.subscribe(subscribe_request("sku-2", "+14155550104"))
             .await
             .unwrap()
-            .into_inner()
             .created
     );
 }
@@ -313,17 +256,15 @@ async fn an_opted_out_phone_is_refused_until_it_opts_in_again() {
 #[tokio::test]
 async fn an_unknown_phone_that_opts_out_is_remembered() {
     let app = spawn_app().await;
-    app.waitlist()
-        .opt_out(pb::OptOutRequest {
-            tenant_id: "demo".into(),
-            phone_number: "+14155550105".into(),
-            source: pb::ConsentSource::Support as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    app.opt_out(pb::OptOutRequest {
+        tenant_id: "demo".into(),
+        phone_number: "+14155550105".into(),
+        source: pb::ConsentSource::Support as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let err = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "+14155550105"))
         .await
         .unwrap_err();
@@ -335,11 +276,10 @@ async fn an_unknown_tenant_is_not_found() {
     let app = spawn_app().await;
     let mut req = subscribe_request("sku-1", "+14155550106");
     req.tenant_id = "nobody".into();
-    let err = app.waitlist().subscribe(req).await.unwrap_err();
+    let err = app.subscribe(req).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("nobody"));
     let err = app
-        .waitlist()
         .list_subscriptions(pb::ListSubscriptionsRequest {
             tenant_id: "nobody".into(),
             ..Default::default()
@@ -382,7 +322,7 @@ async fn bad_input_names_every_bad_field_and_writes_nothing() {
         time_zone: "Mars/Olympus".into(),
         ..Default::default()
     };
-    let err = app.waitlist().subscribe(req).await.unwrap_err();
+    let err = app.subscribe(req).await.unwrap_err();
     let mut fields = violated_fields(&err);
     fields.sort();
     let mut expected = vec![
@@ -420,7 +360,6 @@ async fn bad_input_names_every_bad_field_and_writes_nothing() {
 async fn missing_target_phone_and_consent_are_each_named() {
     let app = spawn_app().await;
     let err = app
-        .waitlist()
         .subscribe(pb::SubscribeRequest {
             tenant_id: "demo".into(),
             ..Default::default()
@@ -433,11 +372,7 @@ async fn missing_target_phone_and_consent_are_each_named() {
 
     let mut national_without_region = subscribe_request("sku-1", "415 555 0132");
     national_without_region.default_region = String::new();
-    let err = app
-        .waitlist()
-        .subscribe(national_without_region)
-        .await
-        .unwrap_err();
+    let err = app.subscribe(national_without_region).await.unwrap_err();
     assert_eq!(violated_fields(&err), ["phone_number"]);
     assert!(
         err.message().contains("default_region"),
@@ -448,7 +383,7 @@ async fn missing_target_phone_and_consent_are_each_named() {
     let mut bad_region = subscribe_request("sku-1", "415 555 0132");
     bad_region.default_region = "USA".into();
     assert_eq!(
-        violated_fields(&app.waitlist().subscribe(bad_region).await.unwrap_err()),
+        violated_fields(&app.subscribe(bad_region).await.unwrap_err()),
         ["default_region"]
     );
 
@@ -458,7 +393,7 @@ async fn missing_target_phone_and_consent_are_each_named() {
         nanos: 0,
     });
     assert_eq!(
-        violated_fields(&app.waitlist().subscribe(future).await.unwrap_err()),
+        violated_fields(&app.subscribe(future).await.unwrap_err()),
         ["consent.capture_time"]
     );
     assert_eq!(app.count("contacts").await, 0);
@@ -497,14 +432,12 @@ async fn concurrent_shoppers_are_batched_and_queue_in_arrival_order() {
     let mut positions = Vec::new();
     for s in &subs {
         let p = app
-            .waitlist()
             .get_waitlist_position(pb::GetWaitlistPositionRequest {
                 tenant_id: "demo".into(),
                 subscription_id: s.subscription_id.clone(),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(p.waiting_count, 40);
         positions.push((p.position, s.priority_tier));
     }

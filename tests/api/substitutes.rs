@@ -1,17 +1,12 @@
 //! Close substitutes: a purchase of one member of a group stops restock texts about the others,
 //! in planning and again at send time; Explain names the purchase; DryRun counts it.
 
-use std::time::Duration;
-
+use crate::helpers::*;
 use restock::proto::v1 as pb;
 use restock_sms::fake::FakeTwilio;
 use tonic::Code;
 
-use crate::dispatch::{db, dispatch, eventually, set_stock, spawn_sender, texting_hours};
-use crate::helpers::*;
-use crate::purchases::ts;
-
-fn variant(v: &str) -> pb::SubstituteMember {
+fn variant_member(v: &str) -> pb::SubstituteMember {
     pb::SubstituteMember {
         member: Some(pb::substitute_member::Member::VariantId(v.into())),
     }
@@ -28,62 +23,36 @@ async fn set_group(
     group: &str,
     members: Vec<pb::SubstituteMember>,
 ) -> Result<pb::SetSubstituteGroupResponse, tonic::Status> {
-    app.eligibility()
-        .set_substitute_group(pb::SetSubstituteGroupRequest {
-            tenant_id: "demo".into(),
-            group_id: group.into(),
-            members,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn buy(app: &TestApp, order: &str, phone: &str, variant: &str) {
-    dispatch(app)
-        .record_purchase(pb::RecordPurchaseRequest {
-            tenant_id: "demo".into(),
-            order_id: order.into(),
-            phone_number: phone.into(),
-            default_region: "US".into(),
-            lines: vec![pb::PurchaseLine {
-                variant_id: variant.into(),
-                quantity: 1,
-                total_price: Some(pb::Money {
-                    amount_minor: 8_900,
-                    currency_code: "USD".into(),
-                }),
-                location_id: String::new(),
-            }],
-            purchase_time: Some(ts(app.clock.now_dt() - chrono::Duration::minutes(1))),
-            ..Default::default()
-        })
-        .await
-        .expect("record the purchase");
+    app.set_substitute_group(pb::SetSubstituteGroupRequest {
+        tenant_id: "demo".into(),
+        group_id: group.into(),
+        members,
+    })
+    .await
 }
 
 async fn subscribe_ny(app: &TestApp, variant: &str, phone: &str) -> String {
     let mut req = subscribe_request(variant, phone);
     req.time_zone = "America/New_York".into();
-    app.waitlist()
-        .subscribe(req)
+    app.subscribe(req)
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap()
         .subscription_id
 }
 
-async fn message_of(db: &tokio_postgres::Client, subscription: &str) -> (String, Option<String>) {
-    let id = uuid::Uuid::parse_str(subscription).unwrap();
-    let r = db
-        .query_one(
-            "SELECT status, reason FROM messages WHERE subscription_id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1))
+/// The status and reason of the one message to `subscription`, as ListMessages answers.
+async fn message_of(app: &TestApp, subscription: &str) -> (pb::MessageStatus, pb::ReasonCode) {
+    let found = app
+        .all_messages(pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            subscription_id: subscription.into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    (found[0].status(), found[0].reason())
 }
 
 /// Ann bought the other colour before the restock: planning skips her. Bob buys it after his
@@ -92,13 +61,13 @@ async fn message_of(db: &tokio_postgres::Client, subscription: &str) -> (String,
 #[tokio::test]
 async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time() {
     let fake = FakeTwilio::start().await.unwrap();
-    let app = spawn_sender(&fake, |_| {}).await;
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
     let night = texting_hours() - chrono::Duration::hours(15); // 23:00 in New York
     app.clock.set(night);
     let created = set_group(
         &app,
         "parka",
-        vec![variant("parka-red"), variant("parka-blue")],
+        vec![variant_member("parka-red"), variant_member("parka-blue")],
     )
     .await
     .unwrap();
@@ -107,42 +76,68 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
     let ann_id = subscribe_ny(&app, "parka-red", ann).await;
     let bob_id = subscribe_ny(&app, "parka-red", bob).await;
     let cy_id = subscribe_ny(&app, "parka-red", cy).await;
-    buy(&app, "order-ann", ann, "parka-blue").await;
+    app.record_purchase(purchase(
+        "order-ann",
+        ann,
+        "parka-blue",
+        1,
+        (8_900, "USD"),
+        app.clock.now_dt() - chrono::Duration::minutes(1),
+    ))
+    .await
+    .expect("record the purchase");
     // A purchase of something outside the group changes nothing.
-    buy(&app, "order-cy", cy, "scarf-1").await;
+    app.record_purchase(purchase(
+        "order-cy",
+        cy,
+        "scarf-1",
+        1,
+        (8_900, "USD"),
+        app.clock.now_dt() - chrono::Duration::minutes(1),
+    ))
+    .await
+    .expect("record the purchase");
 
     set_stock(&app, "parka-red", "loc-1", 0, 1).await;
     set_stock(&app, "parka-red", "loc-1", 9, 2).await;
-    let db = db(&app).await;
-    eventually(Duration::from_secs(10), "the release planned", || async {
-        db.query_one("SELECT count(*) FROM messages", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 3
-    })
-    .await;
+    assert_eq!(app.step().await.planned, 1);
     assert_eq!(
-        message_of(&db, &ann_id).await,
-        ("skipped".into(), Some("substitute_purchased".into()))
+        message_of(&app, &ann_id).await,
+        (
+            pb::MessageStatus::Skipped,
+            pb::ReasonCode::SubstitutePurchased
+        )
     );
-    assert_eq!(message_of(&db, &bob_id).await.0, "deferred");
-    assert_eq!(message_of(&db, &cy_id).await.0, "deferred");
+    assert_eq!(
+        message_of(&app, &bob_id).await.0,
+        pb::MessageStatus::Deferred
+    );
+    assert_eq!(
+        message_of(&app, &cy_id).await.0,
+        pb::MessageStatus::Deferred
+    );
 
     // After planning, before the morning: Bob buys the blue one.
     app.clock.set(night + chrono::Duration::hours(2));
-    buy(&app, "order-bob", bob, "parka-blue").await;
+    app.record_purchase(purchase(
+        "order-bob",
+        bob,
+        "parka-blue",
+        1,
+        (8_900, "USD"),
+        app.clock.now_dt() - chrono::Duration::minutes(1),
+    ))
+    .await
+    .expect("record the purchase");
     app.clock.set(night + chrono::Duration::hours(9)); // 08:00 in New York
-    assert!(fake.wait_for_messages(1, Duration::from_secs(20)).await);
-    eventually(Duration::from_secs(10), "Bob's text decided", || async {
-        !["deferred", "sending"].contains(&message_of(&db, &bob_id).await.0.as_str())
-    })
-    .await;
+    assert_eq!(app.settle(10).await.claimed, 2);
     assert_eq!(
-        message_of(&db, &bob_id).await,
-        ("skipped".into(), Some("substitute_purchased".into()))
+        message_of(&app, &bob_id).await,
+        (
+            pb::MessageStatus::Skipped,
+            pb::ReasonCode::SubstitutePurchased
+        )
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let to: Vec<String> = fake.messages().into_iter().map(|m| m.to).collect();
     assert_eq!(
         to,
@@ -152,15 +147,13 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
 
     // Explain says which purchase stopped Bob's text.
     let why = app
-        .eligibility()
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: bob_id.clone(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(why.decision, pb::EligibilityDecision::Skip as i32);
     assert_eq!(why.reason, pb::ReasonCode::SubstitutePurchased as i32);
     let rule = why
@@ -175,14 +168,13 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
         rule.explanation
     );
     // ListMessages reports the reason too.
-    let msgs = dispatch(&app)
+    let msgs = app
         .list_messages(pb::ListMessagesRequest {
             tenant_id: "demo".into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
         .messages;
     let substitute = msgs
         .iter()
@@ -192,15 +184,13 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
 
     // DryRun counts both buyers under the reason.
     let dry = app
-        .eligibility()
         .dry_run(pb::DryRunRequest {
             tenant_id: "demo".into(),
             variant_id: "parka-red".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let counted = dry
         .skipped_by_reason
         .iter()
@@ -209,23 +199,20 @@ async fn a_purchase_of_a_substitute_stops_the_text_in_planning_and_at_send_time(
     assert_eq!(counted, Some(2), "{:?}", dry.skipped_by_reason);
 
     // The group deleted, the purchase no longer suppresses anything.
-    app.eligibility()
-        .delete_substitute_group(pb::DeleteSubstituteGroupRequest {
-            tenant_id: "demo".into(),
-            group_id: "parka".into(),
-        })
-        .await
-        .unwrap();
+    app.delete_substitute_group(pb::DeleteSubstituteGroupRequest {
+        tenant_id: "demo".into(),
+        group_id: "parka".into(),
+    })
+    .await
+    .unwrap();
     let why = app
-        .eligibility()
         .explain(pb::ExplainRequest {
             tenant_id: "demo".into(),
             subscription_id: bob_id,
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_ne!(why.reason, pb::ReasonCode::SubstitutePurchased as i32);
 }
 
@@ -246,11 +233,10 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
     .await;
     app.clock.set(texting_hours());
     // The catalogue: boot-new-42 and boot-new-43 are variants of product boot-new.
-    let mut e = app.eligibility();
     for (i, v) in ["boot-new-42", "boot-new-43"].iter().enumerate() {
-        let mut ev = crate::inventory::event(&format!("cat-{i}"), v, "web", 0, 1);
+        let mut ev = event(&format!("cat-{i}"), v, "web", 0, 1);
         ev.product_id = "boot-new".into();
-        e.report_inventory(pb::ReportInventoryRequest {
+        app.report_inventory(pb::ReportInventoryRequest {
             tenant_id: "demo".into(),
             events: vec![ev],
         })
@@ -260,11 +246,20 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
     let phone = "+14155550211";
     let classic = subscribe_ny(&app, "boot-classic-42", phone).await;
     let new_43 = subscribe_ny(&app, "boot-new-43", phone).await;
-    buy(&app, "order-1", phone, "boot-new-42").await;
+    app.record_purchase(purchase(
+        "order-1",
+        phone,
+        "boot-new-42",
+        1,
+        (8_900, "USD"),
+        app.clock.now_dt() - chrono::Duration::minutes(1),
+    ))
+    .await
+    .expect("record the purchase");
     let reason = |id: String, v: &'static str| {
-        let mut e = app.eligibility();
+        let app = &app;
         async move {
-            e.explain(pb::ExplainRequest {
+            app.explain(pb::ExplainRequest {
                 tenant_id: "demo".into(),
                 subscription_id: id,
                 variant_id: v.into(),
@@ -272,7 +267,6 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
             })
             .await
             .unwrap()
-            .into_inner()
             .rules
             .into_iter()
             .find(|r| r.rule == pb::EligibilityRule::SubstitutePurchase as i32)
@@ -288,20 +282,22 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
     assert_eq!(r.verdict, pb::RuleVerdict::Pass as i32, "{}", r.explanation);
 
     // The configured group is listed, read only.
-    let listed = e
+    let listed = app
         .list_substitute_groups(pb::ListSubstituteGroupsRequest {
             tenant_id: "demo".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(listed.groups.len(), 1);
     let g = &listed.groups[0];
     assert_eq!(g.group_id, "config.boots");
     assert!(g.configured);
-    assert_eq!(g.members, [variant("boot-classic-42"), product("boot-new")]);
-    let refused = e
+    assert_eq!(
+        g.members,
+        [variant_member("boot-classic-42"), product("boot-new")]
+    );
+    let refused = app
         .delete_substitute_group(pb::DeleteSubstituteGroupRequest {
             tenant_id: "demo".into(),
             group_id: "config.boots".into(),
@@ -322,11 +318,11 @@ async fn product_members_and_configured_groups_suppress_the_other_members() {
 #[tokio::test]
 async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
     let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
-    let first = set_group(&app, "g1", vec![variant("a"), product("p")])
+    let first = set_group(&app, "g1", vec![variant_member("a"), product("p")])
         .await
         .unwrap();
     assert!(first.created);
-    let again = set_group(&app, "g1", vec![product("p"), variant("a")])
+    let again = set_group(&app, "g1", vec![product("p"), variant_member("a")])
         .await
         .unwrap();
     assert!(!again.created);
@@ -334,31 +330,41 @@ async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
         again.group, first.group,
         "the same members again changed the group"
     );
-    let replaced = set_group(&app, "g1", vec![variant("a"), variant("b"), variant("c")])
-        .await
-        .unwrap();
+    let replaced = set_group(
+        &app,
+        "g1",
+        vec![
+            variant_member("a"),
+            variant_member("b"),
+            variant_member("c"),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         replaced.group.unwrap().members,
-        [variant("a"), variant("b"), variant("c")]
+        [
+            variant_member("a"),
+            variant_member("b"),
+            variant_member("c")
+        ]
     );
     for id in ["g2", "g3"] {
-        set_group(&app, id, vec![variant("x"), variant("y")])
+        set_group(&app, id, vec![variant_member("x"), variant_member("y")])
             .await
             .unwrap();
     }
-    let mut e = app.eligibility();
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = e
+        let page = app
             .list_substitute_groups(pb::ListSubstituteGroupsRequest {
                 tenant_id: "demo".into(),
                 page_size: 2,
                 page_token: token.clone(),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(page.groups.len() <= 2);
         seen.extend(page.groups.into_iter().map(|g| g.group_id));
         if page.next_page_token.is_empty() {
@@ -377,7 +383,7 @@ async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
             pb::SetSubstituteGroupRequest {
                 tenant_id: String::new(),
                 group_id: "config.x".into(),
-                members: vec![variant("a")],
+                members: vec![variant_member("a")],
             },
             &["tenant_id", "group_id", "members"],
         ),
@@ -386,10 +392,10 @@ async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
                 tenant_id: "demo".into(),
                 group_id: "g1".into(),
                 members: vec![
-                    variant("a"),
-                    variant("a"),
+                    variant_member("a"),
+                    variant_member("a"),
                     pb::SubstituteMember { member: None },
-                    variant(""),
+                    variant_member(""),
                     product(&"p".repeat(200)),
                 ],
             },
@@ -404,16 +410,16 @@ async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
             pb::SetSubstituteGroupRequest {
                 tenant_id: "demo".into(),
                 group_id: "big".into(),
-                members: (0..101).map(|i| variant(&format!("v{i}"))).collect(),
+                members: (0..101).map(|i| variant_member(&format!("v{i}"))).collect(),
             },
             &["members"],
         ),
     ];
     for (req, fields) in cases {
-        let status = e.set_substitute_group(req).await.unwrap_err();
+        let status = app.set_substitute_group(req).await.unwrap_err();
         assert_eq!(violated_fields(&status), *fields);
     }
-    let status = e
+    let status = app
         .delete_substitute_group(pb::DeleteSubstituteGroupRequest {
             tenant_id: "demo".into(),
             group_id: "no-such-group".into(),
@@ -421,7 +427,7 @@ async fn substitute_groups_are_replaced_whole_listed_in_pages_and_validated() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = e
+    let status = app
         .list_substitute_groups(pb::ListSubstituteGroupsRequest {
             tenant_id: "demo".into(),
             page_size: -1,

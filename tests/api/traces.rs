@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::helpers::*;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -22,9 +23,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::metrics::v1::Metric;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use restock::proto::v1::waitlist_service_client::WaitlistServiceClient;
-
-use crate::dispatch::eventually;
-use crate::helpers::*;
 
 /// Every span and metric exported to it.
 #[derive(Clone, Default)]
@@ -212,8 +210,6 @@ async fn a_restock_is_traced_from_the_inventory_event_to_the_providers_answer() 
     use restock::proto::v1 as pb;
     use restock::proto::v1::eligibility_service_client::EligibilityServiceClient;
     use restock_sms::fake::FakeTwilio;
-
-    use crate::inventory::event;
 
     let (collector, endpoint) = Collector::start().await;
     let fake = FakeTwilio::start().await.unwrap();

@@ -2,25 +2,9 @@
 //! their place and consent; the counters stay equal to a recount; a retry is harmless; a
 //! release in flight holds it off.
 
-use restock::proto::v1 as pb;
-use restock::proto::v1::dispatch_service_client::DispatchServiceClient;
-use tonic::Code;
-
-use crate::dispatch::{db, set_stock};
 use crate::helpers::*;
-
-async fn subscribe(app: &TestApp, variant: &str, phone: &str, tier: u32) -> String {
-    let mut req = subscribe_request(variant, phone);
-    req.priority_tier = tier;
-    app.waitlist()
-        .subscribe(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
-        .subscription_id
-}
+use restock::proto::v1 as pb;
+use tonic::Code;
 
 async fn transfer(
     app: &TestApp,
@@ -39,34 +23,30 @@ async fn transfer(
 
 async fn position(app: &TestApp, id: &str) -> (u64, u64) {
     let r = app
-        .waitlist()
         .get_waitlist_position(pb::GetWaitlistPositionRequest {
             tenant_id: "demo".into(),
             subscription_id: id.into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     (r.position, r.waiting_count)
 }
 
 async fn subscription(app: &TestApp, id: &str) -> pb::Subscription {
-    app.waitlist()
-        .get_subscription(pb::GetSubscriptionRequest {
-            tenant_id: "demo".into(),
-            subscription_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap()
+    app.get_subscription(pb::GetSubscriptionRequest {
+        tenant_id: "demo".into(),
+        subscription_id: id.into(),
+    })
+    .await
+    .unwrap()
+    .subscription
+    .unwrap()
 }
 
 /// The waitlist counters (V8) against a recount of the live subscriptions, per (waitlist,
 /// tier); answers the counters.
 async fn counters_equal_a_recount(app: &TestApp) -> Vec<(String, i32, i64)> {
-    let db = db(app).await;
+    let db = app.db().await;
     let rows = |sql: &'static str| {
         let db = &db;
         async move {
@@ -108,17 +88,17 @@ async fn counters_equal_a_recount(app: &TestApp) -> Vec<(String, i32, i64)> {
 async fn a_transferred_waitlist_keeps_every_place_and_the_counters_equal_a_recount() {
     let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
     let p = |i: u32| format!("+1415555{:04}", 300 + i);
-    let o1 = subscribe(&app, "sku-old", &p(1), 0).await;
-    let n2 = subscribe(&app, "sku-new", &p(2), 0).await;
-    let both_old_first = subscribe(&app, "sku-old", &p(3), 0).await;
-    let n4 = subscribe(&app, "sku-new", &p(4), 0).await;
-    let both_new_first = subscribe(&app, "sku-new", &p(5), 0).await;
-    let later_new = subscribe(&app, "sku-new", &p(3), 0).await;
-    let later_old = subscribe(&app, "sku-old", &p(5), 0).await;
-    let vip = subscribe(&app, "sku-old", &p(6), 2).await;
-    let o7 = subscribe(&app, "sku-old", &p(7), 0).await;
+    let o1 = app.subscribed_in_tier("sku-old", &p(1), 0).await;
+    let n2 = app.subscribed_in_tier("sku-new", &p(2), 0).await;
+    let both_old_first = app.subscribed_in_tier("sku-old", &p(3), 0).await;
+    let n4 = app.subscribed_in_tier("sku-new", &p(4), 0).await;
+    let both_new_first = app.subscribed_in_tier("sku-new", &p(5), 0).await;
+    let later_new = app.subscribed_in_tier("sku-new", &p(3), 0).await;
+    let later_old = app.subscribed_in_tier("sku-old", &p(5), 0).await;
+    let vip = app.subscribed_in_tier("sku-old", &p(6), 2).await;
+    let o7 = app.subscribed_in_tier("sku-old", &p(7), 0).await;
     // Another waitlist, untouched.
-    let other = subscribe(&app, "sku-other", &p(1), 0).await;
+    let other = app.subscribed_in_tier("sku-other", &p(1), 0).await;
     counters_equal_a_recount(&app).await;
 
     let done = transfer(&app, "sku-old", "sku-new").await.unwrap();
@@ -155,7 +135,7 @@ async fn a_transferred_waitlist_keeps_every_place_and_the_counters_equal_a_recou
     assert_eq!(counters_equal_a_recount(&app).await, counters);
     assert_eq!(position(&app, &o7).await, (7, 7));
     // A shopper who comes back to the old SKU joins its (now empty) line anew.
-    let back = subscribe(&app, "sku-old", &p(8), 0).await;
+    let back = app.subscribed_in_tier("sku-old", &p(8), 0).await;
     assert_eq!(position(&app, &back).await, (1, 1));
     counters_equal_a_recount(&app).await;
 }
@@ -166,7 +146,7 @@ async fn a_transferred_waitlist_keeps_every_place_and_the_counters_equal_a_recou
 async fn a_transfer_waits_until_no_release_of_the_source_is_in_flight() {
     // No dispatch: the release stays in planning, as one being planned would.
     let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
-    let a = subscribe(&app, "sku-old", "+14155550401", 0).await;
+    let a = app.subscribed_in_tier("sku-old", "+14155550401", 0).await;
     set_stock(&app, "sku-old", "web", 5, 1).await;
     let refused = transfer(&app, "sku-old", "sku-new").await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
@@ -174,18 +154,16 @@ async fn a_transfer_waits_until_no_release_of_the_source_is_in_flight() {
     assert_eq!(subscription(&app, &a).await.variant_id, "sku-old");
     counters_equal_a_recount(&app).await;
     // A release of the target is no obstacle; the source's is.
-    let mut d = DispatchServiceClient::new(app.channel.clone());
-    let releases = d
+    let releases = app
         .list_releases(pb::ListReleasesRequest {
             tenant_id: "demo".into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
         .releases;
     assert_eq!(releases.len(), 1);
-    d.cancel_release(pb::CancelReleaseRequest {
+    app.cancel_release(pb::CancelReleaseRequest {
         tenant_id: "demo".into(),
         release_id: releases[0].release_id.clone(),
         reason: "moving the waitlist".into(),
@@ -213,7 +191,6 @@ async fn a_transfer_names_its_bad_fields() {
     ];
     for (tenant, from, to, fields) in cases {
         let status = app
-            .waitlist()
             .transfer_waitlist(pb::TransferWaitlistRequest {
                 tenant_id: tenant.to_string(),
                 from_variant_id: from.to_string(),
@@ -233,11 +210,13 @@ async fn racing_transfers_leave_every_shopper_once_and_the_counters_right() {
     let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
     for i in 0..30u32 {
         let variant = if i % 2 == 0 { "sku-a" } else { "sku-b" };
-        subscribe(&app, variant, &format!("+1415555{:04}", 700 + i), i % 3).await;
+        app.subscribed_in_tier(variant, &format!("+1415555{:04}", 700 + i), i % 3)
+            .await;
     }
     // Five shoppers on both.
     for i in 0..5u32 {
-        subscribe(&app, "sku-b", &format!("+1415555{:04}", 700 + 2 * i), 0).await;
+        app.subscribed_in_tier("sku-b", &format!("+1415555{:04}", 700 + 2 * i), 0)
+            .await;
     }
     let (one, two, back) = tokio::join!(
         transfer(&app, "sku-a", "sku-b"),
@@ -248,7 +227,7 @@ async fn racing_transfers_leave_every_shopper_once_and_the_counters_right() {
         assert!(r.is_ok(), "{r:?}");
     }
     counters_equal_a_recount(&app).await;
-    let db = db(&app).await;
+    let db = app.db().await;
     let r = db
         .query_one(
             "SELECT count(*), count(DISTINCT contact_id) FROM subscriptions \

@@ -19,7 +19,7 @@ async fn waitlist_position_follows_tier_then_arrival() {
     for (i, tier) in [0u32, 0, 5, 0].into_iter().enumerate() {
         let mut req = subscribe_request("sku-1", &format!("+1415555020{i}"));
         req.priority_tier = tier;
-        let r = app.waitlist().subscribe(req).await.unwrap().into_inner();
+        let r = app.subscribe(req).await.unwrap();
         ids.push((r.subscription.unwrap().subscription_id, r.waitlist_position));
     }
     // At subscribe time: 1, 2, then the tier-5 shopper jumps to 1, then the last is 4th.
@@ -30,45 +30,38 @@ async fn waitlist_position_follows_tier_then_arrival() {
     let mut now = Vec::new();
     for (id, _) in &ids {
         let p = app
-            .waitlist()
             .get_waitlist_position(pb::GetWaitlistPositionRequest {
                 tenant_id: "demo".into(),
                 subscription_id: id.clone(),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert_eq!(p.waiting_count, 4);
         now.push(p.position);
     }
     assert_eq!(now, [2, 3, 1, 4]);
 
-    app.waitlist()
-        .unsubscribe(pb::UnsubscribeRequest {
-            tenant_id: "demo".into(),
-            subscription_id: ids[0].0.clone(),
-        })
-        .await
-        .unwrap();
+    app.unsubscribe(pb::UnsubscribeRequest {
+        tenant_id: "demo".into(),
+        subscription_id: ids[0].0.clone(),
+    })
+    .await
+    .unwrap();
     let p = app
-        .waitlist()
         .get_waitlist_position(pb::GetWaitlistPositionRequest {
             tenant_id: "demo".into(),
             subscription_id: ids[1].0.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!((p.position, p.waiting_count), (2, 3));
     let gone = app
-        .waitlist()
         .get_waitlist_position(pb::GetWaitlistPositionRequest {
             tenant_id: "demo".into(),
             subscription_id: ids[0].0.clone(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(gone.position, 0);
 }
 
@@ -76,32 +69,21 @@ async fn waitlist_position_follows_tier_then_arrival() {
 async fn unsubscribe_cancels_once_and_a_new_subscribe_starts_over() {
     let app = spawn_app().await;
     let sub = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "+14155550300"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let id = sub.subscription.unwrap().subscription_id;
     let req = pb::UnsubscribeRequest {
         tenant_id: "demo".into(),
         subscription_id: id.clone(),
     };
     let a = app
-        .waitlist()
         .unsubscribe(req.clone())
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
-    let b = app
-        .waitlist()
-        .unsubscribe(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
+    let b = app.unsubscribe(req).await.unwrap().subscription.unwrap();
     assert_eq!(a.status, pb::SubscriptionStatus::Cancelled as i32);
     assert_eq!(a.cancel_reason, pb::CancelReason::Unsubscribed as i32);
     assert_eq!(
@@ -109,11 +91,9 @@ async fn unsubscribe_cancels_once_and_a_new_subscribe_starts_over() {
         "the second call changes nothing"
     );
     let again = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "+14155550300"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(again.created);
     assert_ne!(again.subscription.unwrap().subscription_id, id);
 }
@@ -122,19 +102,13 @@ async fn unsubscribe_cancels_once_and_a_new_subscribe_starts_over() {
 async fn unknown_and_malformed_subscription_ids_are_told_apart() {
     let app = spawn_app().await;
     let err = app
-        .waitlist()
         .get_subscription(get(&uuid::Uuid::new_v4().to_string()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = app
-        .waitlist()
-        .get_subscription(get("42"))
-        .await
-        .unwrap_err();
+    let err = app.get_subscription(get("42")).await.unwrap_err();
     assert_eq!(violated_fields(&err), ["subscription_id"]);
     let err = app
-        .waitlist()
         .confirm_subscription(pb::ConfirmSubscriptionRequest {
             tenant_id: "demo".into(),
             subscription_id: "x".into(),
@@ -153,23 +127,19 @@ async fn confirming_a_cancelled_subscription_is_a_failed_precondition() {
     let mut req = subscribe_request("sku-1", "+14155550301");
     req.tenant_id = "demo-double-opt-in".into();
     let id = app
-        .waitlist()
         .subscribe(req)
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap()
         .subscription_id;
-    app.waitlist()
-        .unsubscribe(pb::UnsubscribeRequest {
-            tenant_id: "demo-double-opt-in".into(),
-            subscription_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    app.unsubscribe(pb::UnsubscribeRequest {
+        tenant_id: "demo-double-opt-in".into(),
+        subscription_id: id.clone(),
+    })
+    .await
+    .unwrap();
     let err = app
-        .waitlist()
         .confirm_subscription(pb::ConfirmSubscriptionRequest {
             tenant_id: "demo-double-opt-in".into(),
             subscription_id: id,
@@ -184,8 +154,7 @@ async fn confirming_a_cancelled_subscription_is_a_failed_precondition() {
 async fn pages_neither_repeat_nor_skip_while_subscriptions_arrive() {
     let app = spawn_app().await;
     for i in 0..25 {
-        app.waitlist()
-            .subscribe(subscribe_request("sku-1", &format!("+141555504{i:02}")))
+        app.subscribe(subscribe_request("sku-1", &format!("+141555504{i:02}")))
             .await
             .unwrap();
     }
@@ -194,7 +163,6 @@ async fn pages_neither_repeat_nor_skip_while_subscriptions_arrive() {
     let mut arrivals = 0;
     loop {
         let page = app
-            .waitlist()
             .list_subscriptions(pb::ListSubscriptionsRequest {
                 tenant_id: "demo".into(),
                 page_size: 7,
@@ -203,14 +171,12 @@ async fn pages_neither_repeat_nor_skip_while_subscriptions_arrive() {
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(page.subscriptions.len() <= 7);
         seen.extend(page.subscriptions.into_iter().map(|s| s.phone_number));
         // New shoppers arrive between pages, for this variant and another.
         for v in ["sku-1", "sku-2"] {
-            app.waitlist()
-                .subscribe(subscribe_request(v, &format!("+141555505{arrivals:02}")))
+            app.subscribe(subscribe_request(v, &format!("+141555505{arrivals:02}")))
                 .await
                 .unwrap();
             arrivals += 1;
@@ -240,24 +206,20 @@ async fn list_filters_combine_and_tokens_are_bound_to_them() {
     let app = spawn_app().await;
     let mut a = subscribe_request("sku-1", "+14155550600");
     a.customer_id = "cust-a".into();
-    app.waitlist().subscribe(a).await.unwrap();
-    app.waitlist()
-        .subscribe(subscribe_request("sku-2", "+14155550600"))
+    app.subscribe(a).await.unwrap();
+    app.subscribe(subscribe_request("sku-2", "+14155550600"))
         .await
         .unwrap();
     let c = app
-        .waitlist()
         .subscribe(subscribe_request("sku-1", "+14155550601"))
         .await
-        .unwrap()
-        .into_inner();
-    app.waitlist()
-        .unsubscribe(pb::UnsubscribeRequest {
-            tenant_id: "demo".into(),
-            subscription_id: c.subscription.unwrap().subscription_id,
-        })
-        .await
         .unwrap();
+    app.unsubscribe(pb::UnsubscribeRequest {
+        tenant_id: "demo".into(),
+        subscription_id: c.subscription.unwrap().subscription_id,
+    })
+    .await
+    .unwrap();
     let list = |req: pb::ListSubscriptionsRequest| {
         let mut client = app.waitlist();
         async move { client.list_subscriptions(req).await.unwrap().into_inner() }
@@ -301,7 +263,6 @@ async fn list_filters_combine_and_tokens_are_bound_to_them() {
     .await;
     assert!(!first.next_page_token.is_empty());
     let err = app
-        .waitlist()
         .list_subscriptions(pb::ListSubscriptionsRequest {
             page_token: first.next_page_token.clone(),
             variant_id: "sku-2".into(),
@@ -311,7 +272,6 @@ async fn list_filters_combine_and_tokens_are_bound_to_them() {
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["page_token"]);
     let err = app
-        .waitlist()
         .list_subscriptions(pb::ListSubscriptionsRequest {
             page_token: "bogus".into(),
             page_size: -1,
@@ -331,20 +291,11 @@ async fn erasure_replaces_personal_data_and_keeps_the_counts() {
     let mut req = subscribe_request("sku-1", "+14155550700");
     req.customer_id = "cust-7".into();
     req.session_id = "sess-7".into();
-    let sub = app
-        .waitlist()
-        .subscribe(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
-    app.waitlist()
-        .subscribe(subscribe_request("sku-2", "+14155550700"))
+    let sub = app.subscribe(req).await.unwrap().subscription.unwrap();
+    app.subscribe(subscribe_request("sku-2", "+14155550700"))
         .await
         .unwrap();
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", "+14155550701"))
+    app.subscribe(subscribe_request("sku-1", "+14155550701"))
         .await
         .unwrap();
     let erase = pb::ErasePhoneRequest {
@@ -352,12 +303,7 @@ async fn erasure_replaces_personal_data_and_keeps_the_counts() {
         phone_number: "+1 415 555 0700".into(),
         default_region: String::new(),
     };
-    let out = app
-        .waitlist()
-        .erase_phone(erase.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let out = app.erase_phone(erase.clone()).await.unwrap();
     assert!(out.erased);
     assert_eq!(out.subscriptions_erased, 2);
     assert_eq!(out.consent_events_erased, 2);
@@ -385,11 +331,9 @@ async fn erasure_replaces_personal_data_and_keeps_the_counts() {
     assert_eq!(app.count("consent_events").await, 3);
 
     let after = app
-        .waitlist()
         .get_subscription(get(&sub.subscription_id))
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     assert_eq!(after.phone_number, "");
@@ -397,31 +341,23 @@ async fn erasure_replaces_personal_data_and_keeps_the_counts() {
     assert_eq!(after.status, pb::SubscriptionStatus::Cancelled as i32);
     assert_eq!(after.cancel_reason, pb::CancelReason::Erased as i32);
     let history = app
-        .waitlist()
         .get_consent_history(pb::GetConsentHistoryRequest {
             tenant_id: "demo".into(),
             phone_number: "+14155550700".into(),
             default_region: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(history.consent_state, pb::ConsentState::None as i32);
     assert!(history.events.is_empty());
-    let again = app
-        .waitlist()
-        .erase_phone(erase)
-        .await
-        .unwrap()
-        .into_inner();
+    let again = app.erase_phone(erase).await.unwrap();
     assert!(!again.erased, "erasing twice changes nothing");
 }
 
 #[tokio::test]
 async fn the_consent_ledger_refuses_edits_outside_erasure() {
     let app = spawn_app().await;
-    app.waitlist()
-        .subscribe(subscribe_request("sku-1", "+14155550800"))
+    app.subscribe(subscribe_request("sku-1", "+14155550800"))
         .await
         .unwrap();
     let db = app.db().await;
@@ -446,25 +382,21 @@ async fn a_lapsed_subscription_reads_expired_and_a_new_subscribe_replaces_it() {
         nanos: 0,
     });
     let first = app
-        .waitlist()
         .subscribe(req.clone())
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     app.clock.advance(chrono::Duration::hours(2));
     let lapsed = app
-        .waitlist()
         .get_subscription(get(&first.subscription_id))
         .await
         .unwrap()
-        .into_inner()
         .subscription
         .unwrap();
     assert_eq!(lapsed.status, pb::SubscriptionStatus::Expired as i32);
     req.expire_time = None;
-    let second = app.waitlist().subscribe(req).await.unwrap().into_inner();
+    let second = app.subscribe(req).await.unwrap();
     assert!(second.created);
     assert_eq!(second.waitlist_position, 1);
     let db = app.db().await;
