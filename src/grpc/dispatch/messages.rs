@@ -70,14 +70,13 @@ impl DispatchApi {
                 )
             })
             .flatten();
-        let mut statuses: Vec<String> = req
+        let mut statuses: Vec<MessageStatus> = req
             .statuses
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 v.enumeration::<pb::MessageStatus>(&format!("statuses[{i}]"), *s, true)
-                    .and_then(message_status_name)
-                    .map(str::to_string)
+                    .and_then(message_status_of)
             })
             .collect();
         statuses.sort();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use restock_domain::eligibility::Reason;
 use restock_domain::waves::Strategy;
-use restock_domain::TenantPolicy;
+use restock_domain::{MessageStatus, ReleaseState, TenantPolicy, WaveState};
 use restock_store::dispatch::{Steer, SteerResult};
 use restock_store::releases::{
     MessageCursor, MessageFilter, MessageView, ReleaseFilter, ReleaseView, Tally,
@@ -78,7 +78,7 @@ impl DispatchApi {
             SteerResult::Refused(state) => Err(ApiError::FailedPrecondition {
                 kind: "STATE",
                 subject: "release_id".into(),
-                description: refusal(steer, &state),
+                description: refusal(steer, state),
             }),
         }
     }
@@ -93,13 +93,16 @@ async fn load_release(
     Ok(release(&view, state.tenants.get(tenant_id)))
 }
 
-fn refusal(steer: Steer, state: &str) -> String {
+fn refusal(steer: Steer, state: ReleaseState) -> String {
     let what = match steer {
         Steer::Pause => "only a planning or sending release can be paused",
         Steer::Resume => "only a paused release can be resumed",
         Steer::Cancel => "only a planning, sending or paused release can be cancelled",
     };
-    format!("the release is {}: {what}", state.replace('_', " "))
+    format!(
+        "the release is {}: {what}",
+        state.as_str().replace('_', " ")
+    )
 }
 
 // ---- Conversions between stored names and the API's enums.
@@ -238,7 +241,7 @@ mod tests {
     fn tally(wave: Option<i32>, status: &str, reason: Option<&str>, n: i64, seg: i64) -> Tally {
         Tally {
             wave,
-            status: status.into(),
+            status: MessageStatus::parse(status).expect("a stored status"),
             reason: reason.map(str::to_string),
             messages: n,
             segments: seg,
@@ -311,9 +314,13 @@ mod tests {
             reason_code(Some("frequency_cap_phone")),
             pb::ReasonCode::FrequencyCapPhone
         );
-        for (name, status) in STATUSES {
-            assert_eq!(message_status(name), status);
-            assert_eq!(message_status_name(status), Some(name));
+        for &status in MessageStatus::VARIANTS {
+            assert_eq!(message_status_of(message_status(status)), Some(status));
         }
+        assert_eq!(message_status_of(pb::MessageStatus::Unspecified), None);
+        for &state in ReleaseState::VARIANTS {
+            assert_eq!(release_state_of(release_state(state)), Some(state));
+        }
+        assert_eq!(release_state_of(pb::ReleaseState::Unspecified), None);
     }
 }

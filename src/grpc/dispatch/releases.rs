@@ -53,14 +53,13 @@ impl DispatchApi {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         page_size_rule(&mut v, req.page_size);
-        let mut states: Vec<String> = req
+        let mut states: Vec<ReleaseState> = req
             .states
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 v.enumeration::<pb::ReleaseState>(&format!("states[{i}]"), *s, true)
-                    .and_then(release_state_name)
-                    .map(str::to_string)
+                    .and_then(release_state_of)
             })
             .collect();
         states.sort();
@@ -134,7 +133,8 @@ impl DispatchApi {
             let mut draining = state.draining.subscribe();
             loop {
                 if let Some(release) = send.take() {
-                    let done = ended(release.state());
+                    let done =
+                        release_state_of(release.state()).is_some_and(ReleaseState::has_ended);
                     let snapshot = pb::WatchReleaseResponse {
                         release: Some(release),
                     };
