@@ -3,6 +3,7 @@
 //! `messages_due`), so a scrape costs the backlog's size in index entries, not the outbox's.
 
 use chrono::{DateTime, Utc};
+use restock_domain::MessageStatus;
 
 use crate::cached::{query, query_one};
 use crate::{Store, StoreError};
@@ -11,7 +12,7 @@ use crate::{Store, StoreError};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {
     /// Messages per state among planned, deferred and sending (absent states: none).
-    pub by_state: Vec<(String, i64)>,
+    pub by_state: Vec<(MessageStatus, i64)>,
     /// The earliest `due_at` of a message that is planned or deferred in an open wave.
     pub oldest_due: Option<DateTime<Utc>>,
 }
