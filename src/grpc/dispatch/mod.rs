@@ -10,9 +10,7 @@ use restock_domain::eligibility::Reason;
 use restock_domain::waves::Strategy;
 use restock_domain::{MessageStatus, ReleaseState, TenantPolicy, WaveState};
 use restock_store::dispatch::{Steer, SteerResult};
-use restock_store::releases::{
-    MessageCursor, MessageFilter, MessageView, ReleaseFilter, ReleaseView, Tally,
-};
+use restock_store::releases::{MessageCursor, MessageView, ReleaseView, Tally};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -21,7 +19,7 @@ use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
-use super::validate::{page_size, Violations};
+use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::dispatch_service_server::DispatchService;
@@ -31,12 +29,8 @@ mod messages;
 mod releases;
 mod views;
 
-use releases::*;
 use views::*;
-
-const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
-const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) use views::{message_status_of, release_state_of};
 
 /// The service.
 pub struct DispatchApi {

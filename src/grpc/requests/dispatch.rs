@@ -1,9 +1,14 @@
 //! DispatchService's requests as typed commands.
 
+use std::time::Duration;
+
+use restock_domain::{MessageStatus, ReleaseState};
+use restock_store::releases::{MessageFilter, ReleaseFilter};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::grpc::validate::Violations;
+use crate::grpc::dispatch::{message_status_of, release_state_of};
+use crate::grpc::validate::{page_size, Violations};
 use crate::proto::v1 as pb;
 
 /// Longest reason a release is paused or cancelled for.
@@ -99,5 +104,169 @@ impl TryFrom<pb::GetMessageRequest> for MessageRef {
                 message_id,
             });
         v.into_result(parts)
+    }
+}
+
+/// Releases to watch for: between 100 ms and 60 s between two snapshots.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(60);
+/// The interval when a WatchRelease names none.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A page size: 0 is the default, a negative one is refused (see `validate::page_size`).
+fn page_size_rule(v: &mut Violations, raw: i32) -> i64 {
+    if raw < 0 {
+        v.add("page_size", "must not be negative");
+    }
+    page_size(raw)
+}
+
+/// A page of a tenant's releases: ListReleases.
+#[derive(Debug)]
+pub struct ListReleases {
+    pub tenant_id: String,
+    pub filter: ReleaseFilter,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// Opened by the handler against the filter's scope (empty: the first page).
+    pub page_token: String,
+}
+
+impl TryFrom<pb::ListReleasesRequest> for ListReleases {
+    type Error = ApiError;
+    fn try_from(req: pb::ListReleasesRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let page_size = page_size_rule(&mut v, req.page_size);
+        let mut states: Vec<ReleaseState> = req
+            .states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                v.enumeration::<pb::ReleaseState>(&format!("states[{i}]"), *s, true)
+                    .and_then(release_state_of)
+            })
+            .collect();
+        states.sort();
+        states.dedup();
+        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| {
+            ts.and_then(|ts| v.timestamp(field, ts))
+        };
+        let created_from = time("create_time_start", req.create_time_start.as_ref());
+        let created_before = time("create_time_end", req.create_time_end.as_ref());
+        if let (Some(from), Some(before)) = (created_from, created_before) {
+            if before <= from {
+                v.add("create_time_end", "must be after create_time_start");
+            }
+        }
+        let filter = ReleaseFilter {
+            variant_id: v.id("variant_id", &req.variant_id, false),
+            product_id: v.id("product_id", &req.product_id, false),
+            location_id: v.id("location_id", &req.location_id, false),
+            restock_id: v.uuid("restock_id", &req.restock_id, false),
+            states,
+            created_from,
+            created_before,
+        };
+        let parts = tenant_id.map(|tenant_id| ListReleases {
+            tenant_id,
+            filter,
+            page_size,
+            page_token: req.page_token,
+        });
+        v.into_result(parts)
+    }
+}
+
+/// A page of a tenant's messages: ListMessages.
+#[derive(Debug)]
+pub struct ListMessages {
+    pub tenant_id: String,
+    pub filter: MessageFilter,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// Opened by the handler against the filter's scope (empty: the first page).
+    pub page_token: String,
+}
+
+impl TryFrom<pb::ListMessagesRequest> for ListMessages {
+    type Error = ApiError;
+    fn try_from(req: pb::ListMessagesRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let page_size = page_size_rule(&mut v, req.page_size);
+        let phone = (!req.phone_number.is_empty())
+            .then(|| {
+                v.phone(
+                    "phone_number",
+                    "default_region",
+                    &req.phone_number,
+                    &req.default_region,
+                )
+            })
+            .flatten();
+        let mut statuses: Vec<MessageStatus> = req
+            .statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                v.enumeration::<pb::MessageStatus>(&format!("statuses[{i}]"), *s, true)
+                    .and_then(message_status_of)
+            })
+            .collect();
+        statuses.sort();
+        statuses.dedup();
+        let filter = MessageFilter {
+            release_id: v.uuid("release_id", &req.release_id, false),
+            phone_e164: phone.map(|p| p.e164().to_string()),
+            subscription_id: v.uuid("subscription_id", &req.subscription_id, false),
+            statuses,
+        };
+        let parts = tenant_id.map(|tenant_id| ListMessages {
+            tenant_id,
+            filter,
+            page_size,
+            page_token: req.page_token,
+        });
+        v.into_result(parts)
+    }
+}
+
+/// A release to stream snapshots of: WatchRelease.
+#[derive(Debug)]
+pub struct WatchRelease {
+    pub release: ReleaseRef,
+    /// Between [`MIN_WATCH_INTERVAL`] and [`MAX_WATCH_INTERVAL`].
+    pub interval: Duration,
+}
+
+impl TryFrom<pb::WatchReleaseRequest> for WatchRelease {
+    type Error = ApiError;
+    fn try_from(req: pb::WatchReleaseRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let release = ReleaseRef::parse(&mut v, &req.tenant_id, &req.release_id);
+        let interval = min_interval(&mut v, req.min_interval.as_ref());
+        let parts = release
+            .zip(interval)
+            .map(|(release, interval)| WatchRelease { release, interval });
+        v.into_result(parts)
+    }
+}
+
+fn min_interval(v: &mut Violations, raw: Option<&prost_types::Duration>) -> Option<Duration> {
+    let Some(d) = raw else {
+        return Some(DEFAULT_WATCH_INTERVAL);
+    };
+    let valid = (0..1_000_000_000).contains(&d.nanos) && d.seconds >= 0;
+    let interval = valid.then(|| Duration::new(d.seconds as u64, d.nanos as u32));
+    match interval {
+        Some(i) if (MIN_WATCH_INTERVAL..=MAX_WATCH_INTERVAL).contains(&i) => Some(i),
+        _ => {
+            v.add(
+                "min_interval",
+                "must be at least 100 milliseconds and at most 60 seconds",
+            );
+            None
+        }
     }
 }
