@@ -270,3 +270,95 @@ fn min_interval(v: &mut Violations, raw: Option<&prost_types::Duration>) -> Opti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_releases_names_every_bad_field() {
+        let req = pb::ListReleasesRequest {
+            tenant_id: String::new(),
+            page_size: -1,
+            states: vec![pb::ReleaseState::Paused as i32, 99],
+            restock_id: "not-a-uuid".into(),
+            create_time_start: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            create_time_end: Some(prost_types::Timestamp {
+                seconds: 1_600_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let mut got = fields(ListReleases::try_from(req).unwrap_err());
+        got.sort();
+        assert_eq!(
+            got,
+            ["create_time_end", "page_size", "restock_id", "states[1]", "tenant_id"]
+        );
+    }
+
+    #[test]
+    fn list_releases_dedups_states_and_caps_the_page() {
+        let req = pb::ListReleasesRequest {
+            tenant_id: "demo".into(),
+            page_size: 100_000,
+            states: vec![
+                pb::ReleaseState::Paused as i32,
+                pb::ReleaseState::Sending as i32,
+                pb::ReleaseState::Paused as i32,
+            ],
+            ..Default::default()
+        };
+        let cmd = ListReleases::try_from(req).unwrap();
+        assert_eq!(cmd.filter.states, [ReleaseState::Sending, ReleaseState::Paused]);
+        assert_eq!(cmd.page_size, page_size(100_000));
+    }
+
+    #[test]
+    fn list_messages_names_every_bad_field() {
+        let req = pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            page_size: -5,
+            phone_number: "12".into(),
+            statuses: vec![pb::MessageStatus::Unspecified as i32],
+            subscription_id: "x".into(),
+            ..Default::default()
+        };
+        let mut got = fields(ListMessages::try_from(req).unwrap_err());
+        got.sort();
+        assert_eq!(got, ["page_size", "phone_number", "statuses[0]", "subscription_id"]);
+    }
+
+    #[test]
+    fn watch_interval_is_bounded() {
+        let watch = |seconds: i64, nanos: i32| {
+            WatchRelease::try_from(pb::WatchReleaseRequest {
+                tenant_id: "demo".into(),
+                release_id: Uuid::nil().to_string(),
+                min_interval: Some(prost_types::Duration { seconds, nanos }),
+            })
+        };
+        assert_eq!(watch(0, 100_000_000).unwrap().interval, MIN_WATCH_INTERVAL);
+        assert_eq!(watch(60, 0).unwrap().interval, MAX_WATCH_INTERVAL);
+        assert_eq!(fields(watch(0, 99_999_999).unwrap_err()), ["min_interval"]);
+        assert_eq!(fields(watch(61, 0).unwrap_err()), ["min_interval"]);
+        assert_eq!(fields(watch(-1, 0).unwrap_err()), ["min_interval"]);
+        let default = WatchRelease::try_from(pb::WatchReleaseRequest {
+            tenant_id: "demo".into(),
+            release_id: Uuid::nil().to_string(),
+            min_interval: None,
+        })
+        .unwrap();
+        assert_eq!(default.interval, DEFAULT_WATCH_INTERVAL);
+    }
+}
