@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use restock_domain::{MessageStatus, ReleaseState};
 use restock_store::releases::{MessageFilter, ReleaseFilter};
 use uuid::Uuid;
@@ -303,7 +304,13 @@ mod tests {
         got.sort();
         assert_eq!(
             got,
-            ["create_time_end", "page_size", "restock_id", "states[1]", "tenant_id"]
+            [
+                "create_time_end",
+                "page_size",
+                "restock_id",
+                "states[1]",
+                "tenant_id"
+            ]
         );
     }
 
@@ -320,7 +327,10 @@ mod tests {
             ..Default::default()
         };
         let cmd = ListReleases::try_from(req).unwrap();
-        assert_eq!(cmd.filter.states, [ReleaseState::Sending, ReleaseState::Paused]);
+        assert_eq!(
+            cmd.filter.states,
+            [ReleaseState::Sending, ReleaseState::Paused]
+        );
         assert_eq!(cmd.page_size, page_size(100_000));
     }
 
@@ -336,7 +346,15 @@ mod tests {
         };
         let mut got = fields(ListMessages::try_from(req).unwrap_err());
         got.sort();
-        assert_eq!(got, ["page_size", "phone_number", "statuses[0]", "subscription_id"]);
+        assert_eq!(
+            got,
+            [
+                "page_size",
+                "phone_number",
+                "statuses[0]",
+                "subscription_id"
+            ]
+        );
     }
 
     #[test]
@@ -360,5 +378,79 @@ mod tests {
         })
         .unwrap();
         assert_eq!(default.interval, DEFAULT_WATCH_INTERVAL);
+    }
+}
+
+/// A valid ExportMessages: a tenant's messages created in `[from, before)`.
+#[derive(Debug)]
+pub struct ExportMessages {
+    pub tenant_id: String,
+    pub from: DateTime<Utc>,
+    pub before: DateTime<Utc>,
+}
+
+impl TryFrom<pb::ExportMessagesRequest> for ExportMessages {
+    type Error = ApiError;
+    fn try_from(req: pb::ExportMessagesRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
+            None => {
+                v.add(field, "is required");
+                None
+            }
+            Some(ts) => v.timestamp(field, ts),
+        };
+        let from = time("start_time", req.start_time.as_ref());
+        let before = time("end_time", req.end_time.as_ref());
+        if let (Some(from), Some(before)) = (from, before) {
+            if before <= from {
+                v.add("end_time", "must be after start_time");
+            }
+        }
+        let parts = tenant_id
+            .zip(from.zip(before))
+            .map(|(tenant_id, (from, before))| ExportMessages {
+                tenant_id,
+                from,
+                before,
+            });
+        v.into_result(parts)
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn an_export_needs_a_tenant_and_a_forward_period() {
+        let fields = |req: pb::ExportMessagesRequest| match ExportMessages::try_from(req) {
+            Err(ApiError::InvalidArgument(v)) => v.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        };
+        assert_eq!(
+            fields(pb::ExportMessagesRequest::default()),
+            ["tenant_id", "start_time", "end_time"]
+        );
+        assert_eq!(
+            fields(pb::ExportMessagesRequest {
+                tenant_id: "demo".into(),
+                start_time: ts(200),
+                end_time: ts(100),
+            }),
+            ["end_time"]
+        );
+        let ok = ExportMessages::try_from(pb::ExportMessagesRequest {
+            tenant_id: "demo".into(),
+            start_time: ts(100),
+            end_time: ts(200),
+        })
+        .unwrap();
+        assert_eq!((ok.from.timestamp(), ok.before.timestamp()), (100, 200));
     }
 }
