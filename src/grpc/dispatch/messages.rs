@@ -13,7 +13,7 @@ pub(super) fn message_cursor(c: MessageCursor) -> String {
     }
 }
 
-pub(super) fn parse_message_cursor(s: &str, plan_order: bool) -> Option<MessageCursor> {
+pub(crate) fn parse_message_cursor(s: &str, plan_order: bool) -> Option<MessageCursor> {
     let (kind, rest) = s.split_once(':')?;
     match (kind, plan_order) {
         ("n", false) => parse_time_cursor(rest).map(|(t, id)| MessageCursor::Newest(t, id)),
@@ -56,20 +56,15 @@ impl DispatchApi {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
+        let tokens = &self.state.page_tokens;
         let ListMessages {
             tenant_id,
             filter,
             page_size: size,
-            page_token,
-        } = request.into_inner().try_into()?;
+            after,
+        } = ListMessages::parse(request.into_inner(), tokens)?;
         let plan_order = filter.release_id.is_some();
         let scope = Scope::new("ListMessages", &tenant_id, &filter);
-        let tokens = &self.state.page_tokens;
-        let mut v = Violations::default();
-        let after = tokens.open(&mut v, &page_token, &scope, |c| {
-            parse_message_cursor(c, plan_order)
-        });
-        v.into_result(Some(()))?;
         self.state.tenant(&caller, &tenant_id)?;
         let mut rows = self
             .state

@@ -19,7 +19,6 @@ use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
-use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::dispatch_service_server::DispatchService;
@@ -29,6 +28,7 @@ mod messages;
 mod releases;
 mod views;
 
+pub(crate) use messages::parse_message_cursor;
 use views::*;
 pub(crate) use views::{message_status_of, release_state_of};
 

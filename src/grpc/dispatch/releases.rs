@@ -25,17 +25,14 @@ impl DispatchApi {
         request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
+        let tokens = &self.state.page_tokens;
         let ListReleases {
             tenant_id,
             filter,
             page_size: size,
-            page_token,
-        } = request.into_inner().try_into()?;
+            after,
+        } = ListReleases::parse(request.into_inner(), tokens)?;
         let scope = Scope::new("ListReleases", &tenant_id, &filter);
-        let tokens = &self.state.page_tokens;
-        let mut v = Violations::default();
-        let after = tokens.open(&mut v, &page_token, &scope, parse_time_cursor);
-        v.into_result(Some(()))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let mut rows = self
             .state

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use restock_domain::{MessageStatus, ReleaseState};
-use restock_store::releases::{MessageFilter, ReleaseFilter};
+use restock_store::releases::{MessageCursor, MessageFilter, ReleaseFilter};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::grpc::dispatch::{message_status_of, release_state_of};
+use crate::grpc::dispatch::{message_status_of, parse_message_cursor, release_state_of};
+use crate::grpc::paging::{parse_time_cursor, PageTokens, Scope};
 use crate::grpc::validate::{page_size, Violations};
 use crate::proto::v1 as pb;
 
@@ -129,13 +130,13 @@ pub struct ListReleases {
     pub filter: ReleaseFilter,
     /// At most `validate::MAX_PAGE`.
     pub page_size: i64,
-    /// Opened by the handler against the filter's scope (empty: the first page).
-    pub page_token: String,
+    /// Where the page starts (none: the first page): the page token, opened against this very
+    /// filter (a token of other filters is a violation of `page_token`).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
-impl TryFrom<pb::ListReleasesRequest> for ListReleases {
-    type Error = ApiError;
-    fn try_from(req: pb::ListReleasesRequest) -> Result<Self, ApiError> {
+impl ListReleases {
+    pub fn parse(req: pb::ListReleasesRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let page_size = page_size_rule(&mut v, req.page_size);
@@ -169,11 +170,13 @@ impl TryFrom<pb::ListReleasesRequest> for ListReleases {
             created_from,
             created_before,
         };
+        let scope = Scope::new("ListReleases", &req.tenant_id, &filter);
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         let parts = tenant_id.map(|tenant_id| ListReleases {
             tenant_id,
             filter,
             page_size,
-            page_token: req.page_token,
+            after,
         });
         v.into_result(parts)
     }
@@ -186,13 +189,13 @@ pub struct ListMessages {
     pub filter: MessageFilter,
     /// At most `validate::MAX_PAGE`.
     pub page_size: i64,
-    /// Opened by the handler against the filter's scope (empty: the first page).
-    pub page_token: String,
+    /// Where the page starts (none: the first page), opened against this very filter; in plan
+    /// order when the filter names a release, else newest first.
+    pub after: Option<MessageCursor>,
 }
 
-impl TryFrom<pb::ListMessagesRequest> for ListMessages {
-    type Error = ApiError;
-    fn try_from(req: pb::ListMessagesRequest) -> Result<Self, ApiError> {
+impl ListMessages {
+    pub fn parse(req: pb::ListMessagesRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let page_size = page_size_rule(&mut v, req.page_size);
@@ -223,11 +226,16 @@ impl TryFrom<pb::ListMessagesRequest> for ListMessages {
             subscription_id: v.uuid("subscription_id", &req.subscription_id, false),
             statuses,
         };
+        let plan_order = filter.release_id.is_some();
+        let scope = Scope::new("ListMessages", &req.tenant_id, &filter);
+        let after = tokens.open(&mut v, &req.page_token, &scope, |c| {
+            parse_message_cursor(c, plan_order)
+        });
         let parts = tenant_id.map(|tenant_id| ListMessages {
             tenant_id,
             filter,
             page_size,
-            page_token: req.page_token,
+            after,
         });
         v.into_result(parts)
     }
@@ -276,6 +284,10 @@ fn min_interval(v: &mut Violations, raw: Option<&prost_types::Duration>) -> Opti
 mod tests {
     use super::*;
 
+    fn tokens() -> PageTokens {
+        PageTokens::new(b"test key")
+    }
+
     fn fields(e: ApiError) -> Vec<String> {
         match e {
             ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
@@ -290,6 +302,7 @@ mod tests {
             page_size: -1,
             states: vec![pb::ReleaseState::Paused as i32, 99],
             restock_id: "not-a-uuid".into(),
+            page_token: "garbage".into(),
             create_time_start: Some(prost_types::Timestamp {
                 seconds: 1_700_000_000,
                 nanos: 0,
@@ -300,13 +313,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mut got = fields(ListReleases::try_from(req).unwrap_err());
+        let mut got = fields(ListReleases::parse(req, &tokens()).unwrap_err());
         got.sort();
         assert_eq!(
             got,
             [
                 "create_time_end",
                 "page_size",
+                "page_token",
                 "restock_id",
                 "states[1]",
                 "tenant_id"
@@ -326,7 +340,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let cmd = ListReleases::try_from(req).unwrap();
+        let cmd = ListReleases::parse(req, &tokens()).unwrap();
         assert_eq!(
             cmd.filter.states,
             [ReleaseState::Sending, ReleaseState::Paused]
@@ -344,7 +358,7 @@ mod tests {
             subscription_id: "x".into(),
             ..Default::default()
         };
-        let mut got = fields(ListMessages::try_from(req).unwrap_err());
+        let mut got = fields(ListMessages::parse(req, &tokens()).unwrap_err());
         got.sort();
         assert_eq!(
             got,
