@@ -552,6 +552,40 @@ mod tests {
         assert!(e.to_string().contains("redis.url"), "{e}");
     }
 
+    #[test]
+    fn a_bad_quiet_hours_window_fails_loading_and_names_its_key() {
+        for (var, value, key) in [
+            (
+                "RESTOCK__TENANTS__DEMO__QUIET_HOURS_START",
+                "8am",
+                "quiet_hours_start",
+            ),
+            (
+                "RESTOCK__TENANTS__DEMO__QUIET_HOURS_END",
+                "25:00",
+                "quiet_hours_end",
+            ),
+        ] {
+            let e = Settings::load_from(None, env(&[(var, value)])).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains(&format!("tenants.demo.{key}")), "{e}");
+            assert!(e.contains("HH:MM"), "{e}");
+        }
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_START", "22:00"),
+                ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_END", "06:30"),
+            ]),
+        )
+        .unwrap();
+        let (start, end) = s.tenants["demo"].quiet_window();
+        assert_eq!(
+            (start.to_string(), end.to_string()),
+            ("22:00:00".into(), "06:30:00".into())
+        );
+    }
+
     fn credential(name: &str, hash: &str, tenants: &str, scopes: &str) -> Vec<(String, String)> {
         let key = format!("RESTOCK__AUTH__CREDENTIALS__{name}");
         env(&[

@@ -244,7 +244,7 @@ fn texting_hours(
     region: Option<&str>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let (start, end) = policy.quiet_window().ok()?;
+    let (start, end) = policy.quiet_window();
     let zones: Vec<Tz> = match time_zone.and_then(|t| t.parse::<Tz>().ok()) {
         Some(tz) => vec![tz],
         None => match region {

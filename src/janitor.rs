@@ -102,9 +102,9 @@ pub async fn apply_held_reports(
                         ..
                     } = outcome
                     {
-                        tracing::info!(%tenant_id, %message_id, from, to = status, "held delivery report applied");
+                        tracing::info!(%tenant_id, %message_id, from = from.as_str(), to = status.as_str(), "held delivery report applied");
                         if from != status {
-                            metrics.message_outcome(tenant_id, status);
+                            metrics.message_outcome(tenant_id, status.as_str());
                         }
                     }
                     metrics.webhook_call("status", "held_applied");

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use restock_domain::MessageStatus;
 
 /// What `/metrics` answers with: the format [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -128,7 +129,11 @@ struct StateLabel {
 }
 
 /// The states of the outbox's backlog: a message not yet handed over.
-pub const BACKLOG_STATES: [&str; 3] = ["planned", "deferred", "sending"];
+pub const BACKLOG_STATES: [MessageStatus; 3] = [
+    MessageStatus::Planned,
+    MessageStatus::Deferred,
+    MessageStatus::Sending,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -445,15 +450,15 @@ impl Metrics {
 
     /// The outbox's backlog as last read: `by_state` counts (a state not listed has none) and
     /// the wait of the oldest due message.
-    pub fn outbox_backlog(&self, by_state: &[(String, i64)], oldest_due_age_seconds: f64) {
+    pub fn outbox_backlog(&self, by_state: &[(MessageStatus, i64)], oldest_due_age_seconds: f64) {
         for state in BACKLOG_STATES {
             let n = by_state
                 .iter()
-                .find(|(s, _)| s == state)
+                .find(|(s, _)| *s == state)
                 .map_or(0, |(_, n)| *n);
             self.outbox
                 .get_or_create(&StateLabel {
-                    state: state.to_owned(),
+                    state: state.as_str().to_owned(),
                 })
                 .set(n);
         }
@@ -563,10 +568,10 @@ impl Otel {
                     for state in BACKLOG_STATES {
                         let n = outbox
                             .get_or_create(&StateLabel {
-                                state: state.to_owned(),
+                                state: state.as_str().to_owned(),
                             })
                             .get();
-                        o.observe(n, &[KeyValue::new("state", state)]);
+                        o.observe(n, &[KeyValue::new("state", state.as_str())]);
                     }
                 })
                 .build(),

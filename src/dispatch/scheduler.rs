@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use restock_domain::MessageStatus;
 use restock_sms::provider::{OutboundSms, Sender};
 use restock_store::dispatch::{Expired, Outcome, OutcomeError};
 use tokio::sync::watch;
@@ -232,7 +233,7 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
     let mut outcome = Outcome {
         tenant_id: m.tenant_id.clone(),
         message_id: m.message_id,
-        status: "unknown",
+        status: MessageStatus::Unknown,
         reason: None,
         due_at: None,
         provider_message_id: None,
@@ -280,7 +281,7 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
                 .state
                 .metrics
                 .message_outcome(&m.tenant_id, "reconciled_sent");
-            outcome.status = "sent";
+            outcome.status = MessageStatus::Sent;
             outcome.provider_message_id = Some(report.provider_message_id);
             outcome.provider_status = Some(report.status.as_str().to_string());
             outcome.segments = report.segments.map(|s| s as i32);
@@ -292,11 +293,11 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
                 .state
                 .metrics
                 .message_outcome(&m.tenant_id, "reconciled_resend");
-            outcome.status = "planned";
+            outcome.status = MessageStatus::Planned;
             outcome.due_at = Some(now);
         }
         Ok(None) => {
-            outcome.status = "failed";
+            outcome.status = MessageStatus::Failed;
             outcome.error = Some(OutcomeError {
                 code: "attempts".into(),
                 description: "never accepted by the provider after the last attempt".into(),
@@ -308,7 +309,7 @@ async fn reconcile_one(engine: &Engine, m: &Expired) -> Outcome {
             engine
                 .state
                 .metrics
-                .message_outcome(&m.tenant_id, "unknown");
+                .message_outcome(&m.tenant_id, MessageStatus::Unknown.as_str());
             outcome.error = Some(OutcomeError {
                 code: "unknown".into(),
                 description: format!("the outcome could not be learnt: {e}"),

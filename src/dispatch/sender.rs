@@ -17,7 +17,7 @@ use restock_domain::eligibility::{
     Decision, LiveExclusions, Outcome as Verdict, Reason, RestockContext,
 };
 use restock_domain::waves::backoff;
-use restock_domain::{ConsentSource, Phone, TenantPolicy};
+use restock_domain::{ConsentSource, MessageStatus, Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
 use restock_store::handover::Handover;
@@ -175,7 +175,7 @@ async fn process(
         let Some(policy) = state.tenants.get(&c.tenant_id) else {
             outcomes.push(Outcome::status(
                 &c,
-                "skipped",
+                MessageStatus::Skipped,
                 Some("tenant_unknown".into()),
                 None,
             ));
@@ -184,7 +184,7 @@ async fn process(
         let Some(phone) = c.candidate.phone_e164.clone() else {
             outcomes.push(Outcome::status(
                 &c,
-                "skipped",
+                MessageStatus::Skipped,
                 Some("phone_erased".into()),
                 None,
             ));
@@ -351,7 +351,7 @@ async fn hand_over(
     // another replica's by now) gives its phone's token back: a text never sent must not cost
     // the shopper one of the texts a day they may get.
     for o in &outcomes {
-        if matches!(o.status, "sent" | "sending") {
+        if matches!(o.status, MessageStatus::Sent | MessageStatus::Sending) {
             grants.remove(&o.message_id);
         }
     }
@@ -452,10 +452,12 @@ async fn hand_over_granted(
                 );
             }
             Handover::OptedOut => {
-                state.metrics.message_outcome(&c.tenant_id, "suppressed");
+                state
+                    .metrics
+                    .message_outcome(&c.tenant_id, MessageStatus::Suppressed.as_str());
                 outcomes.push(Outcome::status(
                     c,
-                    "suppressed",
+                    MessageStatus::Suppressed,
                     Some(Reason::ConsentOptedOut.as_str().into()),
                     None,
                 ));
@@ -463,7 +465,7 @@ async fn hand_over_granted(
             Handover::Erased => {
                 outcomes.push(Outcome::status(
                     c,
-                    "skipped",
+                    MessageStatus::Skipped,
                     Some("phone_erased".into()),
                     None,
                 ));
@@ -542,12 +544,17 @@ fn decide(
 fn not_now(engine: &Engine, c: &Claimed, d: &Decision) -> Outcome {
     let reason = d.reason.map(|r| r.as_str().to_string());
     let (status, due) = match d.outcome {
-        Verdict::Defer(until) => ("deferred", Some(until)),
-        Verdict::Skip if d.reason == Some(Reason::ConsentOptedOut) => ("suppressed", None),
-        Verdict::Skip if d.reason == Some(Reason::Holdout) => ("held_out", None),
-        _ => ("skipped", None),
+        Verdict::Defer(until) => (MessageStatus::Deferred, Some(until)),
+        Verdict::Skip if d.reason == Some(Reason::ConsentOptedOut) => {
+            (MessageStatus::Suppressed, None)
+        }
+        Verdict::Skip if d.reason == Some(Reason::Holdout) => (MessageStatus::HeldOut, None),
+        _ => (MessageStatus::Skipped, None),
     };
-    engine.state.metrics.message_outcome(&c.tenant_id, status);
+    engine
+        .state
+        .metrics
+        .message_outcome(&c.tenant_id, status.as_str());
     Outcome::status(c, status, reason, due)
 }
 
@@ -689,7 +696,7 @@ async fn send(
         .metrics
         .send_seconds(started.elapsed().as_secs_f64());
     let now = engine.state.clock.now();
-    let mut outcome = Outcome::status(c, "sent", None, None);
+    let mut outcome = Outcome::status(c, MessageStatus::Sent, None, None);
     let mut opted_out = None;
     outcome.attempted = 1;
     let attempts = c.attempts as u32 + 1;
@@ -708,7 +715,7 @@ async fn send(
             outcome.sent_at = Some(now);
         }
         Err(e @ SendError::Transient { .. }) if attempts >= engine.settings.max_attempts => {
-            outcome.status = "failed";
+            outcome.status = MessageStatus::Failed;
             outcome.error = Some(error(&e, true));
         }
         Err(ref e @ SendError::Transient { retry_after, .. }) => {
@@ -716,7 +723,7 @@ async fn send(
             let base = Duration::from_millis(engine.settings.retry_base_ms);
             let wait =
                 backoff(attempts, base, MAX_BACKOFF, unit).max(retry_after.unwrap_or_default());
-            outcome.status = "planned";
+            outcome.status = MessageStatus::Planned;
             outcome.due_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
             outcome.error = Some(error(e, false));
         }
@@ -724,17 +731,17 @@ async fn send(
             // Our credentials or sender are wrong: every text would fail the same way, so this
             // one is not charged an attempt; it waits while someone fixes the configuration.
             tracing::error!(error = %e, "the provider rejects our configuration");
-            outcome.status = "planned";
+            outcome.status = MessageStatus::Planned;
             outcome.attempted = 0;
             outcome.due_at = Some(now + chrono::Duration::seconds(30));
             outcome.error = Some(error(e, false));
         }
         Err(ref e @ SendError::Permanent { .. }) => {
-            outcome.status = "failed";
+            outcome.status = MessageStatus::Failed;
             outcome.error = Some(error(e, true));
         }
         Err(ref e @ SendError::OptedOut { .. }) => {
-            outcome.status = "suppressed";
+            outcome.status = MessageStatus::Suppressed;
             outcome.reason = Some(Reason::ConsentOptedOut.as_str().into());
             outcome.error = Some(error(e, true));
             opted_out = Phone::parse(&item.phone, "")
@@ -750,7 +757,7 @@ async fn send(
         Err(ref e @ SendError::Unknown { .. }) => {
             // Maybe sent: never resent blindly. The scheduler asks the provider once its lease
             // (set here) runs out.
-            outcome.status = "sending";
+            outcome.status = MessageStatus::Sending;
             outcome.lease_until = Some(now + RECONCILE_AFTER);
             outcome.error = Some(error(e, false));
         }
@@ -758,7 +765,7 @@ async fn send(
     engine
         .state
         .metrics
-        .message_outcome(&c.tenant_id, outcome.status);
+        .message_outcome(&c.tenant_id, outcome.status.as_str());
     (outcome, opted_out)
 }
 

@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::validate::Violations;
+use super::requests::dispatch::ExportMessages;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::startup::AppState;
@@ -28,26 +28,11 @@ pub async fn export(
     req: pb::ExportMessagesRequest,
     to_message: fn(MessageView) -> pb::Message,
 ) -> Result<ExportStream, ApiError> {
-    let mut v = Violations::default();
-    let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-    let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
-        None => {
-            v.add(field, "is required");
-            None
-        }
-        Some(ts) => v.timestamp(field, ts),
-    };
-    let from = time("start_time", req.start_time.as_ref());
-    let before = time("end_time", req.end_time.as_ref());
-    if let (Some(from), Some(before)) = (from, before) {
-        if before <= from {
-            v.add("end_time", "must be after start_time");
-        }
-    }
-    v.finish()?;
-    let (Some(tenant_id), Some(from), Some(before)) = (tenant_id, from, before) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
+    let ExportMessages {
+        tenant_id,
+        from,
+        before,
+    } = req.try_into()?;
     state.tenant(caller, &tenant_id)?;
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {

@@ -88,7 +88,7 @@ pub(super) async fn status(
             message_id,
             status: current,
         }) => {
-            tracing::debug!(%tenant_id, %message_id, current, reported = status, "status callback changed nothing");
+            tracing::debug!(%tenant_id, %message_id, current = current.as_str(), reported = status, "status callback changed nothing");
             state.metrics.webhook_call(KIND, "unchanged");
         }
         Ok(ReportOutcome::Applied {
@@ -101,15 +101,15 @@ pub(super) async fn status(
             tracing::info!(
                 %tenant_id,
                 %message_id,
-                from,
-                to,
+                from = from.as_str(),
+                to = to.as_str(),
                 reported = status,
                 error_code = report.error_code,
                 opted_out,
                 "delivery report applied"
             );
             if to != from {
-                state.metrics.message_outcome(&tenant_id, &to);
+                state.metrics.message_outcome(&tenant_id, to.as_str());
             }
             state.metrics.webhook_call(KIND, "applied");
         }

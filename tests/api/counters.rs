@@ -41,7 +41,9 @@ async fn kept(app: &TestApp) -> Tallies {
     for id in ids {
         let release = app.state.store.get_release("demo", id).await.unwrap();
         for t in release.tallies {
-            let e = all.entry((t.wave, t.status, t.reason)).or_default();
+            let e = all
+                .entry((t.wave, t.status.as_str().to_string(), t.reason))
+                .or_default();
             e.0 += t.messages;
             e.1 += t.segments;
         }
@@ -112,7 +114,10 @@ async fn release_tallies_equal_a_count_of_the_outbox_through_retries_deferrals_s
         .await
         .unwrap();
     assert!(
-        !claimed.is_empty() && claimed.iter().all(|c| c.previous_status == "planned"),
+        !claimed.is_empty()
+            && claimed
+                .iter()
+                .all(|c| c.previous_status == restock_domain::MessageStatus::Planned),
         "{claimed:?}"
     );
     tallies_match(&app).await;

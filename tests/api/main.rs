@@ -30,6 +30,7 @@ mod reports;
 mod sell_through;
 mod shutdown;
 mod stack;
+mod states;
 mod subscribe;
 mod substitutes;
 mod traces;

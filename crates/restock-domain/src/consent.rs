@@ -31,9 +31,11 @@ pub enum ConsentState {
 }
 
 macro_rules! str_enum {
-    ($ty:ty { $($variant:ident => $s:literal),+ $(,)? }) => {
+    ($ty:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
         impl $ty {
-            /// The stable name stored in the database.
+            /// Every value, in declaration order.
+            pub const VARIANTS: &'static [Self] = &[$(Self::$variant),+];
+            /// The stable name stored in the database: the one mapping of this type to it.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $s),+ }
             }
@@ -41,6 +43,43 @@ macro_rules! str_enum {
             pub fn parse(s: &str) -> Option<Self> {
                 match s { $($s => Some(Self::$variant),)+ _ => None }
             }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        #[cfg(feature = "postgres")]
+        impl<'a> ::postgres_types::FromSql<'a> for $ty {
+            fn from_sql(
+                ty: &::postgres_types::Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn ::std::error::Error + Sync + Send>> {
+                let s = <&str as ::postgres_types::FromSql>::from_sql(ty, raw)?;
+                Self::parse(s).ok_or_else(|| {
+                    format!(concat!("unknown ", stringify!($ty), " {:?}"), s).into()
+                })
+            }
+            fn accepts(ty: &::postgres_types::Type) -> bool {
+                <&str as ::postgres_types::FromSql>::accepts(ty)
+            }
+        }
+
+        #[cfg(feature = "postgres")]
+        impl ::postgres_types::ToSql for $ty {
+            fn to_sql(
+                &self,
+                ty: &::postgres_types::Type,
+                out: &mut ::bytes::BytesMut,
+            ) -> Result<::postgres_types::IsNull, Box<dyn ::std::error::Error + Sync + Send>> {
+                <&str as ::postgres_types::ToSql>::to_sql(&self.as_str(), ty, out)
+            }
+            fn accepts(ty: &::postgres_types::Type) -> bool {
+                <&str as ::postgres_types::ToSql>::accepts(ty)
+            }
+            ::postgres_types::to_sql_checked!();
         }
     };
 }

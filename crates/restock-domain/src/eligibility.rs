@@ -678,7 +678,7 @@ fn quiet_hours_rule(recipient: &Recipient, window: &Window, now: DateTime<Utc>) 
                 window.text()
             )
         };
-        return pass(r, recipient.sentence(window, &body));
+        return pass(r, recipient.sentence(&body));
     };
     let clock = format!(
         "it is {} in {}",
@@ -691,7 +691,7 @@ fn quiet_hours_rule(recipient: &Recipient, window: &Window, now: DateTime<Utc>) 
             window.text(),
             recipient.scope()
         );
-        return skip(r, Reason::QuietHours, recipient.sentence(window, &body));
+        return skip(r, Reason::QuietHours, recipient.sentence(&body));
     };
     let body = if zones.len() == 1 {
         let local = at.with_timezone(&zones[0]);
@@ -713,7 +713,7 @@ fn quiet_hours_rule(recipient: &Recipient, window: &Window, now: DateTime<Utc>) 
         r,
         Verdict::Defer(at),
         Some(Reason::QuietHours),
-        recipient.sentence(window, &body),
+        recipient.sentence(&body),
     )
 }
 
@@ -927,42 +927,25 @@ impl Recipient {
         )
     }
 
-    /// Capitalised, with the caveats first, ending in a full stop.
-    fn sentence(&self, window: &Window, body: &str) -> String {
-        let caveats: Vec<&str> = [window.caveat, self.caveat.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
-        if caveats.is_empty() {
-            format!("{}.", upper_first(body))
-        } else {
-            format!("{}: {body}.", upper_first(&caveats.join("; ")))
+    /// Capitalised, with the caveat first, ending in a full stop.
+    fn sentence(&self, body: &str) -> String {
+        match &self.caveat {
+            None => format!("{}.", upper_first(body)),
+            Some(caveat) => format!("{}: {body}.", upper_first(caveat)),
         }
     }
 }
 
-/// The texting window, falling back to the default when the policy's cannot be read: texting
-/// within sane hours beats refusing to decide (and the server refuses such a policy at start).
+/// The texting window of the brand (parsed once, when the configuration was read).
 struct Window {
     start: NaiveTime,
     end: NaiveTime,
-    caveat: Option<&'static str>,
 }
 
 impl Window {
     fn of(policy: &TenantPolicy) -> Self {
-        match policy.quiet_window() {
-            Ok((start, end)) => Self {
-                start,
-                end,
-                caveat: None,
-            },
-            Err(_) => Self {
-                start: NaiveTime::from_hms_opt(8, 0, 0).expect("valid time"),
-                end: NaiveTime::from_hms_opt(21, 0, 0).expect("valid time"),
-                caveat: Some("the brand's quiet hours cannot be read, so 08:00 to 21:00 is used"),
-            },
-        }
+        let (start, end) = policy.quiet_window();
+        Self { start, end }
     }
 
     fn text(&self) -> String {
@@ -1796,7 +1779,7 @@ mod tests {
                         }
                     }
                     let zones = Recipient::of(&c).zones;
-                    let (start, end) = w.policy.quiet_window().unwrap();
+                    let (start, end) = w.policy.quiet_window();
                     prop_assert!(quiet_hours::is_allowed(&zones, start, end, at));
                     let reason = d.reason.expect("a defer has a reason");
                     prop_assert!(matches!(d.rule(reason.rule()).verdict, Verdict::Defer(_)));

@@ -11,11 +11,13 @@ pub mod phone;
 pub mod quiet_hours;
 pub mod report;
 pub mod restock;
+pub mod states;
 pub mod subscription;
 pub mod tenant;
 pub mod waves;
 
 pub use consent::{ConsentEventKind, ConsentSource, ConsentState};
 pub use phone::{Phone, PhoneError};
+pub use states::{ConfirmationStatus, MessageStatus, ReleaseState, WaveState};
 pub use subscription::{CancelReason, SubscriptionStatus, Target};
 pub use tenant::TenantPolicy;

@@ -26,11 +26,11 @@ pub struct TenantPolicy {
     pub rearm_level: i64,
     /// Local time (`HH:MM`, 24-hour) from which shoppers may be texted.
     #[serde(default = "default_quiet_hours_start")]
-    pub quiet_hours_start: String,
+    pub quiet_hours_start: ClockTime,
     /// Local time (`HH:MM`) from which shoppers may no longer be texted. At or before the start,
     /// the texting window spans midnight.
     #[serde(default = "default_quiet_hours_end")]
-    pub quiet_hours_end: String,
+    pub quiet_hours_end: ClockTime,
     /// Hours after a purchase of a variant during which its buyer gets no restock text for it:
     /// telling someone that what they just bought is back reads as spam.
     #[serde(default = "default_purchase_suppression_hours")]
@@ -316,12 +316,40 @@ fn default_restock_threshold() -> i64 {
     1
 }
 
-fn default_quiet_hours_start() -> String {
-    "08:00".into()
+fn default_quiet_hours_start() -> ClockTime {
+    ClockTime(NaiveTime::from_hms_opt(8, 0, 0).expect("a valid time"))
 }
 
-fn default_quiet_hours_end() -> String {
-    "21:00".into()
+fn default_quiet_hours_end() -> ClockTime {
+    ClockTime(NaiveTime::from_hms_opt(21, 0, 0).expect("a valid time"))
+}
+
+/// A local time of day as configured (`HH:MM`, 24-hour), parsed once when the configuration is
+/// read: a value that is not one fails loading, naming its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ClockTime(pub NaiveTime);
+
+impl TryFrom<String> for ClockTime {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        value.parse()
+    }
+}
+
+impl std::str::FromStr for ClockTime {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        NaiveTime::parse_from_str(value.trim(), "%H:%M")
+            .map(ClockTime)
+            .map_err(|_| format!("expected a 24-hour time HH:MM such as \"08:00\", got {value:?}"))
+    }
+}
+
+impl std::fmt::Display for ClockTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.format("%H:%M"))
+    }
 }
 
 fn default_purchase_suppression_hours() -> u32 {
@@ -438,18 +466,15 @@ impl TenantPolicy {
         })
     }
 
-    /// The texting window `[start, end)` in the shopper's local time.
-    pub fn quiet_window(&self) -> Result<(NaiveTime, NaiveTime), String> {
-        Ok((
-            parse_hh_mm("quiet_hours_start", &self.quiet_hours_start)?,
-            parse_hh_mm("quiet_hours_end", &self.quiet_hours_end)?,
-        ))
+    /// The texting window `[start, end)` in the shopper's local time (parsed when the
+    /// configuration was read).
+    pub fn quiet_window(&self) -> (NaiveTime, NaiveTime) {
+        (self.quiet_hours_start.0, self.quiet_hours_end.0)
     }
 
     /// Checks every knob that can be set to nonsense; the error names the offending key, so the
     /// server can refuse a bad configuration at start rather than misbehave at the first restock.
     pub fn validate(&self) -> Result<(), String> {
-        self.quiet_window()?;
         self.zone()?;
         for (name, group) in &self.substitute_groups {
             let members = group.variants.len() + group.products.len();
@@ -575,12 +600,6 @@ impl TenantPolicy {
     }
 }
 
-fn parse_hh_mm(key: &str, value: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| {
-        format!("{key}: expected a 24-hour time HH:MM such as \"08:00\", got {value:?}")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,10 +610,10 @@ mod tests {
         assert_eq!(p.validate(), Ok(()));
         assert_eq!(
             p.quiet_window(),
-            Ok((
+            (
                 NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
                 NaiveTime::from_hms_opt(21, 0, 0).unwrap()
-            ))
+            )
         );
         assert_eq!(p.restock_threshold, 1);
         assert_eq!(p.rearm_level, 0);
@@ -609,8 +628,6 @@ mod tests {
             f(&mut p);
             p.validate().unwrap_err()
         };
-        assert!(bad(|p| p.quiet_hours_start = "8am".into()).starts_with("quiet_hours_start:"));
-        assert!(bad(|p| p.quiet_hours_end = "25:00".into()).starts_with("quiet_hours_end:"));
         assert!(bad(|p| p.holdout_share = 0.6).starts_with("holdout_share:"));
         assert!(bad(|p| p.time_zone = "Mars/Olympus".into()).starts_with("time_zone:"));
         assert!(
@@ -640,10 +657,20 @@ mod tests {
     }
 
     #[test]
+    fn clock_times_are_24_hour_hh_mm() {
+        assert_eq!("08:30".parse::<ClockTime>().unwrap().to_string(), "08:30");
+        assert_eq!(" 21:00 ".parse::<ClockTime>().unwrap().to_string(), "21:00");
+        for bad in ["8am", "25:00", "", "12:60", "noon"] {
+            let e = bad.parse::<ClockTime>().unwrap_err();
+            assert!(e.contains("HH:MM"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_window_may_span_midnight() {
         let p = TenantPolicy {
-            quiet_hours_start: "22:00".into(),
-            quiet_hours_end: "02:00".into(),
+            quiet_hours_start: "22:00".parse().unwrap(),
+            quiet_hours_end: "02:00".parse().unwrap(),
             ..TenantPolicy::default()
         };
         assert_eq!(p.validate(), Ok(()));

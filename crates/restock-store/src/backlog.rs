@@ -4,6 +4,7 @@
 //! release in `messages_due`: a scrape never reads the outbox itself.
 
 use chrono::{DateTime, Utc};
+use restock_domain::MessageStatus;
 
 use crate::cached::{query, query_one};
 use crate::{Store, StoreError};
@@ -12,7 +13,7 @@ use crate::{Store, StoreError};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Backlog {
     /// Messages per state among planned, deferred and sending (absent states: none).
-    pub by_state: Vec<(String, i64)>,
+    pub by_state: Vec<(MessageStatus, i64)>,
     /// The earliest `due_at` of a message that is planned or deferred in an open wave.
     pub oldest_due: Option<DateTime<Utc>>,
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use restock_domain::ConfirmationStatus;
 use uuid::Uuid;
 
 use crate::cached::{execute, query};
@@ -58,7 +59,7 @@ pub enum ConfirmationOutcome {
 
 /// The columns an outcome sets.
 struct Recorded<'a> {
-    status: &'a str,
+    status: ConfirmationStatus,
     due: Option<DateTime<Utc>>,
     sender: Option<&'a str>,
     sid: Option<&'a str>,
@@ -199,8 +200,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let none = Recorded {
-            status: "",
+        let none = |status| Recorded {
+            status,
             due: None,
             sender: None,
             sid: None,
@@ -214,37 +215,32 @@ impl Store {
                 provider_message_id,
                 sent_at,
             } => Recorded {
-                status: "sent",
                 sender: Some(sender_id),
                 sid: Some(provider_message_id),
                 sent_at: Some(*sent_at),
-                ..none
+                ..none(ConfirmationStatus::Sent)
             },
             ConfirmationOutcome::Later {
                 due_at,
                 error,
                 attempted,
             } => Recorded {
-                status: "planned",
                 due: Some(*due_at),
                 error: error.as_deref(),
                 uncount: !attempted,
-                ..none
+                ..none(ConfirmationStatus::Planned)
             },
             ConfirmationOutcome::Failed { error } => Recorded {
-                status: "failed",
                 error: Some(error),
-                ..none
+                ..none(ConfirmationStatus::Failed)
             },
             ConfirmationOutcome::Cancelled => Recorded {
-                status: "cancelled",
                 uncount: true,
-                ..none
+                ..none(ConfirmationStatus::Cancelled)
             },
             ConfirmationOutcome::Unknown { error } => Recorded {
-                status: "unknown",
                 error: Some(error),
-                ..none
+                ..none(ConfirmationStatus::Unknown)
             },
         };
         let n = execute(

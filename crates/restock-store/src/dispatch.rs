@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use restock_domain::eligibility::LiveExclusions;
 use restock_domain::waves::{self, Step, Strategy};
+use restock_domain::{MessageStatus, ReleaseState};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -273,7 +274,7 @@ struct Chunk {
     subscription_id: Vec<Uuid>,
     contact_id: Vec<Uuid>,
     position: Vec<Option<i32>>,
-    status: Vec<&'static str>,
+    status: Vec<MessageStatus>,
     reason: Vec<Option<&'static str>>,
     due_at: Vec<Option<DateTime<Utc>>>,
     body: Vec<Option<String>>,
@@ -294,12 +295,12 @@ impl Chunk {
                 self.position.push(Some(*position));
                 match deferred {
                     Some((until, reason)) => {
-                        self.status.push("deferred");
+                        self.status.push(MessageStatus::Deferred);
                         self.reason.push(Some(reason));
                         self.due_at.push(Some(until));
                     }
                     None => {
-                        self.status.push("planned");
+                        self.status.push(MessageStatus::Planned);
                         self.reason.push(None);
                         self.due_at.push(None);
                     }
@@ -312,7 +313,7 @@ impl Chunk {
             }
             PlanChoice::HeldOut { link_token } => {
                 self.position.push(None);
-                self.status.push("held_out");
+                self.status.push(MessageStatus::HeldOut);
                 self.reason.push(Some("holdout"));
                 self.due_at.push(None);
                 self.body.push(None);
@@ -323,7 +324,7 @@ impl Chunk {
             }
             PlanChoice::Skip { reason, link_token } => {
                 self.position.push(None);
-                self.status.push("skipped");
+                self.status.push(MessageStatus::Skipped);
                 self.reason.push(Some(reason));
                 self.due_at.push(None);
                 self.body.push(None);
@@ -410,7 +411,7 @@ pub struct Claimed {
     pub location_id: Option<String>,
     pub contact_id: Uuid,
     /// What it was before the claim (`planned` or `deferred`), to give it back unchanged.
-    pub previous_status: String,
+    pub previous_status: MessageStatus,
     pub previous_reason: Option<String>,
     pub kind: String,
     pub attempts: i32,
@@ -433,7 +434,7 @@ pub struct Claimed {
 pub struct Outcome {
     pub tenant_id: String,
     pub message_id: Uuid,
-    pub status: &'static str,
+    pub status: MessageStatus,
     pub reason: Option<String>,
     pub due_at: Option<DateTime<Utc>>,
     pub provider_message_id: Option<String>,
@@ -459,10 +460,9 @@ impl Outcome {
     /// A claimed message given back as it was before the claim, due now: its hand-over did
     /// not begin.
     pub fn given_back(c: &Claimed, now: DateTime<Utc>) -> Self {
-        let status = if c.previous_status == "deferred" {
-            "deferred"
-        } else {
-            "planned"
+        let status = match c.previous_status {
+            MessageStatus::Deferred => MessageStatus::Deferred,
+            _ => MessageStatus::Planned,
         };
         Self::status(c, status, c.previous_reason.clone(), Some(now))
     }
@@ -470,7 +470,7 @@ impl Outcome {
     /// An outcome that changes only the status (and reason, and due time).
     pub fn status(
         c: &Claimed,
-        status: &'static str,
+        status: MessageStatus,
         reason: Option<String>,
         due_at: Option<DateTime<Utc>>,
     ) -> Self {
@@ -1152,7 +1152,7 @@ impl Store {
             |f: &dyn Fn(&Outcome) -> Option<String>| outcomes.iter().map(f).collect::<Vec<_>>();
         let tenant: Vec<&str> = outcomes.iter().map(|o| o.tenant_id.as_str()).collect();
         let id: Vec<Uuid> = outcomes.iter().map(|o| o.message_id).collect();
-        let status: Vec<&str> = outcomes.iter().map(|o| o.status).collect();
+        let status: Vec<MessageStatus> = outcomes.iter().map(|o| o.status).collect();
         let reason = col(&|o| o.reason.clone());
         let due: Vec<Option<DateTime<Utc>>> = outcomes.iter().map(|o| o.due_at).collect();
         let pid = col(&|o| o.provider_message_id.clone());
@@ -1645,7 +1645,7 @@ pub enum SteerResult {
     /// Done (or nothing to do, the release being already there).
     Done,
     /// The release's state forbids it; the state is given.
-    Refused(String),
+    Refused(ReleaseState),
 }
 
 impl Store {
@@ -1660,7 +1660,7 @@ impl Store {
     ) -> Result<SteerResult, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let state: String = query_opt(
+        let state: ReleaseState = query_opt(
             &tx,
             "SELECT state FROM releases WHERE tenant_id = $1 AND release_id = $2 FOR UPDATE",
             &[&tenant_id, &release_id],
@@ -1668,7 +1668,7 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound("release"))?
         .get(0);
-        let set = |state: &'static str| {
+        let set = |state: ReleaseState| {
             let tx = &tx;
             async move {
                 execute(
@@ -1682,15 +1682,16 @@ impl Store {
                 .await
             }
         };
-        let result = match (steer, state.as_str()) {
-            (Steer::Pause, "paused")
-            | (Steer::Resume, "sending" | "planning")
-            | (Steer::Cancel, "cancelled") => SteerResult::Done,
-            (Steer::Pause, "planning" | "sending") => {
-                set("paused").await?;
+        use ReleaseState as R;
+        let result = match (steer, state) {
+            (Steer::Pause, R::Paused)
+            | (Steer::Resume, R::Sending | R::Planning)
+            | (Steer::Cancel, R::Cancelled) => SteerResult::Done,
+            (Steer::Pause, R::Planning | R::Sending) => {
+                set(R::Paused).await?;
                 SteerResult::Done
             }
-            (Steer::Resume, "paused") => {
+            (Steer::Resume, R::Paused) => {
                 // A release paused before it was planned goes back to be planned. The stock is
                 // read again before its next wave, as always.
                 execute(
@@ -1702,12 +1703,13 @@ impl Store {
                 .await?;
                 SteerResult::Done
             }
-            (Steer::Cancel, "planning" | "sending" | "paused") => {
-                set("cancelled").await?;
+            (Steer::Cancel, R::Planning | R::Sending | R::Paused) => {
+                set(R::Cancelled).await?;
                 end_messages(&tx, tenant_id, release_id, "release_cancelled", now).await?;
                 SteerResult::Done
             }
-            (_, other) => SteerResult::Refused(other.to_string()),
+            (Steer::Pause | Steer::Resume, R::SoldOut | R::Completed | R::Cancelled)
+            | (Steer::Cancel, R::SoldOut | R::Completed) => SteerResult::Refused(state),
         };
         tx.commit().await?;
         Ok(result)

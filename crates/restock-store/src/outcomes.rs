@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use restock_domain::ConsentSource;
+use restock_domain::{ConsentSource, MessageStatus};
 use uuid::Uuid;
 
 use crate::cached::{execute, query_opt};
@@ -81,15 +81,15 @@ pub enum ReportOutcome {
     Unchanged {
         tenant_id: String,
         message_id: Uuid,
-        status: String,
+        status: MessageStatus,
     },
     /// The report was recorded; `status` is the message's status after it (maybe the same,
     /// with only the provider's status recorded).
     Applied {
         tenant_id: String,
         message_id: Uuid,
-        from: String,
-        status: String,
+        from: MessageStatus,
+        status: MessageStatus,
         /// Whether an opt-out of the phone was recorded (provider code 21610).
         opted_out: bool,
     },
@@ -99,7 +99,7 @@ pub enum ReportOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Move {
     /// The message moves to this status.
-    To(&'static str),
+    To(MessageStatus),
     /// Only the provider's status is recorded.
     RecordOnly,
     /// Nothing changes: the message is final, or never left (a report about it is wrong).
@@ -122,15 +122,24 @@ fn provider_rank(status: &str) -> u8 {
     }
 }
 
-pub fn plan_move(current: &str, reported: &str) -> Move {
-    if !matches!(current, "sending" | "sent" | "unknown") {
-        return Move::Nothing;
+/// `reported` is the provider's own vocabulary (Twilio's `MessageStatus`), not ours: the
+/// names that match ours are the outcomes a report can move a message to.
+pub fn plan_move(current: MessageStatus, reported: &str) -> Move {
+    use MessageStatus as S;
+    match current {
+        S::Sending | S::Sent | S::Unknown => {}
+        S::Planned
+        | S::HeldOut
+        | S::Deferred
+        | S::Delivered
+        | S::Undelivered
+        | S::Failed
+        | S::Suppressed
+        | S::Skipped => return Move::Nothing,
     }
-    match reported {
-        "delivered" => Move::To("delivered"),
-        "undelivered" => Move::To("undelivered"),
-        "failed" => Move::To("failed"),
-        "sent" if current != "sent" => Move::To("sent"),
+    match (MessageStatus::parse(reported), current) {
+        (Some(next @ (S::Delivered | S::Undelivered | S::Failed)), _) => Move::To(next),
+        (Some(S::Sent), S::Sending | S::Unknown) => Move::To(S::Sent),
         _ => Move::RecordOnly,
     }
 }
@@ -370,7 +379,7 @@ enum Found {
     Row {
         tenant_id: String,
         message_id: Uuid,
-        status: String,
+        status: MessageStatus,
         contact_id: Uuid,
         provider_status: Option<String>,
     },
@@ -415,14 +424,14 @@ async fn by_own_id(
     else {
         return Ok(None);
     };
-    let status: String = row.get(0);
+    let status: MessageStatus = row.get(0);
     let no_id: bool = row.get(1);
     if !no_id {
         return Ok(None);
     }
-    match status.as_str() {
-        "sending" => Ok(Some(Found::InFlight)),
-        "unknown" => {
+    match status {
+        MessageStatus::Sending => Ok(Some(Found::InFlight)),
+        MessageStatus::Unknown => {
             execute(
                 tx,
                 "UPDATE messages SET provider_message_id = $3 \
@@ -454,13 +463,13 @@ async fn apply_to(
         return Ok(ReportOutcome::UnknownMessage);
     };
     {
-        let unchanged = |status: String| ReportOutcome::Unchanged {
+        let unchanged = |status: MessageStatus| ReportOutcome::Unchanged {
             tenant_id: tenant_id.clone(),
             message_id,
             status,
         };
         let mut opted_out = false;
-        let status = match plan_move(&current, report.status) {
+        let status = match plan_move(current, report.status) {
             Move::Nothing => return Ok(unchanged(current)),
             Move::RecordOnly
                 if provider_status
@@ -477,10 +486,10 @@ async fn apply_to(
                     &[&tenant_id, &message_id, &report.status, &now],
                 )
                 .await?;
-                current.clone()
+                current
             }
             Move::To(next) => {
-                let failure = matches!(next, "failed" | "undelivered");
+                let failure = matches!(next, MessageStatus::Failed | MessageStatus::Undelivered);
                 let description = report
                     .error_message
                     .map(str::to_owned)
@@ -521,7 +530,7 @@ async fn apply_to(
                     )
                     .await?;
                 }
-                next.to_owned()
+                next
             }
         };
         Ok(ReportOutcome::Applied {
@@ -588,10 +597,11 @@ async fn opt_out_contact(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use MessageStatus::*;
 
     #[test]
     fn final_messages_never_move() {
-        for current in ["delivered", "undelivered", "failed"] {
+        for current in [Delivered, Undelivered, Failed] {
             for reported in ["sent", "delivered", "undelivered", "failed", "queued"] {
                 assert_eq!(plan_move(current, reported), Move::Nothing, "{current}");
             }
@@ -600,23 +610,30 @@ mod tests {
 
     #[test]
     fn messages_that_never_left_ignore_reports() {
-        for current in ["planned", "held_out", "deferred", "suppressed", "skipped"] {
+        for current in [Planned, HeldOut, Deferred, Suppressed, Skipped] {
             assert_eq!(plan_move(current, "delivered"), Move::Nothing);
         }
     }
 
     #[test]
     fn reports_move_in_flight_messages_forward() {
-        assert_eq!(plan_move("sent", "delivered"), Move::To("delivered"));
-        assert_eq!(plan_move("sent", "undelivered"), Move::To("undelivered"));
-        assert_eq!(plan_move("sent", "failed"), Move::To("failed"));
-        assert_eq!(plan_move("sending", "sent"), Move::To("sent"));
-        assert_eq!(plan_move("sending", "delivered"), Move::To("delivered"));
-        assert_eq!(plan_move("unknown", "sent"), Move::To("sent"));
-        assert_eq!(plan_move("sent", "sent"), Move::RecordOnly);
-        for progress in ["queued", "sending", "accepted", "scheduled", "read"] {
-            assert_eq!(plan_move("sent", progress), Move::RecordOnly);
-            assert_eq!(plan_move("sending", progress), Move::RecordOnly);
+        assert_eq!(plan_move(Sent, "delivered"), Move::To(Delivered));
+        assert_eq!(plan_move(Sent, "undelivered"), Move::To(Undelivered));
+        assert_eq!(plan_move(Sent, "failed"), Move::To(Failed));
+        assert_eq!(plan_move(Sending, "sent"), Move::To(Sent));
+        assert_eq!(plan_move(Sending, "delivered"), Move::To(Delivered));
+        assert_eq!(plan_move(Unknown, "sent"), Move::To(Sent));
+        assert_eq!(plan_move(Sent, "sent"), Move::RecordOnly);
+        for progress in [
+            "queued",
+            "sending",
+            "accepted",
+            "scheduled",
+            "read",
+            "unknown",
+        ] {
+            assert_eq!(plan_move(Sent, progress), Move::RecordOnly);
+            assert_eq!(plan_move(Sending, progress), Move::RecordOnly);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! purchase-suppression window the eligibility engine reads.
 
 use chrono::{DateTime, Duration, Utc};
+use restock_domain::MessageStatus;
 use uuid::Uuid;
 
 use crate::cached::{execute, query, query_opt};
@@ -208,10 +209,10 @@ async fn attribute(
     )
     .await?;
     for r in &rows {
-        let status: String = r.get(3);
+        let status: MessageStatus = r.get(3);
         let at: DateTime<Utc> = r.get(4);
         let click: Option<DateTime<Utc>> = r.get(5);
-        let basis = if status == "held_out" {
+        let basis = if status == MessageStatus::HeldOut {
             (p.purchased_at - at <= windows.text).then_some("holdout")
         } else if click.is_some_and(|c| p.purchased_at - c <= windows.click) {
             Some("click")

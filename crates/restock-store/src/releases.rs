@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use restock_domain::waves::Strategy;
+use restock_domain::{MessageStatus, ReleaseState, WaveState};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 use uuid::Uuid;
@@ -26,7 +27,7 @@ pub struct ReleaseView {
     /// `None` until the release is planned.
     pub strategy: Option<Strategy>,
     pub holdout_bps: i32,
-    pub state: String,
+    pub state: ReleaseState,
     pub state_reason: String,
     pub available_at_restock: i64,
     pub created_at: DateTime<Utc>,
@@ -59,7 +60,7 @@ impl ReleaseView {
 #[derive(Debug, Clone)]
 pub struct WaveView {
     pub number: i32,
-    pub state: String,
+    pub state: WaveState,
     pub share_bps: i32,
     pub scheduled_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -74,7 +75,7 @@ pub struct WaveView {
 pub struct Tally {
     /// `None` for messages in no open wave (held out, skipped at planning, not yet opened).
     pub wave: Option<i32>,
-    pub status: String,
+    pub status: MessageStatus,
     pub reason: Option<String>,
     pub messages: i64,
     pub segments: i64,
@@ -89,8 +90,8 @@ pub struct ReleaseFilter {
     pub product_id: Option<String>,
     pub location_id: Option<String>,
     pub restock_id: Option<Uuid>,
-    /// Stored state names; empty means any.
-    pub states: Vec<String>,
+    /// Empty means any.
+    pub states: Vec<ReleaseState>,
     pub created_from: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }
@@ -106,7 +107,7 @@ pub struct MessageView {
     pub phone_e164: Option<String>,
     pub position: Option<i32>,
     pub wave: Option<i32>,
-    pub status: String,
+    pub status: MessageStatus,
     pub reason: Option<String>,
     pub due_at: Option<DateTime<Utc>>,
     pub kind: String,
@@ -134,8 +135,8 @@ pub struct MessageFilter {
     pub release_id: Option<Uuid>,
     pub phone_e164: Option<String>,
     pub subscription_id: Option<Uuid>,
-    /// Stored status names; empty means any.
-    pub statuses: Vec<String>,
+    /// Empty means any.
+    pub statuses: Vec<MessageStatus>,
 }
 
 /// Where a page of messages starts: after this message in the page's order.

@@ -1,7 +1,7 @@
 //! Messages: get, list (in send or plan order, by an opaque cursor), export.
 
 use super::*;
-use crate::grpc::requests::dispatch::MessageRef;
+use crate::grpc::requests::dispatch::{ListMessages, MessageRef};
 
 pub(super) fn message_cursor(c: MessageCursor) -> String {
     match c {
@@ -13,7 +13,7 @@ pub(super) fn message_cursor(c: MessageCursor) -> String {
     }
 }
 
-pub(super) fn parse_message_cursor(s: &str, plan_order: bool) -> Option<MessageCursor> {
+pub(crate) fn parse_message_cursor(s: &str, plan_order: bool) -> Option<MessageCursor> {
     let (kind, rest) = s.split_once(':')?;
     match (kind, plan_order) {
         ("n", false) => parse_time_cursor(rest).map(|(t, id)| MessageCursor::Newest(t, id)),
@@ -56,47 +56,16 @@ impl DispatchApi {
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        page_size_rule(&mut v, req.page_size);
-        let phone = (!req.phone_number.is_empty())
-            .then(|| {
-                v.phone(
-                    "phone_number",
-                    "default_region",
-                    &req.phone_number,
-                    &req.default_region,
-                )
-            })
-            .flatten();
-        let mut statuses: Vec<String> = req
-            .statuses
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                v.enumeration::<pb::MessageStatus>(&format!("statuses[{i}]"), *s, true)
-                    .and_then(message_status_name)
-                    .map(str::to_string)
-            })
-            .collect();
-        statuses.sort();
-        statuses.dedup();
-        let filter = MessageFilter {
-            release_id: v.uuid("release_id", &req.release_id, false),
-            phone_e164: phone.map(|p| p.e164().to_string()),
-            subscription_id: v.uuid("subscription_id", &req.subscription_id, false),
-            statuses,
-        };
-        let plan_order = filter.release_id.is_some();
-        let scope = Scope::new("ListMessages", &req.tenant_id, &filter);
         let tokens = &self.state.page_tokens;
-        let after = tokens.open(&mut v, &req.page_token, &scope, |c| {
-            parse_message_cursor(c, plan_order)
-        });
-        let tenant_id = v.into_result(tenant_id)?;
+        let ListMessages {
+            tenant_id,
+            filter,
+            page_size: size,
+            after,
+        } = ListMessages::parse(request.into_inner(), tokens)?;
+        let plan_order = filter.release_id.is_some();
+        let scope = Scope::new("ListMessages", &tenant_id, &filter);
         self.state.tenant(&caller, &tenant_id)?;
-        let size = page_size(req.page_size);
         let mut rows = self
             .state
             .store

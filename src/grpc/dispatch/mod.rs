@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use restock_domain::eligibility::Reason;
 use restock_domain::waves::Strategy;
-use restock_domain::TenantPolicy;
+use restock_domain::{MessageStatus, ReleaseState, TenantPolicy, WaveState};
 use restock_store::dispatch::{Steer, SteerResult};
-use restock_store::releases::{
-    MessageCursor, MessageFilter, MessageView, ReleaseFilter, ReleaseView, Tally,
-};
+use restock_store::releases::{MessageCursor, MessageView, ReleaseView, Tally};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -21,7 +19,6 @@ use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
-use super::validate::{page_size, Violations};
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::dispatch_service_server::DispatchService;
@@ -31,12 +28,9 @@ mod messages;
 mod releases;
 mod views;
 
-use releases::*;
+pub(crate) use messages::parse_message_cursor;
 use views::*;
-
-const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
-const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) use views::{message_status_of, release_state_of};
 
 /// The service.
 pub struct DispatchApi {
@@ -78,7 +72,7 @@ impl DispatchApi {
             SteerResult::Refused(state) => Err(ApiError::FailedPrecondition {
                 kind: "STATE",
                 subject: "release_id".into(),
-                description: refusal(steer, &state),
+                description: refusal(steer, state),
             }),
         }
     }
@@ -93,13 +87,16 @@ async fn load_release(
     Ok(release(&view, state.tenants.get(tenant_id)))
 }
 
-fn refusal(steer: Steer, state: &str) -> String {
+fn refusal(steer: Steer, state: ReleaseState) -> String {
     let what = match steer {
         Steer::Pause => "only a planning or sending release can be paused",
         Steer::Resume => "only a paused release can be resumed",
         Steer::Cancel => "only a planning, sending or paused release can be cancelled",
     };
-    format!("the release is {}: {what}", state.replace('_', " "))
+    format!(
+        "the release is {}: {what}",
+        state.as_str().replace('_', " ")
+    )
 }
 
 // ---- Conversions between stored names and the API's enums.
@@ -238,7 +235,7 @@ mod tests {
     fn tally(wave: Option<i32>, status: &str, reason: Option<&str>, n: i64, seg: i64) -> Tally {
         Tally {
             wave,
-            status: status.into(),
+            status: MessageStatus::parse(status).expect("a stored status"),
             reason: reason.map(str::to_string),
             messages: n,
             segments: seg,
@@ -311,9 +308,13 @@ mod tests {
             reason_code(Some("frequency_cap_phone")),
             pb::ReasonCode::FrequencyCapPhone
         );
-        for (name, status) in STATUSES {
-            assert_eq!(message_status(name), status);
-            assert_eq!(message_status_name(status), Some(name));
+        for &status in MessageStatus::VARIANTS {
+            assert_eq!(message_status_of(message_status(status)), Some(status));
         }
+        assert_eq!(message_status_of(pb::MessageStatus::Unspecified), None);
+        for &state in ReleaseState::VARIANTS {
+            assert_eq!(release_state_of(release_state(state)), Some(state));
+        }
+        assert_eq!(release_state_of(pb::ReleaseState::Unspecified), None);
     }
 }

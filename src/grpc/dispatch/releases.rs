@@ -1,31 +1,7 @@
 //! Releases: get, list, watch, and steer (pause, resume, cancel).
 
 use super::*;
-use crate::grpc::requests::dispatch::{ReleaseRef, SteerRelease};
-
-pub(super) fn page_size_rule(v: &mut Violations, raw: i32) {
-    if raw < 0 {
-        v.add("page_size", "must not be negative");
-    }
-}
-
-pub(super) fn min_interval(v: &mut Violations, raw: Option<&prost_types::Duration>) -> Duration {
-    let Some(d) = raw else {
-        return DEFAULT_WATCH_INTERVAL;
-    };
-    let valid = (0..1_000_000_000).contains(&d.nanos) && d.seconds >= 0;
-    let interval = valid.then(|| Duration::new(d.seconds as u64, d.nanos as u32));
-    match interval {
-        Some(i) if (MIN_WATCH_INTERVAL..=MAX_WATCH_INTERVAL).contains(&i) => i,
-        _ => {
-            v.add(
-                "min_interval",
-                "must be at least 100 milliseconds and at most 60 seconds",
-            );
-            DEFAULT_WATCH_INTERVAL
-        }
-    }
-}
+use crate::grpc::requests::dispatch::{ListReleases, ReleaseRef, SteerRelease, WatchRelease};
 
 impl DispatchApi {
     pub(super) async fn get_release(
@@ -49,47 +25,15 @@ impl DispatchApi {
         request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        page_size_rule(&mut v, req.page_size);
-        let mut states: Vec<String> = req
-            .states
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                v.enumeration::<pb::ReleaseState>(&format!("states[{i}]"), *s, true)
-                    .and_then(release_state_name)
-                    .map(str::to_string)
-            })
-            .collect();
-        states.sort();
-        states.dedup();
-        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| {
-            ts.and_then(|ts| v.timestamp(field, ts))
-        };
-        let created_from = time("create_time_start", req.create_time_start.as_ref());
-        let created_before = time("create_time_end", req.create_time_end.as_ref());
-        if let (Some(from), Some(before)) = (created_from, created_before) {
-            if before <= from {
-                v.add("create_time_end", "must be after create_time_start");
-            }
-        }
-        let filter = ReleaseFilter {
-            variant_id: v.id("variant_id", &req.variant_id, false),
-            product_id: v.id("product_id", &req.product_id, false),
-            location_id: v.id("location_id", &req.location_id, false),
-            restock_id: v.uuid("restock_id", &req.restock_id, false),
-            states,
-            created_from,
-            created_before,
-        };
-        let scope = Scope::new("ListReleases", &req.tenant_id, &filter);
         let tokens = &self.state.page_tokens;
-        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
-        let tenant_id = v.into_result(tenant_id)?;
+        let ListReleases {
+            tenant_id,
+            filter,
+            page_size: size,
+            after,
+        } = ListReleases::parse(request.into_inner(), tokens)?;
+        let scope = Scope::new("ListReleases", &tenant_id, &filter);
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let size = page_size(req.page_size);
         let mut rows = self
             .state
             .store
@@ -114,12 +58,14 @@ impl DispatchApi {
         request: Request<pb::WatchReleaseRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let release_id = v.uuid("release_id", &req.release_id, true);
-        let interval = min_interval(&mut v, req.min_interval.as_ref());
-        let (tenant_id, release_id) = v.into_result(tenant_id.zip(release_id))?;
+        let WatchRelease {
+            release:
+                ReleaseRef {
+                    tenant_id,
+                    release_id,
+                },
+            interval,
+        } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         // An unknown release is NOT_FOUND as the call's status, not as a stream's end.
         let first = self.release(&tenant_id, release_id).await?;
@@ -134,7 +80,8 @@ impl DispatchApi {
             let mut draining = state.draining.subscribe();
             loop {
                 if let Some(release) = send.take() {
-                    let done = ended(release.state());
+                    let done =
+                        release_state_of(release.state()).is_some_and(ReleaseState::has_ended);
                     let snapshot = pb::WatchReleaseResponse {
                         release: Some(release),
                     };

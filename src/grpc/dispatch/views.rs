@@ -3,77 +3,66 @@
 
 use super::*;
 
-pub(super) fn release_state(s: &str) -> pb::ReleaseState {
+pub(super) fn release_state(s: ReleaseState) -> pb::ReleaseState {
     use pb::ReleaseState as P;
     match s {
-        "planning" => P::Planning,
-        "sending" => P::Sending,
-        "paused" => P::Paused,
-        "sold_out" => P::SoldOut,
-        "completed" => P::Completed,
-        "cancelled" => P::Cancelled,
-        _ => P::Unspecified,
+        ReleaseState::Planning => P::Planning,
+        ReleaseState::Sending => P::Sending,
+        ReleaseState::Paused => P::Paused,
+        ReleaseState::SoldOut => P::SoldOut,
+        ReleaseState::Completed => P::Completed,
+        ReleaseState::Cancelled => P::Cancelled,
     }
 }
 
-pub(super) fn release_state_name(s: pb::ReleaseState) -> Option<&'static str> {
+/// The stored state an API state names; `None` for UNSPECIFIED.
+pub(crate) fn release_state_of(s: pb::ReleaseState) -> Option<ReleaseState> {
     use pb::ReleaseState as P;
     Some(match s {
         P::Unspecified => return None,
-        P::Planning => "planning",
-        P::Sending => "sending",
-        P::Paused => "paused",
-        P::SoldOut => "sold_out",
-        P::Completed => "completed",
-        P::Cancelled => "cancelled",
+        P::Planning => ReleaseState::Planning,
+        P::Sending => ReleaseState::Sending,
+        P::Paused => ReleaseState::Paused,
+        P::SoldOut => ReleaseState::SoldOut,
+        P::Completed => ReleaseState::Completed,
+        P::Cancelled => ReleaseState::Cancelled,
     })
 }
 
-pub(super) fn ended(s: pb::ReleaseState) -> bool {
-    matches!(
-        s,
-        pb::ReleaseState::SoldOut | pb::ReleaseState::Completed | pb::ReleaseState::Cancelled
-    )
-}
-
-pub(super) fn wave_state(s: &str) -> pb::WaveState {
+pub(super) fn wave_state(s: WaveState) -> pb::WaveState {
     use pb::WaveState as P;
     match s {
-        "pending" => P::Pending,
-        "waiting" => P::Waiting,
-        "sending" => P::Sending,
-        "done" => P::Done,
-        "cancelled" => P::Cancelled,
-        _ => P::Unspecified,
+        WaveState::Pending => P::Pending,
+        WaveState::Waiting => P::Waiting,
+        WaveState::Sending => P::Sending,
+        WaveState::Done => P::Done,
+        WaveState::Cancelled => P::Cancelled,
     }
 }
 
-pub(super) const STATUSES: [(&str, pb::MessageStatus); 11] = [
-    ("planned", pb::MessageStatus::Planned),
-    ("held_out", pb::MessageStatus::HeldOut),
-    ("deferred", pb::MessageStatus::Deferred),
-    ("sending", pb::MessageStatus::Sending),
-    ("sent", pb::MessageStatus::Sent),
-    ("delivered", pb::MessageStatus::Delivered),
-    ("undelivered", pb::MessageStatus::Undelivered),
-    ("failed", pb::MessageStatus::Failed),
-    ("suppressed", pb::MessageStatus::Suppressed),
-    ("skipped", pb::MessageStatus::Skipped),
-    ("unknown", pb::MessageStatus::Unknown),
-];
-
-pub(super) fn message_status(s: &str) -> pb::MessageStatus {
-    STATUSES
-        .iter()
-        .find(|(name, _)| *name == s)
-        .map_or(pb::MessageStatus::Unspecified, |(_, p)| *p)
+pub(super) fn message_status(s: MessageStatus) -> pb::MessageStatus {
+    use pb::MessageStatus as P;
+    match s {
+        MessageStatus::Planned => P::Planned,
+        MessageStatus::HeldOut => P::HeldOut,
+        MessageStatus::Deferred => P::Deferred,
+        MessageStatus::Sending => P::Sending,
+        MessageStatus::Sent => P::Sent,
+        MessageStatus::Delivered => P::Delivered,
+        MessageStatus::Undelivered => P::Undelivered,
+        MessageStatus::Failed => P::Failed,
+        MessageStatus::Suppressed => P::Suppressed,
+        MessageStatus::Skipped => P::Skipped,
+        MessageStatus::Unknown => P::Unknown,
+    }
 }
 
-pub(super) fn message_status_name(s: pb::MessageStatus) -> Option<&'static str> {
-    STATUSES
+/// The stored status an API status names; `None` for UNSPECIFIED.
+pub(crate) fn message_status_of(s: pb::MessageStatus) -> Option<MessageStatus> {
+    MessageStatus::VARIANTS
         .iter()
-        .find(|(_, p)| *p == s)
-        .map(|(name, _)| *name)
+        .copied()
+        .find(|&m| message_status(m) == s)
 }
 
 /// A stored reason in API terms. The engine's own reasons without an API code (an unknown
@@ -121,50 +110,50 @@ pub(super) fn counts<'a>(tallies: impl Iterator<Item = &'a Tally>) -> pb::Messag
     for t in tallies {
         let n = t.messages.max(0) as u64;
         c.recipient_count += n;
-        let by_reason = match t.status.as_str() {
-            "planned" => {
+        use MessageStatus as S;
+        let by_reason = match t.status {
+            S::Planned => {
                 c.planned_count += n;
                 None
             }
-            "held_out" => {
+            S::HeldOut => {
                 c.held_out_count += n;
                 Some(&mut skipped)
             }
-            "deferred" => {
+            S::Deferred => {
                 c.deferred_count += n;
                 Some(&mut deferred)
             }
-            "sending" => {
+            S::Sending => {
                 c.sending_count += n;
                 None
             }
-            "sent" | "delivered" | "undelivered" => {
-                match t.status.as_str() {
-                    "sent" => c.sent_count += n,
-                    "delivered" => c.delivered_count += n,
-                    _ => c.undelivered_count += n,
+            S::Sent | S::Delivered | S::Undelivered => {
+                match t.status {
+                    S::Delivered => c.delivered_count += n,
+                    S::Undelivered => c.undelivered_count += n,
+                    _ => c.sent_count += n,
                 }
                 c.texted_count += n;
                 c.segment_count += t.segments.max(0) as u64;
                 None
             }
-            "failed" => {
+            S::Failed => {
                 c.failed_count += n;
                 None
             }
-            "suppressed" => {
+            S::Suppressed => {
                 c.suppressed_count += n;
                 Some(&mut skipped)
             }
-            "skipped" => {
+            S::Skipped => {
                 c.skipped_count += n;
                 Some(&mut skipped)
             }
-            "unknown" => {
+            S::Unknown => {
                 c.unknown_count += n;
                 None
             }
-            _ => None,
         };
         let code = reason_code(t.reason.as_deref());
         // A reason without an API code is counted under its status only.
@@ -242,7 +231,7 @@ pub(super) fn release(v: &ReleaseView, policy: Option<&TenantPolicy>) -> pb::Rel
         .iter()
         .map(|w| pb::Wave {
             number: w.number.max(0) as u32,
-            state: wave_state(&w.state) as i32,
+            state: wave_state(w.state) as i32,
             share_bps: w.share_bps.max(0) as u32,
             scheduled_time: Some(timestamp(w.scheduled_at)),
             start_time: w.started_at.map(timestamp),
@@ -264,7 +253,7 @@ pub(super) fn release(v: &ReleaseView, policy: Option<&TenantPolicy>) -> pb::Rel
         strategy: strategy_pb as i32,
         strategy_parameters: parameters,
         holdout_bps,
-        state: release_state(&v.state) as i32,
+        state: release_state(v.state) as i32,
         state_reason: v.state_reason.clone(),
         available_at_restock: v.available_at_restock,
         waves,
@@ -278,7 +267,7 @@ pub(super) fn release(v: &ReleaseView, policy: Option<&TenantPolicy>) -> pb::Rel
 }
 
 pub(super) fn message(m: MessageView) -> pb::Message {
-    let status = message_status(&m.status);
+    let status = message_status(m.status);
     use pb::MessageStatus as S;
     let reason = match status {
         S::HeldOut | S::Deferred | S::Suppressed | S::Skipped => reason_code(m.reason.as_deref()),

@@ -1,6 +1,7 @@
 //! Inventory in (a stream, a batch, a snapshot) and stock out.
 
 use super::*;
+use crate::grpc::requests::eligibility::GetStock;
 
 impl EligibilityApi {
     pub(super) async fn stream_inventory(
@@ -102,22 +103,16 @@ impl EligibilityApi {
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::GetStockResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let variant_id = v.id("variant_id", &req.variant_id, true);
-        if req.location_ids.len() > 100 {
-            v.add("location_ids", "at most 100 locations");
-        }
-        for (i, l) in req.location_ids.iter().enumerate() {
-            v.id(&format!("location_ids[{i}]"), l, true);
-        }
-        let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
+        let GetStock {
+            tenant_id,
+            variant_id,
+            location_ids,
+        } = request.into_inner().try_into()?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
         let stock = self
             .state
             .store
-            .stock(&tenant_id, &variant_id, &req.location_ids)
+            .stock(&tenant_id, &variant_id, &location_ids)
             .await
             .map_err(ApiError::from)?;
         if stock.locations.is_empty() && stock.product_id.is_none() && stock.details.title.is_none()

@@ -1,9 +1,16 @@
 //! DispatchService's requests as typed commands.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use restock_domain::{MessageStatus, ReleaseState};
+use restock_store::releases::{MessageCursor, MessageFilter, ReleaseFilter};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::grpc::validate::Violations;
+use crate::grpc::dispatch::{message_status_of, parse_message_cursor, release_state_of};
+use crate::grpc::paging::{parse_time_cursor, PageTokens, Scope};
+use crate::grpc::validate::{page_size, Violations};
 use crate::proto::v1 as pb;
 
 /// Longest reason a release is paused or cancelled for.
@@ -99,5 +106,365 @@ impl TryFrom<pb::GetMessageRequest> for MessageRef {
                 message_id,
             });
         v.into_result(parts)
+    }
+}
+
+/// Releases to watch for: between 100 ms and 60 s between two snapshots.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(60);
+/// The interval when a WatchRelease names none.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A page size: 0 is the default, a negative one is refused (see `validate::page_size`).
+fn page_size_rule(v: &mut Violations, raw: i32) -> i64 {
+    if raw < 0 {
+        v.add("page_size", "must not be negative");
+    }
+    page_size(raw)
+}
+
+/// A page of a tenant's releases: ListReleases.
+#[derive(Debug)]
+pub struct ListReleases {
+    pub tenant_id: String,
+    pub filter: ReleaseFilter,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// Where the page starts (none: the first page): the page token, opened against this very
+    /// filter (a token of other filters is a violation of `page_token`).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl ListReleases {
+    pub fn parse(req: pb::ListReleasesRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let page_size = page_size_rule(&mut v, req.page_size);
+        let mut states: Vec<ReleaseState> = req
+            .states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                v.enumeration::<pb::ReleaseState>(&format!("states[{i}]"), *s, true)
+                    .and_then(release_state_of)
+            })
+            .collect();
+        states.sort();
+        states.dedup();
+        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| {
+            ts.and_then(|ts| v.timestamp(field, ts))
+        };
+        let created_from = time("create_time_start", req.create_time_start.as_ref());
+        let created_before = time("create_time_end", req.create_time_end.as_ref());
+        if let (Some(from), Some(before)) = (created_from, created_before) {
+            if before <= from {
+                v.add("create_time_end", "must be after create_time_start");
+            }
+        }
+        let filter = ReleaseFilter {
+            variant_id: v.id("variant_id", &req.variant_id, false),
+            product_id: v.id("product_id", &req.product_id, false),
+            location_id: v.id("location_id", &req.location_id, false),
+            restock_id: v.uuid("restock_id", &req.restock_id, false),
+            states,
+            created_from,
+            created_before,
+        };
+        let scope = Scope::new("ListReleases", &req.tenant_id, &filter);
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
+        let parts = tenant_id.map(|tenant_id| ListReleases {
+            tenant_id,
+            filter,
+            page_size,
+            after,
+        });
+        v.into_result(parts)
+    }
+}
+
+/// A page of a tenant's messages: ListMessages.
+#[derive(Debug)]
+pub struct ListMessages {
+    pub tenant_id: String,
+    pub filter: MessageFilter,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// Where the page starts (none: the first page), opened against this very filter; in plan
+    /// order when the filter names a release, else newest first.
+    pub after: Option<MessageCursor>,
+}
+
+impl ListMessages {
+    pub fn parse(req: pb::ListMessagesRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let page_size = page_size_rule(&mut v, req.page_size);
+        let phone = (!req.phone_number.is_empty())
+            .then(|| {
+                v.phone(
+                    "phone_number",
+                    "default_region",
+                    &req.phone_number,
+                    &req.default_region,
+                )
+            })
+            .flatten();
+        let mut statuses: Vec<MessageStatus> = req
+            .statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                v.enumeration::<pb::MessageStatus>(&format!("statuses[{i}]"), *s, true)
+                    .and_then(message_status_of)
+            })
+            .collect();
+        statuses.sort();
+        statuses.dedup();
+        let filter = MessageFilter {
+            release_id: v.uuid("release_id", &req.release_id, false),
+            phone_e164: phone.map(|p| p.e164().to_string()),
+            subscription_id: v.uuid("subscription_id", &req.subscription_id, false),
+            statuses,
+        };
+        let plan_order = filter.release_id.is_some();
+        let scope = Scope::new("ListMessages", &req.tenant_id, &filter);
+        let after = tokens.open(&mut v, &req.page_token, &scope, |c| {
+            parse_message_cursor(c, plan_order)
+        });
+        let parts = tenant_id.map(|tenant_id| ListMessages {
+            tenant_id,
+            filter,
+            page_size,
+            after,
+        });
+        v.into_result(parts)
+    }
+}
+
+/// A release to stream snapshots of: WatchRelease.
+#[derive(Debug)]
+pub struct WatchRelease {
+    pub release: ReleaseRef,
+    /// Between [`MIN_WATCH_INTERVAL`] and [`MAX_WATCH_INTERVAL`].
+    pub interval: Duration,
+}
+
+impl TryFrom<pb::WatchReleaseRequest> for WatchRelease {
+    type Error = ApiError;
+    fn try_from(req: pb::WatchReleaseRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let release = ReleaseRef::parse(&mut v, &req.tenant_id, &req.release_id);
+        let interval = min_interval(&mut v, req.min_interval.as_ref());
+        let parts = release
+            .zip(interval)
+            .map(|(release, interval)| WatchRelease { release, interval });
+        v.into_result(parts)
+    }
+}
+
+fn min_interval(v: &mut Violations, raw: Option<&prost_types::Duration>) -> Option<Duration> {
+    let Some(d) = raw else {
+        return Some(DEFAULT_WATCH_INTERVAL);
+    };
+    let valid = (0..1_000_000_000).contains(&d.nanos) && d.seconds >= 0;
+    let interval = valid.then(|| Duration::new(d.seconds as u64, d.nanos as u32));
+    match interval {
+        Some(i) if (MIN_WATCH_INTERVAL..=MAX_WATCH_INTERVAL).contains(&i) => Some(i),
+        _ => {
+            v.add(
+                "min_interval",
+                "must be at least 100 milliseconds and at most 60 seconds",
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> PageTokens {
+        PageTokens::new(b"test key")
+    }
+
+    fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn list_releases_names_every_bad_field() {
+        let req = pb::ListReleasesRequest {
+            tenant_id: String::new(),
+            page_size: -1,
+            states: vec![pb::ReleaseState::Paused as i32, 99],
+            restock_id: "not-a-uuid".into(),
+            page_token: "garbage".into(),
+            create_time_start: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            create_time_end: Some(prost_types::Timestamp {
+                seconds: 1_600_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let mut got = fields(ListReleases::parse(req, &tokens()).unwrap_err());
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "create_time_end",
+                "page_size",
+                "page_token",
+                "restock_id",
+                "states[1]",
+                "tenant_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn list_releases_dedups_states_and_caps_the_page() {
+        let req = pb::ListReleasesRequest {
+            tenant_id: "demo".into(),
+            page_size: 100_000,
+            states: vec![
+                pb::ReleaseState::Paused as i32,
+                pb::ReleaseState::Sending as i32,
+                pb::ReleaseState::Paused as i32,
+            ],
+            ..Default::default()
+        };
+        let cmd = ListReleases::parse(req, &tokens()).unwrap();
+        assert_eq!(
+            cmd.filter.states,
+            [ReleaseState::Sending, ReleaseState::Paused]
+        );
+        assert_eq!(cmd.page_size, page_size(100_000));
+    }
+
+    #[test]
+    fn list_messages_names_every_bad_field() {
+        let req = pb::ListMessagesRequest {
+            tenant_id: "demo".into(),
+            page_size: -5,
+            phone_number: "12".into(),
+            statuses: vec![pb::MessageStatus::Unspecified as i32],
+            subscription_id: "x".into(),
+            ..Default::default()
+        };
+        let mut got = fields(ListMessages::parse(req, &tokens()).unwrap_err());
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "page_size",
+                "phone_number",
+                "statuses[0]",
+                "subscription_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_interval_is_bounded() {
+        let watch = |seconds: i64, nanos: i32| {
+            WatchRelease::try_from(pb::WatchReleaseRequest {
+                tenant_id: "demo".into(),
+                release_id: Uuid::nil().to_string(),
+                min_interval: Some(prost_types::Duration { seconds, nanos }),
+            })
+        };
+        assert_eq!(watch(0, 100_000_000).unwrap().interval, MIN_WATCH_INTERVAL);
+        assert_eq!(watch(60, 0).unwrap().interval, MAX_WATCH_INTERVAL);
+        assert_eq!(fields(watch(0, 99_999_999).unwrap_err()), ["min_interval"]);
+        assert_eq!(fields(watch(61, 0).unwrap_err()), ["min_interval"]);
+        assert_eq!(fields(watch(-1, 0).unwrap_err()), ["min_interval"]);
+        let default = WatchRelease::try_from(pb::WatchReleaseRequest {
+            tenant_id: "demo".into(),
+            release_id: Uuid::nil().to_string(),
+            min_interval: None,
+        })
+        .unwrap();
+        assert_eq!(default.interval, DEFAULT_WATCH_INTERVAL);
+    }
+}
+
+/// A valid ExportMessages: a tenant's messages created in `[from, before)`.
+#[derive(Debug)]
+pub struct ExportMessages {
+    pub tenant_id: String,
+    pub from: DateTime<Utc>,
+    pub before: DateTime<Utc>,
+}
+
+impl TryFrom<pb::ExportMessagesRequest> for ExportMessages {
+    type Error = ApiError;
+    fn try_from(req: pb::ExportMessagesRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
+            None => {
+                v.add(field, "is required");
+                None
+            }
+            Some(ts) => v.timestamp(field, ts),
+        };
+        let from = time("start_time", req.start_time.as_ref());
+        let before = time("end_time", req.end_time.as_ref());
+        if let (Some(from), Some(before)) = (from, before) {
+            if before <= from {
+                v.add("end_time", "must be after start_time");
+            }
+        }
+        let parts = tenant_id
+            .zip(from.zip(before))
+            .map(|(tenant_id, (from, before))| ExportMessages {
+                tenant_id,
+                from,
+                before,
+            });
+        v.into_result(parts)
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::*;
+
+    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn an_export_needs_a_tenant_and_a_forward_period() {
+        let fields = |req: pb::ExportMessagesRequest| match ExportMessages::try_from(req) {
+            Err(ApiError::InvalidArgument(v)) => v.into_iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        };
+        assert_eq!(
+            fields(pb::ExportMessagesRequest::default()),
+            ["tenant_id", "start_time", "end_time"]
+        );
+        assert_eq!(
+            fields(pb::ExportMessagesRequest {
+                tenant_id: "demo".into(),
+                start_time: ts(200),
+                end_time: ts(100),
+            }),
+            ["end_time"]
+        );
+        let ok = ExportMessages::try_from(pb::ExportMessagesRequest {
+            tenant_id: "demo".into(),
+            start_time: ts(100),
+            end_time: ts(200),
+        })
+        .unwrap();
+        assert_eq!((ok.from.timestamp(), ok.before.timestamp()), (100, 200));
     }
 }

@@ -220,3 +220,62 @@ fn substitute_members(v: &mut Violations, raw: &[pb::SubstituteMember]) -> Vec<M
     }
     members
 }
+
+/// Most locations a GetStock may name.
+pub const MAX_STOCK_LOCATIONS: usize = 100;
+
+/// A valid GetStock: a variant, maybe at some locations only.
+#[derive(Debug)]
+pub struct GetStock {
+    pub tenant_id: String,
+    pub variant_id: String,
+    /// Empty: every location with a stored level.
+    pub location_ids: Vec<String>,
+}
+
+impl TryFrom<pb::GetStockRequest> for GetStock {
+    type Error = ApiError;
+    fn try_from(req: pb::GetStockRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let variant_id = v.id("variant_id", &req.variant_id, true);
+        if req.location_ids.len() > MAX_STOCK_LOCATIONS {
+            v.add(
+                "location_ids",
+                format!("at most {MAX_STOCK_LOCATIONS} locations"),
+            );
+        }
+        for (i, l) in req.location_ids.iter().enumerate() {
+            v.id(&format!("location_ids[{i}]"), l, true);
+        }
+        let parts = tenant_id
+            .zip(variant_id)
+            .map(|(tenant_id, variant_id)| GetStock {
+                tenant_id,
+                variant_id,
+                location_ids: req.location_ids,
+            });
+        v.into_result(parts)
+    }
+}
+
+#[cfg(test)]
+mod stock_tests {
+    use super::*;
+
+    #[test]
+    fn get_stock_names_every_bad_location() {
+        let mut location_ids: Vec<String> = (0..101).map(|i| format!("l{i}")).collect();
+        location_ids[3] = String::new();
+        let req = pb::GetStockRequest {
+            tenant_id: "demo".into(),
+            variant_id: String::new(),
+            location_ids,
+        };
+        let Err(ApiError::InvalidArgument(v)) = GetStock::try_from(req) else {
+            panic!("not INVALID_ARGUMENT");
+        };
+        let fields: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["variant_id", "location_ids", "location_ids[3]"]);
+    }
+}

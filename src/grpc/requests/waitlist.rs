@@ -1,6 +1,10 @@
 //! WaitlistService's requests as typed commands.
 
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
 use restock_domain::{ConsentSource, Phone};
+use restock_store::waitlist::NewConsent;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -174,6 +178,86 @@ impl TryFrom<pb::TransferWaitlistRequest> for TransferWaitlist {
             }
             _ => None,
         };
+        v.into_result(parts)
+    }
+}
+
+/// The consent a request records: its text (at most 2,000 characters), source, capture time (not
+/// in the future), and optional IP address and user agent (at most 512 characters).
+pub fn consent(
+    v: &mut Violations,
+    field: &str,
+    c: Option<&pb::Consent>,
+    now: DateTime<Utc>,
+) -> Option<NewConsent> {
+    let Some(c) = c else {
+        v.add(field, "is required");
+        return None;
+    };
+    let text = v.text(
+        &format!("{field}.consent_text"),
+        &c.consent_text,
+        2_000,
+        true,
+    );
+    let source = v
+        .enumeration::<pb::ConsentSource>(&format!("{field}.source"), c.source, true)
+        .and_then(convert::consent_source);
+    let captured_at = v.past_time(
+        &format!("{field}.capture_time"),
+        c.capture_time.as_ref(),
+        now,
+        true,
+    );
+    let ip_address = (!c.ip_address.is_empty())
+        .then(|| match c.ip_address.parse::<IpAddr>() {
+            Ok(ip) => Some(ip.to_string()),
+            Err(_) => {
+                v.add(
+                    format!("{field}.ip_address"),
+                    "must be an IPv4 or IPv6 address",
+                );
+                None
+            }
+        })
+        .flatten();
+    let user_agent = v.text(&format!("{field}.user_agent"), &c.user_agent, 512, false);
+    Some(NewConsent {
+        source: source?,
+        text: text?,
+        ip_address,
+        user_agent,
+        captured_at: captured_at?,
+    })
+}
+
+/// A valid OptIn: a phone and the consent it gives.
+#[derive(Debug)]
+pub struct OptIn {
+    pub tenant_id: String,
+    pub phone: Phone,
+    pub consent: NewConsent,
+}
+
+impl OptIn {
+    /// `now` bounds the consent's capture time (not in the future, beyond clock skew).
+    pub fn parse(req: pb::OptInRequest, now: DateTime<Utc>) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let phone = v.phone(
+            "phone_number",
+            "default_region",
+            &req.phone_number,
+            &req.default_region,
+        );
+        let consent = consent(&mut v, "consent", req.consent.as_ref(), now);
+        let parts = tenant_id
+            .zip(phone.zip(consent))
+            .map(|(tenant_id, (phone, consent))| OptIn {
+                tenant_id,
+                phone,
+                consent,
+            });
         v.into_result(parts)
     }
 }

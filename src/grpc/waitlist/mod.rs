@@ -1,13 +1,12 @@
 //! WaitlistService: validates each request whole, then calls the store. See the proto for the
 //! semantics of every RPC.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
 use restock_domain::{erasure, Phone, Target, TenantPolicy};
-use restock_store::waitlist::{ListFilter, NewConsent, NewSubscription};
+use restock_store::waitlist::{ListFilter, NewSubscription};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
@@ -24,8 +23,6 @@ mod opt_outs;
 mod ordering;
 mod subscribe;
 mod subscriptions;
-
-use subscribe::*;
 
 const MAX_LOCATIONS: usize = 50;
 const MAX_QUANTITY: u32 = 1_000;

@@ -1,7 +1,7 @@
 //! A phone's consent: opt out, opt in, its history, and erasure of the phone altogether.
 
 use super::*;
-use crate::grpc::requests::waitlist::{OptOut, PhoneRef};
+use crate::grpc::requests::waitlist::{OptIn, OptOut, PhoneRef};
 
 impl WaitlistApi {
     pub(super) async fn opt_out(
@@ -34,18 +34,12 @@ impl WaitlistApi {
         request: Request<pb::OptInRequest>,
     ) -> Result<Response<pb::OptInResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
         let now = self.now();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        let phone = v.phone(
-            "phone_number",
-            "default_region",
-            &req.phone_number,
-            &req.default_region,
-        );
-        let consent = consent(&mut v, "consent", req.consent.as_ref(), now);
-        let (tenant_id, (phone, consent)) = v.into_result(tenant_id.zip(phone.zip(consent)))?;
+        let OptIn {
+            tenant_id,
+            phone,
+            consent,
+        } = OptIn::parse(request.into_inner(), now)?;
         let policy = self.policy(&caller, &tenant_id)?;
         let state = self
             .state

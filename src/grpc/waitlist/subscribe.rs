@@ -1,54 +1,7 @@
 //! Subscribe (idempotent, with the consent it records) and its double opt-in confirmation.
 
 use super::*;
-use crate::grpc::requests::waitlist::{ConfirmSubscription, SubscriptionRef};
-
-pub(super) fn consent(
-    v: &mut Violations,
-    field: &str,
-    c: Option<&pb::Consent>,
-    now: DateTime<Utc>,
-) -> Option<NewConsent> {
-    let Some(c) = c else {
-        v.add(field, "is required");
-        return None;
-    };
-    let text = v.text(
-        &format!("{field}.consent_text"),
-        &c.consent_text,
-        2_000,
-        true,
-    );
-    let source = v
-        .enumeration::<pb::ConsentSource>(&format!("{field}.source"), c.source, true)
-        .and_then(convert::consent_source);
-    let captured_at = v.past_time(
-        &format!("{field}.capture_time"),
-        c.capture_time.as_ref(),
-        now,
-        true,
-    );
-    let ip_address = (!c.ip_address.is_empty())
-        .then(|| match c.ip_address.parse::<IpAddr>() {
-            Ok(ip) => Some(ip.to_string()),
-            Err(_) => {
-                v.add(
-                    format!("{field}.ip_address"),
-                    "must be an IPv4 or IPv6 address",
-                );
-                None
-            }
-        })
-        .flatten();
-    let user_agent = v.text(&format!("{field}.user_agent"), &c.user_agent, 512, false);
-    Some(NewConsent {
-        source: source?,
-        text: text?,
-        ip_address,
-        user_agent,
-        captured_at: captured_at?,
-    })
-}
+use crate::grpc::requests::waitlist::{consent, ConfirmSubscription, SubscriptionRef};
 
 /// Fingerprint of a request, so a reused idempotency key with another request is caught.
 pub(super) fn fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
