@@ -21,10 +21,10 @@ use tonic_health::ServingStatus;
 use crate::auth::Caller;
 use crate::config::{ProviderKind, Settings};
 use crate::grpc;
-use crate::health::{self, RedisProbe};
 use crate::proto::v1::dispatch_service_server::DispatchServiceServer;
 use crate::proto::v1::eligibility_service_server::EligibilityServiceServer;
 use crate::proto::v1::waitlist_service_server::WaitlistServiceServer;
+use crate::workers::health::{self, RedisProbe};
 
 /// HTTP/2 flow-control window of one stream: what one inventory stream may have in flight
 /// unread (about 2,000 events).
@@ -156,7 +156,7 @@ fn server_tls(
 pub struct Application {
     listener: TcpListener,
     http_listener: TcpListener,
-    engine: Option<Arc<crate::dispatch::Engine>>,
+    engine: Option<Arc<crate::workers::Engine>>,
     state: Arc<AppState>,
     settings: Settings,
     /// The gRPC listener's TLS, its files read at build so a bad one stops the start.
@@ -271,7 +271,7 @@ impl Application {
                 });
         }
         let engine = if settings.dispatch.enabled {
-            Some(Arc::new(crate::dispatch::Engine {
+            Some(Arc::new(crate::workers::Engine {
                 provider: provider(&settings)?,
                 caps: restock_caps::Caps::connect(&settings.redis.url, &settings.redis.key_prefix)
                     .context("redis.url")?
@@ -362,7 +362,7 @@ impl Application {
             stop_rx,
         ));
 
-        let janitor = tokio::spawn(crate::janitor::run(
+        let janitor = tokio::spawn(crate::workers::janitor::run(
             state.store.clone(),
             state.clock.clone(),
             state.tenants.clone(),
@@ -370,7 +370,7 @@ impl Application {
             stop_tx.subscribe(),
         ));
 
-        let held_reports = tokio::spawn(crate::janitor::apply_held_reports(
+        let held_reports = tokio::spawn(crate::workers::janitor::apply_held_reports(
             state.store.clone(),
             state.clock.clone(),
             state.metrics.clone(),
@@ -390,10 +390,13 @@ impl Application {
 
         let mut dispatch = engine
             .clone()
-            .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
+            .map(|e| crate::workers::start(e, stop_tx.subscribe()))
             .unwrap_or_default();
         if let Some(e) = engine {
-            dispatch.push(tokio::spawn(crate::confirm::run(e, stop_tx.subscribe())));
+            dispatch.push(tokio::spawn(crate::workers::confirm::run(
+                e,
+                stop_tx.subscribe(),
+            )));
         }
 
         let mut http_stop = stop_tx.subscribe();

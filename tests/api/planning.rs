@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use restock::dispatch::planner::PolicyPlanner;
+use restock::workers::planner::PolicyPlanner;
 use restock_store::dispatch::{PlanChoice, PlanContext, PlanRow, Planner, ReleaseSettings};
 
 use crate::dispatch::{db, phones, set_stock, subscribe_all, texting_hours};

@@ -11,11 +11,11 @@ pub(super) fn evaluate_row(
     ctx: &RestockContext,
     row: &CandidateRow,
 ) -> Decision {
-    crate::dispatch::evaluate(
+    crate::workers::evaluate(
         policy,
         ctx,
         row,
-        crate::dispatch::Known {
+        crate::workers::Known {
             last_purchase_at: row.last_purchase_at,
             substitute_purchase: row.substitute_purchase.as_ref(),
             last_notified_at: row.last_notified_at,

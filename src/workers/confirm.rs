@@ -20,9 +20,9 @@ use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::confirmations::{ConfirmationJob, ConfirmationOutcome};
 use tokio::sync::watch;
 
-use crate::dispatch::scheduler::sender_of;
-use crate::dispatch::sender::text_caps;
-use crate::dispatch::Engine;
+use crate::workers::scheduler::sender_of;
+use crate::workers::sender::text_caps;
+use crate::workers::Engine;
 
 /// Confirmations claimed per pass.
 const BATCH: i64 = 100;
@@ -100,7 +100,7 @@ async fn confirm(
         return ConfirmationOutcome::Cancelled;
     };
     let now = state.clock.now();
-    let region = crate::dispatch::region_of(phone);
+    let region = crate::workers::region_of(phone);
     // Texting hours: the shopper's zone, else every zone of the phone's country.
     if let Some(at) = texting_hours(policy, job.time_zone.as_deref(), region.as_deref(), now) {
         if at > now {

@@ -7,6 +7,9 @@
 //!   from the Redis caps, hand the texts to the provider with bounded concurrency, and record
 //!   the outcomes.
 
+pub mod confirm;
+pub mod health;
+pub mod janitor;
 pub mod planner;
 pub mod scheduler;
 pub mod sender;
