@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod reporting;
 pub mod shutdown;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod workers;
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub async fn record(
     state: &AppState,

@@ -16,7 +16,7 @@ use restock_store::webhooks::{InboundAction, InboundOutcome, InboundTenant};
 use restock_store::StoreError;
 
 use super::{plain, signature, HttpError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A form as posted: every (name, value) pair in order, repeated names included (the signature
 /// covers them all, including the ones restock does not know).

@@ -18,7 +18,7 @@ use restock_domain::quiet_hours;
 use restock_domain::TenantPolicy;
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::confirmations::{ConfirmationJob, ConfirmationOutcome};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::workers::scheduler::sender_of;
 use crate::workers::sender::text_caps;
@@ -29,15 +29,15 @@ const BATCH: i64 = 100;
 /// How long a transient failure waits before the next attempt.
 const RETRY_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
-/// Runs until `stop` turns true.
-pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` is cancelled.
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     loop {
         if let Err(e) = pass(&engine).await {
             tracing::warn!(error = %e, "a confirmation pass failed; retrying later");
         }
         tokio::select! {
             _ = tokio::time::sleep(engine.poll().max(Duration::from_millis(200))) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

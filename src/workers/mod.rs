@@ -28,11 +28,12 @@ use restock_domain::eligibility::{
 use restock_domain::{Phone, TenantPolicy};
 use restock_sms::provider::Provider;
 use restock_store::eligibility::CandidateRow;
-use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::DispatchSettings;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// What is known about a subscriber beyond their subscription: their purchases, texts and
 /// caps.
@@ -138,15 +139,14 @@ impl Engine {
     }
 }
 
-/// Starts the scheduler and the senders; they stop when `stop` turns true.
-pub fn start(engine: Arc<Engine>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(scheduler::run(engine.clone(), stop.clone()))];
+/// Starts the scheduler and the senders on `tasks`; they stop when `stop` is cancelled.
+pub fn start(engine: Arc<Engine>, tasks: &TaskTracker, stop: CancellationToken) {
+    tasks.spawn(scheduler::run(engine.clone(), stop.clone()));
     // A few senders, so one batch's database work overlaps another's hand-overs.
     let senders = engine.settings.concurrency.div_ceil(32).clamp(2, 8);
     for i in 0..senders {
-        tasks.push(tokio::spawn(sender::run(engine.clone(), i, stop.clone())));
+        tasks.spawn(sender::run(engine.clone(), i, stop.clone()));
     }
-    tasks
 }
 
 #[cfg(test)]

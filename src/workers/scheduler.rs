@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use restock_sms::provider::{OutboundSms, Sender};
 use restock_store::dispatch::{Expired, Outcome, OutcomeError};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::planner::PolicyPlanner;
 use super::Engine;
@@ -18,7 +18,7 @@ const REQUEUE_BATCH: i64 = 5_000;
 /// Provider look-ups in flight during reconciliation.
 const LOOKUP_CONCURRENCY: usize = 16;
 
-pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let tenants = Arc::new(engine.state.tenants.clone());
     let mut planner = PolicyPlanner {
         tenants: tenants.clone(),
@@ -44,7 +44,7 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         }
         let wait = engine.poll() * failures.clamp(1, 8);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = engine.state.dispatch_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }

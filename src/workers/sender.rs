@@ -21,8 +21,8 @@ use restock_domain::{ConsentSource, Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
 use restock_store::handover::Handover;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::planner::{link_token, stock_for, Renderer};
@@ -42,10 +42,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// with some delay).
 const RECONCILE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
-pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, index: u32, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         // Registered before the claim, so a wave opened while claiming is not missed.
@@ -83,7 +83,7 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
             }
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = &mut work => {}
             _ = tokio::time::sleep(engine.poll() * failures.clamp(1, 8)) => {}
         }

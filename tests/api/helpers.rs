@@ -222,7 +222,7 @@ pub struct TestApp {
     pub db_url: String,
     pub channel: Channel,
     pub clock: Arc<ManualClock>,
-    pub state: Arc<restock::startup::AppState>,
+    pub state: Arc<restock::state::AppState>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }

@@ -25,7 +25,7 @@ use super::validate::{page_size, Violations};
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::dispatch_service_server::DispatchService;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 mod messages;
 mod releases;

@@ -29,7 +29,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::eligibility_service_server::EligibilityService;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 mod events;
 mod exclusions;
