@@ -2,6 +2,7 @@
 //! endpoints and the health service. Business rules live in `restock-domain`, SQL in
 //! `restock-store`.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod demo;

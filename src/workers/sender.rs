@@ -17,7 +17,7 @@ use restock_domain::eligibility::{
     Decision, LiveExclusions, Outcome as Verdict, Reason, RestockContext,
 };
 use restock_domain::waves::backoff;
-use restock_domain::{ConsentSource, Phone, TenantPolicy};
+use restock_domain::{Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
 use restock_store::handover::Handover;
@@ -457,16 +457,13 @@ async fn hand_over_granted(
     fence.release().await;
     // Recorded once the fence is gone: the opt-out locks the very contacts it held.
     for (tenant_id, phone) in provider_opt_outs {
-        let recorded = state
-            .store
-            .opt_out(
-                &tenant_id,
-                &phone,
-                ConsentSource::Sms,
-                Some("the provider reports the phone opted out"),
-                state.clock.now(),
-            )
-            .await;
+        let recorded = crate::app::consent::opt_out(
+            state,
+            &tenant_id,
+            &phone,
+            crate::app::consent::OptOutBy::Provider,
+        )
+        .await;
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "recording a provider opt-out failed");
         }

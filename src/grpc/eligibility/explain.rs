@@ -2,27 +2,10 @@
 //! (`Explain`), and whom a restock would text (`DryRun`).
 
 use super::*;
+use crate::app::eligibility::{self, ExplainError, ExplainQuery};
 use crate::grpc::requests::eligibility::Explain;
 
-/// Runs the engine for one stored subscription, with the texts and purchases its query read.
-/// Cap state lives in Redis and is consulted when sending; here caps are taken as free.
-pub(super) fn evaluate_row(
-    policy: &TenantPolicy,
-    ctx: &RestockContext,
-    row: &CandidateRow,
-) -> Decision {
-    crate::workers::evaluate(
-        policy,
-        ctx,
-        row,
-        crate::workers::Known {
-            last_purchase_at: row.last_purchase_at,
-            substitute_purchase: row.substitute_purchase.as_ref(),
-            last_notified_at: row.last_notified_at,
-            ..Default::default()
-        },
-    )
-}
+pub(super) use crate::app::eligibility::evaluate_stored as evaluate_row;
 
 /// A stable stand-in restock id for a dry run, so its holdout draw is the same on every page.
 pub(super) fn dry_run_restock_id(tenant_id: &str, variant_id: &str, location_id: &str) -> Uuid {
@@ -32,17 +15,6 @@ pub(super) fn dry_run_restock_id(tenant_id: &str, variant_id: &str, location_id:
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     Uuid::from_bytes(bytes)
-}
-
-pub(super) fn options_match(
-    wanted: &BTreeMap<String, String>,
-    options: &BTreeMap<String, String>,
-) -> bool {
-    wanted.iter().all(|(k, v)| {
-        options
-            .iter()
-            .any(|(ok, ov)| ok.eq_ignore_ascii_case(k) && ov.eq_ignore_ascii_case(v))
-    })
 }
 
 /// A variant's available-to-sell over its locations. Saturating: levels stored before
@@ -66,123 +38,42 @@ impl EligibilityApi {
             variant_id: asked_variant,
         } = request.into_inner().try_into()?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let now = self.state.clock.now();
-        let store = &self.state.store;
-        let row = store
-            .candidate(&tenant_id, subscription_id)
-            .await
-            .map_err(ApiError::from)?;
-        let restock = match restock_id {
-            Some(id) => Some(
-                store
-                    .restock(&tenant_id, id)
-                    .await
-                    .map_err(ApiError::from)?,
-            ),
-            None => None,
+        let query = ExplainQuery {
+            tenant_id,
+            subscription_id,
+            restock_id,
+            variant_id: asked_variant,
         };
-        // The variant: the subscription's own, else the restock's, else the one asked for, else
-        // the product's matching variant with the most stock.
-        let variant_id = match (&row.variant_id, &restock, asked_variant) {
-            (Some(v), _, _) => v.clone(),
-            (None, Some(r), _) => r.variant_id.clone(),
-            (None, None, Some(v)) => v,
-            (None, None, None) => {
-                let product = row.product_id.clone().unwrap_or_default();
-                store
-                    .product_variants(&tenant_id, &product)
-                    .await
-                    .map_err(ApiError::from)?
-                    .into_iter()
-                    .find(|(_, options, _)| options_match(&row.wanted_options, options))
-                    .map(|(v, _, _)| v)
-                    .ok_or_else(|| ApiError::FailedPrecondition {
-                        kind: "STOCK",
-                        subject: "variant_id".into(),
-                        description: "no known variant of the product matches the subscription's wanted options; name one in variant_id".into(),
-                    })?
-            }
-        };
-        if let Some(r) = &restock {
-            if r.variant_id != variant_id {
-                return Err(
-                    ApiError::field("restock_id", "is a restock of another variant").into(),
-                );
-            }
-        }
-        let restock = match restock {
-            Some(r) => Some(r),
-            None => store
-                .latest_restock(&tenant_id, &variant_id)
-                .await
-                .map_err(ApiError::from)?,
-        };
-        let stock = store
-            .stock(&tenant_id, &variant_id, &[])
+        let e = eligibility::explain(&self.state, policy, query)
             .await
-            .map_err(ApiError::from)?;
-        let product_id = stock.product_id.clone().or(row.product_id.clone());
-        let exclusions = store
-            .live_exclusions(&tenant_id, &variant_id, product_id.as_deref(), now)
-            .await
-            .map_err(ApiError::from)?;
-        let mut policy = policy.clone();
-        if restock.is_none() {
-            // The holdout is drawn per restock: with none yet, there is nothing to draw.
-            policy.holdout_share = 0.0;
-        }
-        let levels: Vec<(String, i64)> = stock
-            .locations
-            .iter()
-            .map(|l| (l.location_id.clone(), l.available))
-            .collect();
-        let ctx = RestockContext {
-            restock_id: restock.as_ref().map_or(Uuid::nil(), |r| r.restock_id),
-            variant_id: &variant_id,
-            product_id: product_id.as_deref(),
-            variant_options: &stock.details.options,
-            stock: &levels,
-            exclusions,
-            now,
-        };
-        let mut row = row;
-        (row.last_notified_at, row.last_purchase_at) = store
-            .history(&tenant_id, row.subscription_id, &variant_id)
-            .await
-            .map_err(ApiError::from)?;
-        row.substitute_purchase = store
-            .substitute_purchase(&tenant_id, row.subscription_id, &variant_id)
-            .await
-            .map_err(ApiError::from)?;
-        let d = evaluate_row(&policy, &ctx, &row);
+            .map_err(|e| match e {
+                ExplainError::Store(e) => ApiError::from(e),
+                e @ ExplainError::NoMatchingVariant => ApiError::FailedPrecondition {
+                    kind: "STOCK",
+                    subject: "variant_id".into(),
+                    description: e.to_string(),
+                },
+                e @ ExplainError::RestockOfAnotherVariant => {
+                    ApiError::field("restock_id", e.to_string())
+                }
+            })?;
+        let d = &e.decision;
         let (kind, until) = decision::outcome(d.outcome);
-        let message = match &restock {
-            Some(r) => store
-                .message_for(&tenant_id, row.subscription_id, r.restock_id)
-                .await
-                .map_err(ApiError::from)?,
-            None => None,
-        };
-        let propensity_score = store
-            .propensity_score(&tenant_id, row.subscription_id)
-            .await
-            .map_err(ApiError::from)?;
         Ok(Response::new(pb::ExplainResponse {
-            subscription_id: row.subscription_id.to_string(),
-            variant_id,
-            restock_id: restock
-                .map(|r| r.restock_id.to_string())
-                .unwrap_or_default(),
-            evaluate_time: Some(timestamp(now)),
+            subscription_id: e.subscription_id.to_string(),
+            variant_id: e.variant_id,
+            restock_id: e.restock_id.map(|r| r.to_string()).unwrap_or_default(),
+            evaluate_time: Some(timestamp(e.evaluated_at)),
             decision: kind as i32,
             defer_until_time: until,
             reason: decision::reason(d.reason) as i32,
             summary: d.summary.clone(),
-            rules: decision::rules(&d),
-            message_id: message.map(|(m, _)| m.to_string()).unwrap_or_default(),
-            propensity_score,
-            release_order: policy.release_order.as_str().to_string(),
-            release_place: message
+            rules: decision::rules(d),
+            message_id: e.message.map(|(m, _)| m.to_string()).unwrap_or_default(),
+            propensity_score: e.propensity_score,
+            release_order: e.release_order.to_string(),
+            release_place: e
+                .message
                 .and_then(|(_, place)| place)
                 .map_or(0, |p| p.max(0) as u32),
         }))

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use restock_domain::eligibility::{Decision, Outcome, RestockContext};
+use restock_domain::eligibility::{Outcome, RestockContext};
 use restock_domain::restock::Hysteresis;
 use restock_domain::TenantPolicy;
-use restock_store::eligibility::CandidateRow;
 use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
 use restock_store::substitutes::{GroupRow, Member};
 use sha2::{Digest, Sha256};

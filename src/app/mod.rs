@@ -1,0 +1,8 @@
+//! The application layer: the use cases the transports (`grpc`, `http`) and the background
+//! `workers` call. Nothing here knows proto or HTTP types; each use case is traced.
+//!
+//! - [`consent`]: the one opt-out / opt-in path (API, SMS keyword, provider-reported opt-out);
+//! - [`eligibility`]: the one evaluation of a stored subscription, and `explain`.
+
+pub mod consent;
+pub mod eligibility;
