@@ -1,29 +1,12 @@
 //! The eligibility engine's answers: why one subscription would or would not be texted
-//! (`Explain`), and whom a restock would text (`DryRun`).
+//! (`Explain`), and whom a restock would text (`DryRun`): requests parsed here, answered by
+//! `app::eligibility`, and viewed here.
 
 use super::*;
-use crate::app::eligibility::{self, ExplainError, ExplainQuery};
+use crate::app::eligibility::{self, DryRunQuery, ExplainError, ExplainQuery};
 use crate::grpc::requests::eligibility::Explain;
 
-pub(super) use crate::app::eligibility::evaluate_stored as evaluate_row;
-
-/// A stable stand-in restock id for a dry run, so its holdout draw is the same on every page.
-pub(super) fn dry_run_restock_id(tenant_id: &str, variant_id: &str, location_id: &str) -> Uuid {
-    let digest = Sha256::digest(
-        format!("dry-run\u{1f}{tenant_id}\u{1f}{variant_id}\u{1f}{location_id}").as_bytes(),
-    );
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::from_bytes(bytes)
-}
-
-/// A variant's available-to-sell over its locations. Saturating: levels stored before
-/// [`MAX_UNITS`] was enforced may be larger.
-pub(super) fn total_available(locations: &[restock_store::inventory::StockRow]) -> i64 {
-    locations
-        .iter()
-        .fold(0i64, |sum, l| sum.saturating_add(l.available.max(0)))
-}
+pub(super) use crate::app::eligibility::total_available;
 
 impl EligibilityApi {
     pub(super) async fn explain(
@@ -122,82 +105,21 @@ impl EligibilityApi {
             .unwrap_or(0);
         let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let now = self.state.clock.now();
-        let store = &self.state.store;
-        let stock = store
-            .stock(&tenant_id, &variant_id, &[])
-            .await
-            .map_err(ApiError::from)?;
-        let product_id = stock.product_id.clone();
-        let exclusions = self
-            .state
-            .store
-            .live_exclusions(&tenant_id, &variant_id, product_id.as_deref(), now)
-            .await
-            .map_err(ApiError::from)?;
-        let current = |loc: &str| {
-            stock
-                .locations
-                .iter()
-                .find(|l| l.location_id == loc)
-                .map_or(0, |l| l.available)
-        };
-        let assume = |level: i64| {
-            if req.assume_available > 0 {
-                req.assume_available
-            } else {
-                level.max(policy.restock_threshold)
-            }
-        };
-        let assumed_available = match &location_id {
-            Some(l) => assume(current(l)),
-            None => assume(total_available(&stock.locations)),
-        };
-        let restock_id = dry_run_restock_id(
-            &tenant_id,
-            &variant_id,
-            location_id.as_deref().unwrap_or(""),
-        );
         let page = match req.page_size {
             0 => 20,
             n => n.min(200) as usize,
         };
-
-        let mut candidates = Box::pin(
-            store
-                .candidates(&tenant_id, &variant_id, product_id.as_deref())
-                .await
-                .map_err(ApiError::from)?,
-        );
+        let query = DryRunQuery {
+            tenant_id,
+            variant_id,
+            location_id,
+            assume_available: req.assume_available,
+        };
         let mut counts: [u64; 3] = [0; 3];
         let mut deferred: BTreeMap<i32, u64> = BTreeMap::new();
         let mut skipped: BTreeMap<i32, u64> = BTreeMap::new();
         let (mut examples, mut matching, mut more) = (Vec::new(), 0u64, false);
-        let mut evaluated = 0u64;
-        while let Some(row) = candidates.next().await {
-            let row = row.map_err(ApiError::from)?;
-            evaluated += 1;
-            // The stock the restock would show this subscriber: the restocked location, or, for
-            // a restock everywhere, each of the subscriber's serving locations.
-            let levels: Vec<(String, i64)> = match &location_id {
-                Some(l) => vec![(l.clone(), assumed_available)],
-                None if row.location_ids.is_empty() => vec![("*".to_string(), assumed_available)],
-                None => row
-                    .location_ids
-                    .iter()
-                    .map(|l| (l.clone(), assume(current(l))))
-                    .collect(),
-            };
-            let ctx = RestockContext {
-                restock_id,
-                variant_id: &variant_id,
-                product_id: product_id.as_deref(),
-                variant_options: &stock.details.options,
-                stock: &levels,
-                exclusions,
-                now,
-            };
-            let d = evaluate_row(policy, &ctx, &row);
+        let summary = eligibility::dry_run(&self.state, policy, &query, |row, d| {
             let (kind, until) = decision::outcome(d.outcome);
             let reason = decision::reason(d.reason);
             match d.outcome {
@@ -230,16 +152,18 @@ impl EligibilityApi {
                     }
                 }
             }
-        }
+        })
+        .await
+        .map_err(ApiError::from)?;
         let by_reason = |m: BTreeMap<i32, u64>| {
             m.into_iter()
                 .map(|(reason, count)| pb::ReasonCount { reason, count })
                 .collect::<Vec<_>>()
         };
         Ok(Response::new(pb::DryRunResponse {
-            evaluate_time: Some(timestamp(now)),
-            assumed_available,
-            evaluated_count: evaluated,
+            evaluate_time: Some(timestamp(summary.evaluated_at)),
+            assumed_available: summary.assumed_available,
+            evaluated_count: summary.evaluated,
             send_now_count: counts[0],
             defer_count: counts[1],
             skip_count: counts[2],
