@@ -237,7 +237,7 @@ pub struct DispatchSettings {
     pub poll_interval_ms: u64,
     /// Whether the planner, scheduler, senders and confirmation loop run in the background.
     /// Off, nothing is planned or sent until a caller steps the workers itself
-    /// (`crate::dispatch::step`): tests do, to drive a release one pass at a time.
+    /// (`crate::workers::step`): tests do, to drive a release one pass at a time.
     pub background: bool,
 }
 

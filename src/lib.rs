@@ -2,21 +2,20 @@
 //! endpoints and the health service. Business rules live in `restock-domain`, SQL in
 //! `restock-store`.
 
+pub mod app;
 pub mod auth;
 pub mod config;
-pub mod confirm;
 pub mod demo;
-pub mod dispatch;
 pub mod error;
 pub mod grpc;
-pub mod health;
 pub mod http;
-pub mod janitor;
 pub mod metrics;
 pub mod reporting;
 pub mod shutdown;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
+pub mod workers;
 
 /// The generated code of the public API (`proto/restock/v1`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tonic::Status;
@@ -45,13 +46,13 @@ fn exempt(path: &str) -> bool {
 /// The gRPC calls in flight, and the switch that turns new ones away.
 #[derive(Clone)]
 pub struct Drain {
-    draining: watch::Receiver<bool>,
+    draining: CancellationToken,
     in_flight: Arc<watch::Sender<usize>>,
 }
 
 impl Drain {
-    /// A gate that closes when `draining` turns true.
-    pub fn new(draining: watch::Receiver<bool>) -> Self {
+    /// A gate that closes when `draining` is cancelled.
+    pub fn new(draining: CancellationToken) -> Self {
         Self {
             draining,
             in_flight: Arc::new(watch::channel(0).0),
@@ -145,7 +146,7 @@ where
         if exempt(req.uri().path()) {
             return Box::pin(self.inner.call(req));
         }
-        if *self.drain.draining.borrow() {
+        if self.drain.draining.is_cancelled() {
             // Answered at once, so the caller retries elsewhere instead of waiting on us.
             let status = Status::unavailable("the server is shutting down; retry on another one");
             return Box::pin(std::future::ready(Ok(status.into_http())));

@@ -1,7 +1,6 @@
 //! Start-up: builds the application from settings around a bound listener (tests bind port 0
 //! and read the address back), and runs it until a shutdown signal, then drains.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,22 +8,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 use restock_domain::clock::{Clock, SystemClock};
-use restock_domain::TenantPolicy;
 use restock_store::Store;
 use secrecy::ExposeSecret;
+use std::future::IntoFuture;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::auth::Caller;
 use crate::config::{ProviderKind, Settings};
 use crate::grpc;
-use crate::health::{self, RedisProbe};
 use crate::proto::v1::dispatch_service_server::DispatchServiceServer;
 use crate::proto::v1::eligibility_service_server::EligibilityServiceServer;
 use crate::proto::v1::waitlist_service_server::WaitlistServiceServer;
+pub use crate::state::AppState;
+use crate::state::PageTokens;
+use crate::workers::health::{self, RedisProbe};
 
 /// HTTP/2 flow-control window of one stream: what one inventory stream may have in flight
 /// unread (about 2,000 events).
@@ -32,51 +33,6 @@ const STREAM_WINDOW: u32 = 128 * 1024;
 /// HTTP/2 flow-control window of a connection; h2 allows buffered small frames up to half of
 /// it, so sixteen streams of small events fit with room to spare.
 const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
-
-/// What every request handler shares.
-pub struct AppState {
-    pub store: Store,
-    /// Subscribe calls go through here, to be batched with the calls arriving beside them.
-    pub subscriber: restock_store::subscribe_batch::Subscriber,
-    pub tenants: BTreeMap<String, TenantPolicy>,
-    pub clock: Arc<dyn Clock>,
-    /// Key of the keyed hash that replaces erased personal data.
-    pub erasure_key: Vec<u8>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Woken when a restock starts, so the dispatcher plans it at once instead of at its next
-    /// poll.
-    pub dispatch_wake: Arc<tokio::sync::Notify>,
-    /// Where the links in texts and the provider's callbacks point (no trailing slash).
-    pub public_base_url: String,
-    /// Tracked-link requests per client address (see `http::links`).
-    pub link_limiter: Arc<crate::http::links::LinkLimiter>,
-    /// The SMS provider's secret, which also signs its webhooks; empty for the log provider.
-    /// The provider accounts' auth tokens (the first account's, then the fallback's): a
-    /// webhook signed with any of them is the provider's.
-    pub provider_auth_tokens: Vec<String>,
-    /// Turns true when the server starts draining: long-lived streams end then.
-    pub draining: watch::Sender<bool>,
-    /// Signs and opens the page tokens of every list RPC.
-    pub page_tokens: grpc::paging::PageTokens,
-}
-
-impl AppState {
-    /// A tenant's policy, for a caller that may act for it: every request's tenant is
-    /// resolved here. A tenant the caller may not act for is PERMISSION_DENIED (whether it
-    /// exists or not, so nothing is learnt from the answer); an unknown one is NOT_FOUND.
-    pub fn tenant(
-        &self,
-        caller: &Caller,
-        tenant_id: &str,
-    ) -> Result<&TenantPolicy, crate::error::ApiError> {
-        if !caller.may_act_for(tenant_id) {
-            return Err(crate::error::ApiError::tenant_denied(caller, tenant_id));
-        }
-        self.tenants.get(tenant_id).ok_or_else(|| {
-            crate::error::ApiError::NotFound(format!("tenant \"{tenant_id}\" not found"))
-        })
-    }
-}
 
 /// The SMS provider the settings name.
 fn provider(settings: &Settings) -> anyhow::Result<Arc<dyn restock_sms::Provider>> {
@@ -156,7 +112,7 @@ fn server_tls(
 pub struct Application {
     listener: TcpListener,
     http_listener: TcpListener,
-    engine: Option<Arc<crate::dispatch::Engine>>,
+    engine: Option<Arc<crate::workers::Engine>>,
     state: Arc<AppState>,
     settings: Settings,
     /// The gRPC listener's TLS, its files read at build so a bad one stops the start.
@@ -225,10 +181,10 @@ impl Application {
             }
         };
         let page_tokens = match &settings.server.page_token_key {
-            Some(k) => grpc::paging::PageTokens::new(k.expose_secret().as_bytes()),
+            Some(k) => PageTokens::new(k.expose_secret().as_bytes()),
             None => {
                 tracing::warn!("server.page_token_key is not set: using a random key for this process (page tokens work only against it)");
-                grpc::paging::PageTokens::new(&rand::random::<[u8; 32]>())
+                PageTokens::new(&rand::random::<[u8; 32]>())
             }
         };
         // A few workers batch Subscribe calls (each holds one pooled connection while it
@@ -246,7 +202,7 @@ impl Application {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             dispatch_wake: Arc::new(tokio::sync::Notify::new()),
             public_base_url,
-            link_limiter: Arc::new(crate::http::links::limiter(
+            link_limiter: Arc::new(crate::state::limiter(
                 settings.http.link_rate_per_second,
                 settings.http.link_burst,
             )),
@@ -259,7 +215,7 @@ impl Application {
             .filter(|t| !t.is_empty())
             .map(str::to_string)
             .collect(),
-            draining: watch::channel(false).0,
+            draining: CancellationToken::new(),
             page_tokens,
         });
         if crate::telemetry::otlp_enabled() {
@@ -271,7 +227,7 @@ impl Application {
                 });
         }
         let engine = if settings.dispatch.enabled {
-            Some(Arc::new(crate::dispatch::Engine {
+            Some(Arc::new(crate::workers::Engine {
                 provider: provider(&settings)?,
                 caps: restock_caps::Caps::connect(&settings.redis.url, &settings.redis.key_prefix)
                     .context("redis.url")?
@@ -351,65 +307,63 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every background task's lifetime: cancelled (with `state.draining`, its parent) when
+        // the drain starts, and awaited through the tracker.
+        let stop = state.draining.child_token();
+        let tasks = TaskTracker::new();
         let redis = redis::Client::open(settings.redis.url.as_str()).context("redis.url")?;
+        // Awaited on its own: once it has stopped, nothing sets the health status but the drain.
         let watcher = tokio::spawn(health::watch_dependencies(
             reporter.clone(),
             state.store.clone(),
             RedisProbe::new(redis),
             Duration::from_millis(settings.server.health_check_interval_ms),
             state.metrics.clone(),
-            stop_rx,
+            stop.clone(),
         ));
 
-        let janitor = tokio::spawn(crate::janitor::run(
+        tasks.spawn(crate::workers::janitor::run(
             state.store.clone(),
             state.clock.clone(),
             state.tenants.clone(),
             Duration::from_secs(3_600),
-            stop_tx.subscribe(),
+            stop.clone(),
         ));
 
-        let held_reports = tokio::spawn(crate::janitor::apply_held_reports(
+        tasks.spawn(crate::workers::janitor::apply_held_reports(
             state.store.clone(),
             state.clock.clone(),
             state.metrics.clone(),
             Duration::from_secs(1),
-            stop_tx.subscribe(),
+            stop.clone(),
         ));
 
         // The OTLP exporter reads the backlog gauges as last refreshed; /metrics refreshes
         // them per scrape, this for when nothing scrapes.
-        let otlp_refresh = crate::telemetry::otlp_enabled().then(|| {
-            tokio::spawn(crate::http::metrics::refresh_every(
+        if crate::telemetry::otlp_enabled() {
+            tasks.spawn(crate::http::metrics::refresh_every(
                 state.clone(),
                 Duration::from_secs(10),
-                stop_tx.subscribe(),
-            ))
-        });
-
-        // Without `dispatch.background` the workers run only when stepped (`dispatch::step`).
-        let background = engine.filter(|e| e.settings.background);
-        let mut dispatch = background
-            .clone()
-            .map(|e| crate::dispatch::start(e, stop_tx.subscribe()))
-            .unwrap_or_default();
-        if let Some(e) = background {
-            dispatch.push(tokio::spawn(crate::confirm::run(e, stop_tx.subscribe())));
+                stop.clone(),
+            ));
         }
 
-        let mut http_stop = stop_tx.subscribe();
+        // Without `dispatch.background` the workers run only when stepped (`workers::step`).
+        if let Some(e) = engine.clone().filter(|e| e.settings.background) {
+            crate::workers::start(e.clone(), &tasks, stop.clone());
+            tasks.spawn(crate::workers::confirm::run(e, stop.clone()));
+        }
+
         let http_router = crate::http::router(state.clone());
-        let http = tokio::spawn(async move {
+        tasks.spawn(
             axum::serve(
                 http_listener,
                 http_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-        });
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+        );
+        tasks.close();
 
         let callers = Arc::new(
             crate::auth::Callers::from_settings(&settings.auth.credentials)
@@ -420,7 +374,7 @@ impl Application {
         }
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         // Turns new calls away once draining, and counts the calls the drain waits for.
-        let drain = crate::shutdown::Drain::new(state.draining.subscribe());
+        let drain = crate::shutdown::Drain::new(state.draining.clone());
         let mut builder = Server::builder();
         if let Some(tls) = tls {
             builder = builder
@@ -471,11 +425,11 @@ impl Application {
                 // One deadline for every part of the drain, counted from the signal.
                 let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
                 let deadline = tokio::time::Instant::now() + grace;
-                // Load balancers hear it first; then new calls are turned away (health still
-                // answers), open inventory and watch streams end, and workers stop claiming.
-                let _ = stop_tx.send(true);
+                // Load balancers hear it first, before anything else happens; then new calls are
+                // turned away (health still answers), open inventory and watch streams end, and
+                // every background task is told to stop (workers stop claiming).
                 health::set_all(&reporter, ServingStatus::NotServing).await;
-                state.draining.send_replace(true);
+                state.draining.cancel();
                 let drained = tokio::time::timeout_at(deadline, async {
                     tokio::join!(
                         async {
@@ -483,16 +437,9 @@ impl Application {
                             let _ = watcher.await;
                             health::set_all(&reporter, ServingStatus::NotServing).await;
                         },
-                        janitor,
-                        held_reports,
-                        async {
-                            if let Some(task) = otlp_refresh {
-                                let _ = task.await;
-                            }
-                        },
-                        http,
-                        // Texts being handed over finish and are recorded; nothing new is claimed.
-                        futures_util::future::join_all(dispatch),
+                        // Texts being handed over finish and are recorded; nothing new is
+                        // claimed. The HTTP listener finishes its requests.
+                        tasks.wait(),
                         drain.idle(),
                     )
                 });
@@ -524,8 +471,8 @@ impl Application {
         self.state.clone()
     }
 
-    /// The dispatch engine, when this process dispatches: what `dispatch::step` drives.
-    pub fn engine(&self) -> Option<Arc<crate::dispatch::Engine>> {
+    /// The dispatch engine, when this process dispatches: what `workers::step` drives.
+    pub fn engine(&self) -> Option<Arc<crate::workers::Engine>> {
         self.engine.clone()
     }
 }

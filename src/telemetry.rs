@@ -282,7 +282,7 @@ mod tests {
                 "executing statement s12 with parameters: [\"demo\", \"+14155550132\"]"
             );
             tracing::info!(target: "tokio_postgres::connection", "connection info kept");
-            tracing::debug!(target: "restock::dispatch", "our own debug line");
+            tracing::debug!(target: "restock::workers", "our own debug line");
         });
         let bytes = out.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()

@@ -12,7 +12,7 @@ use tonic::Status;
 use super::requests::dispatch::ExportMessages;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Messages per response (and per statement).
 pub const BATCH: i64 = 500;

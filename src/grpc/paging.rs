@@ -22,17 +22,7 @@ const REFUSED: &str =
     "is not a token this server issued for this request: pass it back unchanged, \
     with the tenant and filters of the first page";
 
-/// Issues and opens page tokens under the server's key.
-#[derive(Clone)]
-pub struct PageTokens {
-    key: Vec<u8>,
-}
-
-impl std::fmt::Debug for PageTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PageTokens([redacted])")
-    }
-}
+pub use crate::state::PageTokens;
 
 /// What a token is bound to, besides its cursor.
 pub struct Scope<'a> {
@@ -55,10 +45,6 @@ impl<'a> Scope<'a> {
 }
 
 impl PageTokens {
-    pub fn new(key: &[u8]) -> Self {
-        Self { key: key.to_vec() }
-    }
-
     fn mac(&self, scope: &Scope<'_>, cursor: &[u8]) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");

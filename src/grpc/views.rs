@@ -9,7 +9,7 @@ use restock_store::views::{ViewCount, ViewTarget};
 use super::validate::Violations;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const MAX_COUNTS: usize = 1_000;
 const MAX_SOURCE: usize = 64;

@@ -7,19 +7,17 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use restock_domain::link;
 use restock_store::outcomes::ClickOutcome;
 
 use super::{plain, HttpError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// 16 random bytes in unpadded base64url.
 const TOKEN_LEN: usize = 22;
@@ -30,15 +28,7 @@ const NOT_FOUND_BODY: &str = "not found\n";
 /// Client addresses remembered by the limiter before idle ones are forgotten.
 const LIMITER_KEYS: usize = 100_000;
 
-/// Tracked-link requests per client address (GCRA, in memory, per replica).
-pub type LinkLimiter = DefaultKeyedRateLimiter<IpAddr>;
-
-/// A limiter of `per_second` requests per client address with bursts of `burst`.
-pub fn limiter(per_second: u32, burst: u32) -> LinkLimiter {
-    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-}
+pub use crate::state::{limiter, LinkLimiter};
 
 pub(super) async fn follow(
     State(state): State<Arc<AppState>>,

@@ -1,12 +1,13 @@
 //! `GET /metrics`: the process's metrics for Prometheus.
 
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub(super) async fn render(State(state): State<Arc<AppState>>) -> Response {
     refresh(&state).await;
@@ -37,18 +38,18 @@ pub(crate) async fn refresh(state: &AppState) {
 }
 
 /// Keeps the read-at-scrape values fresh for the OTLP exporter, which has no scrape to hang
-/// them on: a refresh every `period` until `stop` turns true.
+/// them on: a refresh every `period` until `stop` is cancelled.
 pub(crate) async fn refresh_every(
     state: Arc<AppState>,
     period: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => refresh(&state).await,
-            _ = async { drop(stop.wait_for(|stop| *stop).await) } => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use restock_store::StoreError;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Largest request body read. Twilio's callbacks are a few hundred bytes and an inbound text
 /// at most 1,600 characters with its metadata; anything far larger is not the provider.

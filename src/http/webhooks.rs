@@ -9,14 +9,14 @@ use std::sync::Arc;
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use restock_domain::{ConsentSource, Phone, TenantPolicy};
+use restock_domain::{Phone, TenantPolicy};
 use restock_store::outcomes::{DeliveryReport, ReportOutcome};
-use restock_store::waitlist::NewConsent;
-use restock_store::webhooks::{InboundAction, InboundOutcome, InboundTenant};
+use restock_store::webhooks::InboundOutcome;
 use restock_store::StoreError;
 
 use super::{plain, signature, HttpError};
-use crate::startup::AppState;
+use crate::app::consent;
+use crate::state::AppState;
 
 /// A form as posted: every (name, value) pair in order, repeated names included (the signature
 /// covers them all, including the ones restock does not know).
@@ -163,33 +163,12 @@ pub(super) async fn inbound(
         return twiml(None);
     };
     let now = state.clock.now();
-    let consent;
-    let action = match &keyword {
-        Keyword::OptOut(word) => InboundAction::OptOut { reason: word },
-        Keyword::OptIn(word) => {
-            consent = NewConsent {
-                source: ConsentSource::Sms,
-                text: format!("Replied {word} to {to}"),
-                ip_address: None,
-                user_agent: None,
-                captured_at: now,
-            };
-            InboundAction::OptIn { consent: &consent }
-        }
-        Keyword::Help => InboundAction::Nothing,
+    let said = match &keyword {
+        Keyword::OptOut(word) => consent::Keyword::OptOut(word),
+        Keyword::OptIn(word) => consent::Keyword::OptIn(word),
+        Keyword::Help => consent::Keyword::Help,
     };
-    let concerned: Vec<InboundTenant> = tenants
-        .iter()
-        .map(|(tenant_id, policy)| InboundTenant {
-            tenant_id,
-            double_opt_in: policy.double_opt_in,
-        })
-        .collect();
-    let outcomes = match state
-        .store
-        .inbound_keyword(sid, &phone, &concerned, &action, now)
-        .await
-    {
+    let outcomes = match consent::keyword(&state, sid, &phone, to, &tenants, said, now).await {
         Ok(Some(outcomes)) => outcomes,
         // Acted on already (a retry, or a captured request sent again): acting again could
         // undo what the phone said since, such as a STOP after this START.
@@ -200,27 +179,10 @@ pub(super) async fn inbound(
         }
         Err(e) => return inbound_failed(&state, &phone, keyword.outcome(), e),
     };
-    let mut all_confirmed = true;
-    for ((tenant_id, _), outcome) in tenants.iter().zip(&outcomes) {
-        match outcome {
-            InboundOutcome::OptedOut { cancelled } => tracing::info!(
-                tenant_id,
-                phone = %phone.redacted(),
-                cancelled,
-                "opt-out by text"
-            ),
-            InboundOutcome::OptedIn { confirmed } => {
-                all_confirmed &= confirmed;
-                tracing::info!(
-                    tenant_id,
-                    phone = %phone.redacted(),
-                    confirmed,
-                    "opt-in by text"
-                );
-            }
-            InboundOutcome::Nothing => {}
-        }
-    }
+    let all_confirmed = outcomes.iter().all(|o| match o {
+        InboundOutcome::OptedIn { confirmed } => *confirmed,
+        _ => true,
+    });
     let reply = match &keyword {
         Keyword::OptOut(_) => format!(
             "You are unsubscribed from {} alerts. No more messages will be sent. \

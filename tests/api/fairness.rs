@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use restock::dispatch::planner::PolicyPlanner;
+use restock::workers::planner::PolicyPlanner;
 use restock_sms::fake::FakeTwilio;
 
 use crate::helpers::*;

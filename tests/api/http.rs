@@ -1072,7 +1072,7 @@ async fn webhook_receipts_are_kept_a_week_then_pruned() {
     app.clock.advance(chrono::Duration::days(6));
     post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
     app.clock.advance(chrono::Duration::days(2));
-    let cutoff = app.clock.now() - restock::janitor::WEBHOOK_RECEIPT_RETENTION;
+    let cutoff = app.clock.now() - restock::workers::janitor::WEBHOOK_RECEIPT_RETENTION;
     let pruned = app
         .state
         .store

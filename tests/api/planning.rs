@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::*;
-use restock::dispatch::planner::PolicyPlanner;
+use restock::workers::planner::PolicyPlanner;
 use restock_store::dispatch::{PlanChoice, PlanContext, PlanRow, Planner, ReleaseSettings};
 
 /// A planner that dies after `left` decisions, as a process killed mid-plan.

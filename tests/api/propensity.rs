@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use restock::dispatch::planner::PolicyPlanner;
+use restock::workers::planner::PolicyPlanner;
 
 use crate::helpers::*;
 use crate::planning::Crashing;

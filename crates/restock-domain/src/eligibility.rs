@@ -481,6 +481,17 @@ fn subscription(ctx: &RestockContext, c: &Candidate) -> RuleResult {
 
 /// Option names and values compare case-insensitively: storefronts disagree on "Size" vs "size"
 /// and "Blue" vs "blue", and a shopper should not miss a restock over it.
+/// Whether a variant with `options` is one the shopper who wants `wanted` asked for: every
+/// wanted option is among the variant's, names and values compared without surrounding blanks
+/// and whatever the case. The one matching of options (the engine's rule, and the choice of a
+/// variant for a subscription to a product).
+pub fn options_match(
+    wanted: &BTreeMap<String, String>,
+    options: &BTreeMap<String, String>,
+) -> bool {
+    wanted.iter().all(|(k, v)| has_option(options, k, v))
+}
+
 fn has_option(options: &BTreeMap<String, String>, key: &str, value: &str) -> bool {
     let (key, value) = (key.trim().to_lowercase(), value.trim().to_lowercase());
     options
@@ -1145,6 +1156,19 @@ mod tests {
             let d = w.decide(|c| c.status = status);
             assert_eq!(d.rule(Rule::Subscription).verdict, Verdict::Pass);
         }
+    }
+
+    #[test]
+    fn options_match_trims_and_ignores_case_in_names_and_values() {
+        let variant = options(&[("Size", " M "), ("colour", "Blue")]);
+        assert!(options_match(&options(&[("size", "m")]), &variant));
+        assert!(options_match(
+            &options(&[(" SIZE ", "m"), ("Colour", "blue ")]),
+            &variant
+        ));
+        assert!(options_match(&BTreeMap::new(), &variant));
+        assert!(!options_match(&options(&[("size", "l")]), &variant));
+        assert!(!options_match(&options(&[("fit", "slim")]), &variant));
     }
 
     #[test]

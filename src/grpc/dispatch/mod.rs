@@ -22,7 +22,7 @@ use super::paging::{parse_time_cursor, time_cursor, Scope};
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::dispatch_service_server::DispatchService;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 mod messages;
 mod releases;

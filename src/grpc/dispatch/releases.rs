@@ -77,7 +77,7 @@ impl DispatchApi {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
             let mut send = Some(last.clone());
-            let mut draining = state.draining.subscribe();
+            let draining = state.draining.clone();
             loop {
                 if let Some(release) = send.take() {
                     let done =
@@ -92,7 +92,7 @@ impl DispatchApi {
                 // One poll per interval; a client that hangs up stops the polling at once.
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = async { drop(draining.wait_for(|d| *d).await) } => {
+                    _ = draining.cancelled() => {
                         let _ = tx
                             .send(Err(Status::unavailable(
                                 "the server is shutting down; call again to go on watching",

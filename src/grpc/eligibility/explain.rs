@@ -1,57 +1,12 @@
 //! The eligibility engine's answers: why one subscription would or would not be texted
-//! (`Explain`), and whom a restock would text (`DryRun`).
+//! (`Explain`), and whom a restock would text (`DryRun`): requests parsed here, answered by
+//! `app::eligibility`, and viewed here.
 
 use super::*;
+use crate::app::eligibility::{self, DryRunQuery, ExplainError, ExplainQuery};
 use crate::grpc::requests::eligibility::Explain;
 
-/// Runs the engine for one stored subscription, with the texts and purchases its query read.
-/// Cap state lives in Redis and is consulted when sending; here caps are taken as free.
-pub(super) fn evaluate_row(
-    policy: &TenantPolicy,
-    ctx: &RestockContext,
-    row: &CandidateRow,
-) -> Decision {
-    crate::dispatch::evaluate(
-        policy,
-        ctx,
-        row,
-        crate::dispatch::Known {
-            last_purchase_at: row.last_purchase_at,
-            substitute_purchase: row.substitute_purchase.as_ref(),
-            last_notified_at: row.last_notified_at,
-            ..Default::default()
-        },
-    )
-}
-
-/// A stable stand-in restock id for a dry run, so its holdout draw is the same on every page.
-pub(super) fn dry_run_restock_id(tenant_id: &str, variant_id: &str, location_id: &str) -> Uuid {
-    let digest = Sha256::digest(
-        format!("dry-run\u{1f}{tenant_id}\u{1f}{variant_id}\u{1f}{location_id}").as_bytes(),
-    );
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::from_bytes(bytes)
-}
-
-pub(super) fn options_match(
-    wanted: &BTreeMap<String, String>,
-    options: &BTreeMap<String, String>,
-) -> bool {
-    wanted.iter().all(|(k, v)| {
-        options
-            .iter()
-            .any(|(ok, ov)| ok.eq_ignore_ascii_case(k) && ov.eq_ignore_ascii_case(v))
-    })
-}
-
-/// A variant's available-to-sell over its locations. Saturating: levels stored before
-/// [`MAX_UNITS`] was enforced may be larger.
-pub(super) fn total_available(locations: &[restock_store::inventory::StockRow]) -> i64 {
-    locations
-        .iter()
-        .fold(0i64, |sum, l| sum.saturating_add(l.available.max(0)))
-}
+pub(super) use crate::app::eligibility::total_available;
 
 impl EligibilityApi {
     pub(super) async fn explain(
@@ -66,123 +21,42 @@ impl EligibilityApi {
             variant_id: asked_variant,
         } = request.into_inner().try_into()?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let now = self.state.clock.now();
-        let store = &self.state.store;
-        let row = store
-            .candidate(&tenant_id, subscription_id)
-            .await
-            .map_err(ApiError::from)?;
-        let restock = match restock_id {
-            Some(id) => Some(
-                store
-                    .restock(&tenant_id, id)
-                    .await
-                    .map_err(ApiError::from)?,
-            ),
-            None => None,
+        let query = ExplainQuery {
+            tenant_id,
+            subscription_id,
+            restock_id,
+            variant_id: asked_variant,
         };
-        // The variant: the subscription's own, else the restock's, else the one asked for, else
-        // the product's matching variant with the most stock.
-        let variant_id = match (&row.variant_id, &restock, asked_variant) {
-            (Some(v), _, _) => v.clone(),
-            (None, Some(r), _) => r.variant_id.clone(),
-            (None, None, Some(v)) => v,
-            (None, None, None) => {
-                let product = row.product_id.clone().unwrap_or_default();
-                store
-                    .product_variants(&tenant_id, &product)
-                    .await
-                    .map_err(ApiError::from)?
-                    .into_iter()
-                    .find(|(_, options, _)| options_match(&row.wanted_options, options))
-                    .map(|(v, _, _)| v)
-                    .ok_or_else(|| ApiError::FailedPrecondition {
-                        kind: "STOCK",
-                        subject: "variant_id".into(),
-                        description: "no known variant of the product matches the subscription's wanted options; name one in variant_id".into(),
-                    })?
-            }
-        };
-        if let Some(r) = &restock {
-            if r.variant_id != variant_id {
-                return Err(
-                    ApiError::field("restock_id", "is a restock of another variant").into(),
-                );
-            }
-        }
-        let restock = match restock {
-            Some(r) => Some(r),
-            None => store
-                .latest_restock(&tenant_id, &variant_id)
-                .await
-                .map_err(ApiError::from)?,
-        };
-        let stock = store
-            .stock(&tenant_id, &variant_id, &[])
+        let e = eligibility::explain(&self.state, policy, query)
             .await
-            .map_err(ApiError::from)?;
-        let product_id = stock.product_id.clone().or(row.product_id.clone());
-        let exclusions = store
-            .live_exclusions(&tenant_id, &variant_id, product_id.as_deref(), now)
-            .await
-            .map_err(ApiError::from)?;
-        let mut policy = policy.clone();
-        if restock.is_none() {
-            // The holdout is drawn per restock: with none yet, there is nothing to draw.
-            policy.holdout_share = 0.0;
-        }
-        let levels: Vec<(String, i64)> = stock
-            .locations
-            .iter()
-            .map(|l| (l.location_id.clone(), l.available))
-            .collect();
-        let ctx = RestockContext {
-            restock_id: restock.as_ref().map_or(Uuid::nil(), |r| r.restock_id),
-            variant_id: &variant_id,
-            product_id: product_id.as_deref(),
-            variant_options: &stock.details.options,
-            stock: &levels,
-            exclusions,
-            now,
-        };
-        let mut row = row;
-        (row.last_notified_at, row.last_purchase_at) = store
-            .history(&tenant_id, row.subscription_id, &variant_id)
-            .await
-            .map_err(ApiError::from)?;
-        row.substitute_purchase = store
-            .substitute_purchase(&tenant_id, row.subscription_id, &variant_id)
-            .await
-            .map_err(ApiError::from)?;
-        let d = evaluate_row(&policy, &ctx, &row);
+            .map_err(|e| match e {
+                ExplainError::Store(e) => ApiError::from(e),
+                e @ ExplainError::NoMatchingVariant => ApiError::FailedPrecondition {
+                    kind: "STOCK",
+                    subject: "variant_id".into(),
+                    description: e.to_string(),
+                },
+                e @ ExplainError::RestockOfAnotherVariant => {
+                    ApiError::field("restock_id", e.to_string())
+                }
+            })?;
+        let d = &e.decision;
         let (kind, until) = decision::outcome(d.outcome);
-        let message = match &restock {
-            Some(r) => store
-                .message_for(&tenant_id, row.subscription_id, r.restock_id)
-                .await
-                .map_err(ApiError::from)?,
-            None => None,
-        };
-        let propensity_score = store
-            .propensity_score(&tenant_id, row.subscription_id)
-            .await
-            .map_err(ApiError::from)?;
         Ok(Response::new(pb::ExplainResponse {
-            subscription_id: row.subscription_id.to_string(),
-            variant_id,
-            restock_id: restock
-                .map(|r| r.restock_id.to_string())
-                .unwrap_or_default(),
-            evaluate_time: Some(timestamp(now)),
+            subscription_id: e.subscription_id.to_string(),
+            variant_id: e.variant_id,
+            restock_id: e.restock_id.map(|r| r.to_string()).unwrap_or_default(),
+            evaluate_time: Some(timestamp(e.evaluated_at)),
             decision: kind as i32,
             defer_until_time: until,
             reason: decision::reason(d.reason) as i32,
             summary: d.summary.clone(),
-            rules: decision::rules(&d),
-            message_id: message.map(|(m, _)| m.to_string()).unwrap_or_default(),
-            propensity_score,
-            release_order: policy.release_order.as_str().to_string(),
-            release_place: message
+            rules: decision::rules(d),
+            message_id: e.message.map(|(m, _)| m.to_string()).unwrap_or_default(),
+            propensity_score: e.propensity_score,
+            release_order: e.release_order.to_string(),
+            release_place: e
+                .message
                 .and_then(|(_, place)| place)
                 .map_or(0, |p| p.max(0) as u32),
         }))
@@ -231,82 +105,21 @@ impl EligibilityApi {
             .unwrap_or(0);
         let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let now = self.state.clock.now();
-        let store = &self.state.store;
-        let stock = store
-            .stock(&tenant_id, &variant_id, &[])
-            .await
-            .map_err(ApiError::from)?;
-        let product_id = stock.product_id.clone();
-        let exclusions = self
-            .state
-            .store
-            .live_exclusions(&tenant_id, &variant_id, product_id.as_deref(), now)
-            .await
-            .map_err(ApiError::from)?;
-        let current = |loc: &str| {
-            stock
-                .locations
-                .iter()
-                .find(|l| l.location_id == loc)
-                .map_or(0, |l| l.available)
-        };
-        let assume = |level: i64| {
-            if req.assume_available > 0 {
-                req.assume_available
-            } else {
-                level.max(policy.restock_threshold)
-            }
-        };
-        let assumed_available = match &location_id {
-            Some(l) => assume(current(l)),
-            None => assume(total_available(&stock.locations)),
-        };
-        let restock_id = dry_run_restock_id(
-            &tenant_id,
-            &variant_id,
-            location_id.as_deref().unwrap_or(""),
-        );
         let page = match req.page_size {
             0 => 20,
             n => n.min(200) as usize,
         };
-
-        let mut candidates = Box::pin(
-            store
-                .candidates(&tenant_id, &variant_id, product_id.as_deref())
-                .await
-                .map_err(ApiError::from)?,
-        );
+        let query = DryRunQuery {
+            tenant_id,
+            variant_id,
+            location_id,
+            assume_available: req.assume_available,
+        };
         let mut counts: [u64; 3] = [0; 3];
         let mut deferred: BTreeMap<i32, u64> = BTreeMap::new();
         let mut skipped: BTreeMap<i32, u64> = BTreeMap::new();
         let (mut examples, mut matching, mut more) = (Vec::new(), 0u64, false);
-        let mut evaluated = 0u64;
-        while let Some(row) = candidates.next().await {
-            let row = row.map_err(ApiError::from)?;
-            evaluated += 1;
-            // The stock the restock would show this subscriber: the restocked location, or, for
-            // a restock everywhere, each of the subscriber's serving locations.
-            let levels: Vec<(String, i64)> = match &location_id {
-                Some(l) => vec![(l.clone(), assumed_available)],
-                None if row.location_ids.is_empty() => vec![("*".to_string(), assumed_available)],
-                None => row
-                    .location_ids
-                    .iter()
-                    .map(|l| (l.clone(), assume(current(l))))
-                    .collect(),
-            };
-            let ctx = RestockContext {
-                restock_id,
-                variant_id: &variant_id,
-                product_id: product_id.as_deref(),
-                variant_options: &stock.details.options,
-                stock: &levels,
-                exclusions,
-                now,
-            };
-            let d = evaluate_row(policy, &ctx, &row);
+        let summary = eligibility::dry_run(&self.state, policy, &query, |row, d| {
             let (kind, until) = decision::outcome(d.outcome);
             let reason = decision::reason(d.reason);
             match d.outcome {
@@ -339,16 +152,18 @@ impl EligibilityApi {
                     }
                 }
             }
-        }
+        })
+        .await
+        .map_err(ApiError::from)?;
         let by_reason = |m: BTreeMap<i32, u64>| {
             m.into_iter()
                 .map(|(reason, count)| pb::ReasonCount { reason, count })
                 .collect::<Vec<_>>()
         };
         Ok(Response::new(pb::DryRunResponse {
-            evaluate_time: Some(timestamp(now)),
-            assumed_available,
-            evaluated_count: evaluated,
+            evaluate_time: Some(timestamp(summary.evaluated_at)),
+            assumed_available: summary.assumed_available,
+            evaluated_count: summary.evaluated,
             send_now_count: counts[0],
             defer_count: counts[1],
             skip_count: counts[2],

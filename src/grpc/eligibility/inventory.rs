@@ -12,7 +12,7 @@ impl EligibilityApi {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let state = self.state.clone();
-        let mut draining = state.draining.subscribe();
+        let draining = state.draining.clone();
         // The events' spans are children of the call's.
         let call_span = tracing::Span::current();
         tokio::spawn(async move {
@@ -25,7 +25,7 @@ impl EligibilityApi {
                 // sender resends what was not acknowledged to another replica.
                 let mut next = tokio::select! {
                     biased;
-                    _ = async { drop(draining.wait_for(|d| *d).await) } => {
+                    _ = draining.cancelled() => {
                         let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect and resend the events not acknowledged"))).await;
                         return;
                     }

@@ -8,19 +8,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use restock_domain::eligibility::{Decision, Outcome, RestockContext};
+use restock_domain::eligibility::Outcome;
 use restock_domain::restock::Hysteresis;
 use restock_domain::TenantPolicy;
-use restock_store::eligibility::CandidateRow;
 use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
 use restock_store::substitutes::{GroupRow, Member};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
@@ -29,7 +26,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::eligibility_service_server::EligibilityService;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 mod events;
 mod exclusions;

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::reporting::{self, OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub async fn release(
     state: &AppState,

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use restock_domain::report::PurchaseChannel;
-use restock_domain::Phone;
 use restock_store::purchases::NewLine;
 
 use crate::error::ApiError;
@@ -15,18 +14,8 @@ use crate::proto::v1 as pb;
 const MAX_LINES: usize = 500;
 const MAX_QUANTITY: u32 = 10_000;
 
-/// A valid RecordPurchase.
-pub struct RecordPurchase {
-    pub tenant_id: String,
-    pub order_id: String,
-    pub customer_id: Option<String>,
-    pub phone: Option<Phone>,
-    /// Set for a refund: the order it pays back.
-    pub refunded_order_id: Option<String>,
-    pub purchased_at: DateTime<Utc>,
-    pub channel: PurchaseChannel,
-    pub lines: Vec<NewLine>,
-}
+/// A valid RecordPurchase: the use case's command, built from the request here.
+pub use crate::app::purchases::RecordPurchase;
 
 impl RecordPurchase {
     /// `now` bounds the purchase time (no purchases from the future, beyond clock skew).

@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::waitlist_service_server::WaitlistService;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 mod opt_outs;
 mod ordering;

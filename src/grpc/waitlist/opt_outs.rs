@@ -1,6 +1,7 @@
 //! A phone's consent: opt out, opt in, its history, and erasure of the phone altogether.
 
 use super::*;
+use crate::app::consent;
 use crate::grpc::requests::waitlist::{OptIn, OptOut, PhoneRef};
 
 impl WaitlistApi {
@@ -16,13 +17,13 @@ impl WaitlistApi {
             reason,
         } = request.into_inner().try_into()?;
         self.policy(&caller, &tenant_id)?;
-        let cancelled = self
-            .state
-            .store
-            .opt_out(&tenant_id, &phone, source, reason.as_deref(), self.now())
+        let by = consent::OptOutBy::Api {
+            source,
+            reason: reason.as_deref(),
+        };
+        let cancelled = consent::opt_out(&self.state, &tenant_id, &phone, by)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(phone = %phone.redacted(), cancelled, "opt-out");
         Ok(Response::new(pb::OptOutResponse {
             consent_state: pb::ConsentState::OptedOut as i32,
             cancelled_subscriptions: cancelled,
@@ -41,13 +42,9 @@ impl WaitlistApi {
             consent,
         } = OptIn::parse(request.into_inner(), now)?;
         let policy = self.policy(&caller, &tenant_id)?;
-        let state = self
-            .state
-            .store
-            .opt_in(&tenant_id, &phone, &consent, policy.double_opt_in, now)
+        let state = consent::opt_in(&self.state, &tenant_id, policy, &phone, &consent, now)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(phone = %phone.redacted(), ?state, "opt-in");
         Ok(Response::new(pb::OptInResponse {
             consent_state: convert::consent_state(state) as i32,
         }))

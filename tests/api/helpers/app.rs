@@ -87,9 +87,9 @@ pub struct TestApp {
     pub db_url: String,
     pub channel: Channel,
     pub clock: Arc<ManualClock>,
-    pub state: Arc<restock::startup::AppState>,
+    pub state: Arc<restock::state::AppState>,
     /// The dispatch engine (unless `dispatch.enabled` is off), what [`TestApp::step`] drives.
-    pub engine: Option<Arc<restock::dispatch::Engine>>,
+    pub engine: Option<Arc<restock::workers::Engine>>,
     /// The HTTP client of [`TestApp::http_get`] and the webhooks (see `http.rs`).
     pub http: reqwest::Client,
     /// The provider auth token the app checks webhook signatures with.
@@ -113,15 +113,13 @@ impl TestApp {
 
     /// One pass of every worker (scheduler, confirmations, senders until nothing is due), for
     /// an app spawned with `dispatch.background` off (`spawn_stepped_sender`); answers what it did.
-    pub async fn step(&self) -> restock::dispatch::Step {
+    pub async fn step(&self) -> restock::workers::Step {
         let engine = self.engine.as_ref().expect("a dispatching app");
         assert!(
             !engine.settings.background,
             "step an app whose workers are not running already (dispatch.background = false)"
         );
-        restock::dispatch::step(engine)
-            .await
-            .expect("a worker pass")
+        restock::workers::step(engine).await.expect("a worker pass")
     }
 
     /// Whether this app's workers run only when stepped.
@@ -142,7 +140,7 @@ impl TestApp {
         }
         while !check().await {
             let step = self.step().await;
-            if step == restock::dispatch::Step::default() {
+            if step == restock::workers::Step::default() {
                 assert!(
                     check().await,
                     "the workers are idle and never brought {what}"
@@ -153,11 +151,11 @@ impl TestApp {
     }
 
     /// Steps until a step does nothing, at most `limit` steps; answers their sum.
-    pub async fn settle(&self, limit: usize) -> restock::dispatch::Step {
-        let mut all = restock::dispatch::Step::default();
+    pub async fn settle(&self, limit: usize) -> restock::workers::Step {
+        let mut all = restock::workers::Step::default();
         for _ in 0..limit {
             let step = self.step().await;
-            if step == restock::dispatch::Step::default() {
+            if step == restock::workers::Step::default() {
                 return all;
             }
             all.planned += step.planned;

@@ -18,26 +18,26 @@ use restock_domain::quiet_hours;
 use restock_domain::TenantPolicy;
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::confirmations::{ConfirmationJob, ConfirmationOutcome};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::scheduler::sender_of;
-use crate::dispatch::sender::text_caps;
-use crate::dispatch::Engine;
+use crate::workers::scheduler::sender_of;
+use crate::workers::sender::text_caps;
+use crate::workers::Engine;
 
 /// Confirmations claimed per pass.
 const BATCH: i64 = 100;
 /// How long a transient failure waits before the next attempt.
 const RETRY_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
-/// Runs until `stop` turns true.
-pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` is cancelled.
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     loop {
         if let Err(e) = pass(&engine).await {
             tracing::warn!(error = %e, "a confirmation pass failed; retrying later");
         }
         tokio::select! {
             _ = tokio::time::sleep(engine.poll().max(Duration::from_millis(200))) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -105,7 +105,7 @@ async fn confirm(
         return ConfirmationOutcome::Cancelled;
     };
     let now = state.clock.now();
-    let region = crate::dispatch::region_of(phone);
+    let region = crate::workers::region_of(phone);
     // Texting hours: the shopper's zone, else every zone of the phone's country.
     if let Some(at) = texting_hours(policy, job.time_zone.as_deref(), region.as_deref(), now) {
         if at > now {

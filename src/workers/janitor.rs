@@ -10,7 +10,7 @@ use restock_domain::TenantPolicy;
 use restock_domain::clock::Clock;
 use restock_store::Store;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How long an inventory event id is remembered (the API promises at least 7 days).
 pub const EVENT_ID_RETENTION: chrono::Duration = chrono::Duration::days(8);
@@ -20,13 +20,13 @@ pub const EVENT_ID_RETENTION: chrono::Duration = chrono::Duration::days(8);
 /// later than that is refused by nothing but the signature, so keep it well past any retry.
 pub const WEBHOOK_RECEIPT_RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// Prunes every `interval` until `stop` turns true.
+/// Prunes every `interval` until `stop` is cancelled.
 pub async fn run(
     store: Store,
     clock: Arc<dyn Clock>,
     tenants: BTreeMap<String, TenantPolicy>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         for (tenant_id, policy) in &tenants {
@@ -73,7 +73,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -82,13 +82,13 @@ pub async fn run(
 const HELD_BATCH: i64 = 500;
 
 /// Applies delivery reports that arrived before their text's send outcome, every `interval`
-/// (and at once again while a pass finds a full batch), until `stop` turns true.
+/// (and at once again while a pass finds a full batch), until `stop` is cancelled.
 pub async fn apply_held_reports(
     store: Store,
     clock: Arc<dyn Clock>,
     metrics: Arc<crate::metrics::Metrics>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         let full = match store.apply_held_reports(HELD_BATCH, clock.now()).await {
@@ -121,7 +121,7 @@ pub async fn apply_held_reports(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

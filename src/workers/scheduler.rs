@@ -7,7 +7,7 @@ use std::sync::Arc;
 use restock_domain::MessageStatus;
 use restock_sms::provider::{OutboundSms, Sender};
 use restock_store::dispatch::{Expired, Outcome, OutcomeError};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::planner::PolicyPlanner;
 use super::Engine;
@@ -36,7 +36,7 @@ pub struct Pass {
 pub async fn run_once(engine: &Arc<Engine>) -> anyhow::Result<Pass> {
     let tenants = Arc::new(engine.state.tenants.clone());
     let mut planner = planner(engine, &tenants);
-    let (_, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     let planned = plan_releases(engine, &mut planner, &stop).await?;
     let mut pass = tick(engine, &tenants).await?;
     pass.planned = planned;
@@ -59,7 +59,7 @@ fn planner(
     }
 }
 
-pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let tenants = Arc::new(engine.state.tenants.clone());
     let mut planners = tokio::task::JoinSet::new();
     let mut failures = 0u32;
@@ -82,7 +82,7 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         }
         let wait = engine.poll() * failures.clamp(1, 8);
         let stopping = tokio::select! {
-            _ = stop.wait_for(|s| *s) => true,
+            _ = stop.cancelled() => true,
             _ = engine.state.dispatch_wake.notified() => false,
             _ = tokio::time::sleep(wait) => false,
         };
@@ -98,7 +98,7 @@ pub async fn run(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
 async fn planner_task(
     engine: Arc<Engine>,
     tenants: Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut planner = planner(&engine, &tenants);
     match plan_releases(&engine, &mut planner, &stop).await {
@@ -113,12 +113,12 @@ async fn planner_task(
 async fn plan_releases(
     engine: &Arc<Engine>,
     planner: &mut PolicyPlanner,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<u32> {
     let store = &engine.state.store;
     let clock = &engine.state.clock;
     let mut count = 0;
-    while !*stop.borrow() {
+    while !stop.is_cancelled() {
         let now = clock.now();
         planner.now = now;
         let started = std::time::Instant::now();

@@ -17,12 +17,12 @@ use restock_domain::eligibility::{
     Decision, LiveExclusions, Outcome as Verdict, Reason, RestockContext,
 };
 use restock_domain::waves::backoff;
-use restock_domain::{ConsentSource, MessageStatus, Phone, TenantPolicy};
+use restock_domain::{MessageStatus, Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
 use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
 use restock_store::handover::Handover;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::planner::{link_token, stock_for, Renderer};
@@ -42,10 +42,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// with some delay).
 const RECONCILE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
-pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, index: u32, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         // Registered before the claim, so a wave opened while claiming is not missed.
@@ -90,7 +90,7 @@ pub async fn run(engine: Arc<Engine>, index: u32, mut stop: watch::Receiver<bool
             }
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = &mut work => {}
             _ = tokio::time::sleep(engine.poll() * failures.clamp(1, 8)) => {}
         }
@@ -491,16 +491,13 @@ async fn hand_over_granted(
     fence.release().await;
     // Recorded once the fence is gone: the opt-out locks the very contacts it held.
     for (tenant_id, phone) in provider_opt_outs {
-        let recorded = state
-            .store
-            .opt_out(
-                &tenant_id,
-                &phone,
-                ConsentSource::Sms,
-                Some("the provider reports the phone opted out"),
-                state.clock.now(),
-            )
-            .await;
+        let recorded = crate::app::consent::opt_out(
+            state,
+            &tenant_id,
+            &phone,
+            crate::app::consent::OptOutBy::Provider,
+        )
+        .await;
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "recording a provider opt-out failed");
         }

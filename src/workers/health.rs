@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use restock_store::Store;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -53,7 +53,7 @@ pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Checks the dependencies every `interval` until `stop` turns true; logs each change and
+/// Checks the dependencies every `interval` until `stop` is cancelled; logs each change and
 /// keeps `metrics`' dependency gauges (what the NOT_SERVING alerts read) current.
 pub async fn watch_dependencies(
     reporter: HealthReporter,
@@ -61,7 +61,7 @@ pub async fn watch_dependencies(
     mut redis: RedisProbe,
     interval: Duration,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let timeout = interval.max(Duration::from_millis(500));
     let mut last: Option<(bool, bool)> = None;
@@ -73,7 +73,7 @@ pub async fn watch_dependencies(
         let redis_ok = tokio::time::timeout(timeout, redis.ping())
             .await
             .unwrap_or(false);
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         metrics.dependency_up("postgres", pg_ok);
@@ -108,7 +108,7 @@ pub async fn watch_dependencies(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

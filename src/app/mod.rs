@@ -1,0 +1,11 @@
+//! The application layer: the use cases the transports (`grpc`, `http`) and the background
+//! `workers` call. Nothing here knows proto or HTTP types; each use case is traced.
+//!
+//! - [`consent`]: the one opt-out / opt-in path (API, SMS keyword, provider-reported opt-out);
+//! - [`eligibility`]: the one evaluation of a stored subscription, `explain` and `dry_run`;
+//! - [`purchases`]: orders and refunds recorded and attributed, with the one fingerprint of
+//!   an order's content.
+
+pub mod consent;
+pub mod eligibility;
+pub mod purchases;
