@@ -557,7 +557,7 @@ pub async fn latency_run(cx: &Setup<'_>) -> anyhow::Result<LatencyRun> {
 /// restock's).
 pub const MIXED_SMALL_SUBSCRIBERS: usize = 20;
 pub const MIXED_INTERVAL: Duration = Duration::from_millis(100);
-pub const MIXED_MAX_SMALL: usize = 1_200;
+pub const MIXED_MAX_SMALL: usize = 3_000;
 const MIXED_SMALL_FIRST: usize = 1_000_000;
 /// The tenant of the mixed run's small restocks (tenant `demo` has the big one).
 const MIXED_SMALL_TENANT: &str = "brandb";
@@ -575,17 +575,20 @@ pub struct MixedRun {
     pub interval_ms: u64,
     /// Event to first text of the small restocks sent before the big one's last text, in ms.
     pub during_ms: Vec<f64>,
-    /// The same of those sent after it (the stream runs until every text is in).
+    /// The same of those sent after it (the stream stops within a second of it).
     pub after_ms: Vec<f64>,
-    /// Small restocks whose first text never came.
-    pub missed: usize,
+    /// Small restocks whose first text never came: sent during the big one, and after it.
+    pub missed_during: usize,
+    pub missed_after: usize,
+    /// How long the bench waited for texts, from the big one's event on.
+    pub waited_seconds: f64,
     /// `releases.started_at - releases.created_at` of the small restocks (server clock), ms.
     pub small_server_ms: Vec<f64>,
     pub server_log: PathBuf,
 }
 
-/// One big restock of `big` subscribers for tenant `demo` and, from its event on until every
-/// text is in, a small restock of [`MIXED_SMALL_SUBSCRIBERS`] for tenant `brandb` every
+/// One big restock of `big` subscribers for tenant `demo` and, from its event on until its
+/// last text is in, a small restock of [`MIXED_SMALL_SUBSCRIBERS`] for tenant `brandb` every
 /// [`MIXED_INTERVAL`]; waits up to `timeout` for the big one.
 pub async fn mixed_run(cx: &Setup<'_>, big: usize, timeout: Duration) -> anyhow::Result<MixedRun> {
     let each = MIXED_SMALL_SUBSCRIBERS;
@@ -612,11 +615,20 @@ pub async fn mixed_run(cx: &Setup<'_>, big: usize, timeout: Duration) -> anyhow:
     let mut small_sent = Vec::new();
     let mut tick = tokio::time::interval(MIXED_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticks_per_second = (1_000 / MIXED_INTERVAL.as_millis().max(1)).max(1) as usize;
     while small_sent.len() < MIXED_MAX_SMALL && started.elapsed() < timeout {
         tick.tick().await;
-        // Every text so far in (the big one's and the small ones'): the stream has covered
-        // the whole big restock.
-        if fake.message_count() >= big + each * small_sent.len() {
+        // The big restock's texts all in: the stream has covered it. Counted once a second
+        // (a copy of what the fake holds), and only once enough texts came for it to be so.
+        if small_sent.len() % ticks_per_second == 0
+            && fake.message_count() >= big
+            && fake
+                .messages()
+                .iter()
+                .filter(|m| index_of(&m.to).is_some_and(|i| i < big))
+                .count()
+                >= big
+        {
             break;
         }
         let k = small_sent.len();
@@ -652,18 +664,21 @@ pub async fn mixed_run(cx: &Setup<'_>, big: usize, timeout: Duration) -> anyhow:
     }
     drop(messages);
     let all_big = big_texts >= big;
-    let (mut during_ms, mut after_ms, mut missed) = (Vec::new(), Vec::new(), 0);
+    let waited_seconds = started.elapsed().as_secs_f64();
+    let (mut during_ms, mut after_ms) = (Vec::new(), Vec::new());
+    let (mut missed_during, mut missed_after) = (0, 0);
     for (sent, first) in small_sent.iter().zip(&small_first) {
-        let Some(first) = first else {
-            missed += 1;
-            continue;
-        };
-        let ms = first.saturating_duration_since(*sent).as_secs_f64() * 1e3;
         // Unfinished, the big restock was running for every small one.
-        if !all_big || big_last.is_some_and(|last| *sent < last) {
-            during_ms.push(ms);
-        } else {
-            after_ms.push(ms);
+        let during = !all_big || big_last.is_some_and(|last| *sent < last);
+        match (first, during) {
+            (Some(first), true) => {
+                during_ms.push(first.saturating_duration_since(*sent).as_secs_f64() * 1e3)
+            }
+            (Some(first), false) => {
+                after_ms.push(first.saturating_duration_since(*sent).as_secs_f64() * 1e3)
+            }
+            (None, true) => missed_during += 1,
+            (None, false) => missed_after += 1,
         }
     }
     let db = connect(&url).await?;
@@ -689,10 +704,30 @@ pub async fn mixed_run(cx: &Setup<'_>, big: usize, timeout: Duration) -> anyhow:
         interval_ms: MIXED_INTERVAL.as_millis() as u64,
         during_ms,
         after_ms,
-        missed,
+        missed_during,
+        missed_after,
+        waited_seconds,
         small_server_ms,
         server_log,
     })
+}
+
+/// The `p`-th percentile (0-100) by nearest rank of `samples` and `missed` more samples above
+/// them all (texts that never came): `Ok(value)`, or `Err(())` when the rank falls on a missed
+/// one; `Ok(None)` for no samples at all.
+#[allow(clippy::result_unit_err)]
+pub fn percentile_with_missed(samples: &[f64], missed: usize, p: f64) -> Result<Option<f64>, ()> {
+    let total = samples.len() + missed;
+    if total == 0 {
+        return Ok(None);
+    }
+    let rank = (((p / 100.0) * total as f64).ceil() as usize).clamp(1, total);
+    if rank > samples.len() {
+        return Err(());
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Some(sorted[rank - 1]))
 }
 
 /// The `p`-th percentile (0-100) by nearest rank; `None` for no samples.
@@ -771,5 +806,15 @@ mod tests {
         assert_eq!(percentile(&s, 50.0), Some(50.0));
         assert_eq!(percentile(&s, 99.0), Some(99.0));
         assert_eq!(percentile(&[], 99.0), None);
+    }
+
+    #[test]
+    fn missed_samples_rank_above_every_measured_one() {
+        let s: Vec<f64> = (1..=99).map(f64::from).collect();
+        assert_eq!(percentile_with_missed(&s, 1, 50.0), Ok(Some(50.0)));
+        assert_eq!(percentile_with_missed(&s, 1, 99.0), Ok(Some(99.0)));
+        assert_eq!(percentile_with_missed(&s, 2, 99.0), Err(()));
+        assert_eq!(percentile_with_missed(&[], 3, 50.0), Err(()));
+        assert_eq!(percentile_with_missed(&[], 0, 50.0), Ok(None));
     }
 }
