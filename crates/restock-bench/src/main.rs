@@ -1054,7 +1054,12 @@ async fn large_figures(
         seconds(base.to_first_text_seconds),
         seconds(base.to_last_text_seconds),
         rate(&base),
-        ratio.map_or_else(|| "—".into(), |r| format!("×{r:.2}")),
+        match (ratio, base.to_last_text_seconds) {
+            (Some(r), _) => format!("×{r:.2}"),
+            // Unfinished: it took longer than it waited.
+            (None, Some(a)) => format!("> ×{:.2}", big.waited_seconds / a),
+            (None, None) => "—".into(),
+        },
     ));
     figures.rows.push(format!(
         "| Server peak RSS (VmHWM), restock of {large} (at start: {:.0} MiB) | {:.0} MiB | the {base_n} restock: {:.0} MiB | ×{:.2} | < {LARGE_RSS_LIMIT_MIB:.0} MiB |",
