@@ -46,3 +46,9 @@ down:
 bench *flags:
     scripts/services.sh up
     source target/services/env && cargo run --release --quiet -p restock-bench -- {{flags}}
+
+# A 1,000,000-subscriber restock against the 100,000 one, and the server's peak memory (not in
+# `just bench`: it takes several minutes; RESTOCK_BENCH_LARGE=<n> for another size).
+bench-large:
+    scripts/services.sh up
+    source target/services/env && time cargo run --release --quiet -p restock-bench -- large

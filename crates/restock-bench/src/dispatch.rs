@@ -17,7 +17,7 @@ use crate::server::ServerProcess;
 /// Connections in the server's pool, and pgbench clients for the raw ceiling.
 pub const SERVER_POOL: usize = 16;
 /// How long a big restock may take before the bench gives up waiting for its last text.
-const RESTOCK_TIMEOUT: Duration = Duration::from_secs(60);
+pub const RESTOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Restocks in the latency run, and waiting subscribers of each.
 pub const LATENCY_RESTOCKS: usize = 100;
 const LATENCY_SUBSCRIBERS: usize = 20;
@@ -138,16 +138,18 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// Inserts `n` opted-in, active subscribers in plain SQL: `per_variant` each on variants
-/// `{prefix}-0`, `{prefix}-1`... (contact, opt-in consent event, subscription; the variants
-/// described). Answers how long it took.
+/// Inserts `n` opted-in, active subscribers of `tenant` in plain SQL, phones [`phone`]`(first)`
+/// on: `per_variant` each on variants `{prefix}-0`, `{prefix}-1`... (contact, opt-in consent
+/// event, subscription; the variants described). Answers how long it took.
 async fn add_subscribers(
     url: &str,
+    tenant: &str,
     prefix: &str,
+    first: usize,
     n: usize,
     per_variant: usize,
 ) -> anyhow::Result<Duration> {
-    for i in [0, n - 1] {
+    for i in [first, first + n - 1] {
         restock_domain::Phone::parse(&phone(i), "")
             .map_err(|e| anyhow::anyhow!("bench phone {} refused: {e}", phone(i)))?;
     }
@@ -157,10 +159,10 @@ async fn add_subscribers(
     client
         .execute(
             "INSERT INTO variants (tenant_id, variant_id, product_id, title, options, deep_link, updated_at) \
-             SELECT 'demo', $1 || '-' || k, 'prod-' || $1 || '-' || k, 'Trail Runner 2', \
+             SELECT $4, $1 || '-' || k, 'prod-' || $1 || '-' || k, 'Trail Runner 2', \
                '{\"color\": \"Moss\", \"size\": \"9\"}'::jsonb, 'https://demo.example.com/p/' || k, now() \
              FROM generate_series(0, ($2::bigint - 1) / $3::bigint) k",
-            &[&prefix, &n, &per_variant],
+            &[&prefix, &n, &per_variant, &tenant],
         )
         .await
         .context("inserting variants")?;
@@ -170,17 +172,23 @@ async fn add_subscribers(
                SELECT i, gen_random_uuid() AS contact_id, now() - interval '1 day' AS at \
                FROM generate_series(0, $2::bigint - 1) i), \
              c AS (INSERT INTO contacts (tenant_id, contact_id, phone_e164, created_at) \
-               SELECT 'demo', contact_id, '+1415' || ($4::bigint + i), at FROM s), \
+               SELECT $5, contact_id, '+1415' || ($4::bigint + i), at FROM s), \
              e AS (INSERT INTO consent_events (tenant_id, contact_id, event_id, kind, source, \
                  consent_text, ip_address, user_agent, occurred_at, recorded_at) \
-               SELECT 'demo', contact_id, gen_random_uuid(), 'opt_in', 'web', \
+               SELECT $5, contact_id, gen_random_uuid(), 'opt_in', 'web', \
                  'Text me when it''s back. Reply STOP to opt out.', '203.0.113.9', 'bench', at, at FROM s) \
              INSERT INTO subscriptions (tenant_id, subscription_id, contact_id, target_key, variant_id, \
                status, created_at, updated_at, expires_at) \
-             SELECT 'demo', gen_random_uuid(), contact_id, 'v:' || $1 || '-' || (i / $3::bigint), \
+             SELECT $5, gen_random_uuid(), contact_id, 'v:' || $1 || '-' || (i / $3::bigint), \
                $1 || '-' || (i / $3::bigint), 'active', at, at, at + interval '365 days' \
              FROM s ORDER BY i",
-            &[&prefix, &n, &per_variant, &(FIRST_PHONE as i64)],
+            &[
+                &prefix,
+                &n,
+                &per_variant,
+                &((FIRST_PHONE + first as u64) as i64),
+                &tenant,
+            ],
         )
         .await
         .context("inserting subscribers")?;
@@ -233,6 +241,15 @@ fn server_env(cx: &Setup<'_>, url: &str, label: &str, fake: &FakeTwilio) -> Vec<
         ("RESTOCK__TENANTS__DEMO__QUIET_HOURS_END", "00:00".into()),
         ("RESTOCK__TENANTS__DEMO__SENDER_MPS", "1000000".into()),
         ("RESTOCK__TENANTS__DEMO__PHONE_CAP_HOURS", "1".into()),
+        // A second brand, for the small restocks of the mixed run: the same policy.
+        ("RESTOCK__TENANTS__BRANDB__DISPLAY_NAME", "Brand B".into()),
+        (
+            "RESTOCK__TENANTS__BRANDB__QUIET_HOURS_START",
+            "00:00".into(),
+        ),
+        ("RESTOCK__TENANTS__BRANDB__QUIET_HOURS_END", "00:00".into()),
+        ("RESTOCK__TENANTS__BRANDB__SENDER_MPS", "1000000".into()),
+        ("RESTOCK__TENANTS__BRANDB__PHONE_CAP_HOURS", "1".into()),
         ("RUST_LOG", "info".into()),
     ]
     .into_iter()
@@ -256,15 +273,16 @@ async fn start_server(
     Ok((server, EligibilityServiceClient::new(channel)))
 }
 
-/// Reports `variant` back in stock (its first event: a level never seen is armed, so this is
-/// a restock); fails unless the server says a restock started.
+/// Reports `variant` of `tenant` back in stock (its first event: a level never seen is armed,
+/// so this is a restock); fails unless the server says a restock started.
 async fn restock(
     client: &mut EligibilityServiceClient<crate::server::Channel>,
+    tenant: &str,
     variant: &str,
 ) -> anyhow::Result<()> {
     let acks = client
         .report_inventory(pb::ReportInventoryRequest {
-            tenant_id: "demo".into(),
+            tenant_id: tenant.into(),
             events: vec![pb::InventoryEvent {
                 event_id: format!("restock-{variant}"),
                 variant_id: variant.into(),
@@ -351,15 +369,41 @@ pub struct RestockRun {
     pub rss_at_start_kib: u64,
     pub rss_peak_kib: u64,
     pub phases: Phases,
+    /// Round trips to Redis of the frequency caps (the server's
+    /// `restock_redis_round_trip_seconds_count`), over the whole restock.
+    pub redis_round_trips: Option<f64>,
+    /// Send batches: claims of due messages (distinct lease owner and claim time in the outbox).
+    pub send_batches: i64,
+    /// The one above over the other: the rule is at most one round trip per batch per slot.
+    pub redis_round_trips_per_batch: Option<f64>,
     pub server_log: PathBuf,
 }
 
-/// A fresh database with `n` subscribers of one variant, a fresh server on it, and a restock.
-pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun> {
-    let name = format!("restock_bench_dispatch_{n}");
+/// Send batches of the outbox so far: each claim stamps its messages with one claim time
+/// (`attempted_at`) and lease owner.
+async fn send_batches(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(db
+        .query_one(
+            "SELECT count(*) FROM (SELECT DISTINCT lease_owner, attempted_at FROM messages \
+             WHERE attempted_at IS NOT NULL) b",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// A fresh database with `n` subscribers of one variant, a fresh server on it, and a restock;
+/// waits up to `timeout` for its last text.
+pub async fn restock_run(
+    cx: &Setup<'_>,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<RestockRun> {
+    // Named per run: a bench in another checkout may be running on the same Postgres.
+    let name = format!("restock_bench_dispatch_{n}_{}", std::process::id());
     let url = fresh_database(cx, &name).await?;
     let variant = format!("bulk{n}");
-    let inserted = add_subscribers(&url, &variant, n, n).await?;
+    let inserted = add_subscribers(&url, "demo", &variant, 0, n, n).await?;
     eprintln!(
         "restock of {n} subscribers: inserted in {:.1}s; starting restock serve",
         inserted.as_secs_f64()
@@ -372,8 +416,8 @@ pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun>
 
     let event_at = wall_now();
     let sent = Instant::now();
-    restock(&mut client, &variant).await?;
-    let all_in = fake.wait_for_messages(n, RESTOCK_TIMEOUT).await;
+    restock(&mut client, "demo", &variant).await?;
+    let all_in = fake.wait_for_messages(n, timeout).await;
     let waited_seconds = sent.elapsed().as_secs_f64();
     let messages = fake.messages();
     let first = messages.iter().map(|m| m.received_at).min();
@@ -403,6 +447,10 @@ pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun>
         }
     }
     let rss_peak_kib = server.memory_kib("VmHWM")?;
+    let redis_round_trips = server
+        .metric("restock_redis_round_trip_seconds_count")
+        .await?;
+    let send_batches = send_batches(&db).await?;
     let phases = phases(&url, event_at).await?;
     let texts_received = fake.message_count();
     let server_log = server.log.clone();
@@ -419,6 +467,11 @@ pub async fn restock_run(cx: &Setup<'_>, n: usize) -> anyhow::Result<RestockRun>
         rss_at_start_kib,
         rss_peak_kib,
         phases,
+        redis_round_trips,
+        send_batches,
+        redis_round_trips_per_batch: redis_round_trips
+            .filter(|_| send_batches > 0)
+            .map(|r| r / send_batches as f64),
         server_log,
     })
 }
@@ -439,9 +492,13 @@ pub struct LatencyRun {
 /// Restocks, one after another, each of a variant with a few waiting subscribers, against
 /// one running server.
 pub async fn latency_run(cx: &Setup<'_>) -> anyhow::Result<LatencyRun> {
-    let url = fresh_database(cx, "restock_bench_dispatch_latency").await?;
+    let url = fresh_database(
+        cx,
+        &format!("restock_bench_dispatch_latency_{}", std::process::id()),
+    )
+    .await?;
     let n = LATENCY_RESTOCKS * LATENCY_SUBSCRIBERS;
-    add_subscribers(&url, "lat", n, LATENCY_SUBSCRIBERS).await?;
+    add_subscribers(&url, "demo", "lat", 0, n, LATENCY_SUBSCRIBERS).await?;
     let fake = cx.fakes.twilio().await?;
     let (server, mut client) = start_server(cx, &url, "latency", &fake).await?;
     let mut end_to_end_ms = Vec::with_capacity(LATENCY_RESTOCKS);
@@ -453,7 +510,7 @@ pub async fn latency_run(cx: &Setup<'_>) -> anyhow::Result<LatencyRun> {
         tokio::time::sleep(LATENCY_PAUSE).await;
         let before = fake.message_count();
         let sent = Instant::now();
-        restock(&mut client, &format!("lat-{k}")).await?;
+        restock(&mut client, "demo", &format!("lat-{k}")).await?;
         if !fake
             .wait_for_messages(before + 1, Duration::from_secs(5))
             .await
@@ -493,6 +550,184 @@ pub async fn latency_run(cx: &Setup<'_>) -> anyhow::Result<LatencyRun> {
         server_ms,
         missed,
     })
+}
+
+/// The mixed run's small restocks: subscribers each, one every [`MIXED_INTERVAL`], at most
+/// [`MIXED_MAX_SMALL`] of them; their phones start at [`MIXED_SMALL_FIRST`] (after any big
+/// restock's).
+pub const MIXED_SMALL_SUBSCRIBERS: usize = 20;
+pub const MIXED_INTERVAL: Duration = Duration::from_millis(100);
+pub const MIXED_MAX_SMALL: usize = 3_000;
+const MIXED_SMALL_FIRST: usize = 1_000_000;
+/// The tenant of the mixed run's small restocks (tenant `demo` has the big one).
+const MIXED_SMALL_TENANT: &str = "brandb";
+
+/// Small restocks of one tenant while a big one of another tenant is running.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MixedRun {
+    /// The big restock (tenant `demo`): subscribers, and event to its first and last text.
+    pub big_subscribers: usize,
+    pub big_to_first_text_seconds: Option<f64>,
+    pub big_to_last_text_seconds: Option<f64>,
+    /// Small restocks sent (tenant `brandb`), one every `interval_ms`, each of `small_each`.
+    pub small_restocks: usize,
+    pub small_each: usize,
+    pub interval_ms: u64,
+    /// Event to first text of the small restocks sent before the big one's last text, in ms.
+    pub during_ms: Vec<f64>,
+    /// The same of those sent after it (the stream stops within a second of it).
+    pub after_ms: Vec<f64>,
+    /// Small restocks whose first text never came: sent during the big one, and after it.
+    pub missed_during: usize,
+    pub missed_after: usize,
+    /// How long the bench waited for texts, from the big one's event on.
+    pub waited_seconds: f64,
+    /// `releases.started_at - releases.created_at` of the small restocks (server clock), ms.
+    pub small_server_ms: Vec<f64>,
+    pub server_log: PathBuf,
+}
+
+/// One big restock of `big` subscribers for tenant `demo` and, from its event on until its
+/// last text is in, a small restock of [`MIXED_SMALL_SUBSCRIBERS`] for tenant `brandb` every
+/// [`MIXED_INTERVAL`]; waits up to `timeout` for the big one.
+pub async fn mixed_run(cx: &Setup<'_>, big: usize, timeout: Duration) -> anyhow::Result<MixedRun> {
+    let each = MIXED_SMALL_SUBSCRIBERS;
+    let url = fresh_database(cx, &format!("restock_bench_mixed_{}", std::process::id())).await?;
+    let seeded = add_subscribers(&url, "demo", "mixbig", 0, big, big).await?;
+    add_subscribers(
+        &url,
+        MIXED_SMALL_TENANT,
+        "mixsmall",
+        MIXED_SMALL_FIRST,
+        MIXED_MAX_SMALL * each,
+        each,
+    )
+    .await?;
+    eprintln!(
+        "mixed: {big} subscribers inserted in {:.1}s; starting restock serve",
+        seeded.as_secs_f64()
+    );
+    let fake = cx.fakes.twilio().await?;
+    let (server, mut client) = start_server(cx, &url, "mixed", &fake).await?;
+
+    let started = Instant::now();
+    restock(&mut client, "demo", "mixbig-0").await?;
+    let mut small_sent = Vec::new();
+    let mut tick = tokio::time::interval(MIXED_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ticks_per_second = (1_000 / MIXED_INTERVAL.as_millis().max(1)).max(1) as usize;
+    while small_sent.len() < MIXED_MAX_SMALL && started.elapsed() < timeout {
+        tick.tick().await;
+        // The big restock's texts all in: the stream has covered it. Counted once a second
+        // (a copy of what the fake holds), and only once enough texts came for it to be so.
+        if small_sent.len() % ticks_per_second == 0
+            && fake.message_count() >= big
+            && fake
+                .messages()
+                .iter()
+                .filter(|m| index_of(&m.to).is_some_and(|i| i < big))
+                .count()
+                >= big
+        {
+            break;
+        }
+        let k = small_sent.len();
+        small_sent.push(Instant::now());
+        restock(&mut client, MIXED_SMALL_TENANT, &format!("mixsmall-{k}")).await?;
+    }
+    if small_sent.len() == MIXED_MAX_SMALL {
+        eprintln!(
+            "mixed: all {MIXED_MAX_SMALL} small restocks sent before the big one ended; the later part of it ran without them"
+        );
+    }
+    let expected = big + each * small_sent.len();
+    let left = timeout.saturating_sub(started.elapsed()) + Duration::from_secs(10);
+    fake.wait_for_messages(expected, left).await;
+
+    let messages = fake.messages();
+    let mut big_first: Option<Instant> = None;
+    let mut big_last: Option<Instant> = None;
+    let mut big_texts = 0;
+    let mut small_first: Vec<Option<Instant>> = vec![None; small_sent.len()];
+    for m in &messages {
+        let Some(i) = index_of(&m.to) else { continue };
+        if i < big {
+            big_texts += 1;
+            big_first = Some(big_first.map_or(m.received_at, |t| t.min(m.received_at)));
+            big_last = Some(big_last.map_or(m.received_at, |t| t.max(m.received_at)));
+        } else if let Some(first) = i
+            .checked_sub(MIXED_SMALL_FIRST)
+            .and_then(|j| small_first.get_mut(j / each))
+        {
+            *first = Some(first.map_or(m.received_at, |t| t.min(m.received_at)));
+        }
+    }
+    drop(messages);
+    let all_big = big_texts >= big;
+    let waited_seconds = started.elapsed().as_secs_f64();
+    let (mut during_ms, mut after_ms) = (Vec::new(), Vec::new());
+    let (mut missed_during, mut missed_after) = (0, 0);
+    for (sent, first) in small_sent.iter().zip(&small_first) {
+        // Unfinished, the big restock was running for every small one.
+        let during = !all_big || big_last.is_some_and(|last| *sent < last);
+        match (first, during) {
+            (Some(first), true) => {
+                during_ms.push(first.saturating_duration_since(*sent).as_secs_f64() * 1e3)
+            }
+            (Some(first), false) => {
+                after_ms.push(first.saturating_duration_since(*sent).as_secs_f64() * 1e3)
+            }
+            (None, true) => missed_during += 1,
+            (None, false) => missed_after += 1,
+        }
+    }
+    let db = connect(&url).await?;
+    let small_server_ms = db
+        .query(
+            "SELECT (extract(epoch FROM started_at - created_at) * 1000)::float8 FROM releases \
+             WHERE tenant_id = $1 AND started_at IS NOT NULL",
+            &[&MIXED_SMALL_TENANT],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(started).as_secs_f64());
+    let server_log = server.log.clone();
+    drop(server);
+    Ok(MixedRun {
+        big_subscribers: big,
+        big_to_first_text_seconds: since(big_first),
+        big_to_last_text_seconds: since(big_last).filter(|_| all_big),
+        small_restocks: small_sent.len(),
+        small_each: each,
+        interval_ms: MIXED_INTERVAL.as_millis() as u64,
+        during_ms,
+        after_ms,
+        missed_during,
+        missed_after,
+        waited_seconds,
+        small_server_ms,
+        server_log,
+    })
+}
+
+/// The `p`-th percentile (0-100) by nearest rank of `samples` and `missed` more samples above
+/// them all (texts that never came): `Ok(value)`, or `Err(())` when the rank falls on a missed
+/// one; `Ok(None)` for no samples at all.
+#[allow(clippy::result_unit_err)]
+pub fn percentile_with_missed(samples: &[f64], missed: usize, p: f64) -> Result<Option<f64>, ()> {
+    let total = samples.len() + missed;
+    if total == 0 {
+        return Ok(None);
+    }
+    let rank = (((p / 100.0) * total as f64).ceil() as usize).clamp(1, total);
+    if rank > samples.len() {
+        return Err(());
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Some(sorted[rank - 1]))
 }
 
 /// The `p`-th percentile (0-100) by nearest rank; `None` for no samples.
@@ -542,7 +777,15 @@ mod tests {
 
     #[test]
     fn bench_phones_are_valid_and_distinct_us_numbers() {
-        for i in [0, 1, 9_999, 10_000, 99_999] {
+        for i in [
+            0,
+            1,
+            9_999,
+            10_000,
+            99_999,
+            999_999,
+            MIXED_SMALL_FIRST + 50_000,
+        ] {
             let p = restock_domain::Phone::parse(&phone(i), "").expect("valid");
             assert_eq!(p.e164(), phone(i));
             assert_eq!(p.region(), Some("US"));
@@ -563,5 +806,15 @@ mod tests {
         assert_eq!(percentile(&s, 50.0), Some(50.0));
         assert_eq!(percentile(&s, 99.0), Some(99.0));
         assert_eq!(percentile(&[], 99.0), None);
+    }
+
+    #[test]
+    fn missed_samples_rank_above_every_measured_one() {
+        let s: Vec<f64> = (1..=99).map(f64::from).collect();
+        assert_eq!(percentile_with_missed(&s, 1, 50.0), Ok(Some(50.0)));
+        assert_eq!(percentile_with_missed(&s, 1, 99.0), Ok(Some(99.0)));
+        assert_eq!(percentile_with_missed(&s, 2, 99.0), Err(()));
+        assert_eq!(percentile_with_missed(&[], 3, 50.0), Err(()));
+        assert_eq!(percentile_with_missed(&[], 0, 50.0), Ok(None));
     }
 }

@@ -3,9 +3,15 @@
 //! Writes the table as JSON under `target/bench/`.
 //!
 //! `just bench waitlist` measures Subscribe, inventory events and cap checks only; `just bench
-//! dispatch` the dispatch engine only (see `dispatch.rs`); `just bench reports` the reports over
-//! 1,000,000 messages (see `reports.rs`); `just bench stack` what the tower stack costs a
-//! Subscribe, p50 and p99 with and without it (see `stack.rs`). For a look at a bad figure:
+//! dispatch` the dispatch engine only (see `dispatch.rs`); `just bench mixed` small restocks of
+//! one tenant while a 100,000 one of another runs (event to first text, p50 / p99); `just bench
+//! reports` the reports over 1,000,000 messages (see `reports.rs`); `just bench stack` what the
+//! tower stack costs a Subscribe, p50 and p99 with and without it (see `stack.rs`). `just
+//! bench-large` (`large`, not in the default run: it takes several minutes) a 1,000,000
+//! subscriber restock against the 100,000 one, and the server's peak memory.
+//!
+//! Scale: `RESTOCK_BENCH_LARGE=<n>` subscribers of the large restock (its base: n / 10),
+//! `RESTOCK_BENCH_MIXED=<n>` of the mixed run's big one. For a look at a bad figure:
 //! `RESTOCK_BENCH_KEEP=1` keeps the databases, `RESTOCK_BENCH_EXPLAIN_MS=<ms>` logs the plans of
 //! the server's slower statements to the Postgres log, `RESTOCK_BENCH_HISTORY=<n>` gives the
 //! outbox `n` old texts before a restock, `RESTOCK_BIN` runs that server binary.
@@ -18,7 +24,7 @@ mod stack;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -39,7 +45,17 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{head}/{name}")
 }
 
+/// Databases this run created, dropped at its end (and only those: a bench in another checkout
+/// may be using the same Postgres).
+static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 async fn recreate(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    {
+        let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+        if !created.iter().any(|n| n == name) {
+            created.push(name.to_string());
+        }
+    }
     let (client, conn) = tokio_postgres::connect(admin_url, NoTls).await?;
     tokio::spawn(conn);
     client
@@ -347,19 +363,6 @@ fn redis_take_rate(redis_url: &str, prefix: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no rate in redis-benchmark output: {text}"))
 }
 
-/// Every database the bench creates; all dropped at the end, whatever happened.
-const DATABASES: &[&str] = &[
-    "restock_bench_reports",
-    "restock_bench_raw",
-    "restock_bench_sql",
-    "restock_bench",
-    "restock_bench_messages",
-    "restock_bench_dispatch_latency",
-    "restock_bench_dispatch_10000",
-    "restock_bench_dispatch_100000",
-    stack::DATABASE,
-];
-
 /// Which figures a run measures: all by default; `just bench waitlist` or `just bench
 /// dispatch` for one group.
 struct Sections {
@@ -372,6 +375,10 @@ struct Sections {
     reports: bool,
     /// `stack`: the tower stack's overhead on Subscribe.
     stack: bool,
+    /// `mixed`: small restocks of one tenant while a big one of another runs.
+    mixed: bool,
+    /// `large`: a 1,000,000 subscriber restock against a 100,000 one (`just bench-large`).
+    large: bool,
 }
 
 impl Sections {
@@ -385,6 +392,8 @@ impl Sections {
                 dispatch: true,
                 reports: true,
                 stack: true,
+                mixed: true,
+                large: false,
             });
         }
         let mut sections = Self {
@@ -394,6 +403,8 @@ impl Sections {
             dispatch: false,
             reports: false,
             stack: false,
+            mixed: false,
+            large: false,
         };
         for arg in &args {
             match arg.as_str() {
@@ -403,8 +414,10 @@ impl Sections {
                 "dispatch" => sections.dispatch = true,
                 "reports" => sections.reports = true,
                 "stack" => sections.stack = true,
+                "mixed" => sections.mixed = true,
+                "large" => sections.large = true,
                 other => bail!(
-                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps`, `dispatch`, `reports` and/or `stack`"
+                    "unknown argument {other:?}: expected `waitlist`, `subscribe`, `caps`, `dispatch`, `mixed`, `reports`, `stack` and/or `large`"
                 ),
             }
         }
@@ -659,6 +672,29 @@ fn timeline(run: &dispatch::RestockRun) -> String {
     )
 }
 
+/// What the dispatch figures hand to the later sections of the same run.
+struct DispatchOut {
+    notes: Vec<String>,
+    /// The 100,000 restock (the large figure's base, if it finished).
+    big: dispatch::RestockRun,
+    /// Idle event → first text, p50 and p99 in ms (next to the mixed figure).
+    idle_ms: (Option<f64>, Option<f64>),
+}
+
+/// The Redis round trips per send batch of a restock, as a table row.
+fn round_trip_row(r: &dispatch::RestockRun) -> String {
+    let trips = r
+        .redis_round_trips
+        .map_or_else(|| "—".into(), |t| format!("{t:.0}"));
+    let per_batch = r
+        .redis_round_trips_per_batch
+        .map_or_else(|| "—".into(), |t| format!("{t:.2}"));
+    format!(
+        "| Redis round trips of the caps per send batch, restock of {} ({trips} round trips / {} batches, `restock_redis_round_trip_seconds_count` / claims) | {per_batch} | | | ≤ 1 per batch per slot (one Redis here: ≤ 1) |",
+        r.subscribers, r.send_batches,
+    )
+}
+
 /// The dispatch engine: a restock of 100,000 (and 10,000) waiting subscribers through a child
 /// `restock serve` and a loopback Twilio, and event-to-first-text latency.
 async fn dispatch_figures(
@@ -668,7 +704,7 @@ async fn dispatch_figures(
     out: &Path,
     run: &str,
     figures: &mut Figures,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<DispatchOut> {
     use dispatch::SERVER_POOL;
     let bin = server::binary()?;
     let fakes = dispatch::FakeRuntime::new()?;
@@ -715,9 +751,9 @@ async fn dispatch_figures(
     );
     let latency = dispatch::latency_run(&cx).await?;
     eprintln!("restock: a restock of 10,000 subscribers");
-    let small = dispatch::restock_run(&cx, 10_000).await?;
+    let small = dispatch::restock_run(&cx, 10_000, dispatch::RESTOCK_TIMEOUT).await?;
     eprintln!("restock: a restock of 100,000 subscribers");
-    let big = dispatch::restock_run(&cx, 100_000).await?;
+    let big = dispatch::restock_run(&cx, 100_000, dispatch::RESTOCK_TIMEOUT).await?;
 
     let p = |s: &[f64], q: f64| dispatch::percentile(s, q);
     let ms = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.1}"));
@@ -776,6 +812,7 @@ async fn dispatch_figures(
         ms(e2e_50),
         ms(e2e_99),
     ));
+    figures.rows.push(round_trip_row(&big));
     let json = serde_json::json!({
         "server_pool": SERVER_POOL,
         "pgbench_text_row_work_per_second": raw_text,
@@ -804,7 +841,259 @@ async fn dispatch_figures(
             latency.missed
         );
     }
-    Ok(vec![timeline(&small), timeline(&big)])
+    Ok(DispatchOut {
+        notes: vec![timeline(&small), timeline(&big)],
+        big,
+        idle_ms: (e2e_50, e2e_99),
+    })
+}
+
+/// A subscriber count from the environment variable `var` (`1000000` or `1_000_000`), else
+/// `default`.
+fn scale(var: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(var) {
+        Ok(v) => {
+            let n: usize = v
+                .replace('_', "")
+                .parse()
+                .with_context(|| format!("{var}: a number of subscribers, got {v:?}"))?;
+            if n < 10 {
+                bail!("{var}: at least 10 subscribers");
+            }
+            Ok(n)
+        }
+        Err(_) => Ok(default),
+    }
+}
+
+/// Small restocks of one tenant (20 subscribers each, one every 100 ms) while a 100,000 restock
+/// of another tenant runs: event → first text of the small ones, next to the idle figure.
+async fn mixed_figures(
+    db: &str,
+    redis_url: &str,
+    admin: &str,
+    out: &Path,
+    run: &str,
+    idle_ms: Option<(Option<f64>, Option<f64>)>,
+    figures: &mut Figures,
+) -> anyhow::Result<String> {
+    let big = scale("RESTOCK_BENCH_MIXED", 100_000)?;
+    let bin = server::binary()?;
+    let fakes = dispatch::FakeRuntime::new()?;
+    let cx = dispatch::Setup {
+        db,
+        admin,
+        redis: redis_url,
+        bin: &bin,
+        fakes: &fakes,
+        run,
+        out,
+    };
+    eprintln!(
+        "restock: a restock of {big} (tenant demo) and, while it runs, one of {} (tenant brandb) every {} ms",
+        dispatch::MIXED_SMALL_SUBSCRIBERS,
+        dispatch::MIXED_INTERVAL.as_millis()
+    );
+    // Long enough for the big one at the engine's old pace (about 700 texts a second).
+    let timeout = dispatch::RESTOCK_TIMEOUT.max(Duration::from_secs((big / 500) as u64));
+    let m = dispatch::mixed_run(&cx, big, timeout).await?;
+    let p = |s: &[f64], q: f64| dispatch::percentile(s, q);
+    let ms = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.1}"));
+    // A small restock whose text never came ranks above every measured one.
+    let with_missed = |s: &[f64], missed: usize, q: f64| {
+        dispatch::percentile_with_missed(s, missed, q).map_or_else(
+            |()| format!("none in {:.0} s", m.waited_seconds),
+            |v| format!("{} ms", ms(v)),
+        )
+    };
+    let ok = |r: Result<Option<f64>, ()>| r.ok().flatten();
+    let (d50, d99) = (
+        ok(dispatch::percentile_with_missed(
+            &m.during_ms,
+            m.missed_during,
+            50.0,
+        )),
+        ok(dispatch::percentile_with_missed(
+            &m.during_ms,
+            m.missed_during,
+            99.0,
+        )),
+    );
+    let (s50, s99) = (p(&m.small_server_ms, 50.0), p(&m.small_server_ms, 99.0));
+    let idle = idle_ms.map_or_else(
+        || "idle: run with `dispatch`".into(),
+        |(a, b)| format!("idle (the row above): {} / {} ms", ms(a), ms(b)),
+    );
+    figures.rows.push(format!(
+        "| Inventory event → first text, p50 / p99 of {} small restocks ({} subscribers, tenant brandb, one every {} ms) during a {} restock of tenant demo (its last text {}; server clock of the {} small ones started: {} / {} ms; {} with no text) | {} / {} | {idle} | | p99 < 100 ms |",
+        m.during_ms.len() + m.missed_during,
+        m.small_each,
+        m.interval_ms,
+        m.big_subscribers,
+        seconds(m.big_to_last_text_seconds),
+        m.small_server_ms.len(),
+        ms(s50),
+        ms(s99),
+        m.missed_during,
+        with_missed(&m.during_ms, m.missed_during, 50.0),
+        with_missed(&m.during_ms, m.missed_during, 99.0),
+    ));
+    figures.json.insert(
+        "mixed".into(),
+        serde_json::json!({
+            "during_p50_ms": d50,
+            "during_p99_ms": d99,
+            "after_p50_ms": ok(dispatch::percentile_with_missed(&m.after_ms, m.missed_after, 50.0)),
+            "after_p99_ms": ok(dispatch::percentile_with_missed(&m.after_ms, m.missed_after, 99.0)),
+            "small_server_p50_ms": s50,
+            "small_server_p99_ms": s99,
+            "idle_p50_ms": idle_ms.and_then(|i| i.0),
+            "idle_p99_ms": idle_ms.and_then(|i| i.1),
+            "target_p99_ms": 100,
+            "run": m,
+        }),
+    );
+    if m.missed_during + m.missed_after > 0 {
+        eprintln!(
+            "warning: {} small restocks had no text within {:.0} s",
+            m.missed_during + m.missed_after,
+            m.waited_seconds
+        );
+    }
+    Ok(format!(
+        "mixed: big restock of {} first text {}, last text {}; {} small restocks sent, {} during it, {} after (p50 / p99 after: {} / {}); server log: {}",
+        m.big_subscribers,
+        seconds(m.big_to_first_text_seconds),
+        seconds(m.big_to_last_text_seconds),
+        m.small_restocks,
+        m.during_ms.len() + m.missed_during,
+        m.after_ms.len() + m.missed_after,
+        with_missed(&m.after_ms, m.missed_after, 50.0),
+        with_missed(&m.after_ms, m.missed_after, 99.0),
+        m.server_log.display(),
+    ))
+}
+
+/// Peak resident memory the server may reach in the large restock.
+const LARGE_RSS_LIMIT_MIB: f64 = 256.0;
+/// The large restock's total time may be at most this many times the base's (linear: 10).
+const LARGE_RATIO_LIMIT: f64 = 11.0;
+
+/// A 1,000,000 subscriber restock (`RESTOCK_BENCH_LARGE`) against the 100,000 one of the same
+/// run (`base` if the dispatch figures measured it to the end, else measured here): total time
+/// ratio and the server's peak memory.
+async fn large_figures(
+    db: &str,
+    redis_url: &str,
+    admin: &str,
+    out: &Path,
+    run: &str,
+    base: Option<dispatch::RestockRun>,
+    figures: &mut Figures,
+) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    let large = scale("RESTOCK_BENCH_LARGE", 1_000_000)?;
+    let base_n = large / 10;
+    let bin = server::binary()?;
+    let fakes = dispatch::FakeRuntime::new()?;
+    let cx = dispatch::Setup {
+        db,
+        admin,
+        redis: redis_url,
+        bin: &bin,
+        fakes: &fakes,
+        run,
+        out,
+    };
+    let base = match base.filter(|b| b.subscribers == base_n && b.to_last_text_seconds.is_some()) {
+        Some(b) => b,
+        None => {
+            eprintln!("restock: a restock of {base_n} subscribers (the large one's base)");
+            // Long enough to finish at the engine's old pace: a ratio needs both ends.
+            let timeout = Duration::from_secs(((base_n / 500) as u64).max(60));
+            dispatch::restock_run(&cx, base_n, timeout).await?
+        }
+    };
+    // Eleven times the base, with room; the base unfinished: about 1,000 texts a second.
+    let timeout = match std::env::var("RESTOCK_BENCH_LARGE_TIMEOUT_S") {
+        Ok(s) => Duration::from_secs(
+            s.parse()
+                .context("RESTOCK_BENCH_LARGE_TIMEOUT_S: seconds")?,
+        ),
+        Err(_) => base.to_last_text_seconds.map_or_else(
+            || Duration::from_secs((large / 1_000) as u64 + 60),
+            |t| Duration::from_secs_f64((t * LARGE_RATIO_LIMIT * 2.0).max(120.0)),
+        ),
+    };
+    eprintln!(
+        "restock: a restock of {large} subscribers (waiting up to {:.0} s for its last text)",
+        timeout.as_secs_f64()
+    );
+    let big = dispatch::restock_run(&cx, large, timeout).await?;
+    let ratio = match (big.to_last_text_seconds, base.to_last_text_seconds) {
+        (Some(b), Some(a)) => Some(b / a),
+        _ => None,
+    };
+    let rate = |r: &dispatch::RestockRun| {
+        r.texts_per_second.map_or_else(
+            || {
+                format!(
+                    "only {} of {} texts in {:.0} s",
+                    r.texts_received, r.subscribers, r.waited_seconds
+                )
+            },
+            |t| format!("{t:.0} texts/s"),
+        )
+    };
+    figures.rows.push(format!(
+        "| Restock of {large} subscribers: event → first text / last text at the provider (all `sent` in DB: {}) | {} / {} ({}) | the {base_n} restock of this run: {} / {} ({}) | {} | ≤ ×{LARGE_RATIO_LIMIT:.0} |",
+        seconds(big.to_all_sent_in_db_seconds),
+        seconds(big.to_first_text_seconds),
+        seconds(big.to_last_text_seconds),
+        rate(&big),
+        seconds(base.to_first_text_seconds),
+        seconds(base.to_last_text_seconds),
+        rate(&base),
+        match (ratio, base.to_last_text_seconds) {
+            (Some(r), _) => format!("×{r:.2}"),
+            // Unfinished: it took longer than it waited.
+            (None, Some(a)) => format!("> ×{:.2}", big.waited_seconds / a),
+            (None, None) => "—".into(),
+        },
+    ));
+    figures.rows.push(format!(
+        "| Server peak RSS (VmHWM), restock of {large} (at start: {:.0} MiB) | {:.0} MiB | the {base_n} restock: {:.0} MiB | ×{:.2} | < {LARGE_RSS_LIMIT_MIB:.0} MiB |",
+        mib(big.rss_at_start_kib),
+        mib(big.rss_peak_kib),
+        mib(base.rss_peak_kib),
+        big.rss_peak_kib as f64 / base.rss_peak_kib as f64,
+    ));
+    figures.rows.push(round_trip_row(&big));
+    let took = started.elapsed().as_secs_f64();
+    figures.json.insert(
+        "large".into(),
+        serde_json::json!({
+            "subscribers": large,
+            "base_subscribers": base_n,
+            "ratio_to_base": ratio,
+            "target_ratio": LARGE_RATIO_LIMIT,
+            "rss_peak_mib": mib(big.rss_peak_kib),
+            "target_rss_mib": LARGE_RSS_LIMIT_MIB,
+            "section_seconds": took,
+            "restock": big,
+            "base": base,
+        }),
+    );
+    Ok(vec![
+        timeline(&base),
+        timeline(&big),
+        format!(
+            "large: the section took {:.1} min (seeding {:.0} s + {:.0} s)",
+            took / 60.0,
+            base.insert_seconds,
+            big.insert_seconds
+        ),
+    ])
 }
 
 /// This run's database of the reports section.
@@ -850,11 +1139,8 @@ async fn cleanup(admin: &str, redis_url: &str, run: &str) {
         Ok(_) if keep => eprintln!("RESTOCK_BENCH_KEEP: the bench databases are kept"),
         Ok((client, conn)) => {
             tokio::spawn(conn);
-            for name in DATABASES
-                .iter()
-                .map(|n| n.to_string())
-                .chain([reports_database()])
-            {
+            let created = CREATED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for name in created {
                 let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                 if let Err(e) = client.execute(&drop, &[]).await {
                     eprintln!("cleanup: dropping {name}: {e}");
@@ -886,8 +1172,9 @@ async fn main() -> anyhow::Result<()> {
     let out = out.canonicalize()?;
     let run = format!("restock-bench-{}", std::process::id());
 
+    let started = Instant::now();
     let mut figures = Figures::default();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let measure = async {
         if sections.waitlist || sections.subscribe {
             let only_subscribe = !sections.waitlist;
@@ -897,14 +1184,33 @@ async fn main() -> anyhow::Result<()> {
             let (raw_evalsha, raw_take, cap_checks) = cap_figures(&redis_url).await?;
             cap_rows(raw_evalsha, raw_take, cap_checks, &mut figures);
         }
+        let mut base = None;
+        let mut idle_ms = None;
         if sections.dispatch {
-            notes = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures).await?;
+            let d = dispatch_figures(&db, &redis_url, &admin, &out, &run, &mut figures).await?;
+            notes.extend(d.notes);
+            base = Some(d.big);
+            idle_ms = Some(d.idle_ms);
+        }
+        if sections.mixed {
+            let note =
+                mixed_figures(&db, &redis_url, &admin, &out, &run, idle_ms, &mut figures).await?;
+            notes.push(note);
         }
         if sections.reports {
             report_figures(&db, &admin, &mut figures).await?;
         }
         if sections.stack {
             stack::stack_figures(&db, &redis_url, &admin, &mut figures).await?;
+        }
+        if sections.large {
+            let large =
+                large_figures(&db, &redis_url, &admin, &out, &run, base, &mut figures).await?;
+            notes.extend(large);
+        } else if sections.dispatch {
+            notes.push(
+                "large: the 1,000,000 subscriber restock is not in this run (several minutes); `just bench-large` measures it".into(),
+            );
         }
         anyhow::Ok(())
     };
@@ -930,6 +1236,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let json = serde_json::Value::Object(figures.json);
     std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&json)?)?;
-    println!("\nwritten: target/bench/bench.json");
+    println!(
+        "\nwritten: target/bench/bench.json (the run took {:.1} min)",
+        started.elapsed().as_secs_f64() / 60.0
+    );
     result
 }

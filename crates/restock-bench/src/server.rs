@@ -54,6 +54,8 @@ pub struct ServerProcess {
     child: Child,
     /// `host:port` of its gRPC listener, as it printed it.
     pub grpc: String,
+    /// `host:port` of its HTTP listener (`/metrics`), as it printed it.
+    pub http: String,
     /// Where its stderr (the logs) goes, for a look after a bad figure.
     pub log: PathBuf,
 }
@@ -81,6 +83,7 @@ impl ServerProcess {
         let mut server = Self {
             child,
             grpc: String::new(),
+            http: String::new(),
             log: log.to_path_buf(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -101,11 +104,11 @@ impl ServerProcess {
                 log.display()
             ),
         };
-        let Some(grpc) = line
+        let Some((grpc, http)) = line
             .trim()
             .strip_prefix("restock listening: grpc=")
             .and_then(|rest| rest.split_once(" http="))
-            .map(|(grpc, _)| grpc.to_string())
+            .map(|(grpc, http)| (grpc.to_string(), http.to_string()))
         else {
             let status = server.child.try_wait().ok().flatten();
             bail!(
@@ -114,6 +117,7 @@ impl ServerProcess {
             );
         };
         server.grpc = grpc;
+        server.http = http;
         Ok(server)
     }
 
@@ -131,6 +135,63 @@ impl ServerProcess {
             .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
             .with_context(|| format!("no {field} in {path}"))
     }
+}
+
+impl ServerProcess {
+    /// The sum of every series of the metric `name` (a counter's `_total`, a histogram's
+    /// `_count`...) on the server's `/metrics`; `None` if it has no such series yet.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<Option<f64>> {
+        let text = scrape(&self.http).await?;
+        Ok(metric_sum(&text, name))
+    }
+}
+
+/// `GET /metrics` of `addr` (host:port) over plain HTTP/1.1: the body.
+async fn scrape(addr: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr} for /metrics"))?;
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .context("/metrics did not answer within 10 s")??;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("/metrics answered no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "/metrics answered {}",
+            head.lines().next().unwrap_or_default()
+        );
+    }
+    Ok(body.to_string())
+}
+
+/// The sum of the samples of `name` in Prometheus text: lines `name value` and
+/// `name{labels} value`; `None` if there is none.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if let Some(labelled) = rest.strip_prefix('{') {
+                labelled.rsplit_once('}')?.1
+            } else if rest.starts_with(' ') {
+                rest
+            } else {
+                return None;
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .reduce(|a, b| a + b)
 }
 
 impl Drop for ServerProcess {
@@ -177,4 +238,24 @@ pub fn credential_env() -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (format!("RESTOCK__AUTH__CREDENTIALS__BENCH__{k}"), v))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_sums_add_every_series_of_the_name_only() {
+        let text = "# HELP restock_redis_round_trip_seconds x\n\
+            restock_redis_round_trip_seconds_count 12\n\
+            restock_redis_round_trip_seconds_count_other 99\n\
+            restock_messages_total{tenant=\"demo\",outcome=\"sent\"} 5\n\
+            restock_messages_total{tenant=\"b\",outcome=\"sent\"} 2\n";
+        assert_eq!(
+            metric_sum(text, "restock_redis_round_trip_seconds_count"),
+            Some(12.0)
+        );
+        assert_eq!(metric_sum(text, "restock_messages_total"), Some(7.0));
+        assert_eq!(metric_sum(text, "restock_nope"), None);
+    }
 }

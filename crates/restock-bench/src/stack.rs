@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::{recreate, server, with_database, Figures, CONCURRENCY};
 
-/// The database of these figures (in `DATABASES`, so the bench drops it).
+/// The database of these figures (made by `recreate`, so the bench drops it).
 pub const DATABASE: &str = "restock_bench_stack";
 
 /// Each server's share of one measurement: [`ROUNDS`] rounds of this, alternating.
