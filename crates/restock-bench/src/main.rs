@@ -690,7 +690,7 @@ fn round_trip_row(r: &dispatch::RestockRun) -> String {
         .redis_round_trips_per_batch
         .map_or_else(|| "—".into(), |t| format!("{t:.2}"));
     format!(
-        "| Redis round trips of the caps per send batch, restock of {} ({trips} round trips / {} batches, `restock_redis_round_trip_seconds_count` / claims) | {per_batch} | | | ≤ 1 per batch per slot (one Redis here: ≤ 1) |",
+        "| Redis round trips of the caps per send batch, restock of {} ({trips} round trips / {} batches, `restock_redis_round_trip_seconds_count` / claims) | {per_batch} | | | ≤ 1 per batch per slot: one trip for the shared slots (sender, tenant), one for the phones' slots, no slot twice |",
         r.subscribers, r.send_batches,
     )
 }
