@@ -5,8 +5,16 @@ use restock_store::substitutes::Member;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::grpc::validate::Violations;
+use crate::grpc::paging::{parse_time_cursor, PageTokens, Scope};
+use crate::grpc::validate::{page_size, Violations};
 use crate::proto::v1 as pb;
+
+/// Most units one level may hold (available to sell, on order, a dry run's assumption): far
+/// above any real stock, and low enough that totals over locations never overflow an `i64`.
+pub const MAX_UNITS: i64 = 1_000_000_000;
+/// A DryRun's page of examples when the request names no size, and its largest.
+pub const DEFAULT_EXAMPLES: usize = 20;
+pub const MAX_EXAMPLES: usize = 200;
 
 /// A valid CreateExclusion: a product or a variant (exactly one is set), why, by whom, until.
 #[derive(Debug)]
@@ -277,5 +285,210 @@ mod stock_tests {
         };
         let fields: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["variant_id", "location_ids", "location_ids[3]"]);
+    }
+}
+
+/// A page of a tenant's exclusions: ListExclusions.
+#[derive(Debug)]
+pub struct ListExclusions {
+    pub tenant_id: String,
+    pub product_id: Option<String>,
+    pub variant_id: Option<String>,
+    pub show_inactive: bool,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// Where the page starts (none: the first page), opened against this very filter.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl ListExclusions {
+    pub fn parse(req: pb::ListExclusionsRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let product_id = v.id("product_id", &req.product_id, false);
+        let variant_id = v.id("variant_id", &req.variant_id, false);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let scope = Self::scope_of(&req.tenant_id, &product_id, &variant_id, req.show_inactive);
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
+        let parts = tenant_id.map(|tenant_id| ListExclusions {
+            tenant_id,
+            product_id,
+            variant_id,
+            show_inactive: req.show_inactive,
+            page_size: page_size(req.page_size),
+            after,
+        });
+        v.into_result(parts)
+    }
+
+    /// What this list's page tokens are bound to.
+    pub fn scope(&self) -> Scope<'_> {
+        Self::scope_of(
+            &self.tenant_id,
+            &self.product_id,
+            &self.variant_id,
+            self.show_inactive,
+        )
+    }
+
+    fn scope_of<'a>(
+        tenant_id: &'a str,
+        product_id: &Option<String>,
+        variant_id: &Option<String>,
+        show_inactive: bool,
+    ) -> Scope<'a> {
+        Scope::new(
+            "ListExclusions",
+            tenant_id,
+            &(product_id, variant_id, show_inactive),
+        )
+    }
+}
+
+/// A page of a tenant's substitute groups: ListSubstituteGroups.
+#[derive(Debug)]
+pub struct ListSubstituteGroups {
+    pub tenant_id: String,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// The group id the page starts after (none: the first page).
+    pub after: Option<String>,
+}
+
+impl ListSubstituteGroups {
+    pub fn parse(
+        req: pb::ListSubstituteGroupsRequest,
+        tokens: &PageTokens,
+    ) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let after = tokens.open(
+            &mut v,
+            &req.page_token,
+            &Self::scope_of(&req.tenant_id),
+            |c| Some(c.to_string()),
+        );
+        let parts = tenant_id.map(|tenant_id| ListSubstituteGroups {
+            tenant_id,
+            page_size: page_size(req.page_size),
+            after,
+        });
+        v.into_result(parts)
+    }
+
+    /// What this list's page tokens are bound to.
+    pub fn scope(&self) -> Scope<'_> {
+        Self::scope_of(&self.tenant_id)
+    }
+
+    fn scope_of(tenant_id: &str) -> Scope<'_> {
+        Scope::new("ListSubstituteGroups", tenant_id, &())
+    }
+}
+
+/// A valid DryRun: what to judge, under which assumption, and which page of which examples.
+#[derive(Debug)]
+pub struct DryRun {
+    pub tenant_id: String,
+    pub variant_id: String,
+    pub location_id: Option<String>,
+    /// 0 to [`MAX_UNITS`].
+    pub assume_available: i64,
+    /// Examples only of this decision, and of this reason (none: any).
+    pub example_decision: Option<pb::EligibilityDecision>,
+    pub example_reason: Option<pb::ReasonCode>,
+    /// Examples per page: [`DEFAULT_EXAMPLES`] when unset, at most [`MAX_EXAMPLES`].
+    pub page_size: usize,
+    /// Matching examples on the pages before this one.
+    pub skip_examples: u64,
+}
+
+impl DryRun {
+    pub fn parse(req: pb::DryRunRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let variant_id = v.id("variant_id", &req.variant_id, true);
+        let location_id = v.id("location_id", &req.location_id, false);
+        if req.assume_available < 0 {
+            v.add("assume_available", "must not be negative");
+        } else if req.assume_available > MAX_UNITS {
+            v.add("assume_available", format!("must be at most {MAX_UNITS}"));
+        }
+        let example_decision = v.enumeration::<pb::EligibilityDecision>(
+            "example_decision",
+            req.example_decision,
+            false,
+        );
+        let example_reason =
+            v.enumeration::<pb::ReasonCode>("example_reason", req.example_reason, false);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let scope = Self::scope_of(
+            &req.tenant_id,
+            &variant_id,
+            &location_id,
+            req.assume_available,
+            req.example_decision,
+            req.example_reason,
+        );
+        let skip_examples: u64 = tokens
+            .open(&mut v, &req.page_token, &scope, |c| c.parse().ok())
+            .unwrap_or(0);
+        let page_size = match req.page_size {
+            n if n <= 0 => DEFAULT_EXAMPLES,
+            n => (n as usize).min(MAX_EXAMPLES),
+        };
+        let parts = tenant_id
+            .zip(variant_id)
+            .map(|(tenant_id, variant_id)| DryRun {
+                tenant_id,
+                variant_id,
+                location_id,
+                assume_available: req.assume_available,
+                example_decision,
+                example_reason,
+                page_size,
+                skip_examples,
+            });
+        v.into_result(parts)
+    }
+
+    /// What a page of examples is bound to: the whole request but its page size and token.
+    pub fn scope(&self) -> Scope<'_> {
+        Self::scope_of(
+            &self.tenant_id,
+            &Some(self.variant_id.clone()),
+            &self.location_id,
+            self.assume_available,
+            self.example_decision.map_or(0, |e| e as i32),
+            self.example_reason.map_or(0, |r| r as i32),
+        )
+    }
+
+    fn scope_of<'a>(
+        tenant_id: &'a str,
+        variant_id: &Option<String>,
+        location_id: &Option<String>,
+        assume_available: i64,
+        example_decision: i32,
+        example_reason: i32,
+    ) -> Scope<'a> {
+        Scope::new(
+            "DryRun",
+            tenant_id,
+            &(
+                variant_id,
+                location_id,
+                assume_available,
+                example_decision,
+                example_reason,
+            ),
+        )
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod dispatch;
 pub mod eligibility;
+pub mod inventory;
 pub mod purchases;
 pub mod reports;
 pub mod waitlist;
