@@ -492,3 +492,149 @@ impl DryRun {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> PageTokens {
+        PageTokens::new(b"test key")
+    }
+
+    fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    fn dry_run() -> pb::DryRunRequest {
+        pb::DryRunRequest {
+            tenant_id: "demo".into(),
+            variant_id: "sku-1".into(),
+            location_id: "web".into(),
+            assume_available: 5,
+            example_decision: pb::EligibilityDecision::Skip as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dry_run_names_every_bad_field() {
+        let req = pb::DryRunRequest {
+            assume_available: MAX_UNITS + 1,
+            example_reason: 9_999,
+            page_size: -1,
+            page_token: "garbage".into(),
+            ..Default::default()
+        };
+        let mut got = fields(DryRun::parse(req, &tokens()).unwrap_err());
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "assume_available",
+                "example_reason",
+                "page_size",
+                "page_token",
+                "tenant_id",
+                "variant_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dry_run_page_token_opens_only_for_the_same_request() {
+        let tokens = tokens();
+        let first = DryRun::parse(dry_run(), &tokens).unwrap();
+        assert_eq!(
+            (first.page_size, first.skip_examples),
+            (DEFAULT_EXAMPLES, 0)
+        );
+        let token = tokens.issue(&first.scope(), "40");
+        let next = DryRun::parse(
+            pb::DryRunRequest {
+                page_token: token.clone(),
+                page_size: 10_000,
+                ..dry_run()
+            },
+            &tokens,
+        )
+        .unwrap();
+        assert_eq!((next.page_size, next.skip_examples), (MAX_EXAMPLES, 40));
+        let other = pb::DryRunRequest {
+            page_token: token,
+            example_decision: 0,
+            ..dry_run()
+        };
+        assert_eq!(
+            fields(DryRun::parse(other, &tokens).unwrap_err()),
+            ["page_token"]
+        );
+    }
+
+    #[test]
+    fn list_exclusions_tokens_are_bound_to_their_filters() {
+        let tokens = tokens();
+        let req = || pb::ListExclusionsRequest {
+            tenant_id: "demo".into(),
+            product_id: "p-1".into(),
+            page_size: 100_000,
+            ..Default::default()
+        };
+        let first = ListExclusions::parse(req(), &tokens).unwrap();
+        assert_eq!(first.page_size, page_size(100_000));
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let token = tokens.issue(
+            &first.scope(),
+            &crate::grpc::paging::time_cursor(at, Uuid::nil()),
+        );
+        let next = pb::ListExclusionsRequest {
+            page_token: token.clone(),
+            ..req()
+        };
+        assert_eq!(
+            ListExclusions::parse(next, &tokens).unwrap().after,
+            Some((at, Uuid::nil()))
+        );
+        let inactive = pb::ListExclusionsRequest {
+            page_token: token,
+            show_inactive: true,
+            ..req()
+        };
+        assert_eq!(
+            fields(ListExclusions::parse(inactive, &tokens).unwrap_err()),
+            ["page_token"]
+        );
+    }
+
+    #[test]
+    fn list_substitute_groups_tokens_are_bound_to_their_tenant() {
+        let tokens = tokens();
+        let req = |tenant: &str| pb::ListSubstituteGroupsRequest {
+            tenant_id: tenant.into(),
+            ..Default::default()
+        };
+        let first = ListSubstituteGroups::parse(req("demo"), &tokens).unwrap();
+        let token = tokens.issue(&first.scope(), "g-1");
+        let next = pb::ListSubstituteGroupsRequest {
+            page_token: token.clone(),
+            ..req("demo")
+        };
+        assert_eq!(
+            ListSubstituteGroups::parse(next, &tokens)
+                .unwrap()
+                .after
+                .as_deref(),
+            Some("g-1")
+        );
+        let other = pb::ListSubstituteGroupsRequest {
+            page_token: token,
+            page_size: -1,
+            ..req("other")
+        };
+        let mut got = fields(ListSubstituteGroups::parse(other, &tokens).unwrap_err());
+        got.sort();
+        assert_eq!(got, ["page_size", "page_token"]);
+    }
+}

@@ -271,3 +271,113 @@ fn event_order(
             .map(Order::Observed),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn field_names(v: &[pb::FieldViolation]) -> Vec<&str> {
+        v.iter().map(|f| f.field.as_str()).collect()
+    }
+
+    #[test]
+    fn an_event_is_typed_or_rejected_naming_every_fault() {
+        let good = pb::InventoryEvent {
+            event_id: "e-1".into(),
+            variant_id: "sku-1".into(),
+            location_id: "web".into(),
+            available_to_sell: 3,
+            order: Some(pb::inventory_event::Order::SequenceNumber(7)),
+            ..Default::default()
+        };
+        let e = InventoryEvent::parse("demo", Some(&good), "event.", now()).unwrap();
+        assert_eq!((e.event_id.as_str(), e.level.available), ("e-1", 3));
+        assert!(matches!(e.level.order, Order::Sequence(7)));
+
+        let bad = pb::InventoryEvent {
+            available_to_sell: -1,
+            on_order: MAX_UNITS + 1,
+            order: Some(pb::inventory_event::Order::SequenceNumber(u64::MAX)),
+            ..good.clone()
+        };
+        let r = InventoryEvent::parse("", Some(&bad), "events[2].", now()).unwrap_err();
+        assert_eq!(r.event_id, "e-1");
+        assert_eq!(
+            field_names(&r.field_violations),
+            [
+                "events[2].sequence_number",
+                "events[2].available_to_sell",
+                "events[2].on_order",
+                "tenant_id"
+            ]
+        );
+        let missing = InventoryEvent::parse("demo", None, "event.", now()).unwrap_err();
+        assert_eq!(field_names(&missing.field_violations), ["event"]);
+    }
+
+    #[test]
+    fn report_inventory_bounds_its_batch_and_parses_each_event() {
+        let req = pb::ReportInventoryRequest {
+            tenant_id: "demo".into(),
+            events: vec![pb::InventoryEvent::default(); MAX_BATCH + 1],
+        };
+        assert!(ReportInventory::parse(req, now()).is_err());
+        let req = pb::ReportInventoryRequest {
+            tenant_id: "demo".into(),
+            events: vec![pb::InventoryEvent::default()],
+        };
+        let cmd = ReportInventory::parse(req, now()).unwrap();
+        let r = cmd.events[0].as_ref().unwrap_err();
+        assert!(field_names(&r.field_violations).contains(&"events[0].event_id"));
+    }
+
+    #[test]
+    fn a_sync_checks_its_header_chunks_and_levels() {
+        let snapshot = prost_types::Timestamp {
+            seconds: 1_799_999_000,
+            nanos: 0,
+        };
+        let first = pb::SyncInventoryRequest {
+            tenant_id: "demo".into(),
+            snapshot_time: Some(snapshot),
+            ..Default::default()
+        };
+        let header = SyncHeader::parse(&first, now()).unwrap();
+        assert!(header.check_chunk(&first).is_ok());
+        let other = pb::SyncInventoryRequest {
+            tenant_id: "other".into(),
+            ..Default::default()
+        };
+        assert!(header.check_chunk(&other).is_err());
+        let big = pb::SyncInventoryRequest {
+            levels: vec![pb::StockLevel::default(); MAX_SYNC_CHUNK + 1],
+            ..first.clone()
+        };
+        assert!(header.check_chunk(&big).is_err());
+        let level = pb::StockLevel {
+            variant_id: "sku-1".into(),
+            location_id: "web".into(),
+            ..Default::default()
+        };
+        let ok = header.level(&level).unwrap();
+        assert!(matches!(ok.order, Order::Observed(t) if t == header.snapshot_at));
+        let bad = pb::StockLevel {
+            sequence_number: u64::MAX,
+            available_to_sell: -5,
+            ..level
+        };
+        assert_eq!(
+            field_names(&header.level(&bad).unwrap_err()),
+            ["sequence_number", "available_to_sell"]
+        );
+        let no_time = pb::SyncInventoryRequest {
+            snapshot_time: None,
+            ..first
+        };
+        assert!(SyncHeader::parse(&no_time, now()).is_err());
+    }
+}

@@ -529,3 +529,136 @@ impl TryFrom<pb::SetPropensityScoresRequest> for SetPropensityScores {
         v.into_result(parts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn subscribe() -> pb::SubscribeRequest {
+        pb::SubscribeRequest {
+            tenant_id: "demo".into(),
+            variant_id: "sku-1".into(),
+            phone_number: "+14155550100".into(),
+            consent: Some(pb::Consent {
+                consent_text: "Text me".into(),
+                source: pb::ConsentSource::Web as i32,
+                capture_time: Some(prost_types::Timestamp {
+                    seconds: 1_799_999_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            location_ids: vec!["web".into(), "store-1".into(), "web".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subscribe_takes_defaults_and_dedups_locations() {
+        let cmd = Subscribe::parse(subscribe(), now(), |_| None).unwrap();
+        assert_eq!(cmd.desired_quantity, 1);
+        assert_eq!(cmd.location_ids, ["web", "store-1"]);
+        assert!(matches!(cmd.target, Target::Variant { ref variant_id } if variant_id == "sku-1"));
+        assert_eq!(cmd.expires_at, None);
+    }
+
+    #[test]
+    fn subscribe_names_every_bad_field() {
+        let req = pb::SubscribeRequest {
+            wanted_options: [("size".to_string(), "M".to_string())].into(),
+            location_ids: (0..=MAX_LOCATIONS).map(|i| format!("l-{i}")).collect(),
+            desired_quantity: MAX_QUANTITY + 1,
+            priority_tier: MAX_TIER + 1,
+            expire_time: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            time_zone: "Mars/Olympus".into(),
+            variant: Some(pb::VariantDetails {
+                deep_link: "https://elsewhere.example/p".into(),
+                ..Default::default()
+            }),
+            ..subscribe()
+        };
+        let hosts = |t: &str| (t == "demo").then(|| vec!["shop.example".to_string()]);
+        let mut got = fields(Subscribe::parse(req, now(), hosts).unwrap_err());
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "desired_quantity",
+                "expire_time",
+                "location_ids",
+                "priority_tier",
+                "time_zone",
+                "variant.deep_link",
+                "wanted_options"
+            ]
+        );
+    }
+
+    #[test]
+    fn list_subscriptions_tokens_are_bound_to_the_phone() {
+        let tokens = PageTokens::new(b"test key");
+        let req = |phone: &str| pb::ListSubscriptionsRequest {
+            tenant_id: "demo".into(),
+            phone_number: phone.into(),
+            ..Default::default()
+        };
+        let first = ListSubscriptions::parse(req("+14155550100"), &tokens).unwrap();
+        assert_eq!(first.after, 0);
+        let token = tokens.issue(&first.scope(), "42");
+        let next = pb::ListSubscriptionsRequest {
+            page_token: token.clone(),
+            ..req("+1 415 555 0100")
+        };
+        assert_eq!(ListSubscriptions::parse(next, &tokens).unwrap().after, 42);
+        let other = pb::ListSubscriptionsRequest {
+            page_token: token,
+            ..req("+14155550199")
+        };
+        assert_eq!(
+            fields(ListSubscriptions::parse(other, &tokens).unwrap_err()),
+            ["page_token"]
+        );
+    }
+
+    #[test]
+    fn set_propensity_scores_names_every_bad_score() {
+        let id = Uuid::now_v7().to_string();
+        let score = |subscription_id: &str, score| pb::PropensityScore {
+            subscription_id: subscription_id.into(),
+            score,
+        };
+        let req = pb::SetPropensityScoresRequest {
+            tenant_id: "demo".into(),
+            scores: vec![score(&id, 0.5), score(&id, 1.5), score("nope", f32::NAN)],
+        };
+        let got = fields(SetPropensityScores::try_from(req).unwrap_err());
+        assert_eq!(
+            got,
+            [
+                "scores[1].subscription_id",
+                "scores[1].score",
+                "scores[2].subscription_id",
+                "scores[2].score"
+            ]
+        );
+        let ok = pb::SetPropensityScoresRequest {
+            tenant_id: "demo".into(),
+            scores: vec![score(&id, 1.0)],
+        };
+        assert_eq!(SetPropensityScores::try_from(ok).unwrap().scores.len(), 1);
+    }
+}
