@@ -4,7 +4,8 @@
 
 use super::*;
 use crate::app::eligibility::{self, DryRunQuery, ExplainError, ExplainQuery};
-use crate::grpc::requests::eligibility::{DryRun, Explain};
+use crate::grpc::requests::dry_run::DryRun;
+use crate::grpc::requests::eligibility::Explain;
 
 pub(super) use crate::app::eligibility::total_available;
 

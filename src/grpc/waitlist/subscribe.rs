@@ -1,7 +1,8 @@
 //! Subscribe (idempotent, with the consent it records) and its double opt-in confirmation.
 
 use super::*;
-use crate::grpc::requests::waitlist::{ConfirmSubscription, Subscribe, SubscriptionRef};
+use crate::grpc::requests::subscribe::Subscribe;
+use crate::grpc::requests::waitlist::{ConfirmSubscription, SubscriptionRef};
 
 /// Fingerprint of a request, so a reused idempotency key with another request is caught.
 pub(super) fn fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
