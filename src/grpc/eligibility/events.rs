@@ -2,85 +2,7 @@
 //! acknowledgement each one gets.
 
 use super::*;
-
-/// Validates one stock level; field paths start with `prefix`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn level(
-    v: &mut Violations,
-    prefix: &str,
-    variant_id: &str,
-    location_id: &str,
-    available: i64,
-    on_order: i64,
-    order: Option<Order>,
-    product_id: &str,
-    details: Option<&pb::VariantDetails>,
-) -> Option<Level> {
-    let variant_id = v.id(&format!("{prefix}variant_id"), variant_id, true);
-    let location_id = v.id(&format!("{prefix}location_id"), location_id, true);
-    if available < 0 {
-        v.add(
-            format!("{prefix}available_to_sell"),
-            "must not be negative: report an oversold level as 0",
-        );
-    } else if available > MAX_UNITS {
-        v.add(
-            format!("{prefix}available_to_sell"),
-            format!("must be at most {MAX_UNITS}"),
-        );
-    }
-    if on_order < 0 {
-        v.add(format!("{prefix}on_order"), "must not be negative");
-    } else if on_order > MAX_UNITS {
-        v.add(
-            format!("{prefix}on_order"),
-            format!("must be at most {MAX_UNITS}"),
-        );
-    }
-    let product_id = v.id(&format!("{prefix}product_id"), product_id, false);
-    // The catalog's own links are not refused here (a stock level must not be lost over a
-    // link); the tracked-link redirect never follows one off the brand's hosts.
-    let details = details.map(|d| v.variant_details(&format!("{prefix}variant"), d, None));
-    Some(Level {
-        variant_id: variant_id?,
-        location_id: location_id?,
-        available,
-        on_order,
-        order: order?,
-        product_id,
-        details,
-    })
-}
-
-pub(super) fn event_order(
-    v: &mut Violations,
-    prefix: &str,
-    order: Option<&pb::inventory_event::Order>,
-    now: DateTime<Utc>,
-) -> Option<Order> {
-    match order {
-        None => {
-            v.add(
-                format!("{prefix}sequence_number"),
-                "a sequence_number or an observe_time is required",
-            );
-            None
-        }
-        Some(pb::inventory_event::Order::SequenceNumber(n)) => match i64::try_from(*n) {
-            Ok(n) => Some(Order::Sequence(n)),
-            Err(_) => {
-                v.add(
-                    format!("{prefix}sequence_number"),
-                    "must be at most 2^63 - 1",
-                );
-                None
-            }
-        },
-        Some(pb::inventory_event::Order::ObserveTime(ts)) => v
-            .past_time(&format!("{prefix}observe_time"), Some(ts), now, true)
-            .map(Order::Observed),
-    }
-}
+use crate::grpc::requests::inventory::{InventoryEvent, Rejection};
 
 pub(super) fn ack(event_id: &str, outcome: EventOutcome) -> pb::InventoryAck {
     let (kind, restock) = match outcome {
@@ -111,22 +33,21 @@ pub(super) fn rejected(
     }
 }
 
-/// Validates and applies one event. A bad event is answered by a REJECTED ack; only a failing
-/// dependency is an error (the caller resends what was not acknowledged).
-/// An inventory event ready to apply, or the ack that rejects it.
+/// An inventory event ready to apply.
 pub(super) struct Prepared<'a> {
     event_id: String,
     level: Level,
     policy: &'a TenantPolicy,
 }
 
+/// Applies one parsed event. A bad event is answered by a REJECTED ack; only a failing
+/// dependency is an error (the caller resends what was not acknowledged).
 pub(super) async fn process_event(
     state: &AppState,
     tenant_id: &str,
-    event: Option<&pb::InventoryEvent>,
-    prefix: &str,
+    event: Result<InventoryEvent, Rejection>,
 ) -> Result<pb::InventoryAck, ApiError> {
-    let p = match prepare_event(state, tenant_id, event, prefix) {
+    let p = match prepare_event(state, tenant_id, event) {
         Ok(p) => p,
         Err(rejected) => return Ok(rejected),
     };
@@ -201,9 +122,10 @@ pub(super) async fn process_events_allowed(
     state: &AppState,
     batch: &[pb::StreamInventoryRequest],
 ) -> Vec<Result<pb::InventoryAck, ApiError>> {
+    let now = state.clock.now();
     let prepared: Vec<Result<Prepared, pb::InventoryAck>> = batch
         .iter()
-        .map(|m| prepare_event(state, &m.tenant_id, m.event.as_ref(), "event."))
+        .map(|m| prepare_event(state, &m.tenant_id, InventoryEvent::streamed(m, now)))
         .collect();
     let policies: Vec<Option<RestockPolicy>> = prepared
         .iter()
@@ -235,7 +157,6 @@ pub(super) async fn process_events_allowed(
             ))
         })
         .collect();
-    let now = state.clock.now();
     let together = if work.len() > 1 {
         state.store.apply_inventory_events(&work, now).await.ok()
     } else {
@@ -286,51 +207,17 @@ pub(super) fn applied(
     ack(&p.event_id, outcome)
 }
 
-/// Checks one event: the typed event, or the REJECTED ack naming its faults.
+/// A parsed event with its tenant's policy: ready to apply, or the ack that rejects it.
 pub(super) fn prepare_event<'a>(
     state: &'a AppState,
     tenant_id: &str,
-    event: Option<&pb::InventoryEvent>,
-    prefix: &str,
+    event: Result<InventoryEvent, Rejection>,
 ) -> Result<Prepared<'a>, pb::InventoryAck> {
-    let Some(event) = event else {
-        return Err(rejected(
-            "",
-            vec![pb::FieldViolation {
-                field: prefix.trim_end_matches('.').into(),
-                description: "is required".into(),
-            }],
-            String::new(),
-        ));
-    };
-    let now = state.clock.now();
-    let mut v = Violations::default();
-    let event_id = v.id(&format!("{prefix}event_id"), &event.event_id, true);
-    let order = event_order(&mut v, prefix, event.order.as_ref(), now);
-    let level = level(
-        &mut v,
-        prefix,
-        &event.variant_id,
-        &event.location_id,
-        event.available_to_sell,
-        event.on_order,
-        order,
-        &event.product_id,
-        event.variant.as_ref(),
-    );
-    if tenant_id.is_empty() {
-        v.add("tenant_id", "is required");
-    }
-    let (Some(event_id), Some(level), true) = (event_id, level, v.is_empty()) else {
-        return Err(rejected(
-            &event.event_id,
-            v.into_field_violations(),
-            String::new(),
-        ));
-    };
+    let InventoryEvent { event_id, level } =
+        event.map_err(|r| rejected(&r.event_id, r.field_violations, String::new()))?;
     let Some(policy) = state.tenants.get(tenant_id) else {
         return Err(rejected(
-            &event.event_id,
+            &event_id,
             Vec::new(),
             format!("unknown tenant \"{tenant_id}\""),
         ));

@@ -1,7 +1,7 @@
 //! Merchandising exclusions made through the API: create, delete, list.
 
 use super::*;
-use crate::grpc::requests::eligibility::{CreateExclusion, ExclusionRef};
+use crate::grpc::requests::eligibility::{CreateExclusion, ExclusionRef, ListExclusions};
 
 pub(super) fn exclusion(
     row: restock_store::inventory::ExclusionRow,
@@ -82,33 +82,20 @@ impl EligibilityApi {
         request: Request<pb::ListExclusionsRequest>,
     ) -> Result<Response<pb::ListExclusionsResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let product_id = v.id("product_id", &req.product_id, false);
-        let variant_id = v.id("variant_id", &req.variant_id, false);
-        if req.page_size < 0 {
-            v.add("page_size", "must not be negative");
-        }
-        let scope = Scope::new(
-            "ListExclusions",
-            &req.tenant_id,
-            &(&product_id, &variant_id, req.show_inactive),
-        );
         let tokens = &self.state.page_tokens;
-        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
-        let tenant_id = v.into_result(tenant_id)?;
-        self.state.tenant(&caller, &tenant_id)?;
-        let size = crate::grpc::validate::page_size(req.page_size);
+        let list = ListExclusions::parse(request.into_inner(), tokens)?;
+        let tenant_id = &list.tenant_id;
+        self.state.tenant(&caller, tenant_id)?;
+        let size = list.page_size;
         let mut rows = self
             .state
             .store
             .list_exclusions(
-                &tenant_id,
-                product_id.as_deref(),
-                variant_id.as_deref(),
-                req.show_inactive,
-                after,
+                tenant_id,
+                list.product_id.as_deref(),
+                list.variant_id.as_deref(),
+                list.show_inactive,
+                list.after,
                 size + 1,
                 self.state.clock.now(),
             )
@@ -117,12 +104,15 @@ impl EligibilityApi {
         let next_page_token = if rows.len() as i64 > size {
             rows.truncate(size as usize);
             let last = rows.last().expect("a full page");
-            tokens.issue(&scope, &time_cursor(last.created_at, last.exclusion_id))
+            tokens.issue(
+                &list.scope(),
+                &time_cursor(last.created_at, last.exclusion_id),
+            )
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListExclusionsResponse {
-            exclusions: rows.into_iter().map(|r| exclusion(r, &tenant_id)).collect(),
+            exclusions: rows.into_iter().map(|r| exclusion(r, tenant_id)).collect(),
             next_page_token,
         }))
     }

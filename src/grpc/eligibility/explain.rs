@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::app::eligibility::{self, DryRunQuery, ExplainError, ExplainQuery};
+use crate::grpc::requests::dry_run::DryRun;
 use crate::grpc::requests::eligibility::Explain;
 
 pub(super) use crate::app::eligibility::total_available;
@@ -67,54 +68,17 @@ impl EligibilityApi {
         request: Request<pb::DryRunRequest>,
     ) -> Result<Response<pb::DryRunResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let variant_id = v.id("variant_id", &req.variant_id, true);
-        let location_id = v.id("location_id", &req.location_id, false);
-        if req.assume_available < 0 {
-            v.add("assume_available", "must not be negative");
-        } else if req.assume_available > MAX_UNITS {
-            v.add("assume_available", format!("must be at most {MAX_UNITS}"));
-        }
-        let example_decision = v.enumeration::<pb::EligibilityDecision>(
-            "example_decision",
-            req.example_decision,
-            false,
-        );
-        let example_reason =
-            v.enumeration::<pb::ReasonCode>("example_reason", req.example_reason, false);
-        if req.page_size < 0 {
-            v.add("page_size", "must not be negative");
-        }
-        // A page of examples is bound to the whole request but its page size and token.
-        let scope = Scope::new(
-            "DryRun",
-            &req.tenant_id,
-            &(
-                &variant_id,
-                &location_id,
-                req.assume_available,
-                req.example_decision,
-                req.example_reason,
-            ),
-        );
         let tokens = &self.state.page_tokens;
-        let skip_examples: u64 = tokens
-            .open(&mut v, &req.page_token, &scope, |c| c.parse().ok())
-            .unwrap_or(0);
-        let (tenant_id, variant_id) = v.into_result(tenant_id.zip(variant_id))?;
-        let policy = self.state.tenant(&caller, &tenant_id)?;
-        let page = match req.page_size {
-            0 => 20,
-            n => n.min(200) as usize,
-        };
+        let run = DryRun::parse(request.into_inner(), tokens)?;
+        let policy = self.state.tenant(&caller, &run.tenant_id)?;
         let query = DryRunQuery {
-            tenant_id,
-            variant_id,
-            location_id,
-            assume_available: req.assume_available,
+            tenant_id: run.tenant_id.clone(),
+            variant_id: run.variant_id.clone(),
+            location_id: run.location_id.clone(),
+            assume_available: run.assume_available,
         };
+        let (example_decision, example_reason) = (run.example_decision, run.example_reason);
+        let (page, skip_examples) = (run.page_size, run.skip_examples);
         let mut counts: [u64; 3] = [0; 3];
         let mut deferred: BTreeMap<i32, u64> = BTreeMap::new();
         let mut skipped: BTreeMap<i32, u64> = BTreeMap::new();
@@ -170,7 +134,10 @@ impl EligibilityApi {
             deferred_by_reason: by_reason(deferred),
             skipped_by_reason: by_reason(skipped),
             next_page_token: if more {
-                tokens.issue(&scope, &(skip_examples + examples.len() as u64).to_string())
+                tokens.issue(
+                    &run.scope(),
+                    &(skip_examples + examples.len() as u64).to_string(),
+                )
             } else {
                 String::new()
             },

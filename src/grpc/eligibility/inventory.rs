@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::grpc::requests::eligibility::GetStock;
+use crate::grpc::requests::inventory::{ReportInventory, SyncHeader, MAX_SYNC_LEVELS};
 
 impl EligibilityApi {
     pub(super) async fn stream_inventory(
@@ -73,27 +74,12 @@ impl EligibilityApi {
         request: Request<pb::ReportInventoryRequest>,
     ) -> Result<Response<pb::ReportInventoryResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        if req.events.is_empty() {
-            v.add("events", "at least one event is required");
-        } else if req.events.len() > MAX_BATCH {
-            v.add("events", format!("at most {MAX_BATCH} events per call"));
-        }
-        let tenant_id = v.into_result(tenant_id)?;
+        let ReportInventory { tenant_id, events } =
+            ReportInventory::parse(request.into_inner(), self.state.clock.now())?;
         self.state.tenant(&caller, &tenant_id)?;
-        let mut acks = Vec::with_capacity(req.events.len());
-        for (i, event) in req.events.iter().enumerate() {
-            acks.push(
-                process_event(
-                    &self.state,
-                    &tenant_id,
-                    Some(event),
-                    &format!("events[{i}]."),
-                )
-                .await?,
-            );
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            acks.push(process_event(&self.state, &tenant_id, event).await?);
         }
         Ok(Response::new(pb::ReportInventoryResponse { acks }))
     }
@@ -164,40 +150,21 @@ impl EligibilityApi {
             .await?
             .ok_or_else(|| ApiError::field("tenant_id", "the snapshot stream was empty"))?;
         let now = self.state.clock.now();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &first.tenant_id, true);
-        let snapshot_at = v.past_time("snapshot_time", first.snapshot_time.as_ref(), now, true);
-        for (i, l) in first.location_ids.iter().enumerate() {
-            v.id(&format!("location_ids[{i}]"), l, true);
-        }
-        let (tenant_id, snapshot_at) = v.into_result(tenant_id.zip(snapshot_at))?;
-        let policy = self.state.tenant(&caller, &tenant_id)?;
+        let header = SyncHeader::parse(&first, now)?;
+        let policy = self.state.tenant(&caller, &header.tenant_id)?;
         let detection = restock_policy(policy);
-        let (zero_missing, locations) = (first.zero_missing, first.location_ids.clone());
+        let (tenant_id, snapshot_at) = (&header.tenant_id, header.snapshot_at);
         let mut session = self
             .state
             .store
-            .begin_sync(&tenant_id, snapshot_at)
+            .begin_sync(tenant_id, snapshot_at)
             .await
             .map_err(ApiError::from)?;
         let (mut received, mut rejected_count) = (0u64, 0u64);
         let mut rejections = Vec::new();
         let mut next = Some(first);
         while let Some(msg) = next {
-            if msg.tenant_id != tenant_id {
-                return Err(ApiError::field(
-                    "tenant_id",
-                    "must be the same on every message of a sync",
-                )
-                .into());
-            }
-            if msg.levels.len() > MAX_SYNC_CHUNK {
-                return Err(ApiError::field(
-                    "levels",
-                    format!("at most {MAX_SYNC_CHUNK} levels per message"),
-                )
-                .into());
-            }
+            header.check_chunk(&msg)?;
             let mut chunk = Vec::with_capacity(msg.levels.len());
             for l in &msg.levels {
                 let index = received;
@@ -209,38 +176,16 @@ impl EligibilityApi {
                     )
                     .into());
                 }
-                let mut lv = Violations::default();
-                let order = match l.sequence_number {
-                    0 => Order::Observed(snapshot_at),
-                    n => match i64::try_from(n) {
-                        Ok(n) => Order::Sequence(n),
-                        Err(_) => {
-                            lv.add("sequence_number", "must be at most 2^63 - 1");
-                            Order::Observed(snapshot_at)
-                        }
-                    },
-                };
-                let parsed = level(
-                    &mut lv,
-                    "",
-                    &l.variant_id,
-                    &l.location_id,
-                    l.available_to_sell,
-                    l.on_order,
-                    Some(order),
-                    &l.product_id,
-                    l.variant.as_ref(),
-                );
-                match parsed {
-                    Some(level) if lv.is_empty() => chunk.push(level),
-                    _ => {
+                match header.level(l) {
+                    Ok(level) => chunk.push(level),
+                    Err(field_violations) => {
                         rejected_count += 1;
                         if rejections.len() < MAX_REJECTIONS {
                             rejections.push(pb::SyncRejection {
                                 index,
                                 variant_id: l.variant_id.clone(),
                                 location_id: l.location_id.clone(),
-                                field_violations: lv.into_field_violations(),
+                                field_violations,
                             });
                         }
                     }
@@ -253,7 +198,7 @@ impl EligibilityApi {
             next = inbound.message().await?;
         }
         let counts = session
-            .commit(zero_missing, &locations, &detection, now)
+            .commit(header.zero_missing, &header.location_ids, &detection, now)
             .await
             .map_err(ApiError::from)?;
         tracing::info!(

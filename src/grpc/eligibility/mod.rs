@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use restock_domain::eligibility::Outcome;
 use restock_domain::restock::Hysteresis;
 use restock_domain::TenantPolicy;
-use restock_store::inventory::{EventOutcome, Level, Order, RestockPolicy};
+use restock_store::inventory::{EventOutcome, Level, RestockPolicy};
 use restock_store::substitutes::{GroupRow, Member};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,8 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::convert::{decision, timestamp};
-use super::paging::{parse_time_cursor, time_cursor, Scope};
-use super::validate::Violations;
+use super::paging::time_cursor;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -42,13 +40,8 @@ use explain::*;
 const ACK_BUFFER: usize = 64;
 /// Events of one stream applied in one transaction, at most.
 const STREAM_BATCH: usize = 256;
-const MAX_BATCH: usize = 1_000;
-const MAX_SYNC_CHUNK: usize = 1_000;
-const MAX_SYNC_LEVELS: u64 = 1_000_000;
+/// Most rejections a SyncInventoryResponse lists (it counts them all).
 const MAX_REJECTIONS: usize = 100;
-/// Most units one level may hold (available to sell, on order, a dry run's assumption): far
-/// above any real stock, and low enough that totals over locations never overflow an `i64`.
-const MAX_UNITS: i64 = 1_000_000_000;
 
 /// The service.
 pub struct EligibilityApi {

@@ -1,7 +1,9 @@
 //! Substitute groups: variants that may stand in for one another in a restock text.
 
 use super::*;
-use crate::grpc::requests::eligibility::{SetSubstituteGroup, SubstituteGroupRef};
+use crate::grpc::requests::eligibility::{
+    ListSubstituteGroups, SetSubstituteGroup, SubstituteGroupRef,
+};
 
 pub(super) fn substitute_group(row: GroupRow, tenant_id: &str) -> pb::SubstituteGroup {
     use pb::substitute_member::Member as M;
@@ -53,35 +55,28 @@ impl EligibilityApi {
         request: Request<pb::ListSubstituteGroupsRequest>,
     ) -> Result<Response<pb::ListSubstituteGroupsResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        if req.page_size < 0 {
-            v.add("page_size", "must not be negative");
-        }
-        let scope = Scope::new("ListSubstituteGroups", &req.tenant_id, &());
         let tokens = &self.state.page_tokens;
-        let after = tokens.open(&mut v, &req.page_token, &scope, |c| Some(c.to_string()));
-        let tenant_id = v.into_result(tenant_id)?;
-        self.state.tenant(&caller, &tenant_id)?;
-        let size = crate::grpc::validate::page_size(req.page_size);
+        let list = ListSubstituteGroups::parse(request.into_inner(), tokens)?;
+        let tenant_id = &list.tenant_id;
+        self.state.tenant(&caller, tenant_id)?;
+        let size = list.page_size;
         let mut rows = self
             .state
             .store
-            .list_substitute_groups(&tenant_id, after.as_deref(), size + 1)
+            .list_substitute_groups(tenant_id, list.after.as_deref(), size + 1)
             .await
             .map_err(ApiError::from)?;
         let next_page_token = if rows.len() as i64 > size {
             rows.truncate(size as usize);
             let last = rows.last().expect("a full page");
-            tokens.issue(&scope, &last.group_id)
+            tokens.issue(&list.scope(), &last.group_id)
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListSubstituteGroupsResponse {
             groups: rows
                 .into_iter()
-                .map(|r| substitute_group(r, &tenant_id))
+                .map(|r| substitute_group(r, tenant_id))
                 .collect(),
             next_page_token,
         }))

@@ -5,8 +5,13 @@ use restock_store::substitutes::Member;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::grpc::validate::Violations;
+use crate::grpc::paging::{parse_time_cursor, PageTokens, Scope};
+use crate::grpc::validate::{page_size, Violations};
 use crate::proto::v1 as pb;
+
+/// Most units one level may hold (available to sell, on order, a dry run's assumption): far
+/// above any real stock, and low enough that totals over locations never overflow an `i64`.
+pub const MAX_UNITS: i64 = 1_000_000_000;
 
 /// A valid CreateExclusion: a product or a variant (exactly one is set), why, by whom, until.
 #[derive(Debug)]
@@ -279,3 +284,109 @@ mod stock_tests {
         assert_eq!(fields, ["variant_id", "location_ids", "location_ids[3]"]);
     }
 }
+
+/// A page of a tenant's exclusions: ListExclusions.
+#[derive(Debug)]
+pub struct ListExclusions {
+    pub tenant_id: String,
+    pub product_id: Option<String>,
+    pub variant_id: Option<String>,
+    pub show_inactive: bool,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// Where the page starts (none: the first page), opened against this very filter.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+impl ListExclusions {
+    pub fn parse(req: pb::ListExclusionsRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        let product_id = v.id("product_id", &req.product_id, false);
+        let variant_id = v.id("variant_id", &req.variant_id, false);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let scope = Self::scope_of(&req.tenant_id, &product_id, &variant_id, req.show_inactive);
+        let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
+        let parts = tenant_id.map(|tenant_id| ListExclusions {
+            tenant_id,
+            product_id,
+            variant_id,
+            show_inactive: req.show_inactive,
+            page_size: page_size(req.page_size),
+            after,
+        });
+        v.into_result(parts)
+    }
+
+    /// What this list's page tokens are bound to.
+    pub fn scope(&self) -> Scope<'_> {
+        Self::scope_of(
+            &self.tenant_id,
+            &self.product_id,
+            &self.variant_id,
+            self.show_inactive,
+        )
+    }
+
+    fn scope_of<'a>(
+        tenant_id: &'a str,
+        product_id: &Option<String>,
+        variant_id: &Option<String>,
+        show_inactive: bool,
+    ) -> Scope<'a> {
+        Scope::new(
+            "ListExclusions",
+            tenant_id,
+            &(product_id, variant_id, show_inactive),
+        )
+    }
+}
+
+/// A page of a tenant's substitute groups: ListSubstituteGroups.
+#[derive(Debug)]
+pub struct ListSubstituteGroups {
+    pub tenant_id: String,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// The group id the page starts after (none: the first page).
+    pub after: Option<String>,
+}
+
+impl ListSubstituteGroups {
+    pub fn parse(
+        req: pb::ListSubstituteGroupsRequest,
+        tokens: &PageTokens,
+    ) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let after = tokens.open(
+            &mut v,
+            &req.page_token,
+            &Self::scope_of(&req.tenant_id),
+            |c| Some(c.to_string()),
+        );
+        let parts = tenant_id.map(|tenant_id| ListSubstituteGroups {
+            tenant_id,
+            page_size: page_size(req.page_size),
+            after,
+        });
+        v.into_result(parts)
+    }
+
+    /// What this list's page tokens are bound to.
+    pub fn scope(&self) -> Scope<'_> {
+        Self::scope_of(&self.tenant_id)
+    }
+
+    fn scope_of(tenant_id: &str) -> Scope<'_> {
+        Scope::new("ListSubstituteGroups", tenant_id, &())
+    }
+}
+
+#[cfg(test)]
+mod tests;

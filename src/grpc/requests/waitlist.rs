@@ -2,15 +2,21 @@
 
 use std::net::IpAddr;
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use restock_domain::{ConsentSource, Phone};
-use restock_store::waitlist::NewConsent;
+use restock_store::waitlist::{ListFilter, NewConsent};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::grpc::convert;
-use crate::grpc::validate::Violations;
+use crate::grpc::paging::{PageTokens, Scope};
+use crate::grpc::validate::{page_size, Violations};
 use crate::proto::v1 as pb;
+
+/// Most scores in one SetPropensityScores call.
+pub const MAX_SCORES: usize = 1_000;
 
 /// One subscription of a tenant: Unsubscribe, GetSubscription, GetWaitlistPosition.
 #[derive(Debug)]
@@ -261,3 +267,126 @@ impl OptIn {
         v.into_result(parts)
     }
 }
+
+/// A page of a tenant's subscriptions: ListSubscriptions.
+#[derive(Debug)]
+pub struct ListSubscriptions {
+    pub tenant_id: String,
+    pub filter: ListFilter,
+    /// At most `validate::MAX_PAGE`.
+    pub page_size: i64,
+    /// The sequence number the page starts after (0: the first page), from a token opened
+    /// against this very filter.
+    pub after: i64,
+}
+
+impl ListSubscriptions {
+    pub fn parse(req: pb::ListSubscriptionsRequest, tokens: &PageTokens) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.page_size < 0 {
+            v.add("page_size", "must not be negative");
+        }
+        let filter = ListFilter {
+            variant_id: v.id("variant_id", &req.variant_id, false),
+            product_id: v.id("product_id", &req.product_id, false),
+            phone: (!req.phone_number.is_empty())
+                .then(|| {
+                    v.phone(
+                        "phone_number",
+                        "default_region",
+                        &req.phone_number,
+                        &req.default_region,
+                    )
+                })
+                .flatten(),
+            customer_id: v.id("customer_id", &req.customer_id, false),
+            status: v
+                .enumeration::<pb::SubscriptionStatus>("status", req.status, false)
+                .and_then(convert::status),
+        };
+        let after = tokens
+            .open(
+                &mut v,
+                &req.page_token,
+                &Self::scope_of(&req.tenant_id, &filter),
+                |c| c.parse::<i64>().ok(),
+            )
+            .unwrap_or(0);
+        let parts = tenant_id.map(|tenant_id| ListSubscriptions {
+            tenant_id,
+            filter,
+            page_size: page_size(req.page_size),
+            after,
+        });
+        v.into_result(parts)
+    }
+
+    /// What this list's page tokens are bound to.
+    pub fn scope(&self) -> Scope<'_> {
+        Self::scope_of(&self.tenant_id, &self.filter)
+    }
+
+    // The tenant and the filters (the phone as E.164: its `Debug` is redacted).
+    fn scope_of<'a>(tenant_id: &'a str, filter: &ListFilter) -> Scope<'a> {
+        Scope::new(
+            "ListSubscriptions",
+            tenant_id,
+            &(
+                &filter.variant_id,
+                &filter.product_id,
+                filter.phone.as_ref().map(Phone::e164),
+                &filter.customer_id,
+                filter.status,
+            ),
+        )
+    }
+}
+
+/// A valid SetPropensityScores: 1 to [`MAX_SCORES`] distinct subscriptions, each scored from 0
+/// to 1.
+#[derive(Debug)]
+pub struct SetPropensityScores {
+    pub tenant_id: String,
+    pub scores: Vec<(Uuid, f32)>,
+}
+
+impl TryFrom<pb::SetPropensityScoresRequest> for SetPropensityScores {
+    type Error = ApiError;
+    fn try_from(req: pb::SetPropensityScoresRequest) -> Result<Self, ApiError> {
+        let mut v = Violations::default();
+        let tenant_id = v.id("tenant_id", &req.tenant_id, true);
+        if req.scores.is_empty() || req.scores.len() > MAX_SCORES {
+            v.add("scores", format!("must hold 1 to {MAX_SCORES} scores"));
+        }
+        let mut scores = Vec::with_capacity(req.scores.len().min(MAX_SCORES));
+        let mut seen = HashSet::new();
+        for (i, s) in req.scores.iter().enumerate().take(MAX_SCORES) {
+            let id = v.uuid(
+                &format!("scores[{i}].subscription_id"),
+                &s.subscription_id,
+                true,
+            );
+            if let Some(id) = id {
+                if !seen.insert(id) {
+                    v.add(
+                        format!("scores[{i}].subscription_id"),
+                        "names a subscription already scored in this request",
+                    );
+                }
+                scores.push((id, s.score));
+            }
+            if !(s.score.is_finite() && (0.0..=1.0).contains(&s.score)) {
+                v.add(
+                    format!("scores[{i}].score"),
+                    "must be a finite number from 0 to 1",
+                );
+            }
+        }
+        let parts = tenant_id.map(|tenant_id| SetPropensityScores { tenant_id, scores });
+        v.into_result(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests;

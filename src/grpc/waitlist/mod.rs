@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use prost::Message;
-use restock_domain::{erasure, Phone, Target, TenantPolicy};
-use restock_store::waitlist::{ListFilter, NewSubscription};
+use restock_domain::{erasure, TenantPolicy};
+use restock_store::waitlist::NewSubscription;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::paging::Scope;
-use super::validate::Violations;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
@@ -24,12 +22,6 @@ mod ordering;
 mod subscribe;
 mod subscriptions;
 
-const MAX_LOCATIONS: usize = 50;
-const MAX_QUANTITY: u32 = 1_000;
-const MAX_TIER: u32 = 100;
-/// Most scores in one SetPropensityScores call.
-const MAX_SCORES: usize = 1_000;
-
 /// The service.
 pub struct WaitlistApi {
     state: Arc<AppState>,
@@ -38,10 +30,6 @@ pub struct WaitlistApi {
 impl WaitlistApi {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
-    }
-
-    fn tenant(&self, v: &mut Violations, tenant_id: &str) -> Option<String> {
-        v.id("tenant_id", tenant_id, true)
     }
 
     fn policy(&self, caller: &Caller, tenant_id: &str) -> Result<&TenantPolicy, ApiError> {

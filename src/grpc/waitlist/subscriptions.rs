@@ -1,7 +1,7 @@
 //! One shopper's subscriptions: unsubscribe, get, list, and the place in a waitlist.
 
 use super::*;
-use crate::grpc::requests::waitlist::SubscriptionRef;
+use crate::grpc::requests::waitlist::{ListSubscriptions, SubscriptionRef};
 
 impl WaitlistApi {
     pub(super) async fn unsubscribe(
@@ -53,60 +53,23 @@ impl WaitlistApi {
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let tenant_id = self.tenant(&mut v, &req.tenant_id);
-        if req.page_size < 0 {
-            v.add("page_size", "must not be negative");
-        }
-        let filter = ListFilter {
-            variant_id: v.id("variant_id", &req.variant_id, false),
-            product_id: v.id("product_id", &req.product_id, false),
-            phone: (!req.phone_number.is_empty())
-                .then(|| {
-                    v.phone(
-                        "phone_number",
-                        "default_region",
-                        &req.phone_number,
-                        &req.default_region,
-                    )
-                })
-                .flatten(),
-            customer_id: v.id("customer_id", &req.customer_id, false),
-            status: v
-                .enumeration::<pb::SubscriptionStatus>("status", req.status, false)
-                .and_then(convert::status),
-        };
-        // The token is bound to the tenant and the filters it was issued for (the phone as
-        // E.164: its `Debug` is redacted).
-        let scope = Scope::new(
-            "ListSubscriptions",
-            &req.tenant_id,
-            &(
-                &filter.variant_id,
-                &filter.product_id,
-                filter.phone.as_ref().map(Phone::e164),
-                &filter.customer_id,
-                filter.status,
-            ),
-        );
         let tokens = &self.state.page_tokens;
-        let after = tokens
-            .open(&mut v, &req.page_token, &scope, |c| c.parse::<i64>().ok())
-            .unwrap_or(0);
-        let tenant_id = v.into_result(tenant_id)?;
-        self.policy(&caller, &tenant_id)?;
-        let size = crate::grpc::validate::page_size(req.page_size);
+        let list = ListSubscriptions::parse(request.into_inner(), tokens)?;
+        self.policy(&caller, &list.tenant_id)?;
+        let size = list.page_size;
         let now = self.now();
         let mut rows = self
             .state
             .store
-            .list_subscriptions(&tenant_id, &filter, after, size + 1, now)
+            .list_subscriptions(&list.tenant_id, &list.filter, list.after, size + 1, now)
             .await
             .map_err(ApiError::from)?;
         let next_page_token = if rows.len() > size as usize {
             rows.truncate(size as usize);
-            tokens.issue(&scope, &rows.last().expect("a full page").seq.to_string())
+            tokens.issue(
+                &list.scope(),
+                &rows.last().expect("a full page").seq.to_string(),
+            )
         } else {
             String::new()
         };
