@@ -16,8 +16,9 @@ fn main() {
     let mut policy = TenantPolicy::default();
     policy.holdout_share = 0.05;
     let now: DateTime<Utc> = "2026-07-01T16:00:00Z".parse().unwrap();
-    let variant_options: BTreeMap<String, String> =
-        [("Size".to_string(), "M".to_string())].into_iter().collect();
+    let variant_options: BTreeMap<String, String> = [("Size".to_string(), "M".to_string())]
+        .into_iter()
+        .collect();
     let stock = vec![("store-1".to_string(), 5), ("store-2".to_string(), 0)];
     let no_options = BTreeMap::new();
     let ctx = RestockContext {
