@@ -46,11 +46,14 @@ fn main() {
         phone_cap_free_at: None,
         tenant_cap_free_at: None,
     };
-    // A mix like a release's: most pass, some wait for a cap, some opted out or bought it.
+    // A mix like a release's: half with a known zone, some waiting for a cap, some opted out or
+    // having bought it; phones of the US wait for Hawaii's morning at 16:00 UTC.
     let mix = |i: u32| {
         let mut c = base;
         c.subscription_id = Uuid::from_u128(u128::from(i));
         match i % 10 {
+            // A shopper whose store told us their zone (the rest: only the phone's country).
+            0..=4 => c.time_zone = Some(chrono_tz::America::New_York),
             7 => c.phone_cap_free_at = Some(now + Duration::hours(2)),
             8 => c.consent = ConsentState::OptedOut,
             9 => c.last_purchase_at = Some(now - Duration::days(3)),
