@@ -13,8 +13,10 @@ use uuid::Uuid;
 const EVALUATIONS: u32 = 100_000;
 
 fn main() {
-    let mut policy = TenantPolicy::default();
-    policy.holdout_share = 0.05;
+    let policy = TenantPolicy {
+        holdout_share: 0.05,
+        ..Default::default()
+    };
     let now: DateTime<Utc> = "2026-07-01T16:00:00Z".parse().unwrap();
     let variant_options: BTreeMap<String, String> = [("Size".to_string(), "M".to_string())]
         .into_iter()
