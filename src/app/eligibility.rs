@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use restock_domain::consent::derive_state;
 use restock_domain::eligibility::{
-    evaluate as engine, Candidate, Decision, RestockContext, SubstitutePurchase,
+    evaluate as engine, Candidate, Decision, Explanation, RestockContext, SubstitutePurchase,
 };
 use restock_domain::{Phone, TenantPolicy};
 use restock_store::eligibility::CandidateRow;
@@ -37,6 +37,16 @@ pub fn evaluate(
     row: &CandidateRow,
     known: Known<'_>,
 ) -> Decision {
+    with_candidate(policy, row, known, |c| engine(policy, ctx, c))
+}
+
+/// The engine's candidate for one stored subscription, handed to `f`.
+fn with_candidate<R>(
+    policy: &TenantPolicy,
+    row: &CandidateRow,
+    known: Known<'_>,
+    f: impl FnOnce(&Candidate) -> R,
+) -> R {
     let consent = derive_state(policy.double_opt_in, row.ledger.iter().copied());
     let region = row.phone_e164.as_deref().and_then(region_of);
     let time_zone = row.time_zone.as_deref().and_then(|t| t.parse::<Tz>().ok());
@@ -56,7 +66,7 @@ pub fn evaluate(
         phone_cap_free_at: known.phone_cap_free_at,
         tenant_cap_free_at: known.tenant_cap_free_at,
     };
-    engine(policy, ctx, &candidate)
+    f(&candidate)
 }
 
 /// The country (ISO 3166-1) of an E.164 number, for quiet hours.
@@ -100,25 +110,31 @@ mod tests {
     }
 }
 
+/// What is known about a stored subscription from the texts and purchases its query read. Cap
+/// state lives in Redis and is consulted when sending; `Explain` and `DryRun` take caps as free.
+fn known_stored(row: &CandidateRow) -> Known<'_> {
+    Known {
+        last_purchase_at: row.last_purchase_at,
+        substitute_purchase: row.substitute_purchase.as_ref(),
+        last_notified_at: row.last_notified_at,
+        ..Default::default()
+    }
+}
+
 /// Runs the engine for one stored subscription, with the texts and purchases its query read.
-/// Cap state lives in Redis and is consulted when sending; `Explain` and `DryRun` take caps as
-/// free.
 pub fn evaluate_stored(
     policy: &TenantPolicy,
     ctx: &RestockContext,
     row: &CandidateRow,
 ) -> Decision {
-    evaluate(
-        policy,
-        ctx,
-        row,
-        Known {
-            last_purchase_at: row.last_purchase_at,
-            substitute_purchase: row.substitute_purchase.as_ref(),
-            last_notified_at: row.last_notified_at,
-            ..Default::default()
-        },
-    )
+    evaluate(policy, ctx, row, known_stored(row))
+}
+
+/// [`evaluate_stored`], in sentences for support: the only caller that renders prose.
+fn explain_stored(policy: &TenantPolicy, ctx: &RestockContext, row: &CandidateRow) -> Explanation {
+    with_candidate(policy, row, known_stored(row), |c| {
+        engine(policy, ctx, c).explain(policy, ctx, c)
+    })
 }
 
 /// What `explain` is asked.
@@ -153,7 +169,7 @@ pub struct Explained {
     pub variant_id: String,
     pub restock_id: Option<Uuid>,
     pub evaluated_at: DateTime<Utc>,
-    pub decision: Decision,
+    pub decision: Explanation,
     /// The text planned for the subscription in that restock's release, and its place.
     pub message: Option<(Uuid, Option<i32>)>,
     pub propensity_score: Option<f32>,
@@ -238,7 +254,7 @@ pub async fn explain(
     row.substitute_purchase = store
         .substitute_purchase(&tenant_id, row.subscription_id, &variant_id)
         .await?;
-    let decision = evaluate_stored(&policy, &ctx, &row);
+    let decision = explain_stored(&policy, &ctx, &row);
     let message = match &restock {
         Some(r) => {
             store

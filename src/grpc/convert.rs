@@ -131,7 +131,7 @@ pub fn consent_event(e: ConsentEventRow) -> pb::ConsentEvent {
 pub mod decision {
     //! The eligibility engine's answers in API terms.
 
-    use restock_domain::eligibility::{Decision, Outcome, Reason, Rule, RuleResult, Verdict};
+    use restock_domain::eligibility::{ExplainedRule, Explanation, Outcome, Reason, Rule, Verdict};
 
     use super::timestamp;
     use crate::proto::v1 as pb;
@@ -188,7 +188,7 @@ pub mod decision {
         }
     }
 
-    pub fn rule_result(r: &RuleResult) -> pb::RuleResult {
+    pub fn rule_result(r: &ExplainedRule) -> pb::RuleResult {
         let (verdict, until) = match r.verdict {
             Verdict::Pass => (pb::RuleVerdict::Pass, None),
             Verdict::Defer(t) => (pb::RuleVerdict::Defer, Some(timestamp(t))),
@@ -204,7 +204,7 @@ pub mod decision {
         }
     }
 
-    pub fn rules(d: &Decision) -> Vec<pb::RuleResult> {
+    pub fn rules(d: &Explanation) -> Vec<pb::RuleResult> {
         d.rules.iter().map(rule_result).collect()
     }
 }

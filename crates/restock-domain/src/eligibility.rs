@@ -5,6 +5,7 @@
 //! Every rule is evaluated, even after one has already decided the outcome, so `Explain` can show
 //! the whole picture ("opted out, and also bought it last week").
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
@@ -147,13 +148,92 @@ pub enum Verdict {
     NotApplicable,
 }
 
-/// One rule's verdict, with the reason when it did not pass and a sentence for support.
-#[derive(Debug, Clone, PartialEq)]
+/// One rule's verdict, with the reason when it did not pass and the facts it was decided on. The
+/// sentence for support is rendered from the facts only when asked ([`Decision::explain`]), so
+/// the sender and the planner build no prose.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleResult {
     pub rule: Rule,
     pub verdict: Verdict,
     pub reason: Option<Reason>,
-    pub explanation: String,
+    pub fact: Fact,
+}
+
+/// What a rule found, as data (states, times, counts). The names a sentence quotes (locations,
+/// options, ids, senders, zones of a country) are read from the inputs when it is rendered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fact {
+    /// The phone's consent.
+    Consent(ConsentState),
+    /// The subscription's status ended it (cancelled, expired, lapsed, converted).
+    SubscriptionEnded(SubscriptionStatus),
+    /// The subscription ran out at this moment.
+    SubscriptionExpiredAt(DateTime<Utc>),
+    /// The `index`-th wanted option (in name order) is not the restocked variant's.
+    OptionNotOffered {
+        index: usize,
+    },
+    /// The subscription is live until it expires.
+    SubscriptionLive {
+        status: SubscriptionStatus,
+        expires_at: DateTime<Utc>,
+    },
+    /// Units available at the serving locations, against the brand's threshold and the
+    /// quantity the shopper wants.
+    Stock {
+        available: i64,
+        threshold: i64,
+        desired: i64,
+    },
+    /// The brand sets no purchase-suppression window (for the item and its substitutes).
+    NoPurchaseWindow,
+    NoPurchase,
+    /// The last purchase of the item, `ago`, against a window of `hours`.
+    Purchased {
+        ago: Duration,
+        hours: u32,
+    },
+    NoSubstitutePurchase,
+    /// The candidate's purchase of a substitute, `ago`, against a window of `hours`.
+    SubstitutePurchased {
+        ago: Duration,
+        hours: u32,
+    },
+    NoRenotifyWindow,
+    NotNotified,
+    /// The last text about the item, `ago`, against a window of `hours`.
+    Notified {
+        ago: Duration,
+        hours: u32,
+    },
+    /// Every zone that counts is within texting hours.
+    TextingHours,
+    /// It is quiet hours in `closed`; texting opens at `opens` (`None`: not in the next 8 days).
+    QuietHours {
+        closed: Tz,
+        opens: Option<DateTime<Utc>>,
+    },
+    CapsFree,
+    /// The cap named by the rule's reason is used up until `until`; the other one too, until
+    /// `other`.
+    CapUsed {
+        until: DateTime<Utc>,
+        other: Option<DateTime<Utc>>,
+    },
+    NoHoldout,
+    /// The control group's share, and whether this subscription is in it.
+    Holdout {
+        share: f64,
+        held: bool,
+    },
+    NoExclusions,
+    NotExcluded,
+    /// The rule's reason says whether the product or the variant.
+    Excluded,
+    /// Whether the brand has a sender the phone's country allows.
+    Sender {
+        found: bool,
+    },
 }
 
 /// What happens to the subscription for this restock.
@@ -164,16 +244,33 @@ pub enum Outcome {
     Skip,
 }
 
+/// How the rules' results were combined into the outcome: what the summary sentence says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Every rule passes or does not apply.
+    AllPass,
+    /// This rule skips.
+    SkippedBy(Rule),
+    /// This rule defers, and no time in the 8 days after is within texting hours.
+    NoTextingTime(Rule),
+    /// This rule defers, and the earliest time to text is not before the subscription expires.
+    PastExpiry(Rule, DateTime<Utc>),
+    /// This rule defers until the moment it names.
+    Deferred(Rule, DateTime<Utc>),
+    /// This rule defers to a moment in quiet hours; the text waits for their end.
+    DeferredToOpening(Rule, DateTime<Utc>),
+}
+
 /// The decision for one subscription and one restock.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     pub outcome: Outcome,
     /// The reason of the rule that decided a skip or a defer; `None` when sent now.
     pub reason: Option<Reason>,
     /// One result per rule, in the order of [`Rule::ALL`].
-    pub rules: Vec<RuleResult>,
-    /// One sentence on the decision, for support and the dry-run.
-    pub summary: String,
+    pub rules: [RuleResult; Rule::ALL.len()],
+    /// How the results were combined.
+    pub settled: Settled,
 }
 
 impl Decision {
@@ -184,6 +281,113 @@ impl Decision {
             .find(|r| r.rule == rule)
             .expect("a decision has a result for every rule")
     }
+
+    /// The decision in sentences, for support (`Explain`): one per rule and a summary. `policy`,
+    /// `ctx` and `c` must be those the decision was taken on; only they name what the facts
+    /// refer to.
+    pub fn explain(
+        &self,
+        policy: &TenantPolicy,
+        ctx: &RestockContext,
+        c: &Candidate,
+    ) -> Explanation {
+        let p = Prose {
+            policy,
+            ctx,
+            c,
+            recipient: Recipient::of(c),
+            window: Window::of(policy),
+        };
+        let rules: Vec<ExplainedRule> = self
+            .rules
+            .iter()
+            .map(|r| ExplainedRule {
+                rule: r.rule,
+                verdict: r.verdict,
+                reason: r.reason,
+                explanation: p.rule(r),
+            })
+            .collect();
+        let because = |rule: Rule| {
+            let said = &rules
+                .iter()
+                .find(|r| r.rule == rule)
+                .expect("a decision has a result for every rule")
+                .explanation;
+            lower_first(said.trim_end_matches('.'))
+        };
+        let summary = match self.settled {
+            Settled::AllPass => "Text now: every rule passes.".into(),
+            Settled::SkippedBy(rule) => {
+                let said = &rules
+                    .iter()
+                    .find(|r| r.rule == rule)
+                    .expect("a decision has a result for every rule")
+                    .explanation;
+                format!("Not texted: {}", lower_first(said))
+            }
+            Settled::NoTextingTime(rule) => format!(
+                "Not texted: {}, and no time in the 8 days after that is within texting hours \
+                 ({}){}.",
+                because(rule),
+                p.window.text(),
+                p.recipient.scope()
+            ),
+            Settled::PastExpiry(rule, at) => format!(
+                "Not texted: {}; the earliest time to text, {}, is not before the subscription \
+                 expires ({}).",
+                because(rule),
+                fmt_utc(at),
+                fmt_utc(c.expires_at)
+            ),
+            Settled::Deferred(rule, at) => {
+                format!("Deferred until {}: {}.", fmt_utc(at), because(rule))
+            }
+            Settled::DeferredToOpening(rule, at) => format!(
+                "Deferred until {}: {}; that falls in quiet hours, so the text waits for texting \
+                 hours ({}).",
+                fmt_utc(at),
+                because(rule),
+                p.recipient.local_opening(at, &p.window)
+            ),
+        };
+        Explanation {
+            outcome: self.outcome,
+            reason: self.reason,
+            rules,
+            summary,
+        }
+    }
+}
+
+/// A decision in sentences, for support: what `Explain` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub outcome: Outcome,
+    pub reason: Option<Reason>,
+    /// One result per rule, in the order of [`Rule::ALL`].
+    pub rules: Vec<ExplainedRule>,
+    /// One sentence on the decision.
+    pub summary: String,
+}
+
+impl Explanation {
+    /// The result of one rule.
+    pub fn rule(&self, rule: Rule) -> &ExplainedRule {
+        self.rules
+            .iter()
+            .find(|r| r.rule == rule)
+            .expect("an explanation has a result for every rule")
+    }
+}
+
+/// One rule's verdict and its sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainedRule {
+    pub rule: Rule,
+    pub verdict: Verdict,
+    pub reason: Option<Reason>,
+    pub explanation: String,
 }
 
 /// What is being restocked, and when the decision is taken.
@@ -249,7 +453,7 @@ pub struct SubstitutePurchase {
 }
 
 /// Decides whether `c` may be texted about the restock in `ctx`: now, from a later moment, or not
-/// at all.
+/// at all. Builds no prose: [`Decision::explain`] renders it for support.
 ///
 /// Any rule's skip wins over every defer, in rule order, except the holdout's: the control group
 /// must be drawn only from shoppers who would otherwise be texted, or the lift it measures is
@@ -259,7 +463,7 @@ pub struct SubstitutePurchase {
 pub fn evaluate(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> Decision {
     let recipient = Recipient::of(c);
     let window = Window::of(policy);
-    let rules = vec![
+    let rules = [
         consent(c),
         subscription(ctx, c),
         stock(policy, ctx, c),
@@ -272,22 +476,18 @@ pub fn evaluate(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> D
         merchandising_exclusion(policy, ctx),
         sender_rule(policy, c),
     ];
-    combine(rules, &recipient, &window, c)
-}
-
-fn combine(
-    rules: Vec<RuleResult>,
-    recipient: &Recipient,
-    window: &Window,
-    c: &Candidate,
-) -> Decision {
-    let (outcome, reason, summary) = decide(&rules, recipient, window, c);
+    let (outcome, reason, settled) = decide(&rules, &recipient, &window, c);
     Decision {
         outcome,
         reason,
         rules,
-        summary,
+        settled,
     }
+}
+
+/// [`evaluate`], in sentences: what `Explain` shows.
+pub fn explain(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> Explanation {
+    evaluate(policy, ctx, c).explain(policy, ctx, c)
 }
 
 fn decide(
@@ -295,15 +495,14 @@ fn decide(
     recipient: &Recipient,
     window: &Window,
     c: &Candidate,
-) -> (Outcome, Option<Reason>, String) {
+) -> (Outcome, Option<Reason>, Settled) {
     let first_skip = |holdout: bool| {
         rules
             .iter()
             .find(|r| r.verdict == Verdict::Skip && (r.rule == Rule::Holdout) == holdout)
     };
     if let Some(r) = first_skip(false).or_else(|| first_skip(true)) {
-        let summary = format!("Not texted: {}", lower_first(&r.explanation));
-        return (Outcome::Skip, r.reason, summary);
+        return (Outcome::Skip, r.reason, Settled::SkippedBy(r.rule));
     }
 
     // The latest defer decides; on a tie the earlier rule names the reason.
@@ -316,128 +515,61 @@ fn decide(
         }
     }
     let Some((decider, wanted)) = latest else {
-        return (
-            Outcome::SendNow,
-            None,
-            "Text now: every rule passes.".into(),
-        );
+        return (Outcome::SendNow, None, Settled::AllPass);
     };
 
-    let because = lower_first(decider.explanation.trim_end_matches('.'));
-    match quiet_hours::next_allowed(&recipient.zones, window.start, window.end, wanted) {
-        None => (
-            Outcome::Skip,
-            decider.reason,
-            format!(
-                "Not texted: {because}, and no time in the 8 days after that is within texting \
-                 hours ({}){}.",
-                window.text(),
-                recipient.scope()
-            ),
-        ),
-        Some(at) if at >= c.expires_at => (
-            Outcome::Skip,
-            decider.reason,
-            format!(
-                "Not texted: {because}; the earliest time to text, {}, is not before the \
-                 subscription expires ({}).",
-                fmt_utc(at),
-                fmt_utc(c.expires_at)
-            ),
-        ),
-        Some(at) if at == wanted => (
-            Outcome::Defer(at),
-            decider.reason,
-            format!("Deferred until {}: {because}.", fmt_utc(at)),
-        ),
+    let (rule, reason) = (decider.rule, decider.reason);
+    match quiet_hours::next_allowed(recipient.zones(), window.start, window.end, wanted) {
+        None => (Outcome::Skip, reason, Settled::NoTextingTime(rule)),
+        Some(at) if at >= c.expires_at => (Outcome::Skip, reason, Settled::PastExpiry(rule, at)),
+        Some(at) if at == wanted => (Outcome::Defer(at), reason, Settled::Deferred(rule, at)),
         Some(at) => (
             Outcome::Defer(at),
-            decider.reason,
-            format!(
-                "Deferred until {}: {because}; that falls in quiet hours, so the text waits for \
-                 texting hours ({}).",
-                fmt_utc(at),
-                recipient.local_opening(at, window)
-            ),
+            reason,
+            Settled::DeferredToOpening(rule, at),
         ),
     }
 }
 
-fn result(rule: Rule, verdict: Verdict, reason: Option<Reason>, explanation: String) -> RuleResult {
+fn result(rule: Rule, verdict: Verdict, reason: Option<Reason>, fact: Fact) -> RuleResult {
     RuleResult {
         rule,
         verdict,
         reason,
-        explanation,
+        fact,
     }
 }
 
-fn pass(rule: Rule, explanation: impl Into<String>) -> RuleResult {
-    result(rule, Verdict::Pass, None, explanation.into())
+fn pass(rule: Rule, fact: Fact) -> RuleResult {
+    result(rule, Verdict::Pass, None, fact)
 }
 
-fn skip(rule: Rule, reason: Reason, explanation: impl Into<String>) -> RuleResult {
-    result(rule, Verdict::Skip, Some(reason), explanation.into())
+fn skip(rule: Rule, reason: Reason, fact: Fact) -> RuleResult {
+    result(rule, Verdict::Skip, Some(reason), fact)
 }
 
-fn not_applicable(rule: Rule, explanation: impl Into<String>) -> RuleResult {
-    result(rule, Verdict::NotApplicable, None, explanation.into())
+fn not_applicable(rule: Rule, fact: Fact) -> RuleResult {
+    result(rule, Verdict::NotApplicable, None, fact)
 }
 
 fn consent(c: &Candidate) -> RuleResult {
-    let r = Rule::Consent;
+    let (r, fact) = (Rule::Consent, Fact::Consent(c.consent));
     match c.consent {
-        ConsentState::OptedIn => pass(r, "The phone has opted in to texts."),
-        ConsentState::None => skip(
-            r,
-            Reason::ConsentMissing,
-            "There is no opt-in on record for this phone.",
-        ),
-        ConsentState::PendingConfirmation => skip(
-            r,
-            Reason::ConsentPendingConfirmation,
-            "The phone's opt-in awaits confirmation (double opt-in); it is not texted until the \
-             shopper confirms.",
-        ),
-        ConsentState::OptedOut => skip(
-            r,
-            Reason::ConsentOptedOut,
-            "The phone has opted out of texts.",
-        ),
+        ConsentState::OptedIn => pass(r, fact),
+        ConsentState::None => skip(r, Reason::ConsentMissing, fact),
+        ConsentState::PendingConfirmation => skip(r, Reason::ConsentPendingConfirmation, fact),
+        ConsentState::OptedOut => skip(r, Reason::ConsentOptedOut, fact),
     }
 }
 
 fn subscription(ctx: &RestockContext, c: &Candidate) -> RuleResult {
     let r = Rule::Subscription;
+    let ended = Fact::SubscriptionEnded(c.status);
     match c.status {
-        SubscriptionStatus::Cancelled => {
-            return skip(
-                r,
-                Reason::SubscriptionCancelled,
-                "The subscription was cancelled.",
-            )
-        }
-        SubscriptionStatus::Expired => {
-            return skip(
-                r,
-                Reason::SubscriptionExpired,
-                "The subscription has expired.",
-            )
-        }
-        SubscriptionStatus::Lapsed => {
-            return skip(
-                r,
-                Reason::SubscriptionLapsed,
-                "The subscription lapsed: the shopper never confirmed it.",
-            )
-        }
-        SubscriptionStatus::Converted => {
-            return skip(
-                r,
-                Reason::SubscriptionConverted,
-                "The subscription already led to a purchase (converted).",
-            )
-        }
+        SubscriptionStatus::Cancelled => return skip(r, Reason::SubscriptionCancelled, ended),
+        SubscriptionStatus::Expired => return skip(r, Reason::SubscriptionExpired, ended),
+        SubscriptionStatus::Lapsed => return skip(r, Reason::SubscriptionLapsed, ended),
+        SubscriptionStatus::Converted => return skip(r, Reason::SubscriptionConverted, ended),
         SubscriptionStatus::PendingConfirmation
         | SubscriptionStatus::Active
         | SubscriptionStatus::Notified => {}
@@ -446,36 +578,26 @@ fn subscription(ctx: &RestockContext, c: &Candidate) -> RuleResult {
         return skip(
             r,
             Reason::SubscriptionExpired,
-            format!("The subscription expired at {}.", fmt_utc(c.expires_at)),
+            Fact::SubscriptionExpiredAt(c.expires_at),
         );
     }
-    if let Some((k, v)) = c
+    if let Some(index) = c
         .wanted_options
         .iter()
-        .find(|(k, v)| !has_option(ctx.variant_options, k, v))
+        .position(|(k, v)| !has_option(ctx.variant_options, k, v))
     {
         return skip(
             r,
             Reason::OptionsNotMatched,
-            format!(
-                "The shopper wants {k} {v}, and the restocked variant is {}.",
-                describe_options(ctx.variant_options)
-            ),
+            Fact::OptionNotOffered { index },
         );
     }
-    let live = match c.status {
-        SubscriptionStatus::Notified => {
-            "The subscription was texted before and stays live (the re-notify window decides \
-             about another text)"
-        }
-        SubscriptionStatus::PendingConfirmation => {
-            "The subscription awaits confirmation (the consent rule decides)"
-        }
-        _ => "The subscription is active",
-    };
     pass(
         r,
-        format!("{live}; it expires at {}.", fmt_utc(c.expires_at)),
+        Fact::SubscriptionLive {
+            status: c.status,
+            expires_at: c.expires_at,
+        },
     )
 }
 
@@ -517,40 +639,19 @@ fn stock(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResu
         .iter()
         .filter(|(location, _)| c.location_ids.is_empty() || c.location_ids.contains(location))
         .fold(0i64, |sum, (_, units)| sum.saturating_add((*units).max(0)));
-    let place = match c.location_ids {
-        [] => "across all locations".to_string(),
-        [one] => format!("at location {one}, which serves this subscription"),
-        many => format!(
-            "at the {} locations that serve this subscription",
-            many.len()
-        ),
-    };
-    let have = format!("{} {place}", units_available(available));
     let threshold = policy.restock_threshold.max(1);
-    if available < threshold {
-        let explanation = if available == 0 {
-            format!("{have}.")
-        } else {
-            format!("{have}; the brand's restock threshold is {threshold}.")
-        };
-        return skip(r, Reason::NotInStock, explanation);
-    }
     let desired = c.desired_quantity.max(1);
-    if available < desired {
-        return skip(
-            r,
-            Reason::BelowDesiredQuantity,
-            format!("{have}; the shopper wants {desired}."),
-        );
-    }
-    pass(r, format!("{have}."))
-}
-
-fn units_available(n: i64) -> String {
-    match n {
-        0 => "No units are available".into(),
-        1 => "1 unit is available".into(),
-        n => format!("{n} units are available"),
+    let fact = Fact::Stock {
+        available,
+        threshold,
+        desired,
+    };
+    if available < threshold {
+        skip(r, Reason::NotInStock, fact)
+    } else if available < desired {
+        skip(r, Reason::BelowDesiredQuantity, fact)
+    } else {
+        pass(r, fact)
     }
 }
 
@@ -558,32 +659,17 @@ fn purchase_suppression(policy: &TenantPolicy, ctx: &RestockContext, c: &Candida
     let r = Rule::PurchaseSuppression;
     let hours = policy.purchase_suppression_hours;
     if hours == 0 {
-        return not_applicable(r, "The brand sets no purchase-suppression window.");
+        return not_applicable(r, Fact::NoPurchaseWindow);
     }
     let Some(at) = c.last_purchase_at else {
-        return pass(r, "No purchase of this item by this shopper is on record.");
+        return pass(r, Fact::NoPurchase);
     };
     let ago = ctx.now - at;
+    let fact = Fact::Purchased { ago, hours };
     if ago < Duration::hours(hours.into()) {
-        skip(
-            r,
-            Reason::RecentlyPurchased,
-            format!(
-                "The shopper bought this item {}; no restock text for {} after a purchase.",
-                fmt_ago(ago),
-                fmt_hours(hours)
-            ),
-        )
+        skip(r, Reason::RecentlyPurchased, fact)
     } else {
-        pass(
-            r,
-            format!(
-                "The shopper last bought this item {}, longer ago than the {} after a purchase \
-                 without restock texts.",
-                fmt_ago(ago),
-                fmt_hours(hours)
-            ),
-        )
+        pass(r, fact)
     }
 }
 
@@ -594,42 +680,17 @@ fn substitute_purchase(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidat
     let r = Rule::SubstitutePurchase;
     let hours = policy.purchase_suppression_hours;
     if hours == 0 {
-        return not_applicable(r, "The brand sets no purchase-suppression window.");
+        return not_applicable(r, Fact::NoPurchaseWindow);
     }
     let Some(p) = c.substitute_purchase else {
-        return pass(
-            r,
-            "No purchase of a substitute of this item by this shopper is on record.",
-        );
+        return pass(r, Fact::NoSubstitutePurchase);
     };
     let ago = ctx.now - p.purchased_at;
-    let what = format!(
-        "variant {} (order {}, {})",
-        p.variant_id,
-        p.order_id,
-        fmt_utc(p.purchased_at)
-    );
+    let fact = Fact::SubstitutePurchased { ago, hours };
     if ago < Duration::hours(hours.into()) {
-        skip(
-            r,
-            Reason::SubstitutePurchased,
-            format!(
-                "The shopper bought a substitute of this item {}: {what}; no restock text for {} \
-                 after a purchase of a substitute.",
-                fmt_ago(ago),
-                fmt_hours(hours)
-            ),
-        )
+        skip(r, Reason::SubstitutePurchased, fact)
     } else {
-        pass(
-            r,
-            format!(
-                "The shopper last bought a substitute of this item {}, {what}, longer ago than \
-                 the {} after a purchase without restock texts.",
-                fmt_ago(ago),
-                fmt_hours(hours)
-            ),
-        )
+        pass(r, fact)
     }
 }
 
@@ -637,44 +698,340 @@ fn renotify_window(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -
     let r = Rule::RenotifyWindow;
     let hours = policy.renotify_hours;
     if hours == 0 {
-        return not_applicable(r, "The brand sets no re-notify window.");
+        return not_applicable(r, Fact::NoRenotifyWindow);
     }
     let Some(at) = c.last_notified_at else {
-        return pass(
-            r,
-            "No earlier text about this item to this phone is on record.",
-        );
+        return pass(r, Fact::NotNotified);
     };
     let ago = ctx.now - at;
+    let fact = Fact::Notified { ago, hours };
     if ago < Duration::hours(hours.into()) {
-        skip(
-            r,
-            Reason::RecentlyNotified,
-            format!(
-                "This phone was texted about this item {}; no second text about it within {}.",
-                fmt_ago(ago),
-                fmt_hours(hours)
-            ),
-        )
+        skip(r, Reason::RecentlyNotified, fact)
     } else {
-        pass(
-            r,
-            format!(
-                "This phone was last texted about this item {}, outside the {} re-notify window.",
-                fmt_ago(ago),
-                fmt_hours(hours)
-            ),
-        )
+        pass(r, fact)
     }
 }
 
 fn quiet_hours_rule(recipient: &Recipient, window: &Window, now: DateTime<Utc>) -> RuleResult {
     let r = Rule::QuietHours;
-    let zones = &recipient.zones;
+    let zones = recipient.zones();
     let closed = zones
         .iter()
         .find(|tz| !in_window(now.with_timezone(*tz).time(), window.start, window.end));
-    let Some(closed) = closed else {
+    let Some(&closed) = closed else {
+        return pass(r, Fact::TextingHours);
+    };
+    let opens = quiet_hours::next_allowed(zones, window.start, window.end, now);
+    let fact = Fact::QuietHours { closed, opens };
+    match opens {
+        None => skip(r, Reason::QuietHours, fact),
+        Some(at) => result(r, Verdict::Defer(at), Some(Reason::QuietHours), fact),
+    }
+}
+
+fn frequency_cap(ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::FrequencyCap;
+    let phone = c.phone_cap_free_at.filter(|t| *t > ctx.now);
+    let tenant = c.tenant_cap_free_at.filter(|t| *t > ctx.now);
+    let (reason, until, other) = match (phone, tenant) {
+        (None, None) => return pass(r, Fact::CapsFree),
+        (Some(p), Some(t)) if t > p => (Reason::FrequencyCapTenant, t, Some(p)),
+        (Some(p), t) => (Reason::FrequencyCapPhone, p, t),
+        (None, Some(t)) => (Reason::FrequencyCapTenant, t, None),
+    };
+    let fact = Fact::CapUsed { until, other };
+    if until >= c.expires_at {
+        skip(r, reason, fact)
+    } else {
+        result(r, Verdict::Defer(until), Some(reason), fact)
+    }
+}
+
+fn holdout_rule(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
+    let r = Rule::Holdout;
+    let share = policy.holdout_share;
+    if share.is_nan() || share <= 0.0 {
+        return not_applicable(r, Fact::NoHoldout);
+    }
+    let held = holdout::in_holdout(c.subscription_id, ctx.restock_id, share);
+    let fact = Fact::Holdout { share, held };
+    if held {
+        skip(r, Reason::Holdout, fact)
+    } else {
+        pass(r, fact)
+    }
+}
+
+/// Whether the brand has a sender the phone's country allows (a US long code cannot text a
+/// UK phone): `country_senders` for the country, else `sender_id` where it may text.
+fn sender_rule(policy: &TenantPolicy, c: &Candidate) -> RuleResult {
+    let r = Rule::Sender;
+    let region = region_of(c);
+    match policy.sender_for(region.as_deref()) {
+        Some(_) => pass(r, Fact::Sender { found: true }),
+        None => skip(r, Reason::NoSenderForCountry, Fact::Sender { found: false }),
+    }
+}
+
+fn merchandising_exclusion(policy: &TenantPolicy, ctx: &RestockContext) -> RuleResult {
+    let r = Rule::MerchandisingExclusion;
+    if policy.excluded_products.is_empty()
+        && policy.excluded_variants.is_empty()
+        && ctx.exclusions == LiveExclusions::default()
+    {
+        return not_applicable(r, Fact::NoExclusions);
+    }
+    if ctx
+        .product_id
+        .is_some_and(|p| ctx.exclusions.product || policy.excluded_products.iter().any(|e| e == p))
+    {
+        return skip(r, Reason::ProductExcluded, Fact::Excluded);
+    }
+    if ctx.exclusions.variant || policy.excluded_variants.iter().any(|e| e == ctx.variant_id) {
+        return skip(r, Reason::VariantExcluded, Fact::Excluded);
+    }
+    pass(r, Fact::NotExcluded)
+}
+
+/// The phone's country, trimmed and in capitals; borrowed when it already is (as stored).
+fn region_of<'a>(c: &Candidate<'a>) -> Option<Cow<'a, str>> {
+    let region = c.phone_region?.trim();
+    Some(if region.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(region.to_ascii_uppercase())
+    } else {
+        Cow::Borrowed(region)
+    })
+}
+
+/// The sentences: each rule's facts, with the names they refer to read from the inputs.
+struct Prose<'p, 'a> {
+    policy: &'p TenantPolicy,
+    ctx: &'p RestockContext<'a>,
+    c: &'p Candidate<'a>,
+    recipient: Recipient<'a>,
+    window: Window,
+}
+
+impl Prose<'_, '_> {
+    fn rule(&self, r: &RuleResult) -> String {
+        let (policy, ctx, c) = (self.policy, self.ctx, self.c);
+        let skipped = r.verdict == Verdict::Skip;
+        match r.fact {
+            Fact::Consent(ConsentState::OptedIn) => "The phone has opted in to texts.".into(),
+            Fact::Consent(ConsentState::None) => {
+                "There is no opt-in on record for this phone.".into()
+            }
+            Fact::Consent(ConsentState::PendingConfirmation) => {
+                "The phone's opt-in awaits confirmation (double opt-in); it is not texted until \
+                 the shopper confirms."
+                    .into()
+            }
+            Fact::Consent(ConsentState::OptedOut) => "The phone has opted out of texts.".into(),
+            Fact::SubscriptionEnded(status) => match status {
+                SubscriptionStatus::Cancelled => "The subscription was cancelled.",
+                SubscriptionStatus::Lapsed => {
+                    "The subscription lapsed: the shopper never confirmed it."
+                }
+                SubscriptionStatus::Converted => {
+                    "The subscription already led to a purchase (converted)."
+                }
+                _ => "The subscription has expired.",
+            }
+            .into(),
+            Fact::SubscriptionExpiredAt(at) => {
+                format!("The subscription expired at {}.", fmt_utc(at))
+            }
+            Fact::OptionNotOffered { index } => {
+                let (k, v) = c
+                    .wanted_options
+                    .iter()
+                    .nth(index)
+                    .map_or(("", ""), |(k, v)| (k.as_str(), v.as_str()));
+                format!(
+                    "The shopper wants {k} {v}, and the restocked variant is {}.",
+                    describe_options(ctx.variant_options)
+                )
+            }
+            Fact::SubscriptionLive { status, expires_at } => {
+                let live = match status {
+                    SubscriptionStatus::Notified => {
+                        "The subscription was texted before and stays live (the re-notify \
+                         window decides about another text)"
+                    }
+                    SubscriptionStatus::PendingConfirmation => {
+                        "The subscription awaits confirmation (the consent rule decides)"
+                    }
+                    _ => "The subscription is active",
+                };
+                format!("{live}; it expires at {}.", fmt_utc(expires_at))
+            }
+            Fact::Stock {
+                available,
+                threshold,
+                desired,
+            } => {
+                let place = match c.location_ids {
+                    [] => "across all locations".to_string(),
+                    [one] => format!("at location {one}, which serves this subscription"),
+                    many => format!(
+                        "at the {} locations that serve this subscription",
+                        many.len()
+                    ),
+                };
+                let have = format!("{} {place}", units_available(available));
+                match r.reason {
+                    Some(Reason::NotInStock) if available != 0 => {
+                        format!("{have}; the brand's restock threshold is {threshold}.")
+                    }
+                    Some(Reason::BelowDesiredQuantity) => {
+                        format!("{have}; the shopper wants {desired}.")
+                    }
+                    _ => format!("{have}."),
+                }
+            }
+            Fact::NoPurchaseWindow => "The brand sets no purchase-suppression window.".into(),
+            Fact::NoPurchase => "No purchase of this item by this shopper is on record.".into(),
+            Fact::Purchased { ago, hours } if skipped => format!(
+                "The shopper bought this item {}; no restock text for {} after a purchase.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+            Fact::Purchased { ago, hours } => format!(
+                "The shopper last bought this item {}, longer ago than the {} after a purchase \
+                 without restock texts.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+            Fact::NoSubstitutePurchase => {
+                "No purchase of a substitute of this item by this shopper is on record.".into()
+            }
+            Fact::SubstitutePurchased { ago, hours } => {
+                let what = match c.substitute_purchase {
+                    Some(p) => format!(
+                        "variant {} (order {}, {})",
+                        p.variant_id,
+                        p.order_id,
+                        fmt_utc(p.purchased_at)
+                    ),
+                    None => "a substitute".into(),
+                };
+                if skipped {
+                    format!(
+                        "The shopper bought a substitute of this item {}: {what}; no restock \
+                         text for {} after a purchase of a substitute.",
+                        fmt_ago(ago),
+                        fmt_hours(hours)
+                    )
+                } else {
+                    format!(
+                        "The shopper last bought a substitute of this item {}, {what}, longer \
+                         ago than the {} after a purchase without restock texts.",
+                        fmt_ago(ago),
+                        fmt_hours(hours)
+                    )
+                }
+            }
+            Fact::NoRenotifyWindow => "The brand sets no re-notify window.".into(),
+            Fact::NotNotified => {
+                "No earlier text about this item to this phone is on record.".into()
+            }
+            Fact::Notified { ago, hours } if skipped => format!(
+                "This phone was texted about this item {}; no second text about it within {}.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+            Fact::Notified { ago, hours } => format!(
+                "This phone was last texted about this item {}, outside the {} re-notify window.",
+                fmt_ago(ago),
+                fmt_hours(hours)
+            ),
+            Fact::TextingHours => self.texting_hours(),
+            Fact::QuietHours { closed, opens } => self.quiet_hours(closed, opens),
+            Fact::CapsFree => {
+                "Neither this phone's nor the brand's frequency cap is used up.".into()
+            }
+            Fact::CapUsed { until, other } => {
+                let whose = |reason| match reason {
+                    Some(Reason::FrequencyCapPhone) => "this phone's",
+                    _ => "the brand's",
+                };
+                let mut text = format!(
+                    "{} frequency cap is used up until {}",
+                    upper_first(whose(r.reason)),
+                    fmt_utc(until)
+                );
+                if let Some(other) = other {
+                    let other_reason = match r.reason {
+                        Some(Reason::FrequencyCapPhone) => Reason::FrequencyCapTenant,
+                        _ => Reason::FrequencyCapPhone,
+                    };
+                    text.push_str(&format!(
+                        " ({} until {})",
+                        whose(Some(other_reason)),
+                        fmt_utc(other)
+                    ));
+                }
+                if skipped {
+                    format!(
+                        "{text}, which is not before the subscription expires ({}).",
+                        fmt_utc(c.expires_at)
+                    )
+                } else {
+                    format!("{text}; the text waits until then.")
+                }
+            }
+            Fact::NoHoldout => "The brand holds out no control group.".into(),
+            Fact::Holdout { share, held } => {
+                let percent = (share * 1000.0).round() / 10.0;
+                if held {
+                    format!(
+                        "This subscription is in the {percent}% control group for this restock: \
+                         it is recorded but not texted, so the brand can measure what restock \
+                         texts add."
+                    )
+                } else {
+                    format!(
+                        "This subscription is not in the {percent}% control group for this \
+                         restock."
+                    )
+                }
+            }
+            Fact::NoExclusions => "Merchandising excludes no products or variants.".into(),
+            Fact::NotExcluded => {
+                "Merchandising excludes neither this product nor this variant.".into()
+            }
+            Fact::Excluded => match r.reason {
+                Some(Reason::ProductExcluded) => format!(
+                    "Merchandising excludes product {} from restock texts.",
+                    ctx.product_id.unwrap_or_default()
+                ),
+                _ => format!(
+                    "Merchandising excludes variant {} from restock texts.",
+                    ctx.variant_id
+                ),
+            },
+            Fact::Sender { found } => {
+                let region = region_of(c);
+                match policy.sender_for(region.as_deref()).filter(|_| found) {
+                    Some(sender) => format!(
+                        "The text goes from {}, which may text {}.",
+                        sender,
+                        region.as_deref().unwrap_or("the phone")
+                    ),
+                    None => format!(
+                        "The brand has no sender that may text {}: its sender {} cannot, and \
+                         country_senders names none for it.",
+                        region.as_deref().unwrap_or("this phone's country"),
+                        policy.sender_id.trim()
+                    ),
+                }
+            }
+        }
+    }
+
+    fn texting_hours(&self) -> String {
+        let (recipient, window, now) = (&self.recipient, &self.window, self.ctx.now);
+        let zones = recipient.zones();
         let body = if zones.len() > 1 {
             format!(
                 "it is within texting hours ({}){}",
@@ -689,230 +1046,116 @@ fn quiet_hours_rule(recipient: &Recipient, window: &Window, now: DateTime<Utc>) 
                 window.text()
             )
         };
-        return pass(r, recipient.sentence(&body));
-    };
-    let clock = format!(
-        "it is {} in {}",
-        now.with_timezone(closed).format("%H:%M"),
-        closed.name()
-    );
-    let Some(at) = quiet_hours::next_allowed(zones, window.start, window.end, now) else {
-        let body = format!(
-            "{clock}, and no time in the next 8 days is within texting hours ({}){}",
-            window.text(),
-            recipient.scope()
-        );
-        return skip(r, Reason::QuietHours, recipient.sentence(&body));
-    };
-    let body = if zones.len() == 1 {
-        let local = at.with_timezone(&zones[0]);
-        format!(
-            "{clock}; texts wait until {} local ({})",
-            local.format("%H:%M"),
-            local.format("%Y-%m-%d %H:%M %Z")
-        )
-    } else {
-        format!(
-            "{clock}, and texts go out only within texting hours ({}){}; they wait until {} ({})",
-            window.text(),
-            recipient.scope(),
-            fmt_utc(at),
-            recipient.local_opening(at, window)
-        )
-    };
-    result(
-        r,
-        Verdict::Defer(at),
-        Some(Reason::QuietHours),
-        recipient.sentence(&body),
-    )
-}
+        recipient.sentence(&body)
+    }
 
-fn frequency_cap(ctx: &RestockContext, c: &Candidate) -> RuleResult {
-    let r = Rule::FrequencyCap;
-    let phone = c.phone_cap_free_at.filter(|t| *t > ctx.now);
-    let tenant = c.tenant_cap_free_at.filter(|t| *t > ctx.now);
-    let (reason, until, other) = match (phone, tenant) {
-        (None, None) => {
-            return pass(
-                r,
-                "Neither this phone's nor the brand's frequency cap is used up.",
-            )
-        }
-        (Some(p), Some(t)) if t > p => (Reason::FrequencyCapTenant, t, Some(p)),
-        (Some(p), t) => (Reason::FrequencyCapPhone, p, t),
-        (None, Some(t)) => (Reason::FrequencyCapTenant, t, None),
-    };
-    let whose = |reason| match reason {
-        Reason::FrequencyCapPhone => "this phone's",
-        _ => "the brand's",
-    };
-    let mut text = format!(
-        "{} frequency cap is used up until {}",
-        upper_first(whose(reason)),
-        fmt_utc(until)
-    );
-    if let Some(other) = other {
-        let other_reason = match reason {
-            Reason::FrequencyCapPhone => Reason::FrequencyCapTenant,
-            _ => Reason::FrequencyCapPhone,
+    fn quiet_hours(&self, closed: Tz, opens: Option<DateTime<Utc>>) -> String {
+        let (recipient, window, now) = (&self.recipient, &self.window, self.ctx.now);
+        let zones = recipient.zones();
+        let clock = format!(
+            "it is {} in {}",
+            now.with_timezone(&closed).format("%H:%M"),
+            closed.name()
+        );
+        let body = match opens {
+            None => format!(
+                "{clock}, and no time in the next 8 days is within texting hours ({}){}",
+                window.text(),
+                recipient.scope()
+            ),
+            Some(at) if zones.len() == 1 => {
+                let local = at.with_timezone(&zones[0]);
+                format!(
+                    "{clock}; texts wait until {} local ({})",
+                    local.format("%H:%M"),
+                    local.format("%Y-%m-%d %H:%M %Z")
+                )
+            }
+            Some(at) => format!(
+                "{clock}, and texts go out only within texting hours ({}){}; they wait until {} \
+                 ({})",
+                window.text(),
+                recipient.scope(),
+                fmt_utc(at),
+                recipient.local_opening(at, window)
+            ),
         };
-        text.push_str(&format!(
-            " ({} until {})",
-            whose(other_reason),
-            fmt_utc(other)
-        ));
-    }
-    if until >= c.expires_at {
-        skip(
-            r,
-            reason,
-            format!(
-                "{text}, which is not before the subscription expires ({}).",
-                fmt_utc(c.expires_at)
-            ),
-        )
-    } else {
-        result(
-            r,
-            Verdict::Defer(until),
-            Some(reason),
-            format!("{text}; the text waits until then."),
-        )
+        recipient.sentence(&body)
     }
 }
 
-fn holdout_rule(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> RuleResult {
-    let r = Rule::Holdout;
-    let share = policy.holdout_share;
-    if share.is_nan() || share <= 0.0 {
-        return not_applicable(r, "The brand holds out no control group.");
-    }
-    let percent = (share * 1000.0).round() / 10.0;
-    if holdout::in_holdout(c.subscription_id, ctx.restock_id, share) {
-        skip(
-            r,
-            Reason::Holdout,
-            format!(
-                "This subscription is in the {percent}% control group for this restock: it is \
-                 recorded but not texted, so the brand can measure what restock texts add."
-            ),
-        )
-    } else {
-        pass(
-            r,
-            format!("This subscription is not in the {percent}% control group for this restock."),
-        )
+fn units_available(n: i64) -> String {
+    match n {
+        0 => "No units are available".into(),
+        1 => "1 unit is available".into(),
+        n => format!("{n} units are available"),
     }
 }
 
-/// Whether the brand has a sender the phone's country allows (a US long code cannot text a
-/// UK phone): `country_senders` for the country, else `sender_id` where it may text.
-fn sender_rule(policy: &TenantPolicy, c: &Candidate) -> RuleResult {
-    let r = Rule::Sender;
-    let region = c.phone_region.map(|r| r.trim().to_ascii_uppercase());
-    match policy.sender_for(region.as_deref()) {
-        Some(sender) => pass(
-            r,
-            format!(
-                "The text goes from {}, which may text {}.",
-                sender,
-                region.as_deref().unwrap_or("the phone")
-            ),
-        ),
-        None => skip(
-            r,
-            Reason::NoSenderForCountry,
-            format!(
-                "The brand has no sender that may text {}: its sender {} cannot, and \
-                 country_senders names none for it.",
-                region.as_deref().unwrap_or("this phone's country"),
-                policy.sender_id.trim()
-            ),
-        ),
-    }
-}
-
-fn merchandising_exclusion(policy: &TenantPolicy, ctx: &RestockContext) -> RuleResult {
-    let r = Rule::MerchandisingExclusion;
-    if policy.excluded_products.is_empty()
-        && policy.excluded_variants.is_empty()
-        && ctx.exclusions == LiveExclusions::default()
-    {
-        return not_applicable(r, "Merchandising excludes no products or variants.");
-    }
-    if let Some(product) = ctx
-        .product_id
-        .filter(|p| ctx.exclusions.product || policy.excluded_products.iter().any(|e| e == p))
-    {
-        return skip(
-            r,
-            Reason::ProductExcluded,
-            format!("Merchandising excludes product {product} from restock texts."),
-        );
-    }
-    if ctx.exclusions.variant || policy.excluded_variants.iter().any(|e| e == ctx.variant_id) {
-        return skip(
-            r,
-            Reason::VariantExcluded,
-            format!(
-                "Merchandising excludes variant {} from restock texts.",
-                ctx.variant_id
-            ),
-        );
-    }
-    pass(
-        r,
-        "Merchandising excludes neither this product nor this variant.",
-    )
-}
-
-/// The zones whose local time counts for the shopper, and how sure we are of them.
-struct Recipient {
-    zones: Vec<Tz>,
+/// The zones whose local time counts for the shopper, and how sure we are of them. Built on
+/// every evaluation, so it borrows rather than allocates.
+struct Recipient<'a> {
+    zones: Zones,
     /// The country whose zones all count, when the phone's country is all we know.
-    region: Option<String>,
+    region: Option<Cow<'a, str>>,
     /// Said first when the zone is a fallback, so support knows the local time is a guess.
-    caveat: Option<String>,
+    caveat: Option<Caveat>,
 }
 
-impl Recipient {
-    fn of(c: &Candidate) -> Self {
+enum Zones {
+    One(Tz),
+    Country(&'static [Tz]),
+}
+
+/// Why UTC stands in for the shopper's zone.
+enum Caveat {
+    UnknownZone,
+    /// The phone's country is one of no known zone.
+    UnknownRegion,
+}
+
+impl<'a> Recipient<'a> {
+    fn of(c: &Candidate<'a>) -> Self {
         if let Some(tz) = c.time_zone {
             return Self {
-                zones: vec![tz],
+                zones: Zones::One(tz),
                 region: None,
                 caveat: None,
             };
         }
-        let Some(region) = c.phone_region.map(|r| r.trim().to_ascii_uppercase()) else {
-            return Self::utc("the shopper's time zone is unknown, so UTC is used".into());
+        let Some(region) = region_of(c) else {
+            return Self::utc(None, Caveat::UnknownZone);
         };
-        match quiet_hours::zones_for_region(&region) {
-            zones if zones.is_empty() => Self::utc(format!(
-                "no time zone is known for region {region}, so UTC is used"
-            )),
+        match quiet_hours::region_zones(&region) {
+            [] => Self::utc(Some(region), Caveat::UnknownRegion),
             zones => Self {
-                zones,
+                zones: Zones::Country(zones),
                 region: Some(region),
                 caveat: None,
             },
         }
     }
 
-    fn utc(caveat: String) -> Self {
+    fn utc(region: Option<Cow<'a, str>>, caveat: Caveat) -> Self {
         Self {
-            zones: vec![Tz::UTC],
-            region: None,
+            zones: Zones::One(Tz::UTC),
+            region,
             caveat: Some(caveat),
+        }
+    }
+
+    fn zones(&self) -> &[Tz] {
+        match &self.zones {
+            Zones::One(tz) => std::slice::from_ref(tz),
+            Zones::Country(zones) => zones,
         }
     }
 
     /// ` in all 29 time zones of US` for a country spanning zones, else nothing.
     fn scope(&self) -> String {
         match &self.region {
-            Some(region) if self.zones.len() > 1 => {
-                format!(" in all {} time zones of {region}", self.zones.len())
+            Some(region) if self.zones().len() > 1 => {
+                format!(" in all {} time zones of {region}", self.zones().len())
             }
             _ => String::new(),
         }
@@ -927,7 +1170,7 @@ impl Recipient {
                 .rem_euclid(24 * 60)
         };
         let tz = self
-            .zones
+            .zones()
             .iter()
             .min_by_key(|tz| since_opening(tz))
             .unwrap_or(&Tz::UTC);
@@ -940,14 +1183,19 @@ impl Recipient {
 
     /// Capitalised, with the caveat first, ending in a full stop.
     fn sentence(&self, body: &str) -> String {
-        match &self.caveat {
-            None => format!("{}.", upper_first(body)),
-            Some(caveat) => format!("{}: {body}.", upper_first(caveat)),
-        }
+        let caveat = match (&self.caveat, &self.region) {
+            (None, _) => return format!("{}.", upper_first(body)),
+            (Some(Caveat::UnknownRegion), Some(region)) => {
+                format!("no time zone is known for region {region}, so UTC is used")
+            }
+            _ => "the shopper's time zone is unknown, so UTC is used".to_string(),
+        };
+        format!("{}: {body}.", upper_first(&caveat))
     }
 }
 
 /// The texting window of the brand (parsed once, when the configuration was read).
+#[derive(Clone, Copy)]
 struct Window {
     start: NaiveTime,
     end: NaiveTime,
@@ -1025,6 +1273,26 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The engine's decision in sentences, checked to be the very decision [`evaluate`] takes
+    /// (the sender's and planner's call, which renders nothing).
+    fn judge(policy: &TenantPolicy, ctx: &RestockContext, c: &Candidate) -> Explanation {
+        let d = evaluate(policy, ctx, c);
+        let e = d.explain(policy, ctx, c);
+        assert_eq!((e.outcome, e.reason), (d.outcome, d.reason));
+        let shown: Vec<_> = e
+            .rules
+            .iter()
+            .map(|r| (r.rule, r.verdict, r.reason))
+            .collect();
+        let taken: Vec<_> = d
+            .rules
+            .iter()
+            .map(|r| (r.rule, r.verdict, r.reason))
+            .collect();
+        assert_eq!(shown, taken);
+        e
+    }
+
     fn options(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -1088,14 +1356,14 @@ mod tests {
             }
         }
 
-        fn decide(&self, change: impl FnOnce(&mut Candidate)) -> Decision {
+        fn decide(&self, change: impl FnOnce(&mut Candidate)) -> Explanation {
             let mut c = self.candidate();
             change(&mut c);
-            evaluate(&self.policy, &self.ctx(), &c)
+            judge(&self.policy, &self.ctx(), &c)
         }
     }
 
-    fn assert_skip(d: &Decision, reason: Reason) {
+    fn assert_skip(d: &Explanation, reason: Reason) {
         assert_eq!(d.outcome, Outcome::Skip, "{d:#?}");
         assert_eq!(d.reason, Some(reason), "{d:#?}");
         let r = d.rule(reason.rule());
@@ -1116,6 +1384,33 @@ mod tests {
             "It is 12:00 in America/New_York, within texting hours (08:00 to 21:00)."
         );
         assert_eq!(d.rule(Rule::Holdout).verdict, Verdict::NotApplicable);
+    }
+
+    #[test]
+    fn evaluating_builds_no_prose_explaining_renders_it_from_the_decision() {
+        /// Only a type that owns no heap data (no `String`, no `Vec`) can be `Copy`: the
+        /// decision the sender and the planner take carries facts, never sentences.
+        fn holds_no_prose<T: Copy>(_: &T) {}
+        let mut w = World::new();
+        w.policy.holdout_share = 0.5;
+        let c = w.candidate();
+        let d = evaluate(&w.policy, &w.ctx(), &c);
+        holds_no_prose(&d);
+        holds_no_prose(&d.rules[0].fact);
+        assert_eq!(d.rule(Rule::QuietHours).fact, Fact::TextingHours, "{d:#?}");
+        assert!(matches!(d.rule(Rule::Holdout).fact, Fact::Holdout { share, .. } if share == 0.5));
+        // The sentences come from the decision alone (and the inputs naming what it refers to).
+        let e = d.explain(&w.policy, &w.ctx(), &c);
+        assert_eq!(e, explain(&w.policy, &w.ctx(), &c));
+        assert_eq!(
+            e.rule(Rule::QuietHours).explanation,
+            "It is 12:00 in America/New_York, within texting hours (08:00 to 21:00)."
+        );
+        assert_eq!(
+            e.summary,
+            "Not texted: this subscription is in the 50% control group for this restock: it is \
+             recorded but not texted, so the brand can measure what restock texts add."
+        );
     }
 
     #[test]
@@ -1231,7 +1526,7 @@ mod tests {
         let with = |w: &World, p: &SubstitutePurchase| {
             let mut c = w.candidate();
             c.substitute_purchase = Some(p);
-            evaluate(&w.policy, &w.ctx(), &c)
+            judge(&w.policy, &w.ctx(), &c)
         };
         let bought = SubstitutePurchase {
             order_id: "o-77".into(),
@@ -1423,7 +1718,7 @@ mod tests {
         assert_skip_outcome(&d, Reason::QuietHours);
     }
 
-    fn assert_skip_outcome(d: &Decision, reason: Reason) {
+    fn assert_skip_outcome(d: &Explanation, reason: Reason) {
         assert_eq!(d.outcome, Outcome::Skip, "{d:#?}");
         assert_eq!(d.reason, Some(reason), "{d:#?}");
     }
@@ -1765,7 +2060,7 @@ mod tests {
                 phone_cap_free_at: k.phone_cap_in_minutes.map(minutes),
                 tenant_cap_free_at: k.tenant_cap_in_minutes.map(minutes),
             };
-            let d = evaluate(&w.policy, &w.ctx(), &c);
+            let d = judge(&w.policy, &w.ctx(), &c);
 
             // One result per rule, in order, each explained.
             let order: Vec<Rule> = d.rules.iter().map(|r| r.rule).collect();
@@ -1779,7 +2074,7 @@ mod tests {
             }
             prop_assert!(!d.summary.is_empty());
 
-            let skips: Vec<&RuleResult> = d.rules.iter().filter(|r| r.verdict == Verdict::Skip).collect();
+            let skips: Vec<&ExplainedRule> = d.rules.iter().filter(|r| r.verdict == Verdict::Skip).collect();
             let all_clear = d.rules.iter().all(|r| matches!(r.verdict, Verdict::Pass | Verdict::NotApplicable));
 
             // A skip always beats a defer; the first non-holdout skip names the reason.
@@ -1802,9 +2097,10 @@ mod tests {
                             prop_assert!(at >= t);
                         }
                     }
-                    let zones = Recipient::of(&c).zones;
+                    let recipient = Recipient::of(&c);
+                    let zones = recipient.zones();
                     let (start, end) = w.policy.quiet_window();
-                    prop_assert!(quiet_hours::is_allowed(&zones, start, end, at));
+                    prop_assert!(quiet_hours::is_allowed(zones, start, end, at));
                     let reason = d.reason.expect("a defer has a reason");
                     prop_assert!(matches!(d.rule(reason.rule()).verdict, Verdict::Defer(_)));
                 }

@@ -44,6 +44,12 @@ pub fn zones_for_region(region: &str) -> Vec<Tz> {
         .unwrap_or_default()
 }
 
+/// [`zones_for_region`] for a code already trimmed and in capitals, without allocating: the
+/// eligibility engine asks on every evaluation.
+pub fn region_zones(region: &str) -> &'static [Tz] {
+    ZONES_BY_REGION.get(region).map_or(&[], Vec::as_slice)
+}
+
 /// Whether a local time of day lies in the texting window `[start, end)`. A window whose end is
 /// at or before its start spans midnight; `start == end` therefore allows the whole day.
 pub fn in_window(local: NaiveTime, start: NaiveTime, end: NaiveTime) -> bool {

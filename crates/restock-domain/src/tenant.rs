@@ -419,7 +419,13 @@ impl TenantPolicy {
     /// code or alphanumeric id only the countries `country_senders` names it for. `None` when
     /// no sender may.
     pub fn sender_for(&self, region: Option<&str>) -> Option<&str> {
-        let region = region.map(|r| r.trim().to_ascii_uppercase());
+        // Borrowed when already in capitals (as stored): the eligibility engine asks per text.
+        let region = region.map(|r| match r.trim() {
+            r if r.bytes().any(|b| b.is_ascii_lowercase()) => {
+                std::borrow::Cow::Owned(r.to_ascii_uppercase())
+            }
+            r => std::borrow::Cow::Borrowed(r),
+        });
         if let Some(sender) = region
             .as_deref()
             .and_then(|r| self.country_senders.get(r))
