@@ -533,7 +533,16 @@ impl Store {
         // goes with it, whatever happened, exactly as when the process dies.
         let candidates: Vec<Uuid> = query(
             &self.client().await?,
-            "SELECT release_id FROM releases WHERE state = 'planning' ORDER BY created_at LIMIT 8",
+            // Releases another planner holds are left out here, on a pooled connection: the
+            // connection below is closed after use, so taking one only to find every
+            // candidate held would cost a Postgres backend per scheduler tick while a large
+            // plan runs. (A bigint advisory key shows as classid, high half, and objid.)
+            "SELECT r.release_id FROM releases r WHERE r.state = 'planning' AND NOT EXISTS ( \
+               SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
+                 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND ((l.classid::bigint << 32) | l.objid::bigint) \
+                   = hashtextextended('plan:' || r.release_id::text, 0)) \
+             ORDER BY r.created_at LIMIT 8",
             &[],
         )
         .await?
