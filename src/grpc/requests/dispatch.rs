@@ -293,22 +293,9 @@ impl TryFrom<pb::ExportMessagesRequest> for ExportMessages {
     fn try_from(req: pb::ExportMessagesRequest) -> Result<Self, ApiError> {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
-            None => {
-                v.add(field, "is required");
-                None
-            }
-            Some(ts) => v.timestamp(field, ts),
-        };
-        let from = time("start_time", req.start_time.as_ref());
-        let before = time("end_time", req.end_time.as_ref());
-        if let (Some(from), Some(before)) = (from, before) {
-            if before <= from {
-                v.add("end_time", "must be after start_time");
-            }
-        }
+        let period = super::period(&mut v, req.start_time.as_ref(), req.end_time.as_ref());
         let parts = tenant_id
-            .zip(from.zip(before))
+            .zip(period)
             .map(|(tenant_id, (from, before))| ExportMessages {
                 tenant_id,
                 from,

@@ -86,33 +86,22 @@ impl TryFrom<pb::GetPeriodReportRequest> for PeriodReport {
     fn try_from(req: pb::GetPeriodReportRequest) -> Result<Self, ApiError> {
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
-        let mut time = |field: &str, ts: Option<&prost_types::Timestamp>| match ts {
-            None => {
-                v.add(field, "is required");
-                None
-            }
-            Some(ts) => v.timestamp(field, ts),
-        };
-        let from = time("start_time", req.start_time.as_ref());
-        let before = time("end_time", req.end_time.as_ref());
-        if let (Some(from), Some(before)) = (from, before) {
-            if before <= from {
-                v.add("end_time", "must be after start_time");
-            } else if before - from > chrono::Duration::days(MAX_PERIOD_DAYS) {
+        let period = super::period(&mut v, req.start_time.as_ref(), req.end_time.as_ref());
+        if let Some((from, before)) = period {
+            if before - from > chrono::Duration::days(MAX_PERIOD_DAYS) {
                 v.add(
                     "end_time",
                     format!("must be at most {MAX_PERIOD_DAYS} days after start_time"),
                 );
             }
         }
-        let parts = match (tenant_id, from, before) {
-            (Some(tenant_id), Some(from), Some(before)) => Some(PeriodReport {
+        let parts = tenant_id
+            .zip(period)
+            .map(|(tenant_id, (from, before))| PeriodReport {
                 tenant_id,
                 from,
                 before,
-            }),
-            _ => None,
-        };
+            });
         v.into_result(parts)
     }
 }
