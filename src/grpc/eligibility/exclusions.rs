@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::grpc::requests::eligibility::{CreateExclusion, ExclusionRef};
+use restock_domain::fingerprint::Canonical;
 
 pub(super) fn exclusion(
     row: restock_store::inventory::ExclusionRow,
@@ -90,11 +91,11 @@ impl EligibilityApi {
         if req.page_size < 0 {
             v.add("page_size", "must not be negative");
         }
-        let scope = Scope::new(
-            "ListExclusions",
-            &req.tenant_id,
-            &(&product_id, &variant_id, req.show_inactive),
-        );
+        let scope = Scope::new("ListExclusions", &req.tenant_id, &|c: Canonical| {
+            c.field("product_id", &product_id)
+                .field("variant_id", &variant_id)
+                .field("show_inactive", req.show_inactive)
+        });
         let tokens = &self.state.page_tokens;
         let after = tokens.open(&mut v, &req.page_token, &scope, parse_time_cursor);
         let tenant_id = v.into_result(tenant_id)?;

@@ -5,6 +5,7 @@
 use super::*;
 use crate::app::eligibility::{self, DryRunQuery, ExplainError, ExplainQuery};
 use crate::grpc::requests::eligibility::Explain;
+use restock_domain::fingerprint::Canonical;
 
 pub(super) use crate::app::eligibility::total_available;
 
@@ -88,17 +89,13 @@ impl EligibilityApi {
             v.add("page_size", "must not be negative");
         }
         // A page of examples is bound to the whole request but its page size and token.
-        let scope = Scope::new(
-            "DryRun",
-            &req.tenant_id,
-            &(
-                &variant_id,
-                &location_id,
-                req.assume_available,
-                req.example_decision,
-                req.example_reason,
-            ),
-        );
+        let scope = Scope::new("DryRun", &req.tenant_id, &|c: Canonical| {
+            c.field("variant_id", &variant_id)
+                .field("location_id", &location_id)
+                .field("assume_available", req.assume_available)
+                .field("example_decision", req.example_decision)
+                .field("example_reason", req.example_reason)
+        });
         let tokens = &self.state.page_tokens;
         let skip_examples: u64 = tokens
             .open(&mut v, &req.page_token, &scope, |c| c.parse().ok())

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use prost::Message;
 use restock_domain::{erasure, Phone, Target, TenantPolicy};
-use restock_store::waitlist::{ListFilter, NewSubscription};
+use restock_store::waitlist::ListFilter;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 

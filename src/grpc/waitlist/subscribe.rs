@@ -1,10 +1,13 @@
 //! Subscribe (idempotent, with the consent it records) and its double opt-in confirmation.
 
 use super::*;
+use crate::app;
 use crate::grpc::requests::waitlist::{consent, ConfirmSubscription, SubscriptionRef};
 
-/// Fingerprint of a request, so a reused idempotency key with another request is caught.
-pub(super) fn fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
+/// The print idempotency keys were stored with before the canonical one
+/// ([`app::waitlist::fingerprint`]): SHA-256 of the request's proto bytes. Kept so that a
+/// replay under a key stored then is still recognised (keys do not expire).
+fn legacy_fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
     Sha256::digest(req.encode_to_vec()).to_vec()
 }
 
@@ -105,7 +108,8 @@ impl WaitlistApi {
         let (tenant_id, (phone, (consent, target))) =
             v.into_result(tenant_id.zip(phone.zip(consent.zip(target))))?;
         let policy = self.policy(&caller, &tenant_id)?;
-        let new = NewSubscription {
+        let legacy_fingerprint = idempotency_key.is_some().then(|| legacy_fingerprint(&req));
+        let cmd = app::waitlist::Subscribe {
             tenant_id,
             phone,
             target,
@@ -115,27 +119,16 @@ impl WaitlistApi {
             customer_id,
             session_id,
             location_ids,
-            desired_quantity: req.desired_quantity.max(1) as i32,
-            priority_tier: req.priority_tier as i32,
-            expires_at: expires_at
-                .unwrap_or_else(|| now + Duration::days(i64::from(policy.subscription_ttl_days))),
+            desired_quantity: req.desired_quantity.max(1),
+            priority_tier: req.priority_tier,
+            expires_at,
             time_zone,
-            idempotency: idempotency_key.map(|k| (k, fingerprint(&req))),
-            double_opt_in: policy.double_opt_in,
+            idempotency_key,
+            legacy_fingerprint,
         };
-        let phone = new.phone.clone();
-        let outcome = self
-            .state
-            .subscriber
-            .subscribe(new, now)
+        let outcome = app::waitlist::subscribe(&self.state, policy, cmd)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(
-            phone = %phone.redacted(),
-            subscription_id = %outcome.subscription.subscription_id,
-            created = outcome.created,
-            "subscribe"
-        );
         Ok(Response::new(pb::SubscribeResponse {
             subscription: Some(convert::subscription(outcome.subscription, now)),
             created: outcome.created,

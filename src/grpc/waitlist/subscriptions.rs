@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::grpc::requests::waitlist::SubscriptionRef;
+use restock_domain::fingerprint::Canonical;
 
 impl WaitlistApi {
     pub(super) async fn unsubscribe(
@@ -77,19 +78,14 @@ impl WaitlistApi {
                 .enumeration::<pb::SubscriptionStatus>("status", req.status, false)
                 .and_then(convert::status),
         };
-        // The token is bound to the tenant and the filters it was issued for (the phone as
-        // E.164: its `Debug` is redacted).
-        let scope = Scope::new(
-            "ListSubscriptions",
-            &req.tenant_id,
-            &(
-                &filter.variant_id,
-                &filter.product_id,
-                filter.phone.as_ref().map(Phone::e164),
-                &filter.customer_id,
-                filter.status,
-            ),
-        );
+        // The token is bound to the tenant and the filters it was issued for.
+        let scope = Scope::new("ListSubscriptions", &req.tenant_id, &|c: Canonical| {
+            c.field("variant_id", &filter.variant_id)
+                .field("product_id", &filter.product_id)
+                .field("phone", filter.phone.as_ref().map(Phone::e164))
+                .field("customer_id", &filter.customer_id)
+                .field("status", filter.status)
+        });
         let tokens = &self.state.page_tokens;
         let after = tokens
             .open(&mut v, &req.page_token, &scope, |c| c.parse::<i64>().ok())
