@@ -138,7 +138,7 @@ fn canonical(cmd: &RecordPurchase) -> Canonical {
 /// The hand digest orders were recorded with before the canonical form: SHA-256 over the
 /// content. Only compared with rows stored then (orders are kept without expiry), so this form
 /// is frozen: orders recorded before channels or refunds existed must digest as they did then.
-fn legacy_fingerprint(cmd: &RecordPurchase) -> Vec<u8> {
+pub fn legacy_fingerprint(cmd: &RecordPurchase) -> Vec<u8> {
     let mut digest = Sha256::new();
     for part in [
         cmd.customer_id.as_deref().unwrap_or(""),
