@@ -90,7 +90,8 @@ pub async fn subscribe(
     cmd: Subscribe,
 ) -> Result<SubscribeOutcome, StoreError> {
     let now = state.clock.now();
-    let print = fingerprint(&cmd);
+    // Printed only when there is a key to keep it under.
+    let print = cmd.idempotency_key.is_some().then(|| fingerprint(&cmd));
     let Subscribe {
         tenant_id,
         phone,
@@ -123,7 +124,7 @@ pub async fn subscribe(
         expires_at: expires_at
             .unwrap_or_else(|| now + Duration::days(i64::from(policy.subscription_ttl_days))),
         time_zone,
-        idempotency: idempotency_key.map(|k| (k, print)),
+        idempotency: idempotency_key.zip(print),
         double_opt_in: policy.double_opt_in,
     };
     let phone = new.phone.clone();
