@@ -3,6 +3,7 @@
 //! lines were credited to.
 
 use chrono::{DateTime, Duration, Utc};
+use restock_domain::fingerprint::{Canonical, Fingerprint};
 use restock_domain::report::PurchaseChannel;
 use restock_domain::{erasure, Phone, TenantPolicy};
 use restock_store::purchases::{
@@ -106,11 +107,38 @@ pub async fn record(
     }
 }
 
-/// The fingerprint an order is recorded with, so the same order sent again is told from
-/// another one under the same id: SHA-256 over the content (not the order id, which is the
-/// key). Stored with every order and compared on every replay, so this form is frozen: orders
-/// recorded before channels or refunds existed must digest as they did then.
-pub fn fingerprint(cmd: &RecordPurchase) -> Vec<u8> {
+/// The fingerprint an order (or refund) is recorded with, so the same order sent again is told
+/// from another one under the same id: the canonical print of its content (not the order id,
+/// which is the key, nor the tenant, which scopes the key). Orders recorded before the
+/// canonical form hold [`legacy_fingerprint`]'s, and are matched by it still.
+pub fn fingerprint(cmd: &RecordPurchase) -> Fingerprint {
+    Fingerprint::new(canonical(cmd).finish(), Some(legacy_fingerprint(cmd)))
+}
+
+/// The canonical encoding of an order's content, every field listed.
+fn canonical(cmd: &RecordPurchase) -> Canonical {
+    let mut c = Canonical::new("RecordPurchase")
+        .field("customer_id", &cmd.customer_id)
+        .field("phone", cmd.phone.as_ref().map(Phone::e164))
+        .field("refunded_order_id", &cmd.refunded_order_id)
+        .field("purchased_at", cmd.purchased_at)
+        .field("channel", cmd.channel.as_str())
+        .field("lines", cmd.lines.len() as u32);
+    for l in &cmd.lines {
+        c = c
+            .field("line.variant_id", &l.variant_id)
+            .field("line.quantity", l.quantity)
+            .field("line.total_minor", l.total_minor)
+            .field("line.currency", &l.currency)
+            .field("line.location_id", &l.location_id);
+    }
+    c
+}
+
+/// The hand digest orders were recorded with before the canonical form: SHA-256 over the
+/// content. Only compared with rows stored then (orders are kept without expiry), so this form
+/// is frozen: orders recorded before channels or refunds existed must digest as they did then.
+pub fn legacy_fingerprint(cmd: &RecordPurchase) -> Vec<u8> {
     let mut digest = Sha256::new();
     for part in [
         cmd.customer_id.as_deref().unwrap_or(""),
@@ -171,12 +199,12 @@ mod tests {
     }
 
     /// The stored fingerprints of orders and refunds are compared on every replay, for as long
-    /// as the order is kept: the form must not drift. The expected digests were computed
+    /// as the order is kept: the legacy form must not drift. The expected digests were computed
     /// independently of this code (Python's hashlib over the documented bytes).
     #[test]
-    fn the_fingerprint_form_is_frozen() {
+    fn the_legacy_fingerprint_form_is_frozen() {
         assert_eq!(
-            hex::encode(fingerprint(&order())),
+            hex::encode(legacy_fingerprint(&order())),
             "e1172085ab9b249e94e90f24e7aa863862b76b59515fb6bbda57ccf7364c87d2"
         );
         let refund = RecordPurchase {
@@ -194,9 +222,34 @@ mod tests {
             ..order()
         };
         assert_eq!(
-            hex::encode(fingerprint(&refund)),
+            hex::encode(legacy_fingerprint(&refund)),
             "dcd23ed1b4797819a02fb5a6034ec6db9dc7d435cb25368d7c82f5e54a650bce"
         );
+    }
+
+    /// Orders are now stored with the canonical print: it must not drift either. The expected
+    /// digest was computed independently of this code (Python's hashlib over the bytes the
+    /// grammar of `restock_domain::fingerprint` gives for these fields).
+    #[test]
+    fn the_canonical_form_is_frozen() {
+        assert_eq!(
+            hex::encode(fingerprint(&order()).stored()),
+            "de4fcdc6df9042728777fafe16a112922dfa20984cc9b6665fa71523c4fd9e25"
+        );
+    }
+
+    /// An order recorded before the canonical form is recognised by its legacy print.
+    #[test]
+    fn a_print_stored_in_either_form_matches() {
+        let f = fingerprint(&order());
+        assert!(f.matches(f.stored()));
+        assert!(f.matches(&legacy_fingerprint(&order())));
+        let other = RecordPurchase {
+            channel: PurchaseChannel::Store,
+            ..order()
+        };
+        assert!(!f.matches(&legacy_fingerprint(&other)));
+        assert!(!f.matches(fingerprint(&other).stored()));
     }
 
     #[test]
@@ -206,6 +259,7 @@ mod tests {
             ..order()
         };
         assert_eq!(fingerprint(&order()), fingerprint(&other_id));
+        let print = |c: &RecordPurchase| fingerprint(c).stored().to_vec();
         let other_quantity = RecordPurchase {
             lines: vec![NewLine {
                 quantity: 3,
@@ -213,6 +267,6 @@ mod tests {
             }],
             ..order()
         };
-        assert_ne!(fingerprint(&order()), fingerprint(&other_quantity));
+        assert_ne!(print(&order()), print(&other_quantity));
     }
 }

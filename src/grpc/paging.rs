@@ -1,20 +1,23 @@
 //! Page tokens, one scheme for every list RPC: `base64url(version | cursor | mac)`, the mac an
-//! HMAC-SHA256 under the server's key over the RPC, the tenant, a fingerprint of the filters and
-//! the cursor. A caller can neither edit a cursor nor carry a token to another RPC, tenant or
+//! HMAC-SHA256 under the server's key over the RPC, the tenant, the canonical fingerprint of the
+//! filters (`restock_domain::fingerprint`, every filter listed by name) and the cursor. A caller can neither edit a cursor nor carry a token to another RPC, tenant or
 //! set of filters; replicas that share `server.page_token_key` accept each other's tokens.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use restock_domain::fingerprint::{Canonical, Print};
+use restock_store::releases::{MessageFilter, ReleaseFilter};
+use sha2::Sha256;
 use uuid::Uuid;
 
 use super::validate::Violations;
 
 /// The token layout's version, first byte of every token: a new layout gets a new number, and
-/// tokens of an old one are refused (a caller restarts from the first page).
-const VERSION: u8 = 1;
+/// tokens of an old one are refused (a caller restarts from the first page). 2: filters by their
+/// canonical fingerprint (1 hashed their `Debug` text; its tokens are refused).
+const VERSION: u8 = 2;
 const MAC_LEN: usize = 32;
 /// Longest token read; anything longer is not one of ours, and is refused before any work.
 const MAX_TOKEN: usize = 1_024;
@@ -28,19 +31,59 @@ pub use crate::state::PageTokens;
 pub struct Scope<'a> {
     rpc: &'static str,
     tenant_id: &'a str,
-    /// SHA-256 of every filter of the request, in a stable text form.
-    filter: [u8; 32],
+    /// The canonical print of every filter of the request.
+    filter: Print,
 }
 
 impl<'a> Scope<'a> {
     /// The scope of one list call: its RPC name, tenant, and filters (everything of the request
-    /// but the page size and token, in a form that names every value, e.g. its `Debug`).
-    pub fn new(rpc: &'static str, tenant_id: &'a str, filter: &impl std::fmt::Debug) -> Self {
+    /// but the tenant, page size and token, each field named).
+    pub fn new(rpc: &'static str, tenant_id: &'a str, filter: &impl Filters) -> Self {
         Self {
             rpc,
             tenant_id,
-            filter: Sha256::digest(format!("{filter:?}").as_bytes()).into(),
+            filter: filter.canonical(Canonical::new(rpc)).finish(),
         }
+    }
+}
+
+/// The filters of a list request, listed field by field into its canonical encoding.
+pub trait Filters {
+    fn canonical(&self, c: Canonical) -> Canonical;
+}
+
+/// A request's filters given in place: `|c| c.field("variant_id", &variant_id)`.
+impl<F: Fn(Canonical) -> Canonical> Filters for F {
+    fn canonical(&self, c: Canonical) -> Canonical {
+        self(c)
+    }
+}
+
+/// No filters.
+impl Filters for () {
+    fn canonical(&self, c: Canonical) -> Canonical {
+        c
+    }
+}
+
+impl Filters for ReleaseFilter {
+    fn canonical(&self, c: Canonical) -> Canonical {
+        c.field("variant_id", &self.variant_id)
+            .field("product_id", &self.product_id)
+            .field("location_id", &self.location_id)
+            .field("restock_id", self.restock_id)
+            .field("states", &self.states)
+            .field("created_from", self.created_from)
+            .field("created_before", self.created_before)
+    }
+}
+
+impl Filters for MessageFilter {
+    fn canonical(&self, c: Canonical) -> Canonical {
+        c.field("release_id", self.release_id)
+            .field("phone", &self.phone_e164)
+            .field("subscription_id", self.subscription_id)
+            .field("statuses", &self.statuses)
     }
 }
 
@@ -133,14 +176,16 @@ mod tests {
     #[test]
     fn a_token_opens_only_in_its_own_scope_and_unchanged() {
         let tokens = PageTokens::new(b"0123456789abcdef");
-        let scope = Scope::new("ListReleases", "demo", &("sku-1", None::<&str>));
+        let filter = |sku: &'static str| move |c: Canonical| c.field("variant_id", sku);
+        let scope = Scope::new("ListReleases", "demo", &filter("sku-1"));
         let token = tokens.issue(&scope, "42:abc");
         assert_eq!(open(&tokens, &token, &scope).as_deref(), Some("42:abc"));
         assert_eq!(open(&tokens, "", &scope), None);
         for other in [
-            Scope::new("ListMessages", "demo", &("sku-1", None::<&str>)),
-            Scope::new("ListReleases", "other", &("sku-1", None::<&str>)),
-            Scope::new("ListReleases", "demo", &("sku-2", None::<&str>)),
+            Scope::new("ListMessages", "demo", &filter("sku-1")),
+            Scope::new("ListReleases", "other", &filter("sku-1")),
+            Scope::new("ListReleases", "demo", &filter("sku-2")),
+            Scope::new("ListReleases", "demo", &()),
         ] {
             assert_eq!(open(&tokens, &token, &other), None);
         }
@@ -152,7 +197,11 @@ mod tests {
         raw[1] = b'7';
         assert_eq!(open(&tokens, &URL_SAFE_NO_PAD.encode(&raw), &scope), None);
         raw[1] = b'4';
-        raw[0] = 2;
+        assert_eq!(
+            open(&tokens, &URL_SAFE_NO_PAD.encode(&raw), &scope).as_deref(),
+            Some("42:abc")
+        );
+        raw[0] = 1;
         assert_eq!(open(&tokens, &URL_SAFE_NO_PAD.encode(&raw), &scope), None);
         assert_eq!(open(&tokens, "not base64!", &scope), None);
         assert_eq!(open(&tokens, &"A".repeat(2_000), &scope), None);

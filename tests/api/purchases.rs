@@ -204,3 +204,41 @@ async fn one_reminder_follows_for_those_who_have_not_bought() {
     app.settle(10).await;
     assert_eq!(fake.message_count(), 5);
 }
+
+/// Orders are kept without expiry: one recorded before the canonical fingerprint holds the
+/// legacy digest, and sending it again is still the same order (another one is still refused).
+#[tokio::test]
+async fn an_order_recorded_with_the_legacy_fingerprint_is_still_recognised() {
+    let app = spawn_app().await;
+    let at = app.clock.now_dt();
+    let req = order_of("o-legacy", "+14155551001", "sku-1", at);
+    let first = app.record_purchase(req.clone()).await.unwrap();
+    assert!(first.created);
+    let cmd = restock::app::purchases::RecordPurchase::parse(req.clone(), at).unwrap();
+    let canonical = restock::app::purchases::fingerprint(&cmd).stored().to_vec();
+    let legacy = restock::app::purchases::legacy_fingerprint(&cmd);
+    let db = app.db().await;
+    let stored: Vec<u8> = db
+        .query_one(
+            "SELECT request_hash FROM purchases WHERE order_id = 'o-legacy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, canonical, "new orders keep the canonical print");
+    // As a row written before the canonical form (no API writes this form any more).
+    db.execute(
+        "UPDATE purchases SET request_hash = $1 WHERE order_id = 'o-legacy'",
+        &[&legacy],
+    )
+    .await
+    .unwrap();
+    let again = app.record_purchase(req.clone()).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.attributions, first.attributions);
+    let mut other = req;
+    other.lines[0].quantity = 2;
+    let err = app.record_purchase(other).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+}

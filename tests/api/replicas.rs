@@ -197,7 +197,7 @@ async fn a_server_killed_mid_release_loses_and_doubles_nothing() {
     // with them in flight, so only the provider knows they went out.
     let requests = fake.create_requests();
     fake.stall_next(10, Duration::from_secs(5));
-    eventually(Duration::from_secs(10), "texts in flight", || async {
+    eventually(Duration::from_secs(30), "texts in flight", || async {
         fake.create_requests() >= requests + 5
     })
     .await;
@@ -209,8 +209,9 @@ async fn a_server_killed_mid_release_loses_and_doubles_nothing() {
     // The dead server's leases (2 s) are settled in about one lease: never-handed texts go
     // back in line at once, handed ones are looked up side by side.
     let started = std::time::Instant::now();
+    // Generous for a loaded machine; the time it took is printed.
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         "no lease of the dead server left",
         || async { !message_statuses(&db_url).await.contains_key("sending") },
     )

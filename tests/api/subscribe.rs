@@ -106,6 +106,48 @@ async fn a_retried_request_with_its_idempotency_key_gets_the_first_answer() {
     assert_eq!(app.count("subscriptions").await, 1);
 }
 
+/// Idempotency keys are kept without expiry: one stored before the canonical fingerprint holds
+/// the SHA-256 of the request's proto bytes, and a retry under it still gets the first answer
+/// (another request under it is still refused).
+#[tokio::test]
+async fn a_key_stored_with_the_legacy_fingerprint_still_answers_its_retry() {
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+
+    let app = spawn_app().await;
+    let mut req = subscribe_request("sku-1", "+14155550102");
+    req.idempotency_key = "req-legacy".into();
+    let first = app.subscribe(req.clone()).await.unwrap();
+    let legacy = Sha256::digest(req.encode_to_vec()).to_vec();
+    let db = app.db().await;
+    let stored: Vec<u8> = db
+        .query_one(
+            "SELECT request_hash FROM idempotency_keys WHERE idempotency_key = 'req-legacy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(stored, legacy, "new keys keep the canonical print");
+    // As a key written before the canonical form (no API writes this form any more).
+    db.execute(
+        "UPDATE idempotency_keys SET request_hash = $1 WHERE idempotency_key = 'req-legacy'",
+        &[&legacy],
+    )
+    .await
+    .unwrap();
+    let retry = app.subscribe(req.clone()).await.unwrap();
+    assert_eq!(
+        first.subscription.unwrap().subscription_id,
+        retry.subscription.unwrap().subscription_id
+    );
+    let mut other = req;
+    other.desired_quantity = 3;
+    let err = app.subscribe(other).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["idempotency_key"]);
+    assert_eq!(app.count("subscriptions").await, 1);
+}
+
 #[tokio::test]
 async fn a_product_level_alert_is_keyed_by_its_wanted_options() {
     let app = spawn_app().await;

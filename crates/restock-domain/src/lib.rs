@@ -5,6 +5,7 @@ pub mod clock;
 pub mod consent;
 pub mod eligibility;
 pub mod erasure;
+pub mod fingerprint;
 pub mod holdout;
 pub mod link;
 pub mod phone;

@@ -3,6 +3,7 @@
 //! purchase-suppression window the eligibility engine reads.
 
 use chrono::{DateTime, Duration, Utc};
+use restock_domain::fingerprint::Fingerprint;
 use restock_domain::MessageStatus;
 use uuid::Uuid;
 
@@ -30,8 +31,8 @@ pub struct NewPurchase {
     pub purchased_at: DateTime<Utc>,
     /// Where the order was placed (a `PurchaseChannel`'s stored name).
     pub channel: &'static str,
-    /// A digest of the request's content, to tell a repeat from a different order.
-    pub request_hash: Vec<u8>,
+    /// The fingerprint of the request's content, to tell a repeat from a different order.
+    pub request_hash: Fingerprint,
     /// The order id as erasure leaves it (its keyed hash): how an order whose buyer was erased
     /// is found when it is sent again.
     pub erased_order_id: String,
@@ -113,7 +114,7 @@ impl Store {
             &tx,
             "INSERT INTO purchases (tenant_id, order_id, request_hash, customer_id, contact_id, purchased_at, recorded_at, channel) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, order_id) DO NOTHING",
-            &[&tenant_id, &p.order_id, &p.request_hash, &p.customer_id, &contact_id, &p.purchased_at, &now, &p.channel],
+            &[&tenant_id, &p.order_id, &p.request_hash.stored(), &p.customer_id, &contact_id, &p.purchased_at, &now, &p.channel],
         )
         .await?;
         if inserted == 0 {
@@ -124,7 +125,7 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound("purchase"))?;
-            if row.get::<_, Vec<u8>>(0) != p.request_hash {
+            if !p.request_hash.matches(&row.get::<_, Vec<u8>>(0)) {
                 return Ok(Recorded::Conflict);
             }
             let lines = query(
@@ -248,7 +249,8 @@ pub struct NewRefund {
     /// Per line: the variant, the units returned and the amount paid back (positive).
     pub lines: Vec<NewLine>,
     pub refunded_at: DateTime<Utc>,
-    pub request_hash: Vec<u8>,
+    /// The fingerprint of the refund's content.
+    pub request_hash: Fingerprint,
 }
 
 /// What became of a refund.
@@ -283,7 +285,7 @@ impl Store {
             &tx,
             "INSERT INTO purchases (tenant_id, order_id, request_hash, purchased_at, recorded_at, refunded_order_id) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, order_id) DO NOTHING",
-            &[&tenant_id, &r.refund_id, &r.request_hash, &r.refunded_at, &now, &r.order_id],
+            &[&tenant_id, &r.refund_id, &r.request_hash.stored(), &r.refunded_at, &now, &r.order_id],
         )
         .await?;
         if inserted == 0 {
@@ -294,7 +296,7 @@ impl Store {
             )
             .await?
             .ok_or(StoreError::NotFound("purchase"))?;
-            if row.get::<_, Vec<u8>>(0) != r.request_hash
+            if !r.request_hash.matches(&row.get::<_, Vec<u8>>(0))
                 || row.get::<_, Option<String>>(1).is_none()
             {
                 return Ok(RefundRecorded::Conflict);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use restock_domain::consent::derive_state;
+use restock_domain::fingerprint::Fingerprint;
 use restock_domain::{
     CancelReason, ConsentEventKind, ConsentSource, ConsentState, Phone, SubscriptionStatus, Target,
 };
@@ -55,8 +56,9 @@ pub struct NewSubscription {
     pub priority_tier: i32,
     pub expires_at: DateTime<Utc>,
     pub time_zone: Option<String>,
-    /// The caller's key and a fingerprint of the request it came with.
-    pub idempotency: Option<(String, Vec<u8>)>,
+    /// The caller's key and the fingerprint of the request it came with (a key stored with
+    /// either of its forms is this request's).
+    pub idempotency: Option<(String, Fingerprint)>,
     /// The tenant's policy at the time of the request.
     pub double_opt_in: bool,
 }
@@ -346,7 +348,7 @@ impl Store {
             .await?;
             if let Some(prior) = prior {
                 let prior_hash: Vec<u8> = prior.get(0);
-                if &prior_hash != hash {
+                if !hash.matches(&prior_hash) {
                     return Err(StoreError::IdempotencyKeyReused);
                 }
                 let subscription = get_sub(&tx, tenant, prior.get(1)).await?;
@@ -411,7 +413,7 @@ impl Store {
             let n = execute(&tx,
                     "INSERT INTO idempotency_keys (tenant_id, idempotency_key, request_hash, subscription_id, created, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    &[&tenant, key, hash, &subscription.subscription_id, &created, &now],
+                    &[&tenant, key, &hash.stored(), &subscription.subscription_id, &created, &now],
                 )
                 .await?;
             if n == 0 {

@@ -1,6 +1,8 @@
 //! DryRun as a typed command: what to judge, under which assumption, which page of examples.
 
 use super::eligibility::MAX_UNITS;
+use restock_domain::fingerprint::Canonical;
+
 use crate::error::ApiError;
 use crate::grpc::paging::{PageTokens, Scope};
 use crate::grpc::validate::Violations;
@@ -98,17 +100,13 @@ impl DryRun {
         example_decision: i32,
         example_reason: i32,
     ) -> Scope<'a> {
-        Scope::new(
-            "DryRun",
-            tenant_id,
-            &(
-                variant_id,
-                location_id,
-                assume_available,
-                example_decision,
-                example_reason,
-            ),
-        )
+        Scope::new("DryRun", tenant_id, &|c: Canonical| {
+            c.field("variant_id", variant_id)
+                .field("location_id", location_id)
+                .field("assume_available", assume_available)
+                .field("example_decision", example_decision)
+                .field("example_reason", example_reason)
+        })
     }
 }
 

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use restock_store::substitutes::Member;
 use uuid::Uuid;
 
+use restock_domain::fingerprint::Canonical;
+
 use crate::error::ApiError;
 use crate::grpc::paging::{parse_time_cursor, PageTokens, Scope};
 use crate::grpc::validate::{page_size, Violations};
@@ -336,11 +338,11 @@ impl ListExclusions {
         variant_id: &Option<String>,
         show_inactive: bool,
     ) -> Scope<'a> {
-        Scope::new(
-            "ListExclusions",
-            tenant_id,
-            &(product_id, variant_id, show_inactive),
-        )
+        Scope::new("ListExclusions", tenant_id, &|c: Canonical| {
+            c.field("product_id", product_id)
+                .field("variant_id", variant_id)
+                .field("show_inactive", show_inactive)
+        })
     }
 }
 

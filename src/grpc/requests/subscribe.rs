@@ -1,8 +1,9 @@
 //! Subscribe as a typed command: who, to what, with which consent.
 
 use chrono::{DateTime, Utc};
-use restock_domain::{Phone, Target};
-use restock_store::waitlist::{NewConsent, VariantDetails};
+use prost::Message;
+use restock_domain::Target;
+use sha2::{Digest, Sha256};
 
 use super::waitlist::consent;
 use crate::error::ApiError;
@@ -16,30 +17,10 @@ pub const MAX_QUANTITY: u32 = 1_000;
 /// Highest priority tier.
 pub const MAX_TIER: u32 = 100;
 
-/// A valid Subscribe: who, to what, with which consent. What the tenant's policy decides (the
-/// default expiry, double opt-in) is left to the handler.
-#[derive(Debug)]
-pub struct Subscribe {
-    pub tenant_id: String,
-    pub phone: Phone,
-    pub target: Target,
-    pub product_id: Option<String>,
-    pub variant: Option<VariantDetails>,
-    pub consent: NewConsent,
-    pub customer_id: Option<String>,
-    pub session_id: Option<String>,
-    /// Deduplicated, in the order given; at most [`MAX_LOCATIONS`].
-    pub location_ids: Vec<String>,
-    /// 1 to [`MAX_QUANTITY`] (0 in the request means 1).
-    pub desired_quantity: i32,
-    /// 0 to [`MAX_TIER`].
-    pub priority_tier: i32,
-    /// In the future; `None`: the tenant's default.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// An IANA zone name.
-    pub time_zone: Option<String>,
-    pub idempotency_key: Option<String>,
-}
+/// A valid Subscribe: who, to what, with which consent; the use case's command, built from the
+/// request here. What the tenant's policy decides (the default expiry, double opt-in) is left to
+/// the use case.
+pub use crate::app::waitlist::Subscribe;
 
 impl Subscribe {
     /// `now` bounds the consent's capture time and the expiry; `link_hosts` answers a tenant's
@@ -49,6 +30,10 @@ impl Subscribe {
         now: DateTime<Utc>,
         link_hosts: impl FnOnce(&str) -> Option<Vec<String>>,
     ) -> Result<Self, ApiError> {
+        // Keys stored before the canonical print hold this one (only the transport has the
+        // request's bytes); printed only when there is a key to keep it under.
+        let legacy_fingerprint =
+            (!req.idempotency_key.is_empty()).then(|| Sha256::digest(req.encode_to_vec()).to_vec());
         let mut v = Violations::default();
         let tenant_id = v.id("tenant_id", &req.tenant_id, true);
         let variant_id = v.id("variant_id", &req.variant_id, false);
@@ -146,6 +131,7 @@ impl Subscribe {
                 expires_at,
                 time_zone,
                 idempotency_key,
+                legacy_fingerprint,
             },
         );
         v.into_result(parts)

@@ -9,6 +9,8 @@ use restock_domain::{ConsentSource, Phone};
 use restock_store::waitlist::{ListFilter, NewConsent};
 use uuid::Uuid;
 
+use restock_domain::fingerprint::Canonical;
+
 use crate::error::ApiError;
 use crate::grpc::convert;
 use crate::grpc::paging::{PageTokens, Scope};
@@ -327,19 +329,15 @@ impl ListSubscriptions {
         Self::scope_of(&self.tenant_id, &self.filter)
     }
 
-    // The tenant and the filters (the phone as E.164: its `Debug` is redacted).
+    // The tenant and the filters, each by name (the phone as E.164).
     fn scope_of<'a>(tenant_id: &'a str, filter: &ListFilter) -> Scope<'a> {
-        Scope::new(
-            "ListSubscriptions",
-            tenant_id,
-            &(
-                &filter.variant_id,
-                &filter.product_id,
-                filter.phone.as_ref().map(Phone::e164),
-                &filter.customer_id,
-                filter.status,
-            ),
-        )
+        Scope::new("ListSubscriptions", tenant_id, &|c: Canonical| {
+            c.field("variant_id", &filter.variant_id)
+                .field("product_id", &filter.product_id)
+                .field("phone", filter.phone.as_ref().map(Phone::e164))
+                .field("customer_id", &filter.customer_id)
+                .field("status", filter.status)
+        })
     }
 }
 

@@ -3,11 +3,8 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
-use prost::Message;
+use chrono::{DateTime, Utc};
 use restock_domain::{erasure, TenantPolicy};
-use restock_store::waitlist::NewSubscription;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::convert;

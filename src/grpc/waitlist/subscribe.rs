@@ -1,13 +1,9 @@
 //! Subscribe (idempotent, with the consent it records) and its double opt-in confirmation.
 
 use super::*;
+use crate::app;
 use crate::grpc::requests::subscribe::Subscribe;
 use crate::grpc::requests::waitlist::{ConfirmSubscription, SubscriptionRef};
-
-/// Fingerprint of a request, so a reused idempotency key with another request is caught.
-pub(super) fn fingerprint(req: &pb::SubscribeRequest) -> Vec<u8> {
-    Sha256::digest(req.encode_to_vec()).to_vec()
-}
 
 impl WaitlistApi {
     pub(super) async fn subscribe(
@@ -15,59 +11,14 @@ impl WaitlistApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<pb::SubscribeResponse>, Status> {
         let caller = crate::grpc::caller(&request)?;
-        let req = request.into_inner();
         let now = self.now();
-        let fingerprint = fingerprint(&req);
-        let Subscribe {
-            tenant_id,
-            phone,
-            target,
-            product_id,
-            variant,
-            consent,
-            customer_id,
-            session_id,
-            location_ids,
-            desired_quantity,
-            priority_tier,
-            expires_at,
-            time_zone,
-            idempotency_key,
-        } = Subscribe::parse(req, now, |t| {
+        let cmd = Subscribe::parse(request.into_inner(), now, |t| {
             self.state.tenants.get(t).map(TenantPolicy::link_hosts)
         })?;
-        let policy = self.policy(&caller, &tenant_id)?;
-        let new = NewSubscription {
-            tenant_id,
-            phone,
-            target,
-            product_id,
-            variant,
-            consent,
-            customer_id,
-            session_id,
-            location_ids,
-            desired_quantity,
-            priority_tier,
-            expires_at: expires_at
-                .unwrap_or_else(|| now + Duration::days(i64::from(policy.subscription_ttl_days))),
-            time_zone,
-            idempotency: idempotency_key.map(|k| (k, fingerprint)),
-            double_opt_in: policy.double_opt_in,
-        };
-        let phone = new.phone.clone();
-        let outcome = self
-            .state
-            .subscriber
-            .subscribe(new, now)
+        let policy = self.policy(&caller, &cmd.tenant_id)?;
+        let outcome = app::waitlist::subscribe(&self.state, policy, cmd)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(
-            phone = %phone.redacted(),
-            subscription_id = %outcome.subscription.subscription_id,
-            created = outcome.created,
-            "subscribe"
-        );
         Ok(Response::new(pb::SubscribeResponse {
             subscription: Some(convert::subscription(outcome.subscription, now)),
             created: outcome.created,
