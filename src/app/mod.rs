@@ -3,9 +3,11 @@
 //!
 //! - [`consent`]: the one opt-out / opt-in path (API, SMS keyword, provider-reported opt-out);
 //! - [`eligibility`]: the one evaluation of a stored subscription, `explain` and `dry_run`;
+//! - [`inventory`]: inventory events and snapshots applied, the restocks they start, stock;
 //! - [`purchases`]: orders and refunds recorded and attributed, with the one fingerprint of
 //!   an order's content.
 
 pub mod consent;
 pub mod eligibility;
+pub mod inventory;
 pub mod purchases;
