@@ -5,9 +5,11 @@
 //! - [`eligibility`]: the one evaluation of a stored subscription, `explain` and `dry_run`;
 //! - [`inventory`]: inventory events and snapshots applied, the restocks they start, stock;
 //! - [`purchases`]: orders and refunds recorded and attributed, with the one fingerprint of
-//!   an order's content.
+//!   an order's content;
+//! - [`releases`]: releases read, listed, watched and steered (pause, resume, cancel).
 
 pub mod consent;
 pub mod eligibility;
 pub mod inventory;
 pub mod purchases;
+pub mod releases;
