@@ -6,10 +6,12 @@
 //! - [`inventory`]: inventory events and snapshots applied, the restocks they start, stock;
 //! - [`purchases`]: orders and refunds recorded and attributed, with the one fingerprint of
 //!   an order's content;
-//! - [`releases`]: releases read, listed, watched and steered (pause, resume, cancel).
+//! - [`releases`]: releases read, listed, watched and steered (pause, resume, cancel);
+//! - [`reports`]: a release's, a variant's or a period's figures and what they come to.
 
 pub mod consent;
 pub mod eligibility;
 pub mod inventory;
 pub mod purchases;
 pub mod releases;
+pub mod reports;
