@@ -7,7 +7,8 @@
 //! - [`purchases`]: orders and refunds recorded and attributed, with the one fingerprint of
 //!   an order's content;
 //! - [`releases`]: releases read, listed, watched and steered (pause, resume, cancel);
-//! - [`reports`]: a release's, a variant's or a period's figures and what they come to.
+//! - [`reports`]: a release's, a variant's or a period's figures and what they come to;
+//! - [`views`]: the storefront's product-page views per day, the signup rate's denominator.
 
 pub mod consent;
 pub mod eligibility;
@@ -15,3 +16,4 @@ pub mod inventory;
 pub mod purchases;
 pub mod releases;
 pub mod reports;
+pub mod views;
