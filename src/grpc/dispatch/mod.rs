@@ -9,7 +9,7 @@ use std::time::Duration;
 use restock_domain::eligibility::Reason;
 use restock_domain::waves::Strategy;
 use restock_domain::{MessageStatus, ReleaseState, TenantPolicy, WaveState};
-use restock_store::dispatch::{Steer, SteerResult};
+use restock_store::dispatch::Steer;
 use restock_store::releases::{MessageCursor, MessageView, ReleaseView, Tally};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::convert::{decision, timestamp};
 use super::paging::{parse_time_cursor, time_cursor, Scope};
+use crate::app::releases::{self as release_cases, SteerError};
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
 use crate::proto::v1::dispatch_service_server::DispatchService;
@@ -44,7 +45,17 @@ impl DispatchApi {
 
     /// A release as the API shows it.
     async fn release(&self, tenant_id: &str, release_id: Uuid) -> Result<pb::Release, ApiError> {
-        load_release(&self.state, tenant_id, release_id).await
+        let view = release_cases::get(&self.state, tenant_id, release_id).await?;
+        Ok(self.view(&view))
+    }
+
+    /// A release as read, as the API shows it (under its tenant's policy).
+    fn view(&self, v: &ReleaseView) -> pb::Release {
+        Self::view_of(&self.state, v)
+    }
+
+    fn view_of(state: &AppState, v: &ReleaseView) -> pb::Release {
+        release(v, state.tenants.get(&v.tenant_id))
     }
 
     /// Pauses, resumes or cancels a release, then answers it as it stands.
@@ -55,48 +66,18 @@ impl DispatchApi {
         steer: Steer,
         reason: &str,
     ) -> Result<pb::Release, ApiError> {
-        let outcome = self
-            .state
-            .store
-            .steer_release(tenant_id, release_id, steer, reason, self.state.clock.now())
-            .await?;
-        match outcome {
-            SteerResult::Done => {
-                tracing::info!(tenant_id, %release_id, ?steer, reason, "release steered");
-                if steer == Steer::Resume {
-                    // A due wave opens at once rather than at the scheduler's next poll.
-                    self.state.dispatch_wake.notify_one();
-                }
-                self.release(tenant_id, release_id).await
-            }
-            SteerResult::Refused(state) => Err(ApiError::FailedPrecondition {
-                kind: "STATE",
-                subject: "release_id".into(),
-                description: refusal(steer, state),
-            }),
-        }
+        let view = release_cases::steer(&self.state, tenant_id, release_id, steer, reason)
+            .await
+            .map_err(|e| match e {
+                SteerError::Store(e) => ApiError::from(e),
+                e @ SteerError::Refused { .. } => ApiError::FailedPrecondition {
+                    kind: "STATE",
+                    subject: "release_id".into(),
+                    description: e.to_string(),
+                },
+            })?;
+        Ok(self.view(&view))
     }
-}
-
-async fn load_release(
-    state: &AppState,
-    tenant_id: &str,
-    release_id: Uuid,
-) -> Result<pb::Release, ApiError> {
-    let view = state.store.get_release(tenant_id, release_id).await?;
-    Ok(release(&view, state.tenants.get(tenant_id)))
-}
-
-fn refusal(steer: Steer, state: ReleaseState) -> String {
-    let what = match steer {
-        Steer::Pause => "only a planning or sending release can be paused",
-        Steer::Resume => "only a paused release can be resumed",
-        Steer::Cancel => "only a planning, sending or paused release can be cancelled",
-    };
-    format!(
-        "the release is {}: {what}",
-        state.as_str().replace('_', " ")
-    )
 }
 
 // ---- Conversions between stored names and the API's enums.

@@ -1,6 +1,7 @@
 //! Releases: get, list, watch, and steer (pause, resume, cancel).
 
 use super::*;
+use crate::app::releases::{self as release_cases, ReleaseWatch};
 use crate::grpc::requests::dispatch::{ListReleases, ReleaseRef, SteerRelease, WatchRelease};
 
 impl DispatchApi {
@@ -34,21 +35,21 @@ impl DispatchApi {
         } = ListReleases::parse(request.into_inner(), tokens)?;
         let scope = Scope::new("ListReleases", &tenant_id, &filter);
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let mut rows = self
-            .state
-            .store
-            .list_releases(&tenant_id, &filter, after, size + 1)
+        let page = release_cases::list(&self.state, &tenant_id, &filter, after, size)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            let last = rows.last().expect("a full page");
-            tokens.issue(&scope, &time_cursor(last.created_at, last.release_id))
-        } else {
-            String::new()
-        };
+        let next_page_token = page
+            .next_after()
+            .map(|(created_at, release_id)| {
+                tokens.issue(&scope, &time_cursor(created_at, release_id))
+            })
+            .unwrap_or_default();
         Ok(Response::new(pb::ListReleasesResponse {
-            releases: rows.iter().map(|r| release(r, Some(policy))).collect(),
+            releases: page
+                .releases
+                .iter()
+                .map(|r| release(r, Some(policy)))
+                .collect(),
             next_page_token,
         }))
     }
@@ -68,24 +69,22 @@ impl DispatchApi {
         } = request.into_inner().try_into()?;
         self.state.tenant(&caller, &tenant_id)?;
         // An unknown release is NOT_FOUND as the call's status, not as a stream's end.
-        let first = self.release(&tenant_id, release_id).await?;
+        let (mut watch, first) = ReleaseWatch::start(&self.state, tenant_id, release_id, interval)
+            .await
+            .map_err(ApiError::from)?;
         let (tx, rx) = mpsc::channel(1);
         let state = self.state.clone();
         tokio::spawn(async move {
-            let mut last = first;
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
+            let mut over = ReleaseWatch::is_over(&first);
+            let mut last = DispatchApi::view_of(&state, &first);
             let mut send = Some(last.clone());
             let draining = state.draining.clone();
             loop {
                 if let Some(release) = send.take() {
-                    let done =
-                        release_state_of(release.state()).is_some_and(ReleaseState::has_ended);
                     let snapshot = pb::WatchReleaseResponse {
                         release: Some(release),
                     };
-                    if tx.send(Ok(snapshot)).await.is_err() || done {
+                    if tx.send(Ok(snapshot)).await.is_err() || over {
                         return;
                     }
                 }
@@ -100,16 +99,19 @@ impl DispatchApi {
                             .await;
                         return;
                     }
-                    _ = ticker.tick() => {}
+                    _ = watch.due() => {}
                 }
-                match load_release(&state, &tenant_id, release_id).await {
-                    Ok(release) if release != last => {
-                        last = release.clone();
-                        send = Some(release);
+                match watch.read(&state).await {
+                    Ok(view) => {
+                        let release = DispatchApi::view_of(&state, &view);
+                        if release != last {
+                            over = ReleaseWatch::is_over(&view);
+                            last = release.clone();
+                            send = Some(release);
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
+                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
                         return;
                     }
                 }

@@ -1,7 +1,8 @@
-//! Applying inventory events: ordering, idempotency, the restock they may start, and the
-//! acknowledgement each one gets.
+//! Inventory events as the API answers them: parsed here, applied by `app::inventory`
+//! (ordering, idempotency, the restock they may start), each acknowledged.
 
 use super::*;
+use crate::app::inventory::{self, EventError};
 use crate::grpc::requests::inventory::{InventoryEvent, Rejection};
 
 pub(super) fn ack(event_id: &str, outcome: EventOutcome) -> pb::InventoryAck {
@@ -33,11 +34,17 @@ pub(super) fn rejected(
     }
 }
 
-/// An inventory event ready to apply.
-pub(super) struct Prepared<'a> {
-    event_id: String,
-    level: Level,
-    policy: &'a TenantPolicy,
+/// The answer to one event the use case took: its ack (a REJECTED one for an event of an
+/// unknown tenant), or the error that ends the call or stream.
+fn answer(
+    event_id: &str,
+    outcome: Result<EventOutcome, EventError>,
+) -> Result<pb::InventoryAck, ApiError> {
+    match outcome {
+        Ok(outcome) => Ok(ack(event_id, outcome)),
+        Err(e @ EventError::UnknownTenant(_)) => Ok(rejected(event_id, Vec::new(), e.to_string())),
+        Err(EventError::Store(e)) => Err(e.into()),
+    }
 }
 
 /// Applies one parsed event. A bad event is answered by a REJECTED ack; only a failing
@@ -47,54 +54,17 @@ pub(super) async fn process_event(
     tenant_id: &str,
     event: Result<InventoryEvent, Rejection>,
 ) -> Result<pb::InventoryAck, ApiError> {
-    let p = match prepare_event(state, tenant_id, event) {
-        Ok(p) => p,
-        Err(rejected) => return Ok(rejected),
-    };
-    let span = event_span(tenant_id, &p);
-    let traceparent = crate::telemetry::traceparent(&span);
-    apply_one(state, tenant_id, &p, traceparent.as_deref())
-        .instrument(span)
-        .await
+    match event {
+        Ok(event) => answer(
+            &event.event_id,
+            inventory::apply_event(state, tenant_id, &event).await,
+        ),
+        Err(r) => Ok(rejected(&r.event_id, r.field_violations, String::new())),
+    }
 }
 
-/// The span of one inventory event, a child of its call's; its context is stored with a
-/// release the event starts, for the release's send batches to link to.
-pub(super) fn event_span(tenant_id: &str, p: &Prepared<'_>) -> tracing::Span {
-    tracing::info_span!(
-        "inventory_event",
-        otel.name = "inventory event",
-        tenant_id,
-        event_id = %p.event_id,
-        variant_id = %p.level.variant_id,
-        location_id = %p.level.location_id,
-    )
-}
-
-/// Applies one checked event in a transaction of its own; its ack.
-pub(super) async fn apply_one(
-    state: &AppState,
-    tenant_id: &str,
-    p: &Prepared<'_>,
-    traceparent: Option<&str>,
-) -> Result<pb::InventoryAck, ApiError> {
-    let outcome = state
-        .store
-        .apply_inventory_event(
-            tenant_id,
-            &p.event_id,
-            traceparent,
-            &p.level,
-            &restock_policy(p.policy),
-            state.clock.now(),
-        )
-        .await?;
-    Ok(applied(state, tenant_id, p, outcome))
-}
-
-/// Events of one stream that arrived together, applied in one transaction with one ack each,
-/// in order. A batch the store cannot apply as a whole (a deadlock with another stream, a bad
-/// row) is applied event by event, so one event's failure is that event's alone.
+/// Events of one stream that arrived together, applied together by the use case, with one
+/// ack each, in order; the answers end at the first failure.
 ///
 /// An event for a tenant the caller may not act for ends the stream with PERMISSION_DENIED;
 /// the events before it are applied and acked, nothing from it on is written.
@@ -118,67 +88,30 @@ pub(super) async fn process_events(
 }
 
 /// [`process_events`] of events whose tenants the caller may act for.
-pub(super) async fn process_events_allowed(
+async fn process_events_allowed(
     state: &AppState,
     batch: &[pb::StreamInventoryRequest],
 ) -> Vec<Result<pb::InventoryAck, ApiError>> {
     let now = state.clock.now();
-    let prepared: Vec<Result<Prepared, pb::InventoryAck>> = batch
+    let parsed: Vec<Result<InventoryEvent, Rejection>> = batch
         .iter()
-        .map(|m| prepare_event(state, &m.tenant_id, InventoryEvent::streamed(m, now)))
+        .map(|m| InventoryEvent::streamed(m, now))
         .collect();
-    let policies: Vec<Option<RestockPolicy>> = prepared
+    let valid: Vec<(&str, &InventoryEvent)> = batch
         .iter()
-        .map(|p| p.as_ref().ok().map(|p| restock_policy(p.policy)))
+        .zip(&parsed)
+        .filter_map(|(m, p)| Some((m.tenant_id.as_str(), p.as_ref().ok()?)))
         .collect();
-    let spans: Vec<tracing::Span> = batch
-        .iter()
-        .zip(&prepared)
-        .map(|(m, p)| match p {
-            Ok(p) => event_span(&m.tenant_id, p),
-            Err(_) => tracing::Span::none(),
-        })
-        .collect();
-    let traceparents: Vec<Option<String>> =
-        spans.iter().map(crate::telemetry::traceparent).collect();
-    let work: Vec<(&str, &str, Option<&str>, &Level, &RestockPolicy)> = batch
-        .iter()
-        .zip(&prepared)
-        .zip(&policies)
-        .zip(&traceparents)
-        .filter_map(|(((m, p), policy), traceparent)| {
-            let p = p.as_ref().ok()?;
-            Some((
-                m.tenant_id.as_str(),
-                p.event_id.as_str(),
-                traceparent.as_deref(),
-                &p.level,
-                policy.as_ref()?,
-            ))
-        })
-        .collect();
-    let together = if work.len() > 1 {
-        state.store.apply_inventory_events(&work, now).await.ok()
-    } else {
-        None
-    };
-    let mut outcomes = together.map(Vec::into_iter);
+    let mut outcomes = inventory::apply_events(state, &valid).await.into_iter();
     let mut answers = Vec::with_capacity(batch.len());
-    for (((m, p), span), traceparent) in batch.iter().zip(prepared).zip(spans).zip(&traceparents) {
-        let p = match p {
-            Ok(p) => p,
-            Err(rejected) => {
-                answers.push(Ok(rejected));
-                continue;
-            }
-        };
-        let answer = match outcomes.as_mut().and_then(Iterator::next) {
-            Some(o) => Ok(applied(state, &m.tenant_id, &p, o)),
-            None => {
-                apply_one(state, &m.tenant_id, &p, traceparent.as_deref())
-                    .instrument(span)
-                    .await
-            }
+    for event in parsed {
+        let answer = match event {
+            Err(r) => Ok(rejected(&r.event_id, r.field_violations, String::new())),
+            Ok(event) => match outcomes.next() {
+                Some(outcome) => answer(&event.event_id, outcome),
+                // The use case stopped at an earlier failure, already answered.
+                None => break,
+            },
         };
         let failed = answer.is_err();
         answers.push(answer);
@@ -188,43 +121,4 @@ pub(super) async fn process_events_allowed(
         }
     }
     answers
-}
-
-/// The ack of an applied (or duplicate, or stale) event; wakes the dispatcher on a restock.
-pub(super) fn applied(
-    state: &AppState,
-    tenant_id: &str,
-    p: &Prepared,
-    outcome: EventOutcome,
-) -> pb::InventoryAck {
-    if let EventOutcome::Applied {
-        restock: Some(restock),
-    } = outcome
-    {
-        tracing::info!(tenant_id, variant_id = %p.level.variant_id, location_id = %p.level.location_id, %restock, "restock started");
-        state.dispatch_wake.notify_one();
-    }
-    ack(&p.event_id, outcome)
-}
-
-/// A parsed event with its tenant's policy: ready to apply, or the ack that rejects it.
-pub(super) fn prepare_event<'a>(
-    state: &'a AppState,
-    tenant_id: &str,
-    event: Result<InventoryEvent, Rejection>,
-) -> Result<Prepared<'a>, pb::InventoryAck> {
-    let InventoryEvent { event_id, level } =
-        event.map_err(|r| rejected(&r.event_id, r.field_violations, String::new()))?;
-    let Some(policy) = state.tenants.get(tenant_id) else {
-        return Err(rejected(
-            &event_id,
-            Vec::new(),
-            format!("unknown tenant \"{tenant_id}\""),
-        ));
-    };
-    Ok(Prepared {
-        event_id,
-        level,
-        policy,
-    })
 }

@@ -7,8 +7,6 @@ use crate::app::eligibility::{self, DryRunQuery, ExplainError, ExplainQuery};
 use crate::grpc::requests::dry_run::DryRun;
 use crate::grpc::requests::eligibility::Explain;
 
-pub(super) use crate::app::eligibility::total_available;
-
 impl EligibilityApi {
     pub(super) async fn explain(
         &self,

@@ -1,6 +1,7 @@
 //! Inventory in (a stream, a batch, a snapshot) and stock out.
 
 use super::*;
+use crate::app::inventory::{self, StockError};
 use crate::grpc::requests::eligibility::GetStock;
 use crate::grpc::requests::inventory::{ReportInventory, SyncHeader, MAX_SYNC_LEVELS};
 
@@ -95,20 +96,30 @@ impl EligibilityApi {
             location_ids,
         } = request.into_inner().try_into()?;
         let policy = self.state.tenant(&caller, &tenant_id)?;
-        let stock = self
-            .state
-            .store
-            .stock(&tenant_id, &variant_id, &location_ids)
+        let found = inventory::stock(&self.state, policy, &tenant_id, &variant_id, &location_ids)
             .await
-            .map_err(ApiError::from)?;
-        if stock.locations.is_empty() && stock.product_id.is_none() && stock.details.title.is_none()
-        {
-            return Err(ApiError::NotFound(format!(
-                "no stock or details of variant \"{variant_id}\""
-            ))
-            .into());
-        }
-        let total = total_available(&stock.locations);
+            .map_err(|e| match e {
+                StockError::Store(e) => ApiError::from(e),
+                e @ StockError::Unknown(_) => ApiError::NotFound(e.to_string()),
+            })?;
+        let locations = found
+            .stock
+            .locations
+            .iter()
+            .map(|l| pb::LocationStock {
+                in_stock: found.in_stock(l),
+                location_id: l.location_id.clone(),
+                available_to_sell: l.available,
+                on_order: l.on_order,
+                sequence_number: l.last_sequence.unwrap_or(0) as u64,
+                observe_time: l.last_observed_at.map(timestamp),
+                update_time: Some(timestamp(l.updated_at)),
+                last_event_id: l.last_event_id.clone().unwrap_or_default(),
+                last_restock_id: l.last_restock_id.map(|r| r.to_string()).unwrap_or_default(),
+                last_restock_time: l.last_restock_at.map(timestamp),
+            })
+            .collect();
+        let stock = found.stock;
         Ok(Response::new(pb::GetStockResponse {
             variant_id,
             product_id: stock.product_id.unwrap_or_default(),
@@ -117,25 +128,10 @@ impl EligibilityApi {
                 options: stock.details.options,
                 deep_link: stock.details.deep_link.unwrap_or_default(),
             }),
-            locations: stock
-                .locations
-                .into_iter()
-                .map(|l| pb::LocationStock {
-                    in_stock: l.available >= policy.restock_threshold,
-                    location_id: l.location_id,
-                    available_to_sell: l.available,
-                    on_order: l.on_order,
-                    sequence_number: l.last_sequence.unwrap_or(0) as u64,
-                    observe_time: l.last_observed_at.map(timestamp),
-                    update_time: Some(timestamp(l.updated_at)),
-                    last_event_id: l.last_event_id.unwrap_or_default(),
-                    last_restock_id: l.last_restock_id.map(|r| r.to_string()).unwrap_or_default(),
-                    last_restock_time: l.last_restock_at.map(timestamp),
-                })
-                .collect(),
-            total_available_to_sell: total,
-            restock_threshold: policy.restock_threshold,
-            rearm_level: policy.rearm_level,
+            locations,
+            total_available_to_sell: found.total_available,
+            restock_threshold: found.restock_threshold,
+            rearm_level: found.rearm_level,
         }))
     }
 
@@ -152,14 +148,10 @@ impl EligibilityApi {
         let now = self.state.clock.now();
         let header = SyncHeader::parse(&first, now)?;
         let policy = self.state.tenant(&caller, &header.tenant_id)?;
-        let detection = restock_policy(policy);
-        let (tenant_id, snapshot_at) = (&header.tenant_id, header.snapshot_at);
-        let mut session = self
-            .state
-            .store
-            .begin_sync(tenant_id, snapshot_at)
-            .await
-            .map_err(ApiError::from)?;
+        let mut sync =
+            inventory::begin_sync(&self.state, policy, &header.tenant_id, header.snapshot_at)
+                .await
+                .map_err(ApiError::from)?;
         let (mut received, mut rejected_count) = (0u64, 0u64);
         let mut rejections = Vec::new();
         let mut next = Some(first);
@@ -191,27 +183,18 @@ impl EligibilityApi {
                     }
                 }
             }
-            session
-                .apply(&chunk, &detection, now)
-                .await
-                .map_err(ApiError::from)?;
+            sync.apply(&chunk).await.map_err(ApiError::from)?;
             next = inbound.message().await?;
         }
-        let counts = session
-            .commit(header.zero_missing, &header.location_ids, &detection, now)
+        let counts = sync
+            .commit(
+                &self.state,
+                header.zero_missing,
+                &header.location_ids,
+                received,
+            )
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(
-            tenant_id,
-            received,
-            changed = counts.changed,
-            zeroed = counts.zeroed,
-            restocks = counts.restocks_started,
-            "inventory synced"
-        );
-        if counts.restocks_started > 0 {
-            self.state.dispatch_wake.notify_one();
-        }
         Ok(Response::new(pb::SyncInventoryResponse {
             received_count: received,
             changed_count: counts.changed,

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 
 use futures_util::FutureExt;
 use restock_domain::eligibility::Outcome;
-use restock_domain::restock::Hysteresis;
-use restock_domain::TenantPolicy;
-use restock_store::inventory::{EventOutcome, Level, RestockPolicy};
+use restock_store::inventory::EventOutcome;
 use restock_store::substitutes::{GroupRow, Member};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,7 +31,6 @@ mod inventory;
 mod substitutes;
 
 use events::*;
-use explain::*;
 
 /// Acknowledgements buffered per stream. A client that stops reading them stops being read
 /// from: the server's memory per stream is this many acks, whatever the client sends.
@@ -51,18 +48,6 @@ pub struct EligibilityApi {
 impl EligibilityApi {
     pub fn new(state: Arc<AppState>) -> Self {
         Self { state }
-    }
-}
-
-/// The parts of a tenant's policy that restock detection reads.
-pub fn restock_policy(policy: &TenantPolicy) -> RestockPolicy<'_> {
-    RestockPolicy {
-        hysteresis: Hysteresis {
-            threshold: policy.restock_threshold,
-            rearm_level: policy.rearm_level,
-        },
-        excluded_products: &policy.excluded_products,
-        excluded_variants: &policy.excluded_variants,
     }
 }
 

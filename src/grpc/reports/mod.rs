@@ -1,19 +1,18 @@
-//! The report RPCs of DispatchService: parse the request into a scope, read the raw figures
-//! from the store, and let the domain turn them into ratios, the lift and its intervals.
+//! The report RPCs of DispatchService: parse the request, let `app::reports` read the figures
+//! and compute what they come to, and view the report.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use restock_domain::report::{self, NoLift, Ratio};
-use restock_domain::TenantPolicy;
-use restock_store::reports::{DayFigures, Figures, Scope, SignupFigures};
+use restock_domain::report::{NoLift, Ratio};
+use restock_store::reports::{DayFigures, SignupFigures};
 
 use super::convert::timestamp;
 use super::requests::reports::{PeriodReport, ReleaseReport, VariantReport};
+use crate::app::reports::{self, Report, ReportError};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::proto::v1 as pb;
-use crate::reporting::{self, OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
+use crate::reporting::{OPT_OUT_WINDOW, SELL_THROUGH_WINDOW};
 use crate::state::AppState;
 
 pub async fn release(
@@ -26,14 +25,14 @@ pub async fn release(
         release_id,
     } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
-    if !state.store.release_exists(&tenant_id, release_id).await? {
-        return Err(ApiError::NotFound(format!(
-            "release \"{release_id}\" not found"
-        )));
-    }
-    let report = build(state, policy, &tenant_id, &Scope::Release(release_id)).await?;
+    let report = reports::release(state, policy, &tenant_id, release_id)
+        .await
+        .map_err(|e| match e {
+            ReportError::Store(e) => ApiError::from(e),
+            e @ ReportError::ReleaseNotFound(_) => ApiError::NotFound(e.to_string()),
+        })?;
     Ok(pb::GetReleaseReportResponse {
-        report: Some(report),
+        report: Some(view(&report)),
     })
 }
 
@@ -49,13 +48,9 @@ pub async fn variant(
         before,
     } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
-    let scope = Scope::Variant {
-        variant_id,
-        from,
-        before,
-    };
+    let report = reports::variant(state, policy, &tenant_id, variant_id, from, before).await?;
     Ok(pb::GetVariantReportResponse {
-        report: Some(build(state, policy, &tenant_id, &scope).await?),
+        report: Some(view(&report)),
     })
 }
 
@@ -70,93 +65,49 @@ pub async fn period(
         before,
     } = req.try_into()?;
     let policy = state.tenant(caller, &tenant_id)?;
-    let report = build(state, policy, &tenant_id, &Scope::Period { from, before }).await?;
-    let days = state
-        .store
-        .daily_figures(&tenant_id, from, before, &policy.time_zone)
-        .await?;
+    let (report, days) = reports::period(state, policy, &tenant_id, from, before).await?;
     Ok(pb::GetPeriodReportResponse {
-        report: Some(report),
+        report: Some(view(&report)),
         days: days.iter().map(day).collect(),
         time_zone: policy.time_zone.clone(),
     })
 }
 
-/// Reads the figures of `scope` and shapes them into a report.
-async fn build(
-    state: &AppState,
-    policy: &TenantPolicy,
-    tenant_id: &str,
-    scope: &Scope,
-) -> Result<pb::AttributionReport, ApiError> {
-    let (text_window, click_window) = reporting::attribution_windows(policy);
-    let windows = reporting::windows(policy);
-    let figures = state
-        .store
-        .report_figures(tenant_id, scope, windows)
-        .await?;
-    let now = state.clock.now();
-    let mut report = shape(&figures, now, text_window, click_window);
-    report.segment_cost = policy.segment_price_milli_minor.map(|price| pb::Money {
-        amount_minor: report::segment_cost_minor(figures.segment_count, price),
-        currency_code: policy.segment_price_currency.clone(),
-    });
-    Ok(report)
-}
-
-/// The report of `f` as the API shows it; pure, so the shaping is unit-tested apart.
-fn shape(
-    f: &Figures,
-    now: DateTime<Utc>,
-    text_window: Duration,
-    click_window: Duration,
-) -> pb::AttributionReport {
-    let last_window = text_window.max(click_window);
-    let windows_closed = f
-        .last_sent_at
-        .is_some_and(|t| chrono::Duration::from_std(last_window).is_ok_and(|w| t + w <= now));
-    let lift = report::lift(
-        Ratio::new(f.treatment_conversions, f.recipient_count),
-        Ratio::new(f.holdout_conversions, f.held_out_count),
-    );
-    let revenue = f
-        .currencies
+/// A report as the API shows it.
+fn view(r: &Report) -> pb::AttributionReport {
+    let f = &r.figures;
+    let revenue = r
+        .revenue
         .iter()
         .map(|c| {
             let money = |minor: i64| pb::Money {
                 amount_minor: minor,
-                currency_code: c.currency.clone(),
+                currency_code: c.figures.currency.clone(),
             };
-            let per =
-                |n: u64| (n > 0).then(|| money((c.revenue_minor as f64 / n as f64).round() as i64));
             pb::CurrencyRevenue {
-                currency_code: c.currency.clone(),
-                conversion_count: c.orders,
-                units: c.units,
-                revenue: Some(money(c.revenue_minor)),
-                last_click_conversion_count: c.last_click_orders,
-                last_click_revenue: Some(money(c.last_click_revenue_minor)),
-                refund_count: c.refund_count,
-                refunded: Some(money(c.refunded_minor)),
-                revenue_per_text: per(f.sent_count),
-                revenue_per_subscriber: per(f.recipient_count),
-                incremental_revenue: lift.as_ref().ok().and_then(|l| {
-                    report::incremental_revenue(l, c.revenue_minor, f.conversion_count).map(|r| {
-                        pb::IncrementalRevenue {
-                            estimate: Some(money(r.estimate)),
-                            lower: Some(money(r.lower)),
-                            upper: Some(money(r.upper)),
-                        }
-                    })
+                currency_code: c.figures.currency.clone(),
+                conversion_count: c.figures.orders,
+                units: c.figures.units,
+                revenue: Some(money(c.figures.revenue_minor)),
+                last_click_conversion_count: c.figures.last_click_orders,
+                last_click_revenue: Some(money(c.figures.last_click_revenue_minor)),
+                refund_count: c.figures.refund_count,
+                refunded: Some(money(c.figures.refunded_minor)),
+                revenue_per_text: c.per_text_minor.map(money),
+                revenue_per_subscriber: c.per_subscriber_minor.map(money),
+                incremental_revenue: c.incremental.map(|r| pb::IncrementalRevenue {
+                    estimate: Some(money(r.estimate)),
+                    lower: Some(money(r.lower)),
+                    upper: Some(money(r.upper)),
                 }),
             }
         })
         .collect();
     pb::AttributionReport {
-        compute_time: Some(timestamp(now)),
-        windows_closed,
-        text_window: Some(duration(text_window)),
-        click_window: Some(duration(click_window)),
+        compute_time: Some(timestamp(r.computed_at)),
+        windows_closed: r.windows_closed,
+        text_window: Some(duration(r.text_window)),
+        click_window: Some(duration(r.click_window)),
         release_count: f.release_count,
         recipient_count: f.recipient_count,
         held_out_count: f.held_out_count,
@@ -182,22 +133,22 @@ fn shape(
         conversion_rate: Some(ratio(f.conversion_count, f.sent_count)),
         click_conversion_rate: Some(ratio(f.click_conversion_count, f.clicked_count)),
         revenue,
-        time_to_purchase_median: report::median(&f.times_to_purchase).map(duration),
-        time_to_purchase_p90: report::p90(&f.times_to_purchase).map(duration),
-        lift: Some(conversion_lift(f, &lift, text_window)),
+        time_to_purchase_median: r.time_to_purchase_median.map(duration),
+        time_to_purchase_p90: r.time_to_purchase_p90.map(duration),
+        lift: Some(conversion_lift(r)),
         complaint_rate: Some(ratio(f.complaint_count, f.sent_count)),
-        complaints_per_thousand_texts: report::per_thousand(Ratio::new(
-            f.complaint_count,
-            f.sent_count,
-        )),
-        opt_outs_per_thousand_texts: report::per_thousand(Ratio::new(
-            f.opt_out_count,
-            f.sent_count,
-        )),
+        complaints_per_thousand_texts: r.complaints_per_thousand_texts,
+        opt_outs_per_thousand_texts: r.opt_outs_per_thousand_texts,
         signups: Some(signups(&f.signups)),
         sell_through: Some(ratio(f.units_sold_after_restock, f.units_restocked)),
         sell_through_window: Some(duration(SELL_THROUGH_WINDOW)),
-        segment_cost: None,
+        segment_cost: r
+            .segment_cost
+            .as_ref()
+            .map(|(amount_minor, currency)| pb::Money {
+                amount_minor: *amount_minor,
+                currency_code: currency.clone(),
+            }),
     }
 }
 
@@ -268,18 +219,15 @@ fn signups(s: &SignupFigures) -> pb::SignupFigures {
     }
 }
 
-fn conversion_lift(
-    f: &Figures,
-    lift: &Result<report::Lift, NoLift>,
-    window: Duration,
-) -> pb::ConversionLift {
+fn conversion_lift(r: &Report) -> pb::ConversionLift {
+    let f = &r.figures;
     let mut out = pb::ConversionLift {
         treatment_conversion: Some(ratio(f.treatment_conversions, f.recipient_count)),
         holdout_conversion: Some(ratio(f.holdout_conversions, f.held_out_count)),
-        window: Some(duration(window)),
+        window: Some(duration(r.text_window)),
         ..Default::default()
     };
-    match lift {
+    match &r.lift {
         Ok(l) => {
             out.available = true;
             out.difference = l.difference;
@@ -306,7 +254,7 @@ fn ratio(numerator: u64, denominator: u64) -> pb::Ratio {
     }
 }
 
-fn interval(i: report::Interval) -> pb::Interval {
+fn interval(i: restock_domain::report::Interval) -> pb::Interval {
     pb::Interval {
         lower: i.lower,
         upper: i.upper,

@@ -1,7 +1,18 @@
-//! How figures are shaped into reports: scopes, holdouts, cached figures, lift.
+//! How reports are shown: rates over nothing, holdouts, cached figures, lift.
 
 use super::*;
-use restock_store::reports::CurrencyFigures;
+use chrono::{DateTime, Utc};
+use restock_store::reports::{CurrencyFigures, Figures};
+
+/// A report of `f` computed at `now`, as the API shows it.
+fn shape(
+    f: &Figures,
+    now: DateTime<Utc>,
+    text_window: Duration,
+    click_window: Duration,
+) -> pb::AttributionReport {
+    view(&reports::compute(f, now, text_window, click_window))
+}
 
 fn hours(h: u64) -> Duration {
     Duration::from_secs(h * 3600)

@@ -24,12 +24,8 @@ pub struct Rejection {
     pub field_violations: Vec<pb::FieldViolation>,
 }
 
-/// A valid inventory event: its id and the level it reports.
-#[derive(Debug)]
-pub struct InventoryEvent {
-    pub event_id: String,
-    pub level: Level,
-}
+/// A valid inventory event: the use case's command, built from the request here.
+pub use crate::app::inventory::InventoryEvent;
 
 impl InventoryEvent {
     /// One event of `tenant_id` (an empty tenant is the event's fault); field paths start with

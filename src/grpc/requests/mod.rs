@@ -8,6 +8,7 @@ pub mod inventory;
 pub mod purchases;
 pub mod reports;
 pub mod subscribe;
+pub mod views;
 pub mod waitlist;
 
 use chrono::{DateTime, Utc};
