@@ -201,3 +201,104 @@ async fn a_replica_frozen_past_its_lease_never_sends_what_another_took_over() {
     );
     drop(other);
 }
+
+/// The last check before a hand-over is one statement over the whole batch: each text is
+/// answered for itself (a phone opted out, a phone erased, a lease another owner holds), only
+/// the texts that may go are marked handed, and a text that vanished is nobody's to send.
+#[tokio::test]
+async fn the_last_check_answers_each_text_of_a_batch_and_marks_only_those_that_go() {
+    let fake = FakeTwilio::start().await.expect("fake");
+    let app = spawn_stepped_sender(&fake, |_| {}).await;
+    let phones = phones(4, 7100);
+    subscribe_all(&app, "last-check", &phones).await;
+    set_stock(&app, "last-check", "web", 10, 1).await;
+    let engine = app.engine.clone().expect("engine");
+    restock::workers::scheduler::run_once(&engine)
+        .await
+        .expect("plan");
+    let store = &app.state.store;
+    let owner = "replica-a";
+    let claimed = store
+        .claim_due(owner, Duration::from_secs(30), 10, app.clock.now_dt())
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 4, "every planned text claimed");
+    let id_of = |phone: &str| {
+        claimed
+            .iter()
+            .find(|c| c.candidate.phone_e164.as_deref() == Some(phone))
+            .map(|c| c.message_id)
+            .expect("claimed")
+    };
+    let (go, opted_out, erased, taken) = (
+        id_of(&phones[0]),
+        id_of(&phones[1]),
+        id_of(&phones[2]),
+        id_of(&phones[3]),
+    );
+    app.opt_out(pb::OptOutRequest {
+        tenant_id: "demo".into(),
+        phone_number: phones[1].clone(),
+        source: pb::ConsentSource::Support as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("opt out");
+    app.erase_phone(pb::ErasePhoneRequest {
+        tenant_id: "demo".into(),
+        phone_number: phones[2].clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("erase");
+    let db = app.db().await;
+    db.execute(
+        "UPDATE messages SET lease_owner = 'replica-b' WHERE message_id = $1",
+        &[&taken],
+    )
+    .await
+    .expect("take over");
+
+    let vanished = uuid::Uuid::now_v7();
+    let mut batch: Vec<(String, uuid::Uuid)> = [go, opted_out, erased, taken, vanished]
+        .into_iter()
+        .map(|id| ("demo".to_string(), id))
+        .collect();
+    batch.reverse();
+    let verdicts: HashMap<uuid::Uuid, restock_store::handover::Handover> = store
+        .mark_handed(owner, &batch, app.clock.now_dt(), Duration::from_secs(5))
+        .await
+        .expect("last check")
+        .into_iter()
+        .collect();
+    use restock_store::handover::Handover;
+    assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+    assert_eq!(verdicts[&go], Handover::Go);
+    assert_eq!(verdicts[&opted_out], Handover::OptedOut);
+    assert_eq!(verdicts[&erased], Handover::Erased);
+    assert_eq!(verdicts[&taken], Handover::LeaseLost);
+    assert_eq!(verdicts[&vanished], Handover::LeaseLost);
+    let handed: Vec<uuid::Uuid> = db
+        .query(
+            "SELECT message_id FROM messages WHERE handed_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("handed")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(handed, vec![go], "only the text that goes is marked handed");
+
+    // A lease about to run out (within the margin) is as good as lost.
+    let late = store
+        .mark_handed(
+            owner,
+            &[("demo".to_string(), go)],
+            app.clock.now_dt() + chrono::Duration::seconds(28),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("late check");
+    assert_eq!(late, vec![(go, Handover::LeaseLost)]);
+}

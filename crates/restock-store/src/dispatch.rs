@@ -18,7 +18,7 @@ use restock_domain::{MessageStatus, ReleaseState};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::cached::{execute, query, query_one, query_opt};
+use crate::cached::{execute, query, query_indexed, query_one, query_opt};
 use crate::eligibility::{
     candidate, substitute_join, substitute_purchase, CandidateRow, CANDIDATE_COLUMNS,
     SUBSTITUTE_COLUMNS,
@@ -1213,11 +1213,14 @@ impl Store {
             &owner, &now, &tenant, &id, &status, &reason, &due, &pid, &pstatus, &segments, &sent,
             &attempted, &ecode, &edesc, &eperm, &lease,
         ];
-        // A reminder is added in the same transaction as its first text's outcome.
+        // Each message is found by its key (see `query_indexed`; V17 keeps the lease index,
+        // which holds every version that was ever sending, out of this plan). A reminder is
+        // added in the same transaction as its first text's outcome.
         let rows = if reminders.is_empty() {
-            query(&client, sql, params).await?
+            query_indexed(&client, sql, params).await?
         } else {
             let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
             let rows = query(&tx, sql, params).await?;
             add_reminders(&tx, reminders, now).await?;
             tx.commit().await?;

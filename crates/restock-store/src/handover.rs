@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::cached::query;
+use crate::cached::{query, query_indexed};
 use crate::{Store, StoreError};
 
 /// Share locks on contacts, held by a task of their own until [`Fence::release`] (or drop).
@@ -140,56 +140,43 @@ impl Store {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let mut tenants: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
-        tenants.sort_unstable();
-        tenants.dedup();
+        let tenants: Vec<&str> = messages.iter().map(|m| m.0.as_str()).collect();
         let ids: Vec<Uuid> = messages.iter().map(|m| m.1).collect();
         let safe_until = now + chrono::Duration::from_std(margin).unwrap_or_default();
-        // Two statements, both by primary key (`tenant_id = ANY AND message_id = ANY`, which
-        // the planner serves from the key whatever the outbox's statistics say). The fence
-        // keeps opt-outs and erasures of these contacts out from between them.
-        let flags = query(
+        // One statement, one round trip: the check, then the mark of those that may go, each
+        // message found by its key (joined to the batch's keys, never through an index that
+        // holds every version of every text of the release). It starts after the fence's
+        // locks are held, and keeps opt-outs and erasures of these contacts out of it. A
+        // lease taken over after the check fails the update's own condition (re-read on the
+        // newest version); `COALESCE` keeps `messages_leases` out of the update's plan.
+        let flags = query_indexed(
             &client,
-            "SELECT m.message_id, \
-               (m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4), \
-               (ct.phone_e164 IS NULL OR ct.erased_at IS NOT NULL), \
-               COALESCE((SELECT e.kind FROM consent_events e \
-                  WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
-                    AND e.kind IN ('opt_in', 'opt_out') ORDER BY e.seq DESC LIMIT 1) = 'opt_out', \
-                 false) \
-             FROM messages m \
-             JOIN contacts ct ON ct.tenant_id = m.tenant_id AND ct.contact_id = m.contact_id \
-             WHERE m.tenant_id = ANY($1) AND m.message_id = ANY($2)",
-            &[&tenants, &ids, &owner, &safe_until],
+            "WITH f AS MATERIALIZED ( \
+               SELECT m.tenant_id, m.message_id, \
+                 COALESCE(m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4, false) AS held, \
+                 (ct.phone_e164 IS NULL OR ct.erased_at IS NOT NULL) AS erased, \
+                 COALESCE((SELECT e.kind FROM consent_events e \
+                    WHERE e.tenant_id = m.tenant_id AND e.contact_id = m.contact_id \
+                      AND e.kind IN ('opt_in', 'opt_out') ORDER BY e.seq DESC LIMIT 1) = 'opt_out', \
+                   false) AS opted_out \
+               FROM UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, message_id) \
+               JOIN messages m ON m.tenant_id = u.tenant_id AND m.message_id = u.message_id \
+               JOIN contacts ct ON ct.tenant_id = m.tenant_id AND ct.contact_id = m.contact_id), \
+             handed AS ( \
+               UPDATE messages m SET handed_at = $5 FROM f \
+               WHERE m.tenant_id = f.tenant_id AND m.message_id = f.message_id \
+                 AND f.held AND NOT f.erased AND NOT f.opted_out \
+                 AND m.status = 'sending' AND m.lease_owner = $3 \
+                 AND COALESCE(m.lease_until, '-infinity') > $4 \
+               RETURNING m.message_id) \
+             SELECT f.message_id, f.held, f.erased, f.opted_out, h.message_id IS NOT NULL \
+             FROM f LEFT JOIN handed h ON h.message_id = f.message_id",
+            &[&tenants, &ids, &owner, &safe_until, &now],
         )
         .await?;
-        let go: Vec<Uuid> = flags
-            .iter()
-            .filter(|r| r.get::<_, bool>(1) && !r.get::<_, bool>(2) && !r.get::<_, bool>(3))
-            .map(|r| r.get(0))
-            .collect();
-        let marked: std::collections::HashSet<Uuid> = if go.is_empty() {
-            Default::default()
-        } else {
-            query(
-                &client,
-                "UPDATE messages m SET handed_at = $5 \
-                 WHERE m.tenant_id = ANY($1) AND m.message_id = ANY($2) \
-                   AND m.status = 'sending' AND m.lease_owner = $3 AND m.lease_until > $4 \
-                 RETURNING m.message_id",
-                &[&tenants, &go, &owner, &safe_until, &now],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-        };
         let rows: Vec<(Uuid, bool, bool, bool, bool)> = flags
             .iter()
-            .map(|r| {
-                let id: Uuid = r.get(0);
-                (id, r.get(1), r.get(2), r.get(3), marked.contains(&id))
-            })
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
             .collect();
         let mut answers: Vec<(Uuid, Handover)> = rows
             .into_iter()

@@ -134,6 +134,24 @@ mod cached {
         Ok(c.query_opt(&st, params).await?)
     }
 
+    /// `sql` in a transaction of its own whose plan looks rows up by index, never by a
+    /// sequential scan, whatever the statistics say (a release's outbox grows from nothing
+    /// faster than autovacuum analyzes it), pipelined: BEGIN, the statement and COMMIT in one
+    /// round trip. A failed statement aborts the transaction; its COMMIT then rolls back.
+    pub async fn query_indexed(
+        c: &deadpool_postgres::ClientWrapper,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let st = c.prepare_cached(sql).await?;
+        let (_, rows, _) = tokio::try_join!(
+            c.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
+            c.query(&st, params),
+            c.batch_execute("COMMIT"),
+        )?;
+        Ok(rows)
+    }
+
     pub async fn execute<C: GenericClient>(
         c: &C,
         sql: &str,
