@@ -181,6 +181,11 @@ async fn subscribe_batch(
 ) -> Result<Vec<Option<Result<SubscribeOutcome, StoreError>>>, StoreError> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
+    // The batch's statements take arrays: a custom plan per call costs more than running them
+    // (planning ~1.6 ms for the ledger read, ~4 ms for the places), and the generic one is as
+    // good, since the arrays' sizes are all the planner would learn.
+    tx.batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        .await?;
 
     // 1. Contacts, created where missing and locked, in a fixed order so concurrent batches
     //    cannot deadlock.
