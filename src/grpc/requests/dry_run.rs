@@ -113,17 +113,7 @@ impl DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tokens() -> PageTokens {
-        PageTokens::new(b"test key")
-    }
-
-    fn fields(e: ApiError) -> Vec<String> {
-        match e {
-            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
-            other => panic!("not INVALID_ARGUMENT: {other:?}"),
-        }
-    }
+    use crate::grpc::requests::test_support::{fields, tokens};
 
     fn dry_run() -> pb::DryRunRequest {
         pb::DryRunRequest {

@@ -38,3 +38,23 @@ pub(crate) fn period(
     }
     Some((from, before))
 }
+
+/// What the commands' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::error::ApiError;
+    use crate::grpc::paging::PageTokens;
+
+    /// A page-token key for tests.
+    pub fn tokens() -> PageTokens {
+        PageTokens::new(b"test key")
+    }
+
+    /// The fields an INVALID_ARGUMENT names, in order; panics on any other error.
+    pub fn fields(e: ApiError) -> Vec<String> {
+        match e {
+            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+}

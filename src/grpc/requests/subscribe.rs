@@ -141,13 +141,7 @@ impl Subscribe {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(e: ApiError) -> Vec<String> {
-        match e {
-            ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
-            other => panic!("not INVALID_ARGUMENT: {other:?}"),
-        }
-    }
+    use crate::grpc::requests::test_support::fields;
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()

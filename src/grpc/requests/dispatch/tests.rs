@@ -1,17 +1,7 @@
 //! The dispatch service's request commands: every bad field named, page tokens bound.
 
 use super::*;
-
-fn tokens() -> PageTokens {
-    PageTokens::new(b"test key")
-}
-
-fn fields(e: ApiError) -> Vec<String> {
-    match e {
-        ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
-        other => panic!("not INVALID_ARGUMENT: {other:?}"),
-    }
-}
+use crate::grpc::requests::test_support::{fields, tokens};
 
 #[test]
 fn list_releases_names_every_bad_field() {

@@ -1,17 +1,7 @@
 //! Unit tests of the EligibilityService commands.
 
 use super::*;
-
-fn tokens() -> PageTokens {
-    PageTokens::new(b"test key")
-}
-
-fn fields(e: ApiError) -> Vec<String> {
-    match e {
-        ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
-        other => panic!("not INVALID_ARGUMENT: {other:?}"),
-    }
-}
+use crate::grpc::requests::test_support::{fields, tokens};
 
 #[test]
 fn list_exclusions_tokens_are_bound_to_their_filters() {

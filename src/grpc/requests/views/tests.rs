@@ -2,13 +2,7 @@
 //! today.
 
 use super::*;
-
-fn fields(e: ApiError) -> Vec<String> {
-    match e {
-        ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
-        other => panic!("not INVALID_ARGUMENT: {other:?}"),
-    }
-}
+use crate::grpc::requests::test_support::fields;
 
 fn today() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()

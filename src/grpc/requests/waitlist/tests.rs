@@ -1,13 +1,7 @@
 //! Unit tests of the WaitlistService commands.
 
 use super::*;
-
-fn fields(e: ApiError) -> Vec<String> {
-    match e {
-        ApiError::InvalidArgument(v) => v.into_iter().map(|(field, _)| field).collect(),
-        other => panic!("not INVALID_ARGUMENT: {other:?}"),
-    }
-}
+use crate::grpc::requests::test_support::fields;
 
 #[test]
 fn list_subscriptions_tokens_are_bound_to_the_phone() {
