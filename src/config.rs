@@ -113,11 +113,20 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
+fn default_janitor_interval() -> u64 {
+    3_600
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub shutdown_grace_seconds: u64,
     pub health_check_interval_ms: u64,
+    /// How often the janitor settles finished releases' figures and forgets expired event ids,
+    /// webhook receipts and held reports (a pass at start, then every interval). 0: never, for
+    /// a process whose caller runs those passes itself (the tests).
+    #[serde(default = "default_janitor_interval")]
+    pub janitor_interval_seconds: u64,
     /// Key of the MAC that signs page tokens (a secret: from the environment,
     /// `RESTOCK__SERVER__PAGE_TOKEN_KEY`). Unset: a random key per process, so a token works
     /// only against the process that issued it; set the same key on every replica.

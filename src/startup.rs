@@ -322,13 +322,15 @@ impl Application {
             stop.clone(),
         ));
 
-        tasks.spawn(crate::workers::janitor::run(
-            state.store.clone(),
-            state.clock.clone(),
-            state.tenants.clone(),
-            Duration::from_secs(3_600),
-            stop.clone(),
-        ));
+        if settings.server.janitor_interval_seconds > 0 {
+            tasks.spawn(crate::workers::janitor::run(
+                state.store.clone(),
+                state.clock.clone(),
+                state.tenants.clone(),
+                Duration::from_secs(settings.server.janitor_interval_seconds),
+                stop.clone(),
+            ));
+        }
 
         tasks.spawn(crate::workers::janitor::apply_held_reports(
             state.store.clone(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use restock::http::signature::twilio_signature;
 use restock::proto::v1 as pb;
 use restock_domain::clock::Clock;
@@ -1070,7 +1070,9 @@ async fn webhook_receipts_are_kept_a_week_then_pruned() {
     let phone = "+14155550123";
     post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
     app.clock.advance(chrono::Duration::days(6));
+    let recent = app.clock.now();
     post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    assert_eq!(app.count("webhook_receipts").await, 2);
     app.clock.advance(chrono::Duration::days(2));
     let cutoff = app.clock.now() - restock::workers::janitor::WEBHOOK_RECEIPT_RETENTION;
     let pruned = app
@@ -1080,7 +1082,55 @@ async fn webhook_receipts_are_kept_a_week_then_pruned() {
         .await
         .unwrap();
     assert_eq!(pruned, 1, "only the receipt older than a week goes");
+    let kept: Vec<DateTime<Utc>> = app
+        .db()
+        .await
+        .query("SELECT received_at FROM webhook_receipts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Postgres keeps microseconds.
+    assert_eq!(
+        kept,
+        vec![recent.trunc_subsecs(6)],
+        "the receipt from 2 days ago stays"
+    );
+    let again = app
+        .state
+        .store
+        .prune_webhook_receipts(cutoff)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+}
+
+#[tokio::test]
+async fn the_janitor_left_running_forgets_old_receipts_by_itself() {
+    let app = spawn_app_with(|s| {
+        s.sms.twilio_auth_token = TOKEN.into();
+        s.server.janitor_interval_seconds = 1;
+    })
+    .await;
+    let phone = "+14155550123";
+    let first = post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    assert_eq!(first.status, 200);
     assert_eq!(app.count("webhook_receipts").await, 1);
+    app.clock.advance(chrono::Duration::days(8));
+    post_webhook(&app, INBOUND, &inbound(phone, SENDER, "HELP"), true).await;
+    let mut kept = app.count("webhook_receipts").await;
+    for _ in 0..100 {
+        if kept == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        kept = app.count("webhook_receipts").await;
+    }
+    assert_eq!(
+        kept, 1,
+        "a pass a second forgot the week-old receipt and only it"
+    );
 }
 
 #[tokio::test]

@@ -220,6 +220,9 @@ pub async fn spawn_app_on(db_url: String, tweak: impl FnOnce(&mut Settings)) -> 
     .expect("test settings");
     settings.database.pool_size = 8;
     settings.server.health_check_interval_ms = 50;
+    // Tests settle and prune themselves, on a clock they move: a janitor pass made late (a
+    // loaded machine) after a test advanced the clock would race them.
+    settings.server.janitor_interval_seconds = 0;
     settings.server.shutdown_grace_seconds = 5;
     settings.erasure_key = Some("test-erasure-key-0123456789".into());
     settings.http.port = 0;
