@@ -148,7 +148,11 @@ impl Store {
         // holds every version of every text of the release). It starts after the fence's
         // locks are held, and keeps opt-outs and erasures of these contacts out of it. A
         // lease taken over after the check fails the update's own condition (re-read on the
-        // newest version); `COALESCE` keeps `messages_leases` out of the update's plan.
+        // newest version); `COALESCE` keeps `messages_leases` out of the update's plan. The
+        // answer is the refused plus the marked, never a join of the two: planned generically,
+        // that join was a nested loop over the batch squared (250,000 comparisons, ~40% of
+        // the statement, for 500 texts). A text allowed by the check but not marked is in
+        // neither, and counts as lost below.
         let flags = query_indexed(
             &client,
             "WITH f AS MATERIALIZED ( \
@@ -169,8 +173,9 @@ impl Store {
                  AND m.status = 'sending' AND m.lease_owner = $3 \
                  AND COALESCE(m.lease_until, '-infinity') > $4 \
                RETURNING m.message_id) \
-             SELECT f.message_id, f.held, f.erased, f.opted_out, h.message_id IS NOT NULL \
-             FROM f LEFT JOIN handed h ON h.message_id = f.message_id",
+             SELECT f.message_id, f.held, f.erased, f.opted_out, false FROM f \
+             WHERE NOT (f.held AND NOT f.erased AND NOT f.opted_out) \
+             UNION ALL SELECT h.message_id, true, false, false, true FROM handed h",
             &[&tenants, &ids, &owner, &safe_until, &now],
         )
         .await?;
@@ -196,9 +201,11 @@ impl Store {
                 (id, verdict)
             })
             .collect();
-        // A message that vanished from under the sender is not its to record.
+        // A message that vanished from under the sender, or whose lease went between the check
+        // and the mark, is not its to record.
+        let answered: std::collections::HashSet<Uuid> = answers.iter().map(|(m, _)| *m).collect();
         for (_, id) in messages {
-            if !answers.iter().any(|(m, _)| m == id) {
+            if !answered.contains(id) {
                 answers.push((*id, Handover::LeaseLost));
             }
         }
