@@ -227,6 +227,10 @@ fn default_fallback_cool_down_seconds() -> u64 {
     30
 }
 
+fn default_express_max_texts() -> u32 {
+    1_000
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchSettings {
@@ -236,6 +240,10 @@ pub struct DispatchSettings {
     pub batch_size: u32,
     /// Texts in flight to the provider at once, per process.
     pub concurrency: u32,
+    /// Releases of at most this many texts are small: an express sender of their own texts
+    /// them at once, however full the bulk batches are (0: no express lane).
+    #[serde(default = "default_express_max_texts")]
+    pub express_max_texts: u32,
     /// How long a claimed message is this process's; past it, another process reconciles it.
     pub lease_seconds: u32,
     /// Attempts at a text before a transient failure becomes final.

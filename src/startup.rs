@@ -252,6 +252,7 @@ impl Application {
                 fences: Arc::new(tokio::sync::Semaphore::new(
                     (settings.database.pool_size / 4).max(1),
                 )),
+                express: crate::workers::Slots::express(),
                 status_callback: (settings.sms.provider == ProviderKind::Twilio)
                     .then(|| format!("{}/webhooks/twilio/status", state.public_base_url)),
                 state: state.clone(),

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use restock_caps::Caps;
 use restock_sms::provider::Provider;
+use restock_store::dispatch::Lane;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,11 +45,59 @@ pub struct Engine {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Hand-over fences open at once (each holds a database connection; see `sender`).
     pub fences: Arc<tokio::sync::Semaphore>,
+    /// The express lane's own provider slots and fence (see [`Lane`]): its texts never wait
+    /// behind a bulk batch's hand-overs for either.
+    pub express: Slots,
     /// Where the provider posts delivery reports (`None` for providers that have none).
     pub status_callback: Option<String>,
 }
 
+/// Provider requests and hand-over fences a sender may hold at once.
+pub struct Slots {
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub fences: Arc<tokio::sync::Semaphore>,
+}
+
+impl Slots {
+    /// The express lane's: each express sender's batch in flight together.
+    pub fn express() -> Self {
+        Self {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(EXPRESS_SLOTS)),
+            fences: Arc::new(tokio::sync::Semaphore::new(EXPRESS_SENDERS as usize)),
+        }
+    }
+}
+
+/// The express sender's batch, and its texts in flight at once.
+pub const EXPRESS_BATCH: u32 = 100;
+const EXPRESS_SLOTS: usize = 32;
+/// Express senders per process: while one records its batch's outcomes, the other claims.
+const EXPRESS_SENDERS: u32 = 2;
+/// How long a small release's due text is the express lane's alone.
+pub const EXPRESS_FIRST_CALL: Duration = Duration::from_secs(1);
+
 impl Engine {
+    /// The lane of the process's bulk senders.
+    pub fn bulk_lane(&self) -> Lane {
+        match self.settings.express_max_texts {
+            0 => Lane::Any,
+            n => Lane::Bulk {
+                small_max: n.min(i32::MAX as u32) as i32,
+                first_call: EXPRESS_FIRST_CALL,
+            },
+        }
+    }
+
+    /// The express sender's lane, when there is one.
+    pub fn express_lane(&self) -> Option<Lane> {
+        match self.settings.express_max_texts {
+            0 => None,
+            n => Some(Lane::Express {
+                small_max: n.min(i32::MAX as u32) as i32,
+            }),
+        }
+    }
+
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.settings.lease_seconds.into())
     }
@@ -72,8 +121,14 @@ pub fn start(engine: Arc<Engine>, tasks: &TaskTracker, stop: CancellationToken) 
     tasks.spawn(scheduler::run(engine.clone(), stop.clone()));
     // A few senders, so one batch's database work overlaps another's hand-overs.
     let senders = engine.settings.concurrency.div_ceil(32).clamp(2, 8);
+    let bulk = engine.bulk_lane();
     for i in 0..senders {
-        tasks.spawn(sender::run(engine.clone(), i, stop.clone()));
+        tasks.spawn(sender::run(engine.clone(), i, bulk, stop.clone()));
+    }
+    if let Some(express) = engine.express_lane() {
+        for i in senders..senders + EXPRESS_SENDERS {
+            tasks.spawn(sender::run(engine.clone(), i, express, stop.clone()));
+        }
     }
 }
 

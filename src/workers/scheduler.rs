@@ -61,15 +61,17 @@ fn planner(
 
 pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
     let tenants = Arc::new(engine.state.tenants.clone());
-    let mut planners = tokio::task::JoinSet::new();
+    // Planning has a loop of its own: a restock is picked up at once, not after a pass of the
+    // scheduler (which reconciles and opens waves, and takes a while on a busy database).
+    let tick_wake = Arc::new(tokio::sync::Notify::new());
+    let planning = tokio::spawn(plan_loop(
+        engine.clone(),
+        tenants.clone(),
+        tick_wake.clone(),
+        stop.clone(),
+    ));
     let mut failures = 0u32;
     loop {
-        // Releases are planned beside this loop, up to PLANNERS at once: a small restock is
-        // planned (and texted) while a large one's plan is still being written.
-        while planners.try_join_next().is_some() {}
-        if planners.len() < PLANNERS {
-            planners.spawn(planner_task(engine.clone(), tenants.clone(), stop.clone()));
-        }
         match tick(&engine, &tenants).await {
             Ok(_) => failures = 0,
             Err(e) => {
@@ -81,31 +83,72 @@ pub async fn run(engine: Arc<Engine>, stop: CancellationToken) {
             }
         }
         let wait = engine.poll() * failures.clamp(1, 8);
-        let stopping = tokio::select! {
-            _ = stop.cancelled() => true,
-            _ = engine.state.dispatch_wake.notified() => false,
-            _ = tokio::time::sleep(wait) => false,
-        };
-        if stopping {
-            // A plan cut short resumes from its last committed chunk, as after a crash.
-            planners.shutdown().await;
-            return;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    if let Err(e) = planning.await {
+        tracing::error!(error = %e, "the planning loop failed");
+    }
+}
+
+/// Keeps up to [`PLANNERS`] planner tasks going while releases wait to be planned, woken by
+/// restocks (`dispatch_wake`); wakes the scheduler's pass when something was planned (its waves
+/// may be due) and on every wake (a resumed release).
+async fn plan_loop(
+    engine: Arc<Engine>,
+    tenants: Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
+    tick_wake: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let mut planners = tokio::task::JoinSet::new();
+    // Whether to look for releases to plan: on a wake and every poll interval, not each time
+    // a planner ends (one that found nothing would be started again at once).
+    let mut look = true;
+    loop {
+        // Releases are planned up to PLANNERS at once: a small restock is planned (and
+        // texted) while a large one's plan is still being written.
+        // A wake while every planner is busy is kept until one ends: it may have looked
+        // before the new release was there.
+        if look && planners.len() < PLANNERS {
+            planners.spawn(planner_task(engine.clone(), tenants.clone(), stop.clone()));
+            look = false;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {
+                // A plan cut short resumes from its last committed chunk, as after a crash.
+                planners.shutdown().await;
+                return;
+            }
+            _ = engine.state.dispatch_wake.notified() => {
+                look = true;
+                tick_wake.notify_one();
+            }
+            Some(done) = planners.join_next() => {
+                if matches!(done, Ok(n) if n > 0) {
+                    tick_wake.notify_one();
+                }
+            }
+            _ = tokio::time::sleep(engine.poll()) => look = true,
         }
     }
 }
 
-/// Plans releases until none is left that no other planner holds.
+/// Plans releases until none is left that no other planner holds; answers how many.
 async fn planner_task(
     engine: Arc<Engine>,
     tenants: Arc<BTreeMap<String, restock_domain::TenantPolicy>>,
     stop: CancellationToken,
-) {
+) -> u32 {
     let mut planner = planner(&engine, &tenants);
     match plan_releases(&engine, &mut planner, &stop).await {
-        // Waves of what was planned may be due: the scheduler looks at once.
-        Ok(n) if n > 0 => engine.state.dispatch_wake.notify_one(),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "planning releases failed"),
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "planning releases failed");
+            0
+        }
     }
 }
 

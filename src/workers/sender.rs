@@ -19,7 +19,7 @@ use restock_domain::eligibility::{
 use restock_domain::waves::backoff;
 use restock_domain::{MessageStatus, Phone, TenantPolicy};
 use restock_sms::provider::{OutboundSms, SendError};
-use restock_store::dispatch::{Claimed, Outcome, OutcomeError};
+use restock_store::dispatch::{Claimed, Lane, Outcome, OutcomeError};
 use restock_store::handover::Handover;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::planner::{link_token, stock_for, Renderer};
 use super::scheduler::sender_of;
-use super::{evaluate, Engine, Known};
+use super::{evaluate, Engine, Known, EXPRESS_BATCH};
 
 /// The order of the limits in every cap request; a denial names one by index.
 const PHONE: usize = 0;
@@ -42,7 +42,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// with some delay).
 const RECONCILE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
-pub async fn run(engine: Arc<Engine>, index: u32, stop: CancellationToken) {
+pub async fn run(engine: Arc<Engine>, index: u32, lane: Lane, stop: CancellationToken) {
+    let express = matches!(lane, Lane::Express { .. });
+    let batch_size = if express {
+        engine.settings.batch_size.min(EXPRESS_BATCH)
+    } else {
+        engine.settings.batch_size
+    };
     let mut failures = 0u32;
     loop {
         if stop.is_cancelled() {
@@ -58,18 +64,22 @@ pub async fn run(engine: Arc<Engine>, index: u32, stop: CancellationToken) {
         let claimed = engine
             .state
             .store
-            .claim_due(
+            .claim_due_in(
                 &engine.owner,
                 engine.lease(),
-                i64::from(engine.settings.batch_size),
+                i64::from(batch_size),
                 now,
+                lane,
             )
             .await;
         match claimed {
             Ok(batch) if !batch.is_empty() => {
                 failures = 0;
-                let span = batch_span(&batch);
-                if let Err(e) = process(&engine, batch, claimed_at).instrument(span).await {
+                let span = batch_span(&batch, express);
+                if let Err(e) = process(&engine, batch, claimed_at, express)
+                    .instrument(span)
+                    .await
+                {
                     tracing::warn!(sender = index, error = %e, "recording a batch failed; its leases will be reconciled");
                 }
                 continue;
@@ -113,8 +123,10 @@ pub async fn send_once(engine: &Arc<Engine>) -> anyhow::Result<usize> {
         .await?;
     let claimed = batch.len();
     if claimed > 0 {
-        let span = batch_span(&batch);
-        process(engine, batch, claimed_at).instrument(span).await?;
+        let span = batch_span(&batch, false);
+        process(engine, batch, claimed_at, false)
+            .instrument(span)
+            .await?;
     } else {
         // Out of work, as the loop: owed cap refunds go back now.
         engine.caps.settle().await?;
@@ -139,11 +151,12 @@ struct Item {
 
 /// The span of one claimed batch, linked to the trace of each inventory event whose release
 /// it sends (a batch may serve several releases, so links rather than a parent).
-fn batch_span(batch: &[Claimed]) -> tracing::Span {
+fn batch_span(batch: &[Claimed], express: bool) -> tracing::Span {
     let span = tracing::info_span!(
         "send_batch",
         otel.name = "send batch",
-        messages = batch.len()
+        messages = batch.len(),
+        express
     );
     if crate::telemetry::otlp_enabled() {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -159,17 +172,41 @@ fn batch_span(batch: &[Claimed]) -> tracing::Span {
     span
 }
 
+/// Sends one claimed batch; `express`: with the express lane's own provider slots and fence.
 async fn process(
     engine: &Arc<Engine>,
     batch: Vec<Claimed>,
     claimed_at: Instant,
+    express: bool,
 ) -> anyhow::Result<()> {
+    let (fences, in_flight) = if express {
+        (&engine.express.fences, &engine.express.in_flight)
+    } else {
+        (&engine.fences, &engine.in_flight)
+    };
     let state = &engine.state;
     let now = state.clock.now();
     let mut outcomes = Vec::with_capacity(batch.len());
     // Per variant in the batch: its live stock and the exclusions in force, read now (an
     // exclusion made after planning stops the texts not yet sent).
-    let mut levels: HashMap<(String, String), VariantNow> = HashMap::new();
+    let mut keys: Vec<(String, String, Option<String>)> = batch
+        .iter()
+        .map(|c| {
+            (
+                c.tenant_id.clone(),
+                c.variant_id.clone(),
+                c.product_id.clone(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let now_of = state.store.variants_now(&keys, now).await?;
+    let levels: HashMap<(String, String), VariantNow> = keys
+        .into_iter()
+        .map(|(tenant, variant, _)| (tenant, variant))
+        .zip(now_of)
+        .collect();
     let mut pending = Vec::new();
     for c in batch {
         let Some(policy) = state.tenants.get(&c.tenant_id) else {
@@ -191,14 +228,6 @@ async fn process(
             continue;
         };
         let key = (c.tenant_id.clone(), c.variant_id.clone());
-        if !levels.contains_key(&key) {
-            let l = state.store.stock_levels(&key.0, &key.1).await?;
-            let x = state
-                .store
-                .live_exclusions(&key.0, &key.1, c.product_id.as_deref(), now)
-                .await?;
-            levels.insert(key.clone(), (l, x));
-        }
         let (levels_now, exclusions) = &levels[&key];
         let stock = stock_for(c.location_id.as_deref(), levels_now);
         let decision = decide(policy, &c, &stock, *exclusions, now, None, None);
@@ -282,11 +311,12 @@ async fn process(
             }
         }
         if !granted.is_empty() {
-            let fence = engine.fences.clone().acquire_owned().await?;
+            let fence = fences.clone().acquire_owned().await?;
             let engine = engine.clone();
+            let in_flight = in_flight.clone();
             slots.spawn(
                 async move {
-                    let done = hand_over(&engine, granted, lease_end).await;
+                    let done = hand_over(&engine, granted, lease_end, in_flight).await;
                     drop(fence);
                     done
                 }
@@ -341,12 +371,13 @@ async fn hand_over(
     engine: &Arc<Engine>,
     mut items: Vec<Item>,
     lease_end: Instant,
+    in_flight: Arc<tokio::sync::Semaphore>,
 ) -> (Vec<Outcome>, Vec<restock_store::dispatch::Reminder>) {
     let mut grants: HashMap<uuid::Uuid, Grant> = items
         .iter_mut()
         .filter_map(|i| Some((i.claimed.message_id, i.grant.take()?)))
         .collect();
-    let (outcomes, reminders) = hand_over_granted(engine, items, lease_end).await;
+    let (outcomes, reminders) = hand_over_granted(engine, items, lease_end, in_flight).await;
     // Every text the provider did not take (given back, suppressed, refused, retried later, or
     // another replica's by now) gives its phone's token back: a text never sent must not cost
     // the shopper one of the texts a day they may get.
@@ -371,6 +402,7 @@ async fn hand_over_granted(
     engine: &Arc<Engine>,
     items: Vec<Item>,
     lease_end: Instant,
+    in_flight: Arc<tokio::sync::Semaphore>,
 ) -> (Vec<Outcome>, Vec<restock_store::dispatch::Reminder>) {
     let state = &engine.state;
     let give_back = |items: &[Item]| -> Vec<Outcome> {
@@ -423,7 +455,7 @@ async fn hand_over_granted(
             .unwrap_or(Handover::LeaseLost)
         {
             Handover::Go => {
-                let Ok(permit) = engine.in_flight.clone().acquire_owned().await else {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     outcomes.push(Outcome::given_back(c, state.clock.now()));
                     continue;
                 };

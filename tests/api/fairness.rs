@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use restock::workers::planner::PolicyPlanner;
 use restock_sms::fake::FakeTwilio;
+use restock_store::dispatch::Lane;
 
 use crate::helpers::*;
 
@@ -80,6 +81,90 @@ async fn a_small_release_is_claimed_in_the_next_batch_while_a_large_one_is_sendi
             ("sku-small".to_string(), vec![1, 2, 3]),
         ]
     );
+}
+
+#[tokio::test]
+async fn small_releases_have_an_express_lane_the_bulk_lane_leaves_them_to_at_first() {
+    let app = spawn_app_with(|s| s.dispatch.enabled = false).await;
+    app.clock.set(texting_hours());
+    subscribe_all(&app, "sku-big", &phones(300, 0)).await;
+    subscribe_all(&app, "sku-small", &phones(3, 1000)).await;
+    subscribe_all(&app, "sku-later", &phones(2, 2000)).await;
+    let tenants = Arc::new(app.state.tenants.clone());
+    let plan_all = |now| {
+        let (store, tenants) = (app.state.store.clone(), tenants.clone());
+        let base = app.state.public_base_url.clone();
+        async move {
+            let mut planner = PolicyPlanner {
+                tenants,
+                public_base_url: base,
+                now,
+                render_failures: HashMap::new(),
+                on_claimable: None,
+            };
+            while store
+                .plan_next_release(&mut planner, now)
+                .await
+                .unwrap()
+                .is_some()
+            {}
+        }
+    };
+    set_stock(&app, "sku-big", "loc-1", 500, 1).await;
+    set_stock(&app, "sku-small", "loc-1", 5, 1).await;
+    let now = app.clock.now_dt();
+    plan_all(now).await;
+    // The planners' connections went back to the pool holding no planning lock (one held
+    // would keep its release from ever being planned again after a crash of the plan).
+    let locks: i64 = app
+        .db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locks, 0);
+    // Small: a plan of at most 100 texts.
+    let (small_max, first_call) = (100, Duration::from_secs(1));
+    let bulk = Lane::Bulk {
+        small_max,
+        first_call,
+    };
+    let express = Lane::Express { small_max };
+    let claim = |lane, limit, at| {
+        let store = app.state.store.clone();
+        async move {
+            let claimed = store
+                .claim_due_in("sender", Duration::from_secs(30), limit, at, lane)
+                .await
+                .unwrap();
+            let mut variants: Vec<String> = claimed.iter().map(|c| c.variant_id.clone()).collect();
+            variants.sort();
+            variants
+        }
+    };
+
+    // The bulk lane leaves the small release's texts, due this moment, to the express lane.
+    assert_eq!(claim(bulk, 20, now).await, vec!["sku-big"; 20]);
+    // The express lane takes them, and nothing of the large release, due as it is.
+    assert_eq!(claim(express, 20, now).await, vec!["sku-small"; 3]);
+    assert!(claim(express, 20, now).await.is_empty());
+
+    // Past its first call, the bulk lane helps with a small release's texts the express lane
+    // has not taken (it is behind), in turns with the large one.
+    set_stock(&app, "sku-later", "loc-1", 5, 1).await;
+    plan_all(now).await;
+    let later = now + chrono::Duration::milliseconds(999);
+    assert_eq!(claim(bulk, 4, later).await, vec!["sku-big"; 4]);
+    let helped = claim(bulk, 4, now + chrono::Duration::seconds(2)).await;
+    assert_eq!(helped, ["sku-big", "sku-big", "sku-later", "sku-later"]);
+
+    // Without an express lane (`Lane::Any`, as `claim_due`) every due text is claimed.
+    assert_eq!(claim(Lane::Any, 1_000, now).await.len(), 300 - 20 - 4 - 2);
 }
 
 #[tokio::test]

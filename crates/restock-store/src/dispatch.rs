@@ -392,6 +392,24 @@ impl Chunk {
     }
 }
 
+/// Which texts a claim takes. Small releases (a plan of at most `small_max` texts) have an
+/// express lane of their own, so a restock of twenty phones is texted within moments even while
+/// another tenant's 100,000 fill every bulk batch: a bulk batch takes a while from its claim to
+/// its last hand-over, and a text claimed into one waits for all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Every due text (callers that step the workers, and tests).
+    Any,
+    /// Every due text, except a small release's during its first `first_call` after it fell
+    /// due: the express lane has first call on it, and the bulk lane helps when it is behind.
+    Bulk {
+        small_max: i32,
+        first_call: Duration,
+    },
+    /// Only the texts of small releases.
+    Express { small_max: i32 },
+}
+
 /// A release whose next wave is due.
 #[derive(Debug, Clone)]
 pub struct DueWave {
@@ -529,8 +547,9 @@ impl Store {
         // The planner's own connection, out of the pool: the release is held by a session
         // advisory lock on it, so no transaction stays open while planning goes on (an open
         // transaction would keep every message version the senders replace meanwhile, and
-        // their claims would wade through them). Dropped, the connection closes and the lock
-        // goes with it, whatever happened, exactly as when the process dies.
+        // their claims would wade through them). Planned, the lock is released and the
+        // connection goes back to the pool; dropped on any other way out, the connection closes
+        // and the lock goes with it, whatever happened, exactly as when the process dies.
         let candidates: Vec<Uuid> = query(
             &self.client().await?,
             // Releases another planner holds are left out here, on a pooled connection: the
@@ -600,15 +619,29 @@ impl Store {
             stock: Vec::new(),
             exclusions: LiveExclusions::default(),
         };
-        release.stock = stock_levels(&*client, &release.tenant_id, &release.variant_id).await?;
-        release.exclusions = crate::eligibility::live_exclusions(
-            &*client,
-            &release.tenant_id,
-            &release.variant_id,
-            release.product_id.as_deref(),
-            now,
-        )
-        .await?;
+        // Where an earlier, interrupted planning of this release got to: its chunks are
+        // committed, so planning goes on after the last subscription they hold. Read with the
+        // stock and the exclusions, pipelined.
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&release.tenant_id, &release.release_id];
+        let (stock, exclusions, checkpoint) = tokio::try_join!(
+            stock_levels(&*client, &release.tenant_id, &release.variant_id),
+            crate::eligibility::live_exclusions(
+                &*client,
+                &release.tenant_id,
+                &release.variant_id,
+                release.product_id.as_deref(),
+                now,
+            ),
+            query_opt(
+                &*client,
+                "SELECT after_tier, after_seq, position, texts, held_out, skipped, after_score FROM release_plans \
+                 WHERE tenant_id = $1 AND release_id = $2",
+                &key,
+            ),
+        )?;
+        release.stock = stock;
+        release.exclusions = exclusions;
         let mut planned = Planned {
             tenant_id: release.tenant_id.clone(),
             release_id: release.release_id,
@@ -629,15 +662,6 @@ impl Store {
             return Ok(Some(planned));
         };
 
-        // Where an earlier, interrupted planning of this release got to: its chunks are
-        // committed, so planning goes on after the last subscription they hold.
-        let checkpoint = query_opt(
-            &*client,
-            "SELECT after_tier, after_seq, position, texts, held_out, skipped, after_score FROM release_plans \
-             WHERE tenant_id = $1 AND release_id = $2",
-            &[&release.tenant_id, &release.release_id],
-        )
-        .await?;
         let mut position = 0i32;
         // Plan order is tier descending, then seq: start above every tier.
         let (mut after_tier, mut after_seq) = (i32::MAX, 0i64);
@@ -764,6 +788,11 @@ impl Store {
                 if by_score.is_some() {
                     after_score = last.get::<_, Option<f32>>(20).unwrap_or(UNSCORED);
                 }
+                if done {
+                    // The last chunk is written with the release's size and state, below: a
+                    // plan of one chunk becomes claimable already known as small (see `Lane`).
+                    break;
+                }
                 let tx = client.transaction().await?;
                 // A release paused or cancelled meanwhile gets no more messages: the steering
                 // call holds the row while it ends the messages already written.
@@ -805,6 +834,7 @@ impl Store {
         if !still_planning(&tx, &release).await? {
             return Ok(None);
         }
+        chunk.write(&tx, &release, immediate, now).await?;
         execute(
             &tx,
             "DELETE FROM release_plans WHERE tenant_id = $1 AND release_id = $2",
@@ -894,6 +924,8 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        planner.written(&release, immediate || planned.opened);
+        guard.give_back(release.release_id).await;
         Ok(Some(planned))
     }
 
@@ -1042,8 +1074,39 @@ impl Store {
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError> {
+        self.claim_due_in(owner, lease, limit, now, Lane::Any).await
+    }
+
+    /// [`claim_due`](Self::claim_due) in one lane: the express lane claims only the texts of
+    /// small releases; the bulk lane leaves those to it for their first moments (see [`Lane`]).
+    pub async fn claim_due_in(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+        now: DateTime<Utc>,
+        lane: Lane,
+    ) -> Result<Vec<Claimed>, StoreError> {
         let client = self.client().await?;
         let lease_until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+        // $5: the largest plan that is "small"; $6: how long ago a small release's text must
+        // have fallen due for this lane to take it. A plan is known small once planned (the
+        // planning of a one-chunk plan commits its texts and its size together).
+        let (small_max, small_due): (i32, DateTime<Utc>) = match lane {
+            Lane::Any => (-1, now),
+            Lane::Bulk {
+                small_max,
+                first_call,
+            } => (
+                small_max,
+                now - chrono::Duration::from_std(first_call).unwrap_or_default(),
+            ),
+            Lane::Express { small_max } => (small_max, now),
+        };
+        let releases = match lane {
+            Lane::Express { .. } => "r.state = 'sending' AND r.plan_size <= $5",
+            Lane::Any | Lane::Bulk { .. } => "r.state IN ('sending', 'planning')",
+        };
         let sql = format!(
             "WITH due AS ( \
                SELECT d.tenant_id, d.message_id, d.previous_status, d.previous_reason \
@@ -1054,9 +1117,10 @@ impl Store {
                  FROM (SELECT m.tenant_id, m.message_id, m.status, m.reason, m.due_at, m.position \
                    FROM messages m \
                    WHERE m.tenant_id = r.tenant_id AND m.release_id = r.release_id \
-                     AND m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL AND m.due_at <= $1 \
+                     AND m.status IN ('planned', 'deferred') AND m.wave IS NOT NULL \
+                     AND m.due_at <= CASE WHEN r.state = 'sending' AND r.plan_size <= $5::int THEN $6::timestamptz ELSE $1::timestamptz END \
                    ORDER BY m.due_at, m.position LIMIT $4 FOR UPDATE SKIP LOCKED) m) d \
-               WHERE r.state IN ('sending', 'planning') \
+               WHERE {releases} \
                ORDER BY d.turn, d.due_at, d.position LIMIT $4), \
              claimed AS ( \
                UPDATE messages m SET status = 'sending', lease_owner = $2, lease_until = $3, \
@@ -1093,8 +1157,8 @@ impl Store {
         // One round trip: the transaction (index look-ups per claimed message whatever the
         // statistics say, see planning), the claim and the commit are pipelined. A failed
         // claim aborts the transaction, and its COMMIT then rolls back.
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-            [&now, &owner, &lease_until, &limit];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&now, &owner, &lease_until, &limit, &small_max, &small_due];
         let (_, rows, _) = tokio::try_join!(
             client.batch_execute("BEGIN; SET LOCAL enable_seqscan = off"),
             client.query(&statement, &params),
@@ -1326,6 +1390,33 @@ impl Store {
         let client = self.client().await?;
         stock_levels(&client, tenant_id, variant_id).await
     }
+
+    /// The live stock per location and the exclusions in force of each `(tenant, variant,
+    /// product)`, in its order: all on one connection, pipelined (a batch of the express lane
+    /// holds several restocks, and one round trip each would add up).
+    pub async fn variants_now(
+        &self,
+        variants: &[(String, String, Option<String>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(Vec<(String, i64)>, LiveExclusions)>, StoreError> {
+        let client = self.client().await?;
+        let client = &client;
+        let reads = variants
+            .iter()
+            .map(|(tenant, variant, product)| async move {
+                tokio::try_join!(
+                    stock_levels(client, tenant, variant),
+                    crate::eligibility::live_exclusions(
+                        client,
+                        tenant,
+                        variant,
+                        product.as_deref(),
+                        now
+                    ),
+                )
+            });
+        futures_util::future::try_join_all(reads).await
+    }
 }
 
 async fn stock_levels(
@@ -1412,9 +1503,32 @@ enum Opening {
     Absorbed,
 }
 
-/// A pooled connection that never goes back to the pool: dropped, it closes, and the session
-/// advisory locks it holds are released with it.
+/// A pooled connection that goes back to the pool only by [`OwnConnection::give_back`]:
+/// dropped, it closes, and the session advisory locks it holds are released with it.
 struct OwnConnection(Option<deadpool_postgres::Object>);
+
+impl OwnConnection {
+    /// Releases the planning lock on `release_id` and gives the connection back to the pool
+    /// (a new connection per planned release cost a Postgres backend's start, and every
+    /// statement prepared again, for each small restock). Should the unlock fail, or the call
+    /// be cut short, the connection closes instead, and the lock goes with it.
+    async fn give_back(mut self, release_id: Uuid) {
+        let Some(object) = self.0.as_ref() else {
+            return;
+        };
+        let unlocked = object
+            .query_one(
+                "SELECT pg_advisory_unlock(hashtextextended('plan:' || $1::uuid::text, 0))",
+                &[&release_id],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0));
+        if matches!(unlocked, Ok(true)) {
+            // Back to the pool, holding no lock.
+            drop(self.0.take());
+        }
+    }
+}
 
 impl Drop for OwnConnection {
     fn drop(&mut self) {

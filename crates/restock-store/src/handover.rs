@@ -79,22 +79,24 @@ impl Store {
         let task = tokio::spawn(async move {
             let locked = async {
                 let tx = client.transaction().await?;
-                tx.batch_execute(&format!(
+                let timeout = format!(
                     "SET LOCAL idle_in_transaction_session_timeout = {}",
                     hold.as_millis().max(1)
-                ))
-                .await?;
+                );
                 // Sorted, so two fences and an exclusive locker never wait on each other in a
-                // circle.
-                query(
-                    &tx,
-                    "SELECT 1 FROM contacts c \
-                     JOIN UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, contact_id) \
-                       ON c.tenant_id = u.tenant_id AND c.contact_id = u.contact_id \
-                     ORDER BY c.tenant_id, c.contact_id FOR SHARE OF c",
-                    &[&tenants, &ids],
-                )
-                .await?;
+                // circle. Pipelined with the timeout: one round trip.
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenants, &ids];
+                tokio::try_join!(
+                    async { tx.batch_execute(&timeout).await.map_err(StoreError::from) },
+                    query(
+                        &tx,
+                        "SELECT 1 FROM contacts c \
+                         JOIN UNNEST($1::text[], $2::uuid[]) AS u(tenant_id, contact_id) \
+                           ON c.tenant_id = u.tenant_id AND c.contact_id = u.contact_id \
+                         ORDER BY c.tenant_id, c.contact_id FOR SHARE OF c",
+                        &params,
+                    ),
+                )?;
                 Ok::<_, StoreError>(tx)
             }
             .await;
