@@ -72,7 +72,7 @@ impl Slots {
 pub const EXPRESS_BATCH: u32 = 100;
 const EXPRESS_SLOTS: usize = 32;
 /// Express senders per process: while one records its batch's outcomes, the other claims.
-const EXPRESS_SENDERS: u32 = 2;
+const EXPRESS_SENDERS: u32 = 3;
 /// How long a small release's due text is the express lane's alone.
 pub const EXPRESS_FIRST_CALL: Duration = Duration::from_secs(1);
 

@@ -16,9 +16,10 @@ use super::Engine;
 const RECONCILE_BATCH: i64 = 500;
 /// How many expired leases of texts never handed over one pass puts back in line.
 const REQUEUE_BATCH: i64 = 5_000;
-/// Releases planned at once, each by a task holding one connection: a second planner keeps a
-/// small restock from waiting for a large one's plan.
-const PLANNERS: usize = 2;
+/// Releases planned at once, each by a task holding one connection while it plans: more than
+/// one keeps a small restock from waiting for a large one's plan, and more than two from
+/// waiting for another small one's (restocks come in bursts).
+const PLANNERS: usize = 4;
 /// Provider look-ups in flight during reconciliation.
 const LOOKUP_CONCURRENCY: usize = 16;
 

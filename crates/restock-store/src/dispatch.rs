@@ -550,47 +550,34 @@ impl Store {
         // their claims would wade through them). Planned, the lock is released and the
         // connection goes back to the pool; dropped on any other way out, the connection closes
         // and the lock goes with it, whatever happened, exactly as when the process dies.
-        let candidates: Vec<Uuid> = query(
-            &self.client().await?,
-            // Releases another planner holds are left out here, on a pooled connection: the
-            // connection below is closed after use, so taking one only to find every
-            // candidate held would cost a Postgres backend per scheduler tick while a large
-            // plan runs. (A bigint advisory key shows as classid, high half, and objid.)
-            "SELECT r.release_id FROM releases r WHERE r.state = 'planning' AND NOT EXISTS ( \
-               SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
-                 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 AND ((l.classid::bigint << 32) | l.objid::bigint) \
-                   = hashtextextended('plan:' || r.release_id::text, 0)) \
-             ORDER BY r.created_at LIMIT 8",
+        let mut guard = OwnConnection(Some(self.client().await?));
+        let client = guard.0.as_mut().expect("set above");
+        // The oldest release waiting that no other planner holds, locked, in one statement:
+        // the candidates are materialized in age order and tried one by one until a lock is
+        // had (a bigint advisory key shows in pg_locks as classid, high half, and objid).
+        let locked: Option<Uuid> = query_opt(
+            &*client,
+            "WITH c AS MATERIALIZED ( \
+               SELECT r.release_id FROM releases r WHERE r.state = 'planning' AND NOT EXISTS ( \
+                 SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
+                   AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND ((l.classid::bigint << 32) | l.objid::bigint) \
+                     = hashtextextended('plan:' || r.release_id::text, 0)) \
+               ORDER BY r.created_at LIMIT 8) \
+             SELECT c.release_id FROM c \
+             WHERE pg_try_advisory_lock(hashtextextended('plan:' || c.release_id::text, 0)) LIMIT 1",
             &[],
         )
         .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        let mut guard = OwnConnection(Some(self.client().await?));
-        let client = guard.0.as_mut().expect("set above");
-        let mut locked = None;
-        for id in candidates {
-            let got: bool = query_one(
-                &*client,
-                "SELECT pg_try_advisory_lock(hashtextextended('plan:' || $1::uuid::text, 0))",
-                &[&id],
-            )
-            .await?
-            .get(0);
-            if got {
-                locked = Some(id);
-                break;
-            }
-        }
+        .map(|r| r.get(0));
         let Some(release_id) = locked else {
+            // Nothing to plan: the connection holds no lock and goes back to the pool.
+            guard.keep();
             return Ok(None);
         };
-        let Some(row) = query_opt(
+        // Read after the lock, in a snapshot of its own: a release planned by another planner
+        // that let go of it just now shows as planned.
+        let row = query_opt(
             &*client,
             "SELECT r.tenant_id, r.release_id, r.restock_id, r.variant_id, r.product_id, r.location_id, \
                r.available_at_restock, r.created_at, v.title, COALESCE(v.options, '{}'::jsonb), \
@@ -599,9 +586,10 @@ impl Store {
              WHERE r.release_id = $1 AND r.state = 'planning'",
             &[&release_id],
         )
-        .await?
-        else {
+        .await?;
+        let Some(row) = row else {
             // Planned (or steered) by someone else meanwhile.
+            guard.give_back(release_id).await;
             return Ok(None);
         };
         let options: serde_json::Value = row.get(9);
@@ -830,18 +818,6 @@ impl Store {
             }
         }
 
-        let tx = client.transaction().await?;
-        if !still_planning(&tx, &release).await? {
-            return Ok(None);
-        }
-        chunk.write(&tx, &release, immediate, now).await?;
-        execute(
-            &tx,
-            "DELETE FROM release_plans WHERE tenant_id = $1 AND release_id = $2",
-            &[&release.tenant_id, &release.release_id],
-        )
-        .await?;
-
         let (mut first_share, mut absorbed_share) = (None::<i32>, None::<i32>);
         let (strategy, shares, interval_ms, factor) = match &settings.strategy {
             Strategy::Immediate => ("immediate", Vec::new(), 0i64, None),
@@ -876,27 +852,41 @@ impl Store {
                 Some(*factor),
             ),
         };
-        execute(
-            &tx,
-            "UPDATE releases SET strategy = $3, stage_shares_bps = $4, wave_interval_ms = $5, \
-               oversubscription = $6, holdout_bps = $7, plan_size = $8, state = 'sending', \
-               next_wave_at = $9, updated_at = $9, first_wave_share_bps = $10, absorbed_share_bps = $11 \
-             WHERE tenant_id = $1 AND release_id = $2",
-            &[
-                &release.tenant_id,
-                &release.release_id,
-                &strategy,
-                &shares,
-                &interval_ms,
-                &factor,
-                &settings.holdout_bps,
-                &position,
-                &now,
-                &first_share,
-                &absorbed_share,
-            ],
-        )
-        .await?;
+        let tx = client.transaction().await?;
+        if !still_planning(&tx, &release).await? {
+            return Ok(None);
+        }
+        // The last chunk, the checkpoint gone and the release's size and state: independent
+        // writes, pipelined (a small restock's whole plan is this one round trip).
+        let sized: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+            &release.tenant_id,
+            &release.release_id,
+            &strategy,
+            &shares,
+            &interval_ms,
+            &factor,
+            &settings.holdout_bps,
+            &position,
+            &now,
+            &first_share,
+            &absorbed_share,
+        ];
+        tokio::try_join!(
+            chunk.write(&tx, &release, immediate, now),
+            execute(
+                &tx,
+                "DELETE FROM release_plans WHERE tenant_id = $1 AND release_id = $2",
+                &sized[..2],
+            ),
+            execute(
+                &tx,
+                "UPDATE releases SET strategy = $3, stage_shares_bps = $4, wave_interval_ms = $5, \
+                   oversubscription = $6, holdout_bps = $7, plan_size = $8, state = 'sending', \
+                   next_wave_at = $9, updated_at = $9, first_wave_share_bps = $10, absorbed_share_bps = $11 \
+                 WHERE tenant_id = $1 AND release_id = $2",
+                &sized,
+            ),
+        )?;
         if let Strategy::Staged {
             shares_bps,
             interval,
@@ -1508,6 +1498,11 @@ enum Opening {
 struct OwnConnection(Option<deadpool_postgres::Object>);
 
 impl OwnConnection {
+    /// Back to the pool as it is: only for a connection that holds no lock.
+    fn keep(mut self) {
+        drop(self.0.take());
+    }
+
     /// Releases the planning lock on `release_id` and gives the connection back to the pool
     /// (a new connection per planned release cost a Postgres backend's start, and every
     /// statement prepared again, for each small restock). Should the unlock fail, or the call
