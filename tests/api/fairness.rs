@@ -235,3 +235,33 @@ async fn a_small_restock_is_planned_and_texted_while_a_large_plan_is_stuck() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn small_and_large_restocks_are_each_texted_once_with_the_express_lane_on_or_off() {
+    for express_max_texts in [0, 10] {
+        let fake = FakeTwilio::start().await.unwrap();
+        let app = spawn_app_with(|s| {
+            use_fake(s, &fake);
+            s.dispatch.express_max_texts = express_max_texts;
+        })
+        .await;
+        app.clock.set(texting_hours());
+        // 30 phones: bulk with a lane of 10; 5 phones: the express lane's (when there is one).
+        subscribe_all(&app, "sku-large", &phones(30, 0)).await;
+        subscribe_all(&app, "sku-small", &phones(5, 1000)).await;
+        set_stock(&app, "sku-large", "loc-1", 500, 1).await;
+        set_stock(&app, "sku-small", "loc-1", 5, 1).await;
+        eventually(Duration::from_secs(20), "every phone's text", || async {
+            fake.message_count() >= 35
+        })
+        .await;
+        // Nothing more comes: no text twice, whichever lane took it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = per_phone(&fake);
+        assert_eq!(sent.len(), 35, "lane of {express_max_texts}");
+        assert!(
+            sent.values().all(|&n| n == 1),
+            "lane of {express_max_texts}: {sent:?}"
+        );
+    }
+}
