@@ -383,21 +383,25 @@ async fn messaging<C: GenericClient>(
     p: &[&(dyn tokio_postgres::types::ToSql + Sync); 5],
     windows: &ReportWindows,
 ) -> Result<Figures, StoreError> {
-    // An opt-out is blamed on the latest text to its phone before it (of any release), found
-    // per opt-out of the scope's phones; it counts when that text is one of the scope's.
+    // An opt-out is blamed on the latest text to its phone before it (of any release), inside
+    // the window; it counts when that text is one of the scope's. Driven from the opt-outs in
+    // the scope's texting time (an opt-out outside it cannot blame one of the scope's texts),
+    // one index look-up each: starting from the scope's phones instead read every text of every
+    // one of them (4 of the 6 s of a cold period report over 1,000,000 texts).
     let sql = format!(
         "WITH {SCOPE}, \
          m AS (SELECT m.tenant_id, m.message_id, m.contact_id, m.status, m.kind, m.segments, \
                  m.sent_at, m.last_error_code FROM messages m JOIN scope s \
                  ON s.tenant_id = m.tenant_id AND s.release_id = m.release_id), \
-         blamed AS (SELECT DISTINCT ON (e.tenant_id, e.contact_id, e.event_id) x.message_id \
-           FROM consent_events e \
-           JOIN messages x ON x.tenant_id = e.tenant_id AND x.contact_id = e.contact_id \
-             AND x.sent_at IS NOT NULL AND x.sent_at <= e.occurred_at \
-             AND e.occurred_at < x.sent_at + make_interval(secs => $6) \
-           WHERE e.tenant_id = $1 AND e.kind = 'opt_out' \
-             AND e.contact_id IN (SELECT contact_id FROM m WHERE sent_at IS NOT NULL) \
-           ORDER BY e.tenant_id, e.contact_id, e.event_id, x.sent_at DESC, x.message_id DESC) \
+         span AS (SELECT min(sent_at) AS first, max(sent_at) AS last FROM m), \
+         blamed AS (SELECT x.message_id FROM consent_events e CROSS JOIN span \
+           CROSS JOIN LATERAL (SELECT x.message_id FROM messages x \
+             WHERE x.tenant_id = e.tenant_id AND x.contact_id = e.contact_id \
+               AND x.sent_at IS NOT NULL AND x.sent_at <= e.occurred_at \
+               AND e.occurred_at < x.sent_at + make_interval(secs => $6) \
+             ORDER BY x.sent_at DESC, x.message_id DESC LIMIT 1) x \
+           WHERE e.tenant_id = $1 AND e.kind = 'opt_out' AND e.occurred_at >= span.first \
+             AND e.occurred_at < span.last + make_interval(secs => $6)) \
          SELECT (SELECT count(*) FROM scope), \
            count(*) FILTER (WHERE status <> 'held_out' AND kind = 'first'), \
            count(*) FILTER (WHERE status = 'held_out' AND kind = 'first'), \
