@@ -11,6 +11,25 @@ use restock_store::dispatch::Lane;
 
 use crate::helpers::*;
 
+/// Plans every release waiting, as the scheduler's planners would, at `now`.
+async fn plan_all(app: &TestApp, now: chrono::DateTime<chrono::Utc>) {
+    let mut planner = PolicyPlanner {
+        tenants: Arc::new(app.state.tenants.clone()),
+        public_base_url: app.state.public_base_url.clone(),
+        now,
+        render_failures: HashMap::new(),
+        on_claimable: None,
+    };
+    while app
+        .state
+        .store
+        .plan_next_release(&mut planner, now)
+        .await
+        .unwrap()
+        .is_some()
+    {}
+}
+
 #[tokio::test]
 async fn a_small_release_is_claimed_in_the_next_batch_while_a_large_one_is_sending() {
     // The test plays the scheduler and the sender.
@@ -18,26 +37,7 @@ async fn a_small_release_is_claimed_in_the_next_batch_while_a_large_one_is_sendi
     app.clock.set(texting_hours());
     subscribe_all(&app, "sku-big", &phones(300, 0)).await;
     subscribe_all(&app, "sku-small", &phones(3, 1000)).await;
-    let tenants = Arc::new(app.state.tenants.clone());
-    let plan_all = |now| {
-        let (store, tenants) = (app.state.store.clone(), tenants.clone());
-        let base = app.state.public_base_url.clone();
-        async move {
-            let mut planner = PolicyPlanner {
-                tenants,
-                public_base_url: base,
-                now,
-                render_failures: HashMap::new(),
-                on_claimable: None,
-            };
-            while store
-                .plan_next_release(&mut planner, now)
-                .await
-                .unwrap()
-                .is_some()
-            {}
-        }
-    };
+    let plan_all = |now| plan_all(&app, now);
     set_stock(&app, "sku-big", "loc-1", 500, 1).await;
     plan_all(app.clock.now_dt()).await;
     // The large release is due first; the small restock comes a minute later.
@@ -90,26 +90,7 @@ async fn small_releases_have_an_express_lane_the_bulk_lane_leaves_them_to_at_fir
     subscribe_all(&app, "sku-big", &phones(300, 0)).await;
     subscribe_all(&app, "sku-small", &phones(3, 1000)).await;
     subscribe_all(&app, "sku-later", &phones(2, 2000)).await;
-    let tenants = Arc::new(app.state.tenants.clone());
-    let plan_all = |now| {
-        let (store, tenants) = (app.state.store.clone(), tenants.clone());
-        let base = app.state.public_base_url.clone();
-        async move {
-            let mut planner = PolicyPlanner {
-                tenants,
-                public_base_url: base,
-                now,
-                render_failures: HashMap::new(),
-                on_claimable: None,
-            };
-            while store
-                .plan_next_release(&mut planner, now)
-                .await
-                .unwrap()
-                .is_some()
-            {}
-        }
-    };
+    let plan_all = |now| plan_all(&app, now);
     set_stock(&app, "sku-big", "loc-1", 500, 1).await;
     set_stock(&app, "sku-small", "loc-1", 5, 1).await;
     let now = app.clock.now_dt();
