@@ -144,7 +144,7 @@ fn pgbench_for(url: &str, script: &str, clients: usize, run: Duration) -> anyhow
 /// Subscribes new phones from [`CONCURRENCY`] callers for [`RUN`]: to 200 variants in turn, or
 /// all to `hot`. Phones are numbered from `first`.
 async fn subscribe_rate(
-    client: WaitlistServiceClient<server::Channel>,
+    channels: &[server::Channel],
     hot: Option<&str>,
     first: usize,
     run: Duration,
@@ -154,8 +154,9 @@ async fn subscribe_rate(
     let deadline = Instant::now() + run;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (mut client, next, errors) = (client.clone(), next.clone(), errors.clone());
+    for caller in 0..CONCURRENCY {
+        let mut client = WaitlistServiceClient::new(channels[caller % channels.len()].clone());
+        let (next, errors) = (next.clone(), errors.clone());
         let hot = hot.map(str::to_string);
         tasks.push(tokio::spawn(async move {
             let captured = prost_types::Timestamp {
@@ -191,6 +192,37 @@ async fn subscribe_rate(
         done as f64 / started.elapsed().as_secs_f64(),
         errors.load(Ordering::Relaxed),
     ))
+}
+
+/// gRPC round trips with no application work behind them: the health service's `Check` on the
+/// same server, over the same channel, at the same concurrency as [`subscribe_rate`]. The
+/// ceiling of any unary RPC on this machine in this setup (client and server in one process,
+/// sharing the cores with Postgres): Subscribe cannot be faster than this.
+async fn noop_rate(channels: &[server::Channel], run: Duration) -> anyhow::Result<f64> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + run;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..CONCURRENCY {
+        let mut client = HealthClient::new(channels[caller % channels.len()].clone());
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// How long Subscribe runs before its figure is taken (see [`analyze`]).
@@ -527,6 +559,10 @@ async fn waitlist_figures(
         let _ = stopped.await;
     }));
     let channel = server::connect(addr).await?;
+    // One connection per caller, as pgbench has one per client: calls on one HTTP/2
+    // connection take turns in its single connection task (16 callers on one connection
+    // reach a tenth of what they reach on their own connections, even with no work behind).
+    let callers = server::connect_many(addr, CONCURRENCY).await?;
     // A running platform, not a database born a second ago: a fresh database's tables have no
     // statistics until autovacuum's first pass (up to a minute in), and plans made meanwhile
     // read them as empty. Subscribe for a moment, then analyze, as autovacuum would.
@@ -534,34 +570,22 @@ async fn waitlist_figures(
         "restock: Subscribe warm-up, {CONCURRENCY} callers, {}s, then ANALYZE",
         WARM_UP.as_secs()
     );
-    let (subscribe_cold, errors_cold) = subscribe_rate(
-        WaitlistServiceClient::new(channel.clone()),
-        None,
-        4_000_000,
-        WARM_UP,
-    )
-    .await?;
+    let (subscribe_cold, errors_cold) = subscribe_rate(&callers, None, 4_000_000, WARM_UP).await?;
     analyze(&with_database(db, "restock_bench")).await?;
     eprintln!(
         "restock: Subscribe over gRPC, {CONCURRENCY} callers, {}s",
         RUN.as_secs()
     );
-    let (subscribe, errors) = subscribe_rate(
-        WaitlistServiceClient::new(channel.clone()),
-        None,
-        5_000_000,
-        RUN,
-    )
-    .await?;
+    let (subscribe, errors) = subscribe_rate(&callers, None, 5_000_000, RUN).await?;
     eprintln!("restock: {HOT_WAITING} waiting on one variant, then Subscribe to it, {CONCURRENCY} callers");
     hot_waitlist(&with_database(db, "restock_bench"), HOT_WAITING).await?;
-    let (subscribe_hot, errors_hot) = subscribe_rate(
-        WaitlistServiceClient::new(channel.clone()),
-        Some("sku-hot"),
-        6_000_000,
-        RUN,
-    )
-    .await?;
+    let (subscribe_hot, errors_hot) =
+        subscribe_rate(&callers, Some("sku-hot"), 6_000_000, RUN).await?;
+    eprintln!(
+        "restock: gRPC health Check (no application work), {CONCURRENCY} callers, {}s",
+        RUN.as_secs()
+    );
+    let noop = noop_rate(&callers, RUN).await?;
     let errors = errors + errors_hot + errors_cold;
     let stats = state.subscriber.stats();
     eprintln!(
@@ -583,6 +607,11 @@ async fn waitlist_figures(
             "| Subscribe throughput, {CONCURRENCY} concurrent, one variant with {HOT_WAITING} waiting | {subscribe_hot:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | ≥ 50%, as the row above |",
             subscribe_hot / raw_insert * 100.0
         ),
+        format!(
+            "| gRPC round trip with no application work (health `Check`), {CONCURRENCY} concurrent, same client and server | {noop:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | the ceiling of any RPC here; Subscribe is {:.0}% of it |",
+            noop / raw_insert * 100.0,
+            subscribe / noop * 100.0
+        ),
     ]);
     let json = serde_json::json!({
         "concurrency": CONCURRENCY,
@@ -593,6 +622,9 @@ async fn waitlist_figures(
         "subscribe_cold_per_second": subscribe_cold,
         "subscribe_cold_seconds": WARM_UP.as_secs(),
         "ratio_hot": subscribe_hot / raw_insert,
+        "grpc_noop_per_second": noop,
+        "ratio_grpc_noop": noop / raw_insert,
+        "subscribe_over_grpc_noop": subscribe / noop,
         "pgbench_single_row_insert_per_second": raw_insert,
         "ratio": ratio,
         "target_ratio": 0.5,

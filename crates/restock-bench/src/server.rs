@@ -218,6 +218,15 @@ pub async fn connect(addr: impl std::fmt::Display) -> anyhow::Result<Channel> {
     Ok(Channel::new(channel, restock::auth::Bearer::new(TOKEN)))
 }
 
+/// `n` channels to `addr`, each its own connection.
+pub async fn connect_many(addr: impl std::fmt::Display, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(connect(&addr).await?);
+    }
+    Ok(channels)
+}
+
 /// The bench caller's credential, for a server built in process.
 pub fn credential() -> restock::auth::CredentialSettings {
     restock::auth::CredentialSettings {
