@@ -49,6 +49,10 @@ WITH due AS (SELECT tenant_id, message_id FROM messages WHERE status IN ('planne
 UPDATE messages SET status = 'sent', provider_message_id = 'SM' || message_id, provider_status = 'queued', segments = 1, sent_at = now(), attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, updated_at = now() WHERE status = 'sending' AND lease_owner = 'bench-' || :client_id;
 ";
 
+/// Sends of the provider floor (see `floors`), and how many at once.
+pub const FLOOR_SENDS: usize = 20_000;
+pub const FLOOR_SEND_CONCURRENCY: usize = 32;
+
 /// Clients of [`MESSAGE_BATCH_SCRIPT`]: the engine's senders at the default concurrency.
 pub const BATCH_CLIENTS: usize = 2;
 

@@ -4,7 +4,11 @@
 //!
 //! Subscribe is measured on a running platform: 3 s of Subscribe on the new database, then
 //! ANALYZE (what autovacuum does in its first minute), then the figure; the first seconds' rate
-//! is shown beside it.
+//! is shown beside it. Its 16 callers each have their own connection, as pgbench's clients do.
+//!
+//! Floors (see `floors.rs`): the least machine CPU one text and one Subscribe can cost here
+//! (their unavoidable writes in the narrowest tables, the provider call, the gRPC round trip),
+//! and the best figure each leaves possible on this machine, beside the target.
 //!
 //! `just bench waitlist` measures Subscribe, inventory events and cap checks only; `just bench
 //! dispatch` the dispatch engine only (see `dispatch.rs`); `just bench mixed` small restocks of
@@ -21,6 +25,7 @@
 //! outbox `n` old texts before a restock, `RESTOCK_BIN` runs that server binary.
 
 mod dispatch;
+mod floors;
 mod reports;
 mod server;
 mod stack;
@@ -139,6 +144,25 @@ fn pgbench_for(url: &str, script: &str, clients: usize, run: Duration) -> anyhow
                 .and_then(|n| n.parse().ok())
         })
         .with_context(|| format!("no tps in pgbench output: {text}"))
+}
+
+/// Runs pgbench like [`pgbench_for`], `units` of work per transaction, and measures the
+/// machine's CPU over it (see [`floors`]).
+fn pgbench_floor(
+    url: &str,
+    script: &str,
+    clients: usize,
+    run: Duration,
+    units: f64,
+) -> anyhow::Result<floors::Floor> {
+    let cpu0 = floors::machine_cpu_seconds()?;
+    let tps = pgbench_for(url, script, clients, run)?;
+    let cpu = floors::machine_cpu_seconds()? - cpu0;
+    let done = tps * units * run.as_secs_f64();
+    Ok(floors::Floor {
+        per_second: tps * units,
+        cpu_us: cpu / done.max(1.0) * 1e6,
+    })
 }
 
 /// Subscribes new phones from [`CONCURRENCY`] callers for [`RUN`]: to 200 variants in turn, or
@@ -585,7 +609,24 @@ async fn waitlist_figures(
         "restock: gRPC health Check (no application work), {CONCURRENCY} callers, {}s",
         RUN.as_secs()
     );
-    let noop = noop_rate(&callers, RUN).await?;
+    let noop =
+        floors::measure(|| async { Ok(noop_rate(&callers, RUN).await? * RUN.as_secs_f64()) })
+            .await?;
+    eprintln!(
+        "pgbench: a Subscribe's four writes in the narrowest tables, {} to a transaction, 2 clients, {}s",
+        floors::SUBSCRIBE_BATCH,
+        RUN.as_secs()
+    );
+    floors::create_tables(&raw_url).await?;
+    let writes = pgbench_floor(
+        &raw_url,
+        floors::SUBSCRIBE_SCRIPT,
+        2,
+        RUN,
+        floors::SUBSCRIBE_BATCH,
+    )?;
+    let floor_us = noop.cpu_us + writes.cpu_us;
+    let ceiling = floors::ceiling_per_second(floor_us);
     let errors = errors + errors_hot + errors_cold;
     let stats = state.subscriber.stats();
     eprintln!(
@@ -608,9 +649,21 @@ async fn waitlist_figures(
             subscribe_hot / raw_insert * 100.0
         ),
         format!(
-            "| gRPC round trip with no application work (health `Check`), {CONCURRENCY} concurrent, same client and server | {noop:.0}/s | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | the ceiling of any RPC here; Subscribe is {:.0}% of it |",
-            noop / raw_insert * 100.0,
-            subscribe / noop * 100.0
+            "| gRPC round trip with no application work (health `Check`), {CONCURRENCY} concurrent, same client and server | {:.0}/s ({:.0} µs of machine CPU each) | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | the ceiling of any RPC here; Subscribe is {:.0}% of it |",
+            noop.per_second,
+            noop.cpu_us,
+            noop.per_second / raw_insert * 100.0,
+            subscribe / noop.per_second * 100.0
+        ),
+        format!(
+            "| Floor of a Subscribe: that round trip ({:.0} µs) + its four writes in the narrowest tables, {} to a transaction (pgbench {:.0}/s, {:.0} µs) = {floor_us:.0} µs of machine CPU | at most {ceiling:.0}/s on {} cores | pgbench single-row insert {raw_insert:.0}/s | {:.0}% | 50% needs ≤ {:.0} µs a call |",
+            noop.cpu_us,
+            floors::SUBSCRIBE_BATCH,
+            writes.per_second,
+            writes.cpu_us,
+            floors::cores(),
+            ceiling / raw_insert * 100.0,
+            floors::cores() / (raw_insert * 0.5) * 1e6,
         ),
     ]);
     let json = serde_json::json!({
@@ -622,9 +675,11 @@ async fn waitlist_figures(
         "subscribe_cold_per_second": subscribe_cold,
         "subscribe_cold_seconds": WARM_UP.as_secs(),
         "ratio_hot": subscribe_hot / raw_insert,
-        "grpc_noop_per_second": noop,
-        "ratio_grpc_noop": noop / raw_insert,
-        "subscribe_over_grpc_noop": subscribe / noop,
+        "grpc_noop": noop,
+        "subscribe_floor_writes": writes,
+        "subscribe_floor_cpu_us": floor_us,
+        "subscribe_ceiling_per_second": ceiling,
+        "ratio_ceiling": ceiling / raw_insert,
         "pgbench_single_row_insert_per_second": raw_insert,
         "ratio": ratio,
         "target_ratio": 0.5,
@@ -822,6 +877,37 @@ async fn dispatch_figures(
     )? * dispatch::BATCH as f64;
 
     eprintln!(
+        "pgbench: the floor of a text's row work (narrowest outbox), batches of {}, 2 clients, {}s",
+        floors::TEXT_BATCH,
+        dispatch::PGBENCH_RUN.as_secs()
+    );
+    floors::create_tables(&messages_url).await?;
+    let text_rows = pgbench_floor(
+        &messages_url,
+        floors::TEXT_SCRIPT,
+        2,
+        dispatch::PGBENCH_RUN,
+        floors::TEXT_BATCH,
+    )?;
+    eprintln!(
+        "floor: {} sends to a loopback Twilio through restock's client, {} at once",
+        dispatch::FLOOR_SENDS,
+        dispatch::FLOOR_SEND_CONCURRENCY
+    );
+    let provider = fakes.twilio().await?;
+    let sends = floors::measure(|| {
+        floors::provider_sends(
+            provider.config(),
+            dispatch::FLOOR_SENDS,
+            dispatch::FLOOR_SEND_CONCURRENCY,
+        )
+    })
+    .await?;
+    drop(provider);
+    let text_floor_us = text_rows.cpu_us + sends.cpu_us;
+    let text_ceiling = floors::ceiling_per_second(text_floor_us);
+
+    eprintln!(
         "restock: {} restocks one after another, event to first text",
         dispatch::LATENCY_RESTOCKS
     );
@@ -873,6 +959,18 @@ async fn dispatch_figures(
         ));
     }
     figures.rows.push(format!(
+        "| Floor of a text: its row work in the narrowest outbox, batches of {} (pgbench {:.0}/s, {:.0} µs) + one send to the loopback provider through restock's client ({:.0}/s, {:.0} µs) = {text_floor_us:.0} µs of machine CPU | 100,000 texts in at least {:.1} s ({text_ceiling:.0}/s on {} cores) | | the 100,000 restock is at {} of it | < 10 s needs ≤ {:.0} µs a text |",
+        floors::TEXT_BATCH,
+        text_rows.per_second,
+        text_rows.cpu_us,
+        sends.per_second,
+        sends.cpu_us,
+        100_000.0 / text_ceiling,
+        floors::cores(),
+        big.texts_per_second.map_or_else(|| "—".into(), |t| format!("{:.0}%", t / text_ceiling * 100.0)),
+        floors::cores() / 10_000.0 * 1e6,
+    ));
+    figures.rows.push(format!(
         "| Server peak RSS (VmHWM), 10,000 → 100,000 subscribers (at start: {:.0} → {:.0} MiB) | {:.0} → {:.0} MiB | | ×{:.2} | flat |",
         mib(small.rss_at_start_kib),
         mib(big.rss_at_start_kib),
@@ -893,6 +991,10 @@ async fn dispatch_figures(
         "server_pool": SERVER_POOL,
         "pgbench_text_row_work_per_second": raw_text,
         "pgbench_text_row_work_batched_per_second": raw_batched,
+        "floor_text_rows": text_rows,
+        "floor_provider_sends": sends,
+        "floor_text_cpu_us": text_floor_us,
+        "ceiling_texts_per_second": text_ceiling,
         "batch": dispatch::BATCH,
         "batch_clients": dispatch::BATCH_CLIENTS,
         "restock_100000": big,
