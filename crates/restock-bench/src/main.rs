@@ -219,7 +219,7 @@ async fn subscribe_rate(
 }
 
 /// gRPC round trips with no application work behind them: the health service's `Check` on the
-/// same server, over the same channel, at the same concurrency as [`subscribe_rate`]. The
+/// same server, over the same connections, at the same concurrency as [`subscribe_rate`]. The
 /// ceiling of any unary RPC on this machine in this setup (client and server in one process,
 /// sharing the cores with Postgres): Subscribe cannot be faster than this.
 async fn noop_rate(channels: &[server::Channel], run: Duration) -> anyhow::Result<f64> {
